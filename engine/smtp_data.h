@@ -1,0 +1,28 @@
+// Message body to SMTP DATA wire form (RFC 5321 §4.5.2 transparency, §2.3.8 line endings).
+// Pure function, any thread.
+//
+// Every line ending in the input (CRLF, bare LF, bare CR) becomes CRLF; NUL bytes are dropped
+// (RFC 5321 §4.1.1.4 forbids them in DATA); a line starting with '.' gets one more '.'. The output
+// always ends with CRLF "." CRLF, and a bare CR or LF never reaches the wire, so no input can end
+// the DATA early (SMTP smuggling, CVE-2023-51764 class).
+//
+//   std::string wire; mxb::AppendDataWire(body, &wire);   // then send `wire` after 354
+#pragma once
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace mxb {
+
+void AppendDataWire(absl::string_view body, std::string* out);
+
+// Inverse for receivers (the sink, tests): un-dot-stuffs a DATA payload that ends with
+// CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF.
+std::string DecodeDataWire(absl::string_view wire);
+
+// CRLF-normalises `body` the same way AppendDataWire does, without dot-stuffing and without the
+// terminator (the form a receiver stores). Used by tests to compare bodies byte-for-byte.
+std::string NormalizeLineEndings(absl::string_view body);
+
+}  // namespace mxb

@@ -1,0 +1,78 @@
+// Spool: the on-disk queue directory (DESIGN.md "Spool directory API").
+//
+//   spool/tmp/        producers write here, fsync, then rename into incoming/
+//   spool/incoming/   complete files waiting to be claimed
+//   spool/active/     claimed by this engine (rename = claim)
+//   spool/deferred/   messages with recipients waiting for a retry (only the pending recipients)
+//   spool/bad/        malformed files, each with a NAME.why file saying why
+//
+// Owned by the scanner (main) thread; none of its methods are called from workers.
+//
+//   auto spool = mxb::Spool::Open("/var/spool/mxburst");   // creates missing subdirectories
+//   for (auto& name : spool->ListIncoming(1000)) {
+//     auto claimed = spool->Claim(name);                      // incoming/name -> active/name
+//     ...
+//     spool->Complete(name);                                  // unlink active/name
+//   }
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mxb {
+
+class Spool {
+ public:
+  // Opens (creating tmp/incoming/active/deferred/bad if missing) the spool at `root`.
+  [[nodiscard]] static absl::StatusOr<Spool> Open(const std::string& root);
+
+  const std::string& root() const { return root_; }
+
+  // Up to `max` file names (not paths) in incoming/, oldest-first is not promised. Skips dotfiles.
+  std::vector<std::string> ListIncoming(size_t max) const;
+  // Names in active/ (left over from a previous run: re-queued at start).
+  std::vector<std::string> ListActive() const;
+  // Names in deferred/.
+  std::vector<std::string> ListDeferred() const;
+
+  // Renames incoming/name -> active/name and returns the whole file content.
+  // NotFound if another process claimed it first.
+  [[nodiscard]] absl::StatusOr<std::string> Claim(const std::string& name);
+  // Reads active/name (recovery of files left in active/).
+  [[nodiscard]] absl::StatusOr<std::string> ReadActive(const std::string& name) const;
+  // Moves deferred/name back into incoming/ (retry).
+  [[nodiscard]] absl::Status Requeue(const std::string& name);
+
+  // Every recipient is final and logged: unlink active/name.
+  [[nodiscard]] absl::Status Complete(const std::string& name);
+  // Some recipients are still pending: writes `contents` (envelope with only the pending
+  // recipients + body) to tmp/, fsyncs, renames to deferred/name, then unlinks active/name.
+  [[nodiscard]] absl::Status Defer(const std::string& name, absl::string_view contents);
+  // Malformed: active/name (or incoming/name if not yet claimed) -> bad/name, and writes
+  // bad/name.why containing `reason` plus a newline.
+  [[nodiscard]] absl::Status Quarantine(const std::string& name, absl::string_view reason);
+
+  // Counts for status output.
+  size_t CountIncoming() const;
+  size_t CountActive() const;
+  size_t CountDeferred() const;
+  size_t CountBad() const;
+
+ private:
+  explicit Spool(std::string root) : root_(std::move(root)) {}
+  std::string root_;
+};
+
+// Writes `contents` into <spool>/tmp/<name>, fsyncs it, and renames it into <spool>/incoming/<name>
+// (the Maildir rule). Used by mxburst-inject and by tests.
+[[nodiscard]] absl::Status InjectFile(const std::string& spool_root, const std::string& name,
+                                      absl::string_view contents, bool fsync_file = true);
+
+// A unique file name for injection: "<unix-seconds>.<pid>.<counter>.<random>.eml".
+std::string NewSpoolFileName();
+
+}  // namespace mxb

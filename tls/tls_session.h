@@ -1,0 +1,141 @@
+// TLS over caller-owned buffers (wolfSSL with custom I/O callbacks on memory).
+//
+// tls/ never touches a socket: the engine (or the sink) reads ciphertext from the socket and hands
+// it to FeedCiphertext(), and takes the ciphertext that must be written out of
+// TakeCiphertext()/ciphertext_out(). A TlsSession belongs to one thread (the worker that owns the
+// connection); a TlsContext is created once at start-up and shared read-only by all threads.
+//
+//   auto ctx = mxb::TlsContext::NewClient({.verify_peer = false});
+//   auto tls = (*ctx)->NewSession("mx.example.com");       // SNI + name for verification
+//   tls->FeedCiphertext(bytes_from_socket);
+//   switch (tls->Handshake()) {
+//     case TlsStatus::kOk: ...                                // established
+//     case TlsStatus::kWantIo: ...                            // send ciphertext_out(), recv more
+//     case TlsStatus::kError: ... tls->last_error()
+//   }
+//   tls->Write("EHLO x\r\n");        // appends encrypted records to ciphertext_out()
+//   std::string plain; tls->ReadPlaintext(&plain);          // decrypts everything fed so far
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+struct WOLFSSL_CTX;
+struct WOLFSSL;
+
+namespace mxb {
+
+enum class TlsStatus {
+  kOk,      // operation complete
+  kWantIo,  // needs more ciphertext from the peer (and/or flush ciphertext_out())
+  kClosed,  // peer sent close_notify
+  kError,   // fatal; see last_error()
+};
+const char* ToString(TlsStatus s);
+
+struct TlsClientOptions {
+  bool verify_peer = false;     // PKIX chain check + host name (used by strict policies later)
+  std::string ca_file;          // PEM bundle; empty = system store when verify_peer
+  bool tls13_only = false;
+  // Cipher preference: ChaCha20-Poly1305 first (Debian's wolfSSL has no AES-NI; see NOTES.md).
+  std::string cipher_list;      // empty = library default order with CHACHA20 first
+};
+
+struct TlsServerOptions {
+  std::string cert_pem;  // PEM text (certificate chain)
+  std::string key_pem;   // PEM text (private key)
+  std::string cipher_list;
+};
+
+// A self-signed ECDSA P-256 certificate (PEM) for `common_name` with the given SAN dNSNames,
+// valid from now-1h for `days`. Generated with wolfCrypt (WOLFSSL_CERT_GEN); used by
+// mxburst-sink when no certificate is given, and by tests.
+struct GeneratedCert {
+  std::string cert_pem;
+  std::string key_pem;
+};
+[[nodiscard]] absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(
+    const std::string& common_name, const std::vector<std::string>& dns_names, int days = 365);
+
+class TlsSession;
+
+class TlsContext {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<TlsContext>> NewClient(
+      const TlsClientOptions& opts);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<TlsContext>> NewServer(
+      const TlsServerOptions& opts);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  // `server_name`: SNI for clients (ignored when empty or an IP literal); ignored for servers.
+  [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name = "");
+
+  bool is_server() const { return is_server_; }
+
+ private:
+  TlsContext(WOLFSSL_CTX* ctx, bool is_server) : ctx_(ctx), is_server_(is_server) {}
+  WOLFSSL_CTX* ctx_;
+  bool is_server_;
+};
+
+class TlsSession {
+ public:
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Ciphertext received from the peer. Copied into an internal buffer consumed by wolfSSL.
+  void FeedCiphertext(absl::string_view bytes);
+  // Ciphertext that must be sent to the peer. The caller sends it and calls ConsumeCiphertext(n)
+  // for the bytes the kernel took (or takes the whole string with TakeCiphertext()).
+  const std::string& ciphertext_out() const { return out_; }
+  void ConsumeCiphertext(size_t n);
+  std::string TakeCiphertext();
+  bool has_ciphertext_out() const { return out_pos_ < out_.size(); }
+
+  // Drives the handshake (client connect or server accept).
+  [[nodiscard]] TlsStatus Handshake();
+  bool handshake_done() const { return handshake_done_; }
+
+  // Encrypts all of `plaintext` into ciphertext_out(). kError on failure.
+  [[nodiscard]] TlsStatus Write(absl::string_view plaintext);
+  // Decrypts everything decryptable from the fed ciphertext and appends it to *out.
+  // kWantIo when all input was consumed (the normal case), kClosed on close_notify.
+  [[nodiscard]] TlsStatus ReadPlaintext(std::string* out);
+  // Queues a close_notify alert into ciphertext_out().
+  void Shutdown();
+
+  // "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"; empty before the handshake completes.
+  std::string version() const;
+  std::string cipher() const;
+  // Human-readable description of the last failure (wolfSSL error string + code).
+  const std::string& last_error() const { return last_error_; }
+  // Whether the session was resumed (false until session resumption lands).
+  bool resumed() const;
+
+ private:
+  friend class TlsContext;
+  explicit TlsSession(WOLFSSL* ssl) : ssl_(ssl) {}
+  static int RecvCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
+  static int SendCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
+
+  WOLFSSL* ssl_;
+  std::string in_;       // ciphertext from the peer not yet consumed by wolfSSL
+  size_t in_pos_ = 0;
+  std::string out_;      // ciphertext to send
+  size_t out_pos_ = 0;
+  bool handshake_done_ = false;
+  std::string last_error_;
+};
+
+// Call once per process before any other tls/ function (wolfSSL_Init); idempotent, thread-safe.
+void TlsGlobalInit();
+
+}  // namespace mxb
