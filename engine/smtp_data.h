@@ -6,6 +6,14 @@
 // always ends with CRLF "." CRLF, and a bare CR or LF never reaches the wire, so no input can end
 // the DATA early (SMTP smuggling, CVE-2023-51764 class).
 //
+// Exact rules (shared by all three functions):
+//   - CRLF, bare LF and bare CR each end one line. A CR pairs only with the LF right after it,
+//     so "\r\r\n" is two line ends ("\r\n\r\n"), and "\r\0\n" is two as well.
+//   - NUL is dropped; NULs at a line start do not hide a '.' ("\0.x" goes out as "..x").
+//   - A last line without a line end gets CRLF. An empty (or all-NUL) body becomes one empty
+//     line, so the wire is "\r\n.\r\n" and always ends with CRLF "." CRLF.
+//   - NormalizeLineEndings(x) == DecodeDataWire(AppendDataWire(x)) for every x.
+//
 //   std::string wire; mxb::AppendDataWire(body, &wire);   // then send `wire` after 354
 #pragma once
 
@@ -18,7 +26,8 @@ namespace mxb {
 void AppendDataWire(absl::string_view body, std::string* out);
 
 // Inverse for receivers (the sink, tests): un-dot-stuffs a DATA payload that ends with
-// CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF.
+// CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF. Only a
+// line that is exactly ".\r\n" terminates; without one the whole input is decoded.
 std::string DecodeDataWire(absl::string_view wire);
 
 // CRLF-normalises `body` the same way AppendDataWire does, without dot-stuffing and without the

@@ -47,10 +47,16 @@ class ReplyParser {
   void Reset();
 
  private:
+  absl::Status OnLine(absl::string_view line, std::vector<SmtpReply>* out);
+  void StoreText(absl::string_view text);
+  absl::Status Fail(absl::Status status);
+
   std::string partial_line_;
   SmtpReply current_;
   bool in_reply_ = false;
   bool failed_ = false;
+  size_t lines_in_reply_ = 0;  // lines of current_ seen (stored or not)
+  size_t stored_octets_ = 0;   // text octets kept in current_ (joining '\n's included)
 };
 
 // EHLO capabilities (RFC 5321 §4.1.1.1 and the extension RFCs).

@@ -9,6 +9,27 @@
 // Envelope lines are case-insensitive on the key, end with LF or CRLF and come first in the file;
 // the first line that is not an `x-<known>:` line starts the message. Pure functions, any thread.
 //
+// Parsing rules (decided here, relied on by the scanner and mxburst-inject):
+//  - Known keys: x-sender, x-receiver, x-envid, x-job, x-requiretls, x-priority. Optional
+//    spaces/tabs may surround the value and precede the ':'. Any other line — including unknown
+//    `X-Something:` lines, blank lines and folded continuation lines — ends the envelope and is
+//    the first line of the message. So a message whose own first header is one of the known keys
+//    (e.g. Outlook's "X-Priority: 3") would be read as envelope: producers must not start a
+//    message with such a header (SerializeEnvelope output is always unambiguous for bodies that
+//    start with From:/Received:/... as generated messages do).
+//  - Addresses may be written `<addr>` or bare `addr`. `x-sender: <>` is the null sender
+//    (RFC 5321 §4.5.5); an empty x-sender value is an error (write <> explicitly).
+//  - An address needs a non-empty local part, '@' and a domain (the last '@' splits them); no
+//    spaces, control characters, '<' or '>'. 8-bit octets are accepted (SMTPUTF8, RFC 6531).
+//    The domain is lower-cased (ASCII only); the local part is kept as written (RFC 5321 §2.4).
+//  - Limits: address <= kMaxAddressOctets, <= kMaxRecipients x-receiver lines, envelope lines
+//    in total <= kMaxEnvelopeOctets, x-envid <= 100 printable ASCII (RFC 3461 §4.4),
+//    x-job <= kMaxJobOctets without control characters, x-priority a decimal int,
+//    x-requiretls `yes` or `no`.
+//  - Duplicate x-sender/x-envid/x-job/x-requiretls/x-priority lines are errors; repeated
+//    x-receiver lines are kept as written (no de-duplication).
+//  - The message after the envelope must not be empty (nor only line ends).
+//
 //   absl::StatusOr<Envelope> env = ParseEnvelope(file_bytes);
 //   if (!env.ok()) quarantine(env.status().message());
 //   absl::string_view body = file_bytes.substr(env->body_offset);
@@ -22,6 +43,13 @@
 #include "absl/strings/string_view.h"
 
 namespace mxb {
+
+// RFC 5321 §4.5.3.1: 64-octet local part + '@' + 255-octet domain.
+inline constexpr size_t kMaxAddressOctets = 320;
+inline constexpr size_t kMaxRecipients = 10'000;
+inline constexpr size_t kMaxEnvelopeOctets = 1 << 20;  // all envelope lines together
+inline constexpr size_t kMaxJobOctets = 256;
+inline constexpr size_t kMaxEnvidOctets = 100;  // RFC 3461 §4.4
 
 struct Envelope {
   std::string sender;                   // without <>; empty for the null sender "<>"
@@ -38,12 +66,15 @@ struct Envelope {
 // addresses with spaces/controls/no '@' (except the null sender), an empty message.
 [[nodiscard]] absl::StatusOr<Envelope> ParseEnvelope(absl::string_view file);
 
-// Domain part of an address, lower-cased ASCII ("a@Example.COM" -> "example.com").
+// Domain part of an address, lower-cased ASCII ("a@Example.COM" -> "example.com"): the text after
+// the last '@'; empty when there is no '@' (including the null sender).
 std::string DomainOf(absl::string_view address);
 
 // Serialises an envelope (sender, recipients, optional fields) followed by `body`, in the same
 // format ParseEnvelope reads. Used to rewrite a partially delivered message with only the
-// pending recipients, and by mxburst-inject.
+// pending recipients, and by mxburst-inject. Lines end in CRLF when `body`'s first line does,
+// else LF. Empty envid/job and priority 0 are omitted; require_tls is written as "yes".
+// Addresses are written in <>; the caller passes valid ones (ParseEnvelope output is).
 std::string SerializeEnvelope(const Envelope& env, absl::string_view body);
 
 }  // namespace mxb

@@ -80,9 +80,11 @@ class TlsContext {
   bool is_server() const { return is_server_; }
 
  private:
-  TlsContext(WOLFSSL_CTX* ctx, bool is_server) : ctx_(ctx), is_server_(is_server) {}
+  TlsContext(WOLFSSL_CTX* ctx, bool is_server, bool verify_peer)
+      : ctx_(ctx), is_server_(is_server), verify_peer_(verify_peer) {}
   WOLFSSL_CTX* ctx_;
   bool is_server_;
+  bool verify_peer_;  // client only: also check the host name given to NewSession()
 };
 
 class TlsSession {
@@ -95,10 +97,13 @@ class TlsSession {
   void FeedCiphertext(absl::string_view bytes);
   // Ciphertext that must be sent to the peer. The caller sends it and calls ConsumeCiphertext(n)
   // for the bytes the kernel took (or takes the whole string with TakeCiphertext()).
+  // ciphertext_out() always starts at the first unsent byte. Write()/Handshake()/Shutdown() append
+  // to it and may reallocate it: a send still in flight in the kernel must own its bytes, so hand
+  // the kernel the string returned by TakeCiphertext(), not ciphertext_out().data().
   const std::string& ciphertext_out() const { return out_; }
   void ConsumeCiphertext(size_t n);
   std::string TakeCiphertext();
-  bool has_ciphertext_out() const { return out_pos_ < out_.size(); }
+  bool has_ciphertext_out() const { return !out_.empty(); }
 
   // Drives the handshake (client connect or server accept).
   [[nodiscard]] TlsStatus Handshake();
@@ -122,16 +127,20 @@ class TlsSession {
 
  private:
   friend class TlsContext;
-  explicit TlsSession(WOLFSSL* ssl) : ssl_(ssl) {}
+  TlsSession(WOLFSSL* ssl, bool is_server) : ssl_(ssl), is_server_(is_server) {}
   static int RecvCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
   static int SendCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
+  // Records a fatal wolfSSL failure for `ret` (return value of the call named by `what`).
+  TlsStatus Fail(const char* what, int ret);
+  void TrimInput();
 
   WOLFSSL* ssl_;
-  std::string in_;       // ciphertext from the peer not yet consumed by wolfSSL
+  std::string in_;       // ciphertext from the peer; [in_pos_, size) not yet consumed by wolfSSL
   size_t in_pos_ = 0;
-  std::string out_;      // ciphertext to send
-  size_t out_pos_ = 0;
+  std::string out_;      // ciphertext to send, starting with the first unsent byte
+  bool is_server_;
   bool handshake_done_ = false;
+  bool failed_ = false;  // a fatal error happened; every later call reports kError
   std::string last_error_;
 };
 

@@ -1,0 +1,170 @@
+#include "engine/config.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace mxb {
+namespace {
+
+const char kUsage[] = R"(usage: mxburst --spool DIR [options]
+
+Delivers the messages in a spool directory (DIR/incoming/*, PowerMTA-style pickup files with
+x-sender:/x-receiver: lines) to their destinations over SMTP.
+
+  --spool DIR              spool directory (tmp/ incoming/ active/ deferred/ bad/ are created)
+  --route DOMAIN=HOST[:PORT][,HOST[:PORT]...]
+                           static next hop for DOMAIN ('*' = every domain, '.example.com' =
+                           subdomains); repeatable. Required until DNS routing lands.
+  --log FILE               accounting log, JSON lines, one record per recipient outcome
+                           (default DIR/log/accounting.jsonl; '-' = stdout)
+  --workers N              worker threads, one io_uring ring each (default: number of cores)
+  --smtp-port N            port for hops given without one (default 25)
+  --helo NAME              name sent in EHLO/HELO (default: host name)
+  --tls MODE               opportunistic (default) | required | disabled
+  --ca-file FILE           CA bundle for certificate checks (default: system store)
+  --max-connections N      per destination (default 16)
+  --max-messages-per-connection N   (default 1000)
+  --max-recipients N       per transaction (default 100)
+  --max-in-flight N        messages claimed and not final, bounds memory (default 20000)
+  --connect-timeout SECS   (default 30)
+  --timeout-scale X        multiply the RFC 5321 reply timeouts by X (default 1)
+  --retry-after SECS       re-queue deferred messages after SECS (default 300)
+  --drain                  exit once the spool has nothing left to try (for batch runs, demos)
+  --quiet                  no progress lines on stderr
+  --version                print the version and exit
+  --help                   this text
+)";
+
+absl::Status Bad(absl::string_view flag, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+}
+
+template <typename T>
+absl::Status ParseInt(absl::string_view flag, const char* v, T min, T max, T* out) {
+  int64_t x = 0;
+  if (!absl::SimpleAtoi(v, &x) || x < static_cast<int64_t>(min) ||
+      x > static_cast<int64_t>(max)) {
+    return Bad(flag, absl::StrCat("expected an integer in [", min, ", ", max, "], got '", v, "'"));
+  }
+  *out = static_cast<T>(x);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* UsageText() { return kUsage; }
+
+absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool* version) {
+  EngineConfig c;
+  *help = false;
+  *version = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    std::string value;
+    bool has_inline = false;
+    if (size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      has_inline = true;
+    }
+    auto next = [&]() -> const char* {
+      if (has_inline) return value.c_str();
+      if (i + 1 >= argc) return nullptr;
+      return argv[++i];
+    };
+    auto need = [&](const char*& v) -> absl::Status {
+      v = next();
+      if (v == nullptr) return Bad(flag, "missing value");
+      return absl::OkStatus();
+    };
+    const char* v = nullptr;
+    absl::Status st;
+    if (flag == "--help" || flag == "-h") {
+      *help = true;
+      return c;
+    } else if (flag == "--version") {
+      *version = true;
+      return c;
+    } else if (flag == "--spool") {
+      if (!(st = need(v)).ok()) return st;
+      c.spool_dir = v;
+    } else if (flag == "--route") {
+      if (!(st = need(v)).ok()) return st;
+      c.routes.push_back(v);
+    } else if (flag == "--log") {
+      if (!(st = need(v)).ok()) return st;
+      c.log_path = v;
+    } else if (flag == "--workers") {
+      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 256, &c.workers)).ok()) return st;
+    } else if (flag == "--smtp-port") {
+      if (!(st = need(v)).ok() || !(st = ParseInt<uint16_t>(flag, v, 1, 65535, &c.smtp_port)).ok())
+        return st;
+    } else if (flag == "--helo") {
+      if (!(st = need(v)).ok()) return st;
+      c.helo_name = v;
+    } else if (flag == "--tls") {
+      if (!(st = need(v)).ok()) return st;
+      std::string m = v;
+      if (m == "opportunistic") c.tls = TlsMode::kOpportunistic;
+      else if (m == "required") c.tls = TlsMode::kRequired;
+      else if (m == "disabled") c.tls = TlsMode::kDisabled;
+      else return Bad(flag, absl::StrCat("expected opportunistic|required|disabled, got '", m, "'"));
+    } else if (flag == "--ca-file") {
+      if (!(st = need(v)).ok()) return st;
+      c.ca_file = v;
+    } else if (flag == "--max-connections") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt(flag, v, 1, 100000, &c.max_connections_per_destination)).ok())
+        return st;
+    } else if (flag == "--max-messages-per-connection") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt(flag, v, 1, 1000000, &c.max_messages_per_connection)).ok())
+        return st;
+    } else if (flag == "--max-recipients") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt<size_t>(flag, v, 1, 10000, &c.max_recipients_per_transaction)).ok())
+        return st;
+    } else if (flag == "--max-in-flight") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt<size_t>(flag, v, 1, 10000000, &c.max_messages_in_flight)).ok())
+        return st;
+    } else if (flag == "--connect-timeout") {
+      int secs = 0;
+      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 3600, &secs)).ok()) return st;
+      c.connect_timeout = absl::Seconds(secs);
+    } else if (flag == "--timeout-scale") {
+      if (!(st = need(v)).ok()) return st;
+      if (!absl::SimpleAtod(v, &c.reply_timeout_scale) || c.reply_timeout_scale <= 0 ||
+          c.reply_timeout_scale > 100) {
+        return Bad(flag, absl::StrCat("expected a number in (0, 100], got '", v, "'"));
+      }
+    } else if (flag == "--retry-after") {
+      int secs = 0;
+      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 86400 * 7, &secs)).ok()) return st;
+      c.retry_after = absl::Seconds(secs);
+    } else if (flag == "--drain") {
+      c.drain = true;
+    } else if (flag == "--quiet") {
+      c.quiet = true;
+    } else {
+      return Bad(flag, "unknown option (see --help)");
+    }
+  }
+  if (c.spool_dir.empty()) return Bad("--spool", "required");
+  if (c.routes.empty()) {
+    return Bad("--route", "required: DNS routing is not built yet, give e.g. --route '*=127.0.0.1:2525'");
+  }
+  if (c.log_path.empty()) c.log_path = c.spool_dir + "/log/accounting.jsonl";
+  if (c.helo_name.empty()) {
+    char host[256] = {0};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::strcpy(host, "localhost");
+    c.helo_name = host;
+  }
+  return c;
+}
+
+}  // namespace mxb

@@ -1,0 +1,42 @@
+// EngineConfig: everything the engine needs to start, from flags (and later the TOML config).
+// Built once by main(), then read-only; every thread may read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/smtp_session.h"
+
+namespace mxb {
+
+struct EngineConfig {
+  std::string spool_dir;
+  std::string log_path;             // accounting log (JSON lines); "-" = stdout
+  int workers = 0;                  // 0 = number of cores
+  std::vector<std::string> routes;  // --route specs
+  uint16_t smtp_port = 25;
+  std::string helo_name;            // default: gethostname()
+  TlsMode tls = TlsMode::kOpportunistic;
+  std::string ca_file;
+
+  int max_connections_per_destination = 16;
+  int max_messages_per_connection = 1000;
+  size_t max_recipients_per_transaction = 100;
+  size_t max_messages_in_flight = 20000;   // claimed and not yet final (memory bound)
+  absl::Duration connect_timeout = absl::Seconds(30);
+  double reply_timeout_scale = 1.0;        // multiplies the RFC 5321 §4.5.3.2 timeouts
+  absl::Duration retry_after = absl::Minutes(5);  // deferred/ files re-queued after this
+
+  bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
+  bool quiet = false;
+};
+
+// Parses argv into a config. Returns an error naming the bad flag; `help` is set for --help.
+[[nodiscard]] absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help,
+                                                      bool* version);
+const char* UsageText();
+
+}  // namespace mxb

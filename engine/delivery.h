@@ -1,0 +1,61 @@
+// The unit of work that crosses threads: a claimed spool message (MessageRecord, owned by the
+// scanner thread) and a DeliveryJob — that message's recipients at one destination domain, at
+// most one SMTP transaction's worth.
+//
+// Ownership: the scanner creates a MessageRecord and its jobs, hands each job to the worker that
+// owns the job's domain through that worker's MpscQueue, and gets it back (with one
+// RecipientOutcome per recipient filled in) through the completion queue. A worker only writes
+// the job's own `outcomes`; the MessageRecord is read-only while any job is out. The queues give
+// the happens-before edges, so no field here is atomic.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "engine/smtp_session.h"
+#include "queue/envelope.h"
+
+namespace mxb {
+
+struct MessageRecord {
+  std::string spool_name;   // file name in spool/active/
+  Envelope envelope;
+  std::string file;         // whole spool file (envelope lines + message)
+  std::string wire;         // AppendDataWire(message) — what goes after DATA
+  bool eight_bit = false;
+  absl::Time queued_at;     // file mtime at claim: when the producer finished writing it
+  int jobs_out = 0;         // scanner thread only
+  std::vector<DeliveryClass> final_class;  // per envelope recipient, filled as jobs return
+};
+
+// Where and how a recipient's attempt ran; copied into the log record.
+struct AttemptInfo {
+  std::string mx;           // next-hop host name
+  std::string ip;
+  uint16_t port = 0;
+  std::string tls_version;  // "" = plaintext
+  std::string tls_cipher;
+  std::string policy = "opportunistic";
+  std::string policy_source = "default";
+};
+
+struct RecipientOutcome {
+  DeliveryClass klass = DeliveryClass::kDeferred;
+  int code = 0;
+  std::string enhanced;
+  std::string text;
+  AttemptInfo attempt;
+};
+
+struct DeliveryJob {
+  MessageRecord* message = nullptr;
+  std::string domain;
+  std::vector<uint32_t> rcpt_index;        // indexes into message->envelope.recipients
+  std::vector<RecipientOutcome> outcomes;  // same size as rcpt_index once the job is done
+  uint32_t worker = 0;
+};
+
+}  // namespace mxb

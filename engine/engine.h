@@ -1,0 +1,97 @@
+// Engine: the scanner thread plus the workers — the whole delivery pipeline of DESIGN.md.
+//
+// The scanner (the thread that calls Run()) claims spool files (rename into active/), parses the
+// envelope, turns the CRLF-normalised, dot-stuffed body into its wire form once, splits the
+// recipients by domain into DeliveryJobs and hands each job to the worker that owns the domain
+// (hash). Finished jobs come back through one CompletionQueue; the scanner appends their log
+// records, makes the log durable with one fdatasync per batch (group commit), and only then
+// removes the spool file (every recipient final) or moves it to deferred/ with only the
+// pending recipients.
+//
+//   mxb::Engine engine(config);
+//   if (auto s = engine.Start(); !s.ok()) { print s; exit 1; }
+//   absl::Status s = engine.Run();      // until drained (--drain) or RequestStop()
+//   PrintSummary(engine.summary());
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "dns/static_routes.h"
+#include "engine/accounting_log.h"
+#include "engine/config.h"
+#include "engine/worker.h"
+#include "queue/spool.h"
+#include "tls/tls_session.h"
+
+namespace mxb {
+
+struct EngineSummary {
+  uint64_t messages = 0;         // spool files finished (completed or deferred)
+  uint64_t delivered = 0;        // recipients
+  uint64_t deferred = 0;
+  uint64_t bounced = 0;
+  uint64_t quarantined = 0;      // spool files moved to bad/
+  uint64_t delivered_tls = 0;    // delivered recipients that went over TLS
+  uint64_t connections = 0;
+  uint64_t tls_sessions = 0;
+  uint64_t stale_completions = 0;
+  absl::Duration elapsed;        // first claim to last finished message
+  absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
+};
+
+class Engine {
+ public:
+  explicit Engine(EngineConfig config);
+  ~Engine();
+
+  [[nodiscard]] absl::Status Start();
+  [[nodiscard]] absl::Status Run();
+  // Async-signal-safe: stop claiming, let in-flight transactions finish, then return from Run().
+  void RequestStop() { stop_.store(true, std::memory_order_relaxed); }
+
+  EngineSummary summary() const;
+  std::string SummaryLine() const;
+
+ private:
+  struct PendingFile {
+    std::string name;
+    bool from_active;  // recovered from a previous run
+  };
+
+  void ClaimBatch();
+  void Dispatch(const std::string& name, std::string contents);
+  void FlushOverflow();
+  [[nodiscard]] absl::Status ProcessCompletions();
+  void RequeueDeferred();
+  void Progress(bool final);
+
+  EngineConfig config_;
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<StaticRoutes> routes_;
+  std::unique_ptr<AccountingLog> log_;
+  std::unique_ptr<TlsContext> tls_client_;
+  std::unique_ptr<CompletionQueue> completions_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full
+  std::vector<bool> wake_;
+
+  std::deque<PendingFile> pending_;
+  bool incoming_empty_ = false;
+  size_t in_flight_ = 0;
+  EngineSummary summary_;
+  absl::Time first_claim_ = absl::InfinitePast();
+  absl::Time last_finish_;
+  absl::Time last_progress_;
+  absl::Time last_requeue_;
+};
+
+}  // namespace mxb

@@ -1,0 +1,1 @@
+#include "engine/smtp_session.h"

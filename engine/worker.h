@@ -1,0 +1,98 @@
+// Worker: one thread, one io_uring ring, shared-nothing (STYLE.md "One ring, one thread").
+//
+// A worker owns the destinations (recipient domains) hashed to it, their queues of
+// DeliveryJobs, its connections (a slab addressed by {slot, generation}), their SMTP sessions
+// and TLS sessions. Every socket operation — connect with a linked timeout, recv, send, cancel,
+// close — goes through the ring; completions are dispatched by the tag in user_data
+// (engine/uring_tag.h). Reply deadlines live in a timer wheel driven by a ring timeout.
+//
+// Threads: Enqueue()/Wake()/RequestStop() are called by the scanner thread; everything else runs
+// on the worker's own thread. Finished jobs go back through the CompletionQueue.
+//
+//   Worker w(0, config, routes, tls_client_ctx, &completions);
+//   if (auto s = w.Init(); !s.ok()) ...
+//   if (auto s = w.Start(); !s.ok()) ...
+//   w.Enqueue(job); w.Wake();
+//   ...
+//   w.RequestStop(); w.Join();
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "dns/static_routes.h"
+#include "engine/config.h"
+#include "engine/delivery.h"
+#include "queue/mpsc_queue.h"
+#include "tls/tls_session.h"
+
+namespace mxb {
+
+// Workers -> scanner hand-off of finished jobs, with an eventfd to wake the scanner.
+class CompletionQueue {
+ public:
+  explicit CompletionQueue(size_t capacity);
+  ~CompletionQueue();
+  // Any worker thread. False when full (retry later).
+  [[nodiscard]] bool Push(DeliveryJob* job) { return q_.TryPush(job); }
+  void Notify();  // wake the scanner
+  // Scanner thread.
+  bool Pop(DeliveryJob*& job) { return q_.TryPop(job); }
+  int event_fd() const { return efd_; }
+  void ClearNotification();
+
+ private:
+  MpscQueue<DeliveryJob*> q_;
+  int efd_;
+};
+
+struct WorkerStats {
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> connect_failures{0};
+  std::atomic<uint64_t> tls_sessions{0};
+  std::atomic<uint64_t> tls_resumed{0};
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> stale_completions{0};  // a CQE for a freed slot: always a bug
+};
+
+class Worker {
+ public:
+  Worker(uint32_t index, const EngineConfig& config, const StaticRoutes& routes,
+         TlsContext* tls_client, CompletionQueue* done);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  [[nodiscard]] absl::Status Init();
+  // Creates the ring on the new thread and starts the loop; the error if the ring cannot be set up.
+  [[nodiscard]] absl::Status Start();
+  // Scanner thread. False when the inbound queue is full.
+  [[nodiscard]] bool Enqueue(DeliveryJob* job) { return inbound_.TryPush(job); }
+  void Wake();
+  void RequestStop();
+  void Join();
+
+  const WorkerStats& stats() const { return stats_; }
+
+  struct Impl;
+
+ private:
+
+  uint32_t index_;
+  const EngineConfig& config_;
+  const StaticRoutes& routes_;
+  TlsContext* tls_client_;
+  CompletionQueue* done_;
+  MpscQueue<DeliveryJob*> inbound_;
+  int wake_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  WorkerStats stats_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mxb

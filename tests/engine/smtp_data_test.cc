@@ -1,0 +1,153 @@
+#include "engine/smtp_data.h"
+
+#include <random>
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace mxb {
+namespace {
+
+using namespace std::string_literals;  // "a\0b"s keeps the NUL
+
+std::string Wire(absl::string_view body) {
+  std::string out;
+  AppendDataWire(body, &out);
+  return out;
+}
+
+// The properties every wire form must have, whatever the input:
+//  - every CR is followed by LF and every LF preceded by CR (no bare CR/LF reaches the wire);
+//  - no NUL;
+//  - CRLF "." CRLF occurs exactly once, at the very end, and no line is a lone "." before it;
+//  - decoding gives back the normalised body.
+void ExpectWireInvariants(absl::string_view body, absl::string_view wire) {
+  SCOPED_TRACE(absl::StrCat("body=\"", absl::CHexEscape(body), "\" wire=\"",
+                            absl::CHexEscape(wire), "\""));
+  for (size_t i = 0; i < wire.size(); ++i) {
+    if (wire[i] == '\r') {
+      ASSERT_TRUE(i + 1 < wire.size() && wire[i + 1] == '\n') << "bare CR at " << i;
+    }
+    if (wire[i] == '\n') {
+      ASSERT_TRUE(i > 0 && wire[i - 1] == '\r') << "bare LF at " << i;
+    }
+    ASSERT_NE(wire[i], '\0') << "NUL at " << i;
+  }
+  ASSERT_TRUE(absl::EndsWith(wire, "\r\n.\r\n"));
+  EXPECT_EQ(wire.find("\r\n.\r\n"), wire.size() - 5);
+  EXPECT_FALSE(absl::StartsWith(wire, ".\r\n")) << "terminator as the first line";
+  EXPECT_EQ(DecodeDataWire(wire), NormalizeLineEndings(body));
+}
+
+struct Case {
+  const char* name;
+  std::string body;
+  std::string wire;  // expected AppendDataWire output
+};
+
+std::vector<Case> Cases() {
+  return {
+      {"crlf", "a\r\nb\r\n", "a\r\nb\r\n.\r\n"},
+      {"lf", "a\nb\n", "a\r\nb\r\n.\r\n"},
+      {"bare_cr", "a\rb\r", "a\r\nb\r\n.\r\n"},
+      {"cr_cr_lf", "a\r\r\nb", "a\r\n\r\nb\r\n.\r\n"},
+      {"lf_cr", "a\n\rb", "a\r\n\r\nb\r\n.\r\n"},
+      {"no_final_newline", "a\r\nb", "a\r\nb\r\n.\r\n"},
+      {"empty", "", "\r\n.\r\n"},
+      {"only_nul", "\0\0"s, "\r\n.\r\n"},
+      {"nul_dropped", "a\0b\r\n\0"s, "ab\r\n.\r\n"},
+      {"nul_between_cr_lf", "a\r\0\nb"s, "a\r\n\r\nb\r\n.\r\n"},
+      {"nul_hides_dot", "x\r\n\0.\r\n"s, "x\r\n..\r\n.\r\n"},
+      {"lone_dot_line", "a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
+      {"dot_dot_line", "..\r\n", "...\r\n.\r\n"},
+      {"dot_first_line", ".hidden\r\n", "..hidden\r\n.\r\n"},
+      {"dot_only_body", ".", "..\r\n.\r\n"},
+      {"dot_mid_line", "a.b\r\n", "a.b\r\n.\r\n"},
+      {"empty_lines", "\r\n\r\n", "\r\n\r\n.\r\n"},
+      {"long_line_kept", std::string(2000, 'x'), std::string(2000, 'x') + "\r\n.\r\n"},
+      // SMTP smuggling: each of these is an end-of-data that some receiver accepts. Every one
+      // must come out as an ordinary, dot-stuffed line.
+      {"smuggle_lf_dot_lf", "a\n.\nMAIL FROM:<x>\n", "a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"},
+      {"smuggle_cr_dot_cr", "a\r.\rMAIL FROM:<x>\r", "a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"},
+      {"smuggle_lf_dot_crlf", "a\n.\r\nRSET\r\n", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_crlf_dot_cr", "a\r\n.\rRSET\r\n", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_crlf_dot_lf", "a\r\n.\nRSET\r\n", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_cr_dot_crlf", "a\r.\r\nRSET\r\n", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_lf_dot_cr", "a\n.\rRSET", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_cr_dot_lf", "a\r.\nRSET", "a\r\n..\r\nRSET\r\n.\r\n"},
+      {"smuggle_dot_crlf_at_start", ".\r\nRSET\r\n", "..\r\nRSET\r\n.\r\n"},
+      {"smuggle_dot_lf_at_start", ".\nRSET\n", "..\r\nRSET\r\n.\r\n"},
+      {"smuggle_dot_cr_at_start", ".\rRSET\r", "..\r\nRSET\r\n.\r\n"},
+      {"smuggle_crlf_dot_crlf_at_end", "a\r\n.\r\n", "a\r\n..\r\n.\r\n"},
+      {"smuggle_nul_dot", "a\r\n\0.\0\r\n"s, "a\r\n..\r\n.\r\n"},
+      {"smuggle_dot_nul_crlf", "a\r\n.\0\r\nb"s, "a\r\n..\r\nb\r\n.\r\n"},
+      {"smuggle_cr_cr_dot", "a\r\r.\r\r", "a\r\n\r\n..\r\n\r\n.\r\n"},
+      {"smuggle_dot_cr_cr_lf", "a\r\n.\r\r\nb", "a\r\n..\r\n\r\nb\r\n.\r\n"},
+  };
+}
+
+TEST(SmtpData, Table) {
+  for (const Case& c : Cases()) {
+    SCOPED_TRACE(c.name);
+    const std::string wire = Wire(c.body);
+    EXPECT_EQ(absl::CHexEscape(wire), absl::CHexEscape(c.wire));
+    ExpectWireInvariants(c.body, wire);
+  }
+}
+
+TEST(SmtpData, AppendsToExistingOutput) {
+  std::string out = "prefix";
+  AppendDataWire(".x", &out);
+  EXPECT_EQ(out, "prefix..x\r\n.\r\n");
+}
+
+TEST(SmtpData, NormalizeLineEndings) {
+  EXPECT_EQ(NormalizeLineEndings("a\nb\rc\r\nd"), "a\r\nb\r\nc\r\nd\r\n");
+  EXPECT_EQ(NormalizeLineEndings(".x\n"), ".x\r\n");  // no dot-stuffing
+  EXPECT_EQ(NormalizeLineEndings(""), "\r\n");
+  EXPECT_EQ(NormalizeLineEndings("a\r\r\n"), "a\r\n\r\n");
+}
+
+TEST(SmtpData, DecodeDataWire) {
+  EXPECT_EQ(DecodeDataWire("..x\r\n.\r\n"), ".x\r\n");
+  EXPECT_EQ(DecodeDataWire("a\r\n.\r\nafter\r\n"), "a\r\n");  // stops at the terminator
+  EXPECT_EQ(DecodeDataWire(".\r\n"), "");
+  EXPECT_EQ(DecodeDataWire("a\r\n..\r\n"), "a\r\n.\r\n");  // no terminator: all decoded
+}
+
+// Random bodies over the octets that matter for framing.
+TEST(SmtpData, RandomisedProperty) {
+  std::mt19937 rng(20240229);
+  const char alphabet[] = {'\r', '\n', '.', 'a', '\0'};
+  std::uniform_int_distribution<int> pick(0, 4);
+  std::uniform_int_distribution<int> length(0, 40);
+  for (int iter = 0; iter < 20000; ++iter) {
+    std::string body;
+    const int n = length(rng);
+    for (int i = 0; i < n; ++i) body.push_back(alphabet[pick(rng)]);
+    ExpectWireInvariants(body, Wire(body));
+    if (HasFatalFailure() || HasFailure()) return;
+  }
+}
+
+// Exhaustive over all strings up to length 7 of the framing alphabet (5^7 = 78125).
+TEST(SmtpData, ExhaustiveShortBodies) {
+  const char alphabet[] = {'\r', '\n', '.', 'a', '\0'};
+  std::string body;
+  for (int len = 0; len <= 7; ++len) {
+    int total = 1;
+    for (int i = 0; i < len; ++i) total *= 5;
+    for (int k = 0; k < total; ++k) {
+      body.clear();
+      for (int i = 0, v = k; i < len; ++i, v /= 5) body.push_back(alphabet[v % 5]);
+      ExpectWireInvariants(body, Wire(body));
+      if (HasFailure()) return;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mxb
