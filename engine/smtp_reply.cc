@@ -208,6 +208,7 @@ EhloCapabilities ParseEhlo(const SmtpReply& reply) {
       caps.requiretls = true;
     } else if (absl::EqualsIgnoreCase(keyword, "SIZE")) {
       // RFC 1870 §4: "SIZE" alone or "SIZE <number>"; 0 or no number means no fixed limit.
+      caps.size_offered = true;
       uint64_t limit = 0;
       absl::string_view number = params.substr(0, params.find_first_of(" \t"));
       if (!number.empty() && absl::SimpleAtoi(number, &limit)) caps.size = limit;

@@ -44,6 +44,7 @@ class ReplyParser {
   // Bytes of an incomplete reply currently buffered.
   size_t buffered() const { return partial_line_.size(); }
   // Drop everything buffered (used after "220 ready to start TLS": RFC 3207 §5, response injection).
+  // Also clears a previous error, so the parser can be used again.
   void Reset();
 
  private:
@@ -68,6 +69,7 @@ struct EhloCapabilities {
   bool enhancedstatuscodes = false;
   bool chunking = false;
   bool requiretls = false;
+  bool size_offered = false;  // SIZE keyword present (RFC 1870), with or without a limit
   uint64_t size = 0;  // SIZE limit; 0 = none advertised or unlimited
 };
 // Parses the lines of a 250 reply to EHLO (the first line is the greeting, keywords after it;

@@ -45,7 +45,10 @@ const char* ToString(SmtpState s);
 // RFC 5321 §4.5.3.2 timeouts for the reply awaited in `state` (greeting 5 min, MAIL 5 min,
 // RCPT 5 min, DATA initiation 2 min, data block 3 min, DATA termination 10 min) — the engine
 // may scale them with configured values.
+// kIdle and kClosed await no reply: absl::InfiniteDuration().
 absl::Duration DefaultReplyTimeout(SmtpState s);
+// A short phrase for logs ("greeting", "EHLO", "MAIL/RCPT/DATA", "end of data", ...).
+const char* PhaseName(SmtpState s);
 
 enum class TlsMode { kDisabled, kOpportunistic, kRequired };
 const char* ToString(TlsMode m);
@@ -96,6 +99,7 @@ struct SessionFailure {
   bool failed = false;
   int code = 0;          // the server's reply code if the failure was a reply
   std::string reason;    // e.g. "greeting: 421 4.3.2 busy", "starttls-not-offered", "timeout in RCPT"
+  std::string reply;     // the server's reply ("454 4.7.0 TLS not available") when one caused it
 };
 
 class SmtpSession {
@@ -118,6 +122,11 @@ class SmtpSession {
   bool has_results() const { return !results_.empty(); }
 
   SmtpState state() const { return state_; }
+  // The reply deadline for what is awaited now: DefaultReplyTimeout(state()), refined inside a
+  // transaction (2 minutes when the awaited reply is DATA's, RFC 5321 §4.5.3.2.3).
+  absl::Duration reply_timeout() const;
+  // What the session is waiting for, for logs: "greeting", "RCPT", "end of data", ...
+  absl::string_view phase() const { return Phase(); }
   const EhloCapabilities& capabilities() const { return caps_; }
   bool tls_active() const { return tls_active_; }
   const SessionFailure& failure() const { return failure_; }
@@ -126,7 +135,39 @@ class SmtpSession {
   uint64_t transactions_done() const { return transactions_done_; }
 
  private:
-  // implementation detail: FIFO of commands awaiting replies, per-recipient acceptance, ...
+  // Transaction commands in protocol order; kDot stands for "message sent, final reply awaited".
+  enum class Command : uint8_t { kMail, kRcpt, kData, kDot };
+  struct Pending {
+    Command cmd;
+    uint32_t rcpt;  // index into txn_.recipients for kRcpt
+  };
+  struct RcptState {
+    bool final = false;     // result decided
+    bool accepted = false;  // RCPT got 2xx, waiting for DATA's verdict
+    RecipientResult result;
+  };
+  // What unfinished recipients get when the session ends under them.
+  struct Deferral {
+    int code = 0;
+    std::string enhanced;
+    std::string text;
+  };
+
+  Action Send(std::string bytes, SmtpState next);
+  Action Close();
+  Action NeedTransaction();
+  Action Fail(int code, std::string reason, std::string reply, const Deferral& deferral);
+  Action FailOnReply(absl::string_view phase, const SmtpReply& reply);
+  Action AfterHello();
+  Action OnTransactionReply(const SmtpReply& reply);
+  Action SendNextCommands();
+  Action EndTransactionWithRset();
+  void AppendCommand(const Pending& p, std::string* out) const;
+  void Decide(size_t rcpt, const SmtpReply& reply);
+  void Decide(size_t rcpt, DeliveryClass klass, int code, std::string enhanced, std::string text);
+  void EndTransaction();
+  absl::string_view Phase() const;
+
   SessionOptions opts_;
   SmtpState state_ = SmtpState::kGreeting;
   EhloCapabilities caps_;
@@ -135,6 +176,19 @@ class SmtpSession {
   bool txn_active_ = false;
   uint64_t transactions_done_ = 0;
   std::vector<RecipientResult> results_;
+
+  // The transaction in progress. Two cursors over commands_ (as Postfix's smtp_proto.c):
+  // commands_[0, sent_) are on the wire, commands_[0, answered_) have had their reply.
+  // Without pipelining sent_ - answered_ <= 1; with it, MAIL..DATA go out together.
+  Transaction txn_;
+  std::vector<RcptState> rcpts_;
+  std::vector<Pending> commands_;
+  size_t sent_ = 0;
+  size_t answered_ = 0;
+  size_t accepted_ = 0;          // recipients with a 2xx to RCPT
+  bool pipelining_ = false;      // decided at StartTransaction from caps_ and opts_
+  bool mail_rejected_ = false;   // MAIL got a non-2xx: every recipient has MAIL's verdict
+  bool dot_only_ = false;        // 354 with nobody accepted: "." sent, its reply decides nothing
 };
 
 }  // namespace mxb

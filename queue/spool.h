@@ -7,6 +7,9 @@
 //   spool/bad/        malformed files, each with a NAME.why file saying why
 //
 // Owned by the scanner (main) thread; none of its methods are called from workers.
+// Names are single path components: empty names, dotfiles (in-progress by convention, never
+// listed) and names with '/' are rejected with InvalidArgument. Errors carry the full path and
+// the errno text ("/spool/incoming/x.eml: open: No such file or directory").
 //
 //   auto spool = mxb::Spool::Open("/var/spool/mxburst");   // creates missing subdirectories
 //   for (auto& name : spool->ListIncoming(1000)) {
@@ -40,7 +43,8 @@ class Spool {
   std::vector<std::string> ListDeferred() const;
 
   // Renames incoming/name -> active/name and returns the whole file content.
-  // NotFound if another process claimed it first.
+  // NotFound if another process claimed it first; AlreadyExists if active/name exists (the
+  // incoming file is then left alone rather than overwriting a claimed message).
   [[nodiscard]] absl::StatusOr<std::string> Claim(const std::string& name);
   // Reads active/name (recovery of files left in active/).
   [[nodiscard]] absl::StatusOr<std::string> ReadActive(const std::string& name) const;
@@ -68,11 +72,15 @@ class Spool {
 };
 
 // Writes `contents` into <spool>/tmp/<name>, fsyncs it, and renames it into <spool>/incoming/<name>
-// (the Maildir rule). Used by mxburst-inject and by tests.
+// (the Maildir rule). Used by mxburst-inject and by tests. With fsync_file, the incoming/
+// directory is fsync'ed after the rename too (POSIX: the rename is durable only then). Refuses to
+// overwrite an existing tmp/ or incoming/ file of the same name (AlreadyExists). The spool
+// subdirectories must exist (Spool::Open creates them). Any thread.
 [[nodiscard]] absl::Status InjectFile(const std::string& spool_root, const std::string& name,
                                       absl::string_view contents, bool fsync_file = true);
 
-// A unique file name for injection: "<unix-seconds>.<pid>.<counter>.<random>.eml".
+// A unique file name for injection: "<unix-seconds>.<pid>.<counter>.<random>.eml", unique across
+// threads (atomic counter) and processes (pid + 48 random bits). Any thread.
 std::string NewSpoolFileName();
 
 }  // namespace mxb

@@ -49,7 +49,8 @@ struct TlsClientOptions {
 struct TlsServerOptions {
   std::string cert_pem;  // PEM text (certificate chain)
   std::string key_pem;   // PEM text (private key)
-  std::string cipher_list;
+  std::string cipher_list;  // empty = AEAD suites, CHACHA20 first
+  bool tls12_only = false;  // cap at TLS 1.2 (interop tests, peers that break on TLS 1.3)
 };
 
 // A self-signed ECDSA P-256 certificate (PEM) for `common_name` with the given SAN dNSNames,
@@ -120,6 +121,8 @@ class TlsSession {
   // "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"; empty before the handshake completes.
   std::string version() const;
   std::string cipher() const;
+  // Key exchange group, e.g. "X25519" or "SECP256R1"; empty before the handshake completes.
+  std::string group() const;
   // Human-readable description of the last failure (wolfSSL error string + code).
   const std::string& last_error() const { return last_error_; }
   // Whether the session was resumed (false until session resumption lands).

@@ -1,0 +1,357 @@
+// Spool directory operations with plain POSIX calls (the spool is not on the io_uring path).
+//
+// Durability rules (DESIGN.md "Spool directory API"):
+//  - A file appears in incoming/ or deferred/ only by rename() of a complete, fsync'ed file from
+//    tmp/ (the Maildir rule), so a reader never sees a partial file.
+//  - POSIX makes a rename durable only once the target directory is fsync'ed; InjectFile and
+//    Defer do that before reporting success (Defer before it unlinks active/NAME, so a crash
+//    leaves the message in active/ or deferred/, never in neither).
+//  - Claim and Requeue renames are not fsync'ed: if a crash undoes one, the message is simply
+//    back where it came from (at-least-once).
+//  - Renames into incoming/ and active/ use RENAME_NOREPLACE so a name collision is an error,
+//    never a silently overwritten message.
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace mxb {
+namespace {
+
+constexpr absl::string_view kTmp = "tmp";
+constexpr absl::string_view kIncoming = "incoming";
+constexpr absl::string_view kActive = "active";
+constexpr absl::string_view kDeferred = "deferred";
+constexpr absl::string_view kBad = "bad";
+constexpr absl::string_view kWhySuffix = ".why";
+// NAME_MAX (255) minus room for ".why" in bad/ and the ".defer." prefix in tmp/.
+constexpr size_t kMaxNameLength = 240;
+
+absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
+  return absl::ErrnoToStatus(err, absl::StrCat(path, ": ", op));
+}
+
+// Names are single path components we created or listed: reject anything that could escape
+// the spool directory or that the listing would never return (dotfiles).
+absl::Status CheckName(absl::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("spool file name is empty");
+  if (name.size() > kMaxNameLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spool file name longer than ", kMaxNameLength, " octets: ", name));
+  }
+  if (name.front() == '.' || absl::StrContains(name, "/") ||
+      name.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad spool file name (dotfile, '/' or NUL): ", name));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeDir(const std::string& path) {
+  if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, "mkdir", path);
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return ErrnoError(errno, "stat", path);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": exists and is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// rename(2) that refuses to replace an existing target where the file system supports it.
+int RenameNoReplace(const std::string& from, const std::string& to) {
+  if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return -1;
+  // File systems without RENAME_NOREPLACE (some network and FUSE file systems): best effort.
+  if (access(to.c_str(), F_OK) == 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  return rename(from.c_str(), to.c_str());
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open directory for fsync", dir);
+  const int rc = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) return ErrnoError(err, "fsync directory", dir);
+  return absl::OkStatus();
+}
+
+// Writes `contents` to `path` (created with `open_flags` added to O_WRONLY|O_CREAT), optionally
+// fsyncs it. On failure the partial file is removed.
+absl::Status WriteFile(const std::string& path, absl::string_view contents, int open_flags,
+                       bool do_fsync) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | open_flags, 0640);
+  if (fd < 0) return ErrnoError(errno, "create", path);
+  const char* p = contents.data();
+  size_t left = contents.size();
+  absl::Status status;
+  while (left > 0) {
+    const ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      status = ErrnoError(errno, "write", path);
+      break;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (status.ok() && do_fsync && fsync(fd) != 0) status = ErrnoError(errno, "fsync", path);
+  // close() can report a deferred write error (NFS); it is the last chance to see it.
+  if (close(fd) != 0 && status.ok()) status = ErrnoError(errno, "close", path);
+  if (!status.ok()) unlink(path.c_str());
+  return status;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open", path);
+  struct stat st;
+  size_t expected = 0;
+  if (fstat(fd, &st) == 0 && st.st_size > 0) expected = static_cast<size_t>(st.st_size);
+  // One byte more than the size so the EOF read needs no resize; grows if the file does.
+  std::string out(expected + 1, '\0');
+  size_t len = 0;
+  for (;;) {
+    if (len == out.size()) out.resize(out.size() * 2);
+    const ssize_t n = read(fd, out.data() + len, out.size() - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      close(fd);
+      return ErrnoError(err, "read", path);
+    }
+    if (n == 0) break;
+    len += static_cast<size_t>(n);
+  }
+  close(fd);
+  out.resize(len);
+  return out;
+}
+
+enum class ListFilter { kAll, kSkipWhy };
+
+// Visits the names in `dir` that are regular files (or of unknown type) and not dotfiles until
+// `visit` returns false. Errors opening the directory are reported as an empty listing: the
+// callers are status queries and scans that retry on their next round.
+template <typename Visit>
+void ForEachName(const std::string& dir, ListFilter filter, Visit visit) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (const dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
+    const absl::string_view name(e->d_name);
+    if (filter == ListFilter::kSkipWhy && absl::EndsWith(name, kWhySuffix)) continue;
+    if (!visit(name)) break;
+  }
+  closedir(d);
+}
+
+std::vector<std::string> ListNames(const std::string& dir, size_t max) {
+  std::vector<std::string> names;
+  if (max == 0) return names;
+  ForEachName(dir, ListFilter::kAll, [&](absl::string_view name) {
+    names.emplace_back(name);
+    return names.size() < max;
+  });
+  return names;
+}
+
+size_t CountNames(const std::string& dir, ListFilter filter) {
+  size_t n = 0;
+  ForEachName(dir, filter, [&](absl::string_view) {
+    ++n;
+    return true;
+  });
+  return n;
+}
+
+std::string PathIn(absl::string_view root, absl::string_view sub, absl::string_view name) {
+  return absl::StrCat(root, "/", sub, "/", name);
+}
+
+std::string DirOf(absl::string_view root, absl::string_view sub) {
+  return absl::StrCat(root, "/", sub);
+}
+
+// splitmix64 (a public-domain mixing function); spreads counter values over 64 bits.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t ProcessSeed() {
+  uint64_t seed = 0;
+  if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(seed))) {
+    // No entropy yet (early boot): time and address-space layout still differ per process.
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = Mix(static_cast<uint64_t>(ts.tv_nsec) ^ reinterpret_cast<uintptr_t>(&seed));
+  }
+  return seed;
+}
+
+}  // namespace
+
+absl::StatusOr<Spool> Spool::Open(const std::string& root) {
+  if (root.empty()) return absl::InvalidArgumentError("spool root is empty");
+  std::string clean = root;
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  if (absl::Status s = MakeDir(clean); !s.ok()) return s;
+  for (absl::string_view sub : {kTmp, kIncoming, kActive, kDeferred, kBad}) {
+    if (absl::Status s = MakeDir(DirOf(clean, sub)); !s.ok()) return s;
+  }
+  return Spool(std::move(clean));
+}
+
+std::vector<std::string> Spool::ListIncoming(size_t max) const {
+  return ListNames(DirOf(root_, kIncoming), max);
+}
+
+std::vector<std::string> Spool::ListActive() const {
+  return ListNames(DirOf(root_, kActive), SIZE_MAX);
+}
+
+std::vector<std::string> Spool::ListDeferred() const {
+  return ListNames(DirOf(root_, kDeferred), SIZE_MAX);
+}
+
+absl::StatusOr<std::string> Spool::Claim(const std::string& name) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string from = PathIn(root_, kIncoming, name);
+  const std::string to = PathIn(root_, kActive, name);
+  // rename(2) is atomic: of several claimers exactly one succeeds, the others get ENOENT.
+  if (RenameNoReplace(from, to) != 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrCat(from, ": not found (claimed by another process?)"));
+    }
+    if (err == EEXIST) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(to, ": already exists; not claiming ", from));
+    }
+    return ErrnoError(err, absl::StrCat("rename to ", to), from);
+  }
+  // On a read error the file stays in active/; recovery (ListActive + ReadActive) retries it.
+  return ReadFile(to);
+}
+
+absl::StatusOr<std::string> Spool::ReadActive(const std::string& name) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  return ReadFile(PathIn(root_, kActive, name));
+}
+
+absl::Status Spool::Requeue(const std::string& name) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string from = PathIn(root_, kDeferred, name);
+  const std::string to = PathIn(root_, kIncoming, name);
+  if (RenameNoReplace(from, to) != 0) {
+    return ErrnoError(errno, absl::StrCat("rename to ", to), from);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Spool::Complete(const std::string& name) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string path = PathIn(root_, kActive, name);
+  if (unlink(path.c_str()) != 0) return ErrnoError(errno, "unlink", path);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::Defer(const std::string& name, absl::string_view contents) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  // A distinct tmp name so a rewrite never collides with an injector writing tmp/NAME; O_TRUNC
+  // because a crash may have left a stale one.
+  const std::string tmp = PathIn(root_, kTmp, absl::StrCat(".defer.", name));
+  const std::string target = PathIn(root_, kDeferred, name);
+  const std::string active = PathIn(root_, kActive, name);
+  if (absl::Status s = WriteFile(tmp, contents, O_TRUNC, /*do_fsync=*/true); !s.ok()) return s;
+  if (rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
+  }
+  if (absl::Status s = FsyncDir(DirOf(root_, kDeferred)); !s.ok()) return s;
+  if (unlink(active.c_str()) != 0) return ErrnoError(errno, "unlink", active);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::Quarantine(const std::string& name, absl::string_view reason) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string target = PathIn(root_, kBad, name);
+  std::string from = PathIn(root_, kActive, name);
+  if (rename(from.c_str(), target.c_str()) != 0) {
+    if (errno != ENOENT) return ErrnoError(errno, absl::StrCat("rename to ", target), from);
+    from = PathIn(root_, kIncoming, name);
+    if (rename(from.c_str(), target.c_str()) != 0) {
+      if (errno == ENOENT) {
+        return absl::NotFoundError(absl::StrCat(name, ": neither in ", DirOf(root_, kActive),
+                                                " nor in ", DirOf(root_, kIncoming)));
+      }
+      return ErrnoError(errno, absl::StrCat("rename to ", target), from);
+    }
+  }
+  const std::string why = absl::StrCat(target, kWhySuffix);
+  return WriteFile(why, absl::StrCat(reason, "\n"), O_TRUNC, /*do_fsync=*/false);
+}
+
+size_t Spool::CountIncoming() const {
+  return CountNames(DirOf(root_, kIncoming), ListFilter::kAll);
+}
+size_t Spool::CountActive() const { return CountNames(DirOf(root_, kActive), ListFilter::kAll); }
+size_t Spool::CountDeferred() const {
+  return CountNames(DirOf(root_, kDeferred), ListFilter::kAll);
+}
+size_t Spool::CountBad() const { return CountNames(DirOf(root_, kBad), ListFilter::kSkipWhy); }
+
+absl::Status InjectFile(const std::string& spool_root, const std::string& name,
+                        absl::string_view contents, bool fsync_file) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string tmp = PathIn(spool_root, kTmp, name);
+  const std::string target = PathIn(spool_root, kIncoming, name);
+  // O_EXCL: a name collision with another injector is an error, not a shared file.
+  if (absl::Status s = WriteFile(tmp, contents, O_EXCL, fsync_file); !s.ok()) return s;
+  if (RenameNoReplace(tmp, target) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
+  }
+  if (fsync_file) return FsyncDir(DirOf(spool_root, kIncoming));
+  return absl::OkStatus();
+}
+
+std::string NewSpoolFileName() {
+  // pid separates processes on one host; the counter separates threads and calls in a process;
+  // the random part separates processes that share a pid (containers sharing a spool, pid reuse
+  // within the same second). O_EXCL + RENAME_NOREPLACE in InjectFile catch the impossible rest.
+  static const uint64_t seed = ProcessSeed();
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t n = counter.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t random = Mix(seed ^ Mix(n)) & 0xffffffffffffULL;  // 48 bits
+  return absl::StrFormat("%d.%d.%d.%012x.eml", static_cast<int64_t>(time(nullptr)),
+                         static_cast<int>(getpid()), n, random);
+}
+
+}  // namespace mxb

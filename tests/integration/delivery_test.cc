@@ -1,0 +1,300 @@
+// End-to-end delivery against the real mxburst-sink on loopback: the engine binary, the inject
+// tool and the sink run as separate processes, exactly as a user runs them.
+#include <signal.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/smtp_data.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "queue/envelope.h"
+#include "queue/spool.h"
+#include "tests/integration/fixture.h"
+
+namespace mxb {
+namespace {
+
+using testing::Bin;
+using testing::FreePort;
+using testing::ListDir;
+using testing::MakeTempDir;
+using testing::ReadFileOrDie;
+using testing::Run;
+using testing::Subprocess;
+using testing::WaitForFile;
+
+// The value of the Message-ID header of an RFC 5322 message ("" if none).
+std::string MessageId(absl::string_view msg) {
+  size_t header_end = msg.find("\n\n");
+  size_t crlf_end = msg.find("\r\n\r\n");
+  if (crlf_end != absl::string_view::npos && crlf_end < header_end) header_end = crlf_end;
+  absl::string_view headers = msg.substr(0, header_end);
+  for (absl::string_view line : absl::StrSplit(headers, '\n')) {
+    if (absl::StartsWithIgnoreCase(line, "message-id:")) {
+      return std::string(absl::StripAsciiWhitespace(line.substr(11)));
+    }
+  }
+  return "";
+}
+
+std::vector<nlohmann::json> ReadLog(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  for (absl::string_view line : absl::StrSplit(ReadFileOrDie(path), '\n', absl::SkipEmpty())) {
+    out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+// One test's world: a temp dir with a spool, a running sink, and helpers to run the engine.
+class DeliveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("delivery");
+    spool_ = dir_ + "/spool";
+    received_ = dir_ + "/received";
+    log_ = dir_ + "/accounting.jsonl";
+    ASSERT_TRUE(Spool::Open(spool_).ok());
+  }
+
+  void StartSink(std::vector<std::string> extra = {}) {
+    port_ = FreePort("127.0.0.1");
+    ASSERT_GT(port_, 0);
+    std::vector<std::string> argv = {Bin("tools/mxburst-sink"),
+                                     "--listen",
+                                     absl::StrCat("127.0.0.1:", port_),
+                                     "--out-dir",
+                                     received_,
+                                     "--ready-file",
+                                     dir_ + "/sink.ready",
+                                     "--stats-file",
+                                     dir_ + "/sink-stats.json",
+                                     "--quiet"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    sink_ = std::make_unique<Subprocess>(argv, dir_ + "/sink.out", dir_ + "/sink.err");
+    ASSERT_TRUE(WaitForFile(dir_ + "/sink.ready", absl::Seconds(10)))
+        << ReadFileOrDie(dir_ + "/sink.err");
+  }
+
+  nlohmann::json StopSink() {
+    sink_->Signal(SIGTERM);
+    EXPECT_EQ(sink_->Wait(absl::Seconds(30)), 0);
+    return nlohmann::json::parse(ReadFileOrDie(dir_ + "/sink-stats.json"));
+  }
+
+  int RunEngine(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
+                                     absl::StrCat("*=127.0.0.1:", port_), "--drain", "--log",
+                                     log_, "--quiet", "--workers", "2", "--helo",
+                                     "test.mxburst.example"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return Run(argv, dir_ + "/engine.out", absl::Minutes(5));
+  }
+
+  void Inject(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {Bin("tools/mxburst-inject"), "--spool", spool_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ASSERT_EQ(Run(argv, dir_ + "/inject.out"), 0) << ReadFileOrDie(dir_ + "/inject.out.err");
+  }
+
+  // Message-ID -> body (envelope removed) of everything now in incoming/.
+  std::map<std::string, std::string> SnapshotIncoming() {
+    std::map<std::string, std::string> out;
+    for (const std::string& name : ListDir(spool_ + "/incoming")) {
+      std::string file = ReadFileOrDie(spool_ + "/incoming/" + name);
+      absl::StatusOr<Envelope> env = ParseEnvelope(file);
+      EXPECT_TRUE(env.ok()) << name;
+      if (!env.ok()) continue;
+      std::string body = file.substr(env->body_offset);
+      out[MessageId(body)] = body;
+    }
+    return out;
+  }
+
+  // Message-ID -> received bytes, for every message the sink wrote.
+  std::map<std::string, std::string> Received() {
+    std::map<std::string, std::string> out;
+    for (const std::string& name : ListDir(received_)) {
+      if (!absl::EndsWith(name, ".eml")) continue;
+      std::string msg = ReadFileOrDie(received_ + "/" + name);
+      out[MessageId(msg)] = msg;
+    }
+    return out;
+  }
+
+  size_t SpoolCount(const std::string& sub) { return ListDir(spool_ + "/" + sub).size(); }
+
+  std::string dir_, spool_, received_, log_;
+  int port_ = 0;
+  std::unique_ptr<Subprocess> sink_;
+};
+
+TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
+  StartSink();
+  Inject({"--count", "1000", "--size-range", "1000-200000", "--domains", "20",
+          "--eight-bit-every", "4", "--dot-lines", "--seed", "42", "--no-fsync"});
+  std::map<std::string, std::string> injected = SnapshotIncoming();
+  ASSERT_EQ(injected.size(), 1000u);
+
+  ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  nlohmann::json stats = StopSink();
+  EXPECT_EQ(stats["messages"], 1000);
+  EXPECT_EQ(stats.value("bare_lf_in_data", 0), 0);
+  EXPECT_EQ(stats["tls_connections"], stats["connections"]);
+
+  std::map<std::string, std::string> received = Received();
+  ASSERT_EQ(received.size(), 1000u);
+  size_t identical = 0;
+  for (const auto& [id, body] : injected) {
+    auto it = received.find(id);
+    ASSERT_NE(it, received.end()) << "not received: " << id;
+    if (it->second == NormalizeLineEndings(body)) ++identical;
+    else ADD_FAILURE() << "body differs for " << id;
+  }
+  EXPECT_EQ(identical, 1000u);
+  for (const std::string& name : ListDir(received_)) {
+    if (!absl::EndsWith(name, ".env")) continue;
+    EXPECT_TRUE(absl::StrContains(ReadFileOrDie(received_ + "/" + name), "tls: TLSv1.3")) << name;
+  }
+
+  EXPECT_EQ(SpoolCount("incoming"), 0u);
+  EXPECT_EQ(SpoolCount("active"), 0u);
+  EXPECT_EQ(SpoolCount("deferred"), 0u);
+  std::vector<nlohmann::json> log = ReadLog(log_);
+  ASSERT_EQ(log.size(), 1000u);
+  for (const nlohmann::json& r : log) {
+    EXPECT_EQ(r["status"], "delivered") << r.dump();
+    EXPECT_EQ(r["code"], 250);
+    EXPECT_EQ(r["tls"], "TLSv1.3");
+    EXPECT_FALSE(r["cipher"].get<std::string>().empty());
+  }
+}
+
+TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
+  StartSink({"--tempfail-rcpt", "defer-"});
+  Inject({"--count", "50", "--domains", "5", "--seed", "1", "--no-fsync"});
+  Inject({"--count", "10", "--domains", "5", "--seed", "2", "--rcpt-local-prefix", "defer-",
+          "--no-fsync"});
+  // Five messages with one recipient that is accepted and one that is tempfailed.
+  for (int i = 0; i < 5; ++i) {
+    std::string id = absl::StrCat("<mixed-", i, "@test.example>");
+    std::string msg = absl::StrCat(
+        "x-sender: <bounce@esp.example>\nx-receiver: <ok", i, "@d1.example>\nx-receiver: <defer-",
+        i, "@d1.example>\nx-job: mixed\nFrom: a@esp.example\nTo: x@d1.example\nMessage-ID: ", id,
+        "\nSubject: mixed\n\nhello\n");
+    ASSERT_TRUE(InjectFile(spool_, absl::StrCat("mixed-", i, ".eml"), msg, false).ok());
+  }
+
+  ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  nlohmann::json stats = StopSink();
+  EXPECT_EQ(stats["messages"], 55);
+
+  EXPECT_EQ(SpoolCount("incoming"), 0u);
+  EXPECT_EQ(SpoolCount("active"), 0u);
+  std::vector<std::string> deferred = ListDir(spool_ + "/deferred");
+  ASSERT_EQ(deferred.size(), 15u);
+  for (const std::string& name : deferred) {
+    absl::StatusOr<Envelope> env = ParseEnvelope(ReadFileOrDie(spool_ + "/deferred/" + name));
+    ASSERT_TRUE(env.ok()) << name;
+    ASSERT_EQ(env->recipients.size(), 1u) << name;
+    EXPECT_TRUE(absl::StartsWith(env->recipients[0], "defer-")) << env->recipients[0];
+  }
+
+  std::vector<nlohmann::json> log = ReadLog(log_);
+  int delivered = 0, deferred_records = 0;
+  for (const nlohmann::json& r : log) {
+    std::string rcpt = r["rcpt"];
+    if (absl::StartsWith(rcpt, "defer-")) {
+      EXPECT_EQ(r["status"], "deferred") << r.dump();
+      EXPECT_EQ(r["code"], 451);
+      EXPECT_EQ(r["enhanced"], "4.7.1");
+      ++deferred_records;
+    } else {
+      EXPECT_EQ(r["status"], "delivered") << r.dump();
+      ++delivered;
+    }
+  }
+  EXPECT_EQ(delivered, 55);
+  EXPECT_EQ(deferred_records, 15);
+}
+
+// Every end-of-data look-alike from the SMTP smuggling research (CVE-2023-51764 class) inside a
+// body: the sink must receive exactly one message per file, with the normalised body, and never
+// a bare CR or LF.
+TEST_F(DeliveryTest, SmugglingSequencesAreNormalisedNotPassedThrough) {
+  StartSink();
+  const std::vector<std::string> variants = {
+      "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\r", "\r\n.\n", "\r.\r\n", "\n.\r", ".\r\n", "\r\n.\r\n"};
+  std::map<std::string, std::string> injected;
+  for (size_t i = 0; i < variants.size(); ++i) {
+    std::string id = absl::StrCat("<smuggle-", i, "@test.example>");
+    std::string body = absl::StrCat(
+        "From: a@esp.example\r\nTo: b@d1.example\r\nMessage-ID: ", id, "\r\nSubject: s\r\n\r\n",
+        "before", variants[i], "MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@d1.example>",
+        "\r\nDATA\r\nsmuggled\r\n.\r\nafter\r\n");
+    injected[id] = body;
+    ASSERT_TRUE(InjectFile(spool_, absl::StrCat("smuggle-", i, ".eml"),
+                           absl::StrCat("x-sender: <b@esp.example>\nx-receiver: <r", i,
+                                        "@d1.example>\n", body),
+                           false)
+                    .ok());
+  }
+  ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  nlohmann::json stats = StopSink();
+  EXPECT_EQ(stats["messages"], variants.size());
+  EXPECT_EQ(stats["recipients"], variants.size());
+  EXPECT_EQ(stats.value("bare_lf_in_data", 0), 0);
+  std::map<std::string, std::string> received = Received();
+  ASSERT_EQ(received.size(), variants.size());
+  for (const auto& [id, body] : injected) {
+    ASSERT_TRUE(received.count(id)) << id;
+    EXPECT_EQ(received[id], NormalizeLineEndings(body)) << id;
+  }
+}
+
+TEST_F(DeliveryTest, MalformedFileIsQuarantinedAndTheRestDelivered) {
+  StartSink();
+  Inject({"--count", "5", "--no-fsync"});
+  ASSERT_TRUE(InjectFile(spool_, "broken.eml", "x-sender: <a@b.example>\nSubject: no rcpt\n\nx\n",
+                         false)
+                  .ok());
+  ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  nlohmann::json stats = StopSink();
+  EXPECT_EQ(stats["messages"], 5);
+  std::set<std::string> bad;
+  for (const std::string& n : ListDir(spool_ + "/bad")) bad.insert(n);
+  EXPECT_TRUE(bad.count("broken.eml"));
+  ASSERT_TRUE(bad.count("broken.eml.why"));
+  EXPECT_FALSE(ReadFileOrDie(spool_ + "/bad/broken.eml.why").empty());
+  EXPECT_EQ(SpoolCount("incoming"), 0u);
+  EXPECT_EQ(SpoolCount("active"), 0u);
+  bool quarantine_logged = false;
+  for (const nlohmann::json& r : ReadLog(log_)) {
+    if (r["status"] == "quarantined") quarantine_logged = r["msgid"] == "broken.eml";
+  }
+  EXPECT_TRUE(quarantine_logged);
+}
+
+TEST_F(DeliveryTest, NothingListeningDefersEverything) {
+  port_ = FreePort("127.0.0.1");  // no sink: connection refused
+  Inject({"--count", "20", "--domains", "3", "--no-fsync"});
+  ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  EXPECT_EQ(SpoolCount("incoming"), 0u);
+  EXPECT_EQ(SpoolCount("active"), 0u);
+  EXPECT_EQ(SpoolCount("deferred"), 20u);
+  std::vector<nlohmann::json> log = ReadLog(log_);
+  ASSERT_EQ(log.size(), 20u);
+  for (const nlohmann::json& r : log) {
+    EXPECT_EQ(r["status"], "deferred");
+    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "refused")) << r.dump();
+  }
+}
+
+}  // namespace
+}  // namespace mxb

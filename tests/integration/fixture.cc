@@ -1,0 +1,148 @@
+#include "tests/integration/fixture.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+
+namespace mxb::testing {
+
+Subprocess::Subprocess(std::vector<std::string> argv, const std::string& stdout_path,
+                       const std::string& stderr_path) {
+  pid_ = fork();
+  if (pid_ == 0) {
+    if (!stdout_path.empty()) {
+      int fd = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 1);
+    }
+    if (!stderr_path.empty()) {
+      int fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 2);
+    }
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+}
+
+Subprocess::~Subprocess() {
+  if (pid_ > 0 && !reaped_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Subprocess::Signal(int sig) {
+  if (pid_ > 0 && !reaped_) kill(pid_, sig);
+}
+
+int Subprocess::Wait(absl::Duration timeout) {
+  if (pid_ <= 0) return -1;
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      reaped_ = true;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -1;
+    }
+    if (absl::Now() > deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      reaped_ = true;
+      return -1;
+    }
+    usleep(10000);
+  }
+}
+
+std::string BinDir() {
+  const char* d = std::getenv("MXB_BIN_DIR");
+  return d != nullptr ? d : ".";
+}
+
+std::string Bin(const std::string& relative) { return BinDir() + "/" + relative; }
+
+std::string MakeTempDir(const std::string& tag) {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/mxb-", tag, "-XXXXXX");
+  char* made = mkdtemp(tmpl.data());
+  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
+std::string ReadFileOrDie(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFileOrDie(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error("cannot write " + path);
+  out << contents;
+}
+
+bool WaitForFile(const std::string& path, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  struct stat st;
+  while (stat(path.c_str(), &st) != 0) {
+    if (absl::Now() > deadline) return false;
+    usleep(10000);
+  }
+  return true;
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    out.emplace_back(e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
+int FreePort(const std::string& ip) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+  a.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+int Run(std::vector<std::string> argv, const std::string& log_path, absl::Duration timeout) {
+  Subprocess p(std::move(argv), log_path, log_path.empty() ? "" : log_path + ".err");
+  return p.Wait(timeout);
+}
+
+}  // namespace mxb::testing

@@ -1,0 +1,123 @@
+// One mxburst-sink worker: a thread with its own io_uring, its own SO_REUSEPORT listening
+// sockets, and every connection those sockets accept.
+//
+// The worker owns the ring, a provided-buffer ring for receives (buffers go back as soon as a
+// completion is parsed or decrypted, so an idle connection pins no receive memory), and a slab of
+// connections that grows in chunks (pointers stay stable). All I/O — accept, recv, send,
+// timeouts, cancel, close — goes through the ring; user_data is a SinkTag. Only Stop() may be
+// called from another thread; stats() is read by main after the thread has been joined.
+//
+//   SinkWorker w(0, &listeners, {fd1, fd2}, &store, opts.reply_delay_ms, opts.quiet);
+//   std::thread t([&] { absl::Status st = w.Init(); ...; w.Run(); });
+//   ... w.Stop(); t.join(); total.Add(w.stats());
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <liburing.h>
+
+#include "absl/status/status.h"
+#include "tls/tls_session.h"
+#include "tools/sink/message_store.h"
+#include "tools/sink/sink_options.h"
+#include "tools/sink/sink_stats.h"
+#include "tools/sink/sink_tag.h"
+#include "tools/sink/smtp_server_session.h"
+
+namespace mxb::sink {
+
+// A listener as all workers see it: its spec (with the port actually bound), the session
+// behaviour and the TLS context (shared read-only by all threads). Owned by main.
+struct ListenerRuntime {
+  ListenerSpec spec;
+  SessionConfig session_config;
+  TlsContext* tls = nullptr;
+};
+
+struct Connection;
+
+class SinkWorker {
+ public:
+  // `listen_fds[i]` is this worker's socket for `(*listeners)[i]`, already listening.
+  SinkWorker(int index, const std::vector<ListenerRuntime>* listeners, std::vector<int> listen_fds,
+             MessageStore* store, uint32_t reply_delay_ms, bool quiet);
+  ~SinkWorker();
+  SinkWorker(const SinkWorker&) = delete;
+  SinkWorker& operator=(const SinkWorker&) = delete;
+
+  // Creates the ring (must run on the worker thread: SINGLE_ISSUER), the buffer ring and the
+  // wake-up eventfd, and arms the accepts.
+  [[nodiscard]] absl::Status Init();
+  // Serves until Stop(). Returns without closing connections (the process exits next).
+  void Run();
+  // Any thread.
+  void Stop();
+  const SinkStats& stats() const { return stats_; }
+
+ private:
+  struct ListenerState {
+    int fd = -1;
+    bool retry_armed = false;
+    __kernel_timespec retry_ts{};
+  };
+
+  io_uring_sqe* GetSqe();
+  void Submit(io_uring_sqe* sqe, SinkOp op, uint32_t slot, uint32_t gen);
+  void Dispatch(const io_uring_cqe* cqe);
+
+  void ArmAccept(uint32_t index);
+  void OnAccept(uint32_t index, const io_uring_cqe* cqe);
+  void OnAcceptRetry(uint32_t index);
+  void ArmWake();
+
+  Connection* AllocConnection();
+  void FreeConnection(Connection* c);
+  Connection* At(uint32_t slot);
+  void NewConnection(int fd, uint32_t listener_index);
+
+  void ArmRecv(Connection* c);
+  void OnRecv(Connection* c, const io_uring_cqe* cqe);
+  void OnBytes(Connection* c, const char* data, size_t n);
+  void OnPlaintext(Connection* c, const char* data, size_t n);
+  void OnSend(Connection* c, int res);
+  void OnTimer(Connection* c);
+  void MarkDirty(Connection* c);
+  void Flush(Connection* c);
+  void AppendWire(Connection* c, std::string bytes);
+  void StartSend(Connection* c);
+  void ArmDelayTimer(Connection* c);
+  bool FullyFlushed(const Connection* c) const;
+  void TlsFailure(Connection* c, const char* where);
+  void BeginClose(Connection* c);
+  void MaybeFinishClose(Connection* c);
+  void ReturnBuffer(uint16_t bid);
+
+  const int index_;
+  const std::vector<ListenerRuntime>* const listeners_;
+  std::vector<ListenerState> listener_state_;
+  MessageStore* const store_;
+  const uint32_t reply_delay_ms_;
+  const bool quiet_;
+
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  bool multishot_accept_ = true;
+  bool multishot_recv_ = true;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+  bool stop_ = false;
+
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  char* buffers_ = nullptr;
+
+  std::vector<std::unique_ptr<Connection[]>> chunks_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<std::pair<uint32_t, uint32_t>> dirty_;  // {slot, gen} to Flush() after a batch
+
+  SinkStats stats_;
+};
+
+}  // namespace mxb::sink

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: install dependencies, build (warnings are errors), run every ctest test
+# (unit + integration against real servers on 127.0.0.0/8), then the lock-free queue stress test
+# under ThreadSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh
+tools/build.sh release
+ctest --test-dir build/release --output-on-failure -j2 --timeout 600
+
+echo "== ThreadSanitizer: lock-free queue stress"
+cmake --preset tsan >/dev/null
+cmake --build build/tsan -j"$(nproc)" --target mxb_queue_test
+ctest --test-dir build/tsan --output-on-failure -R 'MpscQueue'
