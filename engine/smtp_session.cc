@@ -1,1 +1,552 @@
 #include "engine/smtp_session.h"
+
+#include <iterator>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace mxb {
+namespace {
+
+// One row per SmtpState, in enum order: its log name, the phrase for "timeout in ...", and the
+// RFC 5321 §4.5.3.2 reply timeout in seconds (-1: no reply is awaited).
+struct StateRow {
+  SmtpState state;
+  const char* name;
+  const char* phase;
+  int timeout_s;
+};
+constexpr StateRow kStateTable[] = {
+    {SmtpState::kGreeting, "greeting", "greeting", 300},     // §4.5.3.2.1: 5 minutes
+    {SmtpState::kEhlo, "ehlo", "EHLO", 300},                 // no RFC value: as MAIL
+    {SmtpState::kHelo, "helo", "HELO", 300},
+    {SmtpState::kStartTls, "starttls", "STARTTLS", 300},
+    {SmtpState::kTlsHandshake, "tls-handshake", "TLS handshake", 300},  // engine's own deadline
+    {SmtpState::kEhloTls, "ehlo-tls", "EHLO after STARTTLS", 300},
+    {SmtpState::kIdle, "idle", "idle", -1},
+    {SmtpState::kMail, "mail", "MAIL/RCPT/DATA", 300},       // §4.5.3.2.2/.3: MAIL, RCPT 5 min
+    {SmtpState::kDataBody, "data-body", "end of data", 600},  // §4.5.3.2.6: 10 minutes
+    {SmtpState::kRset, "rset", "RSET", 300},
+    {SmtpState::kQuit, "quit", "QUIT", 300},
+    {SmtpState::kClosed, "closed", "closed", -1},
+};
+constexpr bool TableInEnumOrder() {
+  for (size_t i = 0; i < std::size(kStateTable); ++i) {
+    if (static_cast<size_t>(kStateTable[i].state) != i) return false;
+  }
+  return std::size(kStateTable) == static_cast<size_t>(SmtpState::kClosed) + 1;
+}
+static_assert(TableInEnumOrder(), "kStateTable must list every SmtpState in enum order");
+
+const StateRow& Row(SmtpState s) {
+  const size_t i = static_cast<size_t>(s);
+  return i < std::size(kStateTable) ? kStateTable[i] : kStateTable[std::size(kStateTable) - 1];
+}
+
+constexpr absl::Duration kDataInitiationTimeout = absl::Minutes(2);  // §4.5.3.2.3
+
+bool IsPositive(const SmtpReply& r) { return r.klass() == 2; }
+
+// "421 4.3.2 busy" — the first line, for failure reasons.
+std::string Summary(const SmtpReply& r) {
+  absl::string_view first = r.lines.empty() ? absl::string_view() : r.lines.front();
+  return first.empty() ? absl::StrCat(r.code) : absl::StrCat(r.code, " ", first);
+}
+
+// Addresses go between angle brackets on a command line we compose: anything that could end
+// the line or the bracket is refused here rather than sent (command injection).
+bool SafeAddress(absl::string_view a) {
+  for (unsigned char c : a) {
+    if (c < 0x20 || c == 0x7f || c == '<' || c == '>') return false;
+  }
+  return true;
+}
+
+bool HasNonAscii(absl::string_view a) {
+  for (unsigned char c : a) {
+    if (c >= 0x80) return true;
+  }
+  return false;
+}
+
+// RFC 3463 §3.1 generic codes when the server gave none (or one of another class).
+std::string EnhancedFor(DeliveryClass klass, const SmtpReply& r) {
+  const char want = klass == DeliveryClass::kDelivered ? '2'
+                    : klass == DeliveryClass::kBounced ? '5'
+                                                       : '4';
+  if (!r.enhanced.empty() && r.enhanced[0] == want) return r.enhanced;
+  switch (klass) {
+    case DeliveryClass::kDelivered:
+      return "2.0.0";
+    case DeliveryClass::kBounced:
+      return "5.0.0";
+    case DeliveryClass::kDeferred:
+      // A 4xx is a plain temporary failure; anything else here (a 2xx/3xx where it makes no
+      // sense) is the server breaking the protocol: X.5.0.
+      return r.klass() == 4 ? "4.0.0" : "4.5.0";
+  }
+  return "4.0.0";
+}
+
+// 2xx delivered (or accepted), 5xx bounced, anything else deferred.
+DeliveryClass ClassOf(const SmtpReply& r) {
+  if (r.klass() == 2) return DeliveryClass::kDelivered;
+  if (r.klass() == 5) return DeliveryClass::kBounced;
+  return DeliveryClass::kDeferred;
+}
+
+}  // namespace
+
+const char* ToString(SmtpState s) { return Row(s).name; }
+const char* PhaseName(SmtpState s) { return Row(s).phase; }
+
+absl::Duration DefaultReplyTimeout(SmtpState s) {
+  const int t = Row(s).timeout_s;
+  return t < 0 ? absl::InfiniteDuration() : absl::Seconds(t);
+}
+
+const char* ToString(TlsMode m) {
+  switch (m) {
+    case TlsMode::kDisabled:
+      return "disabled";
+    case TlsMode::kOpportunistic:
+      return "opportunistic";
+    case TlsMode::kRequired:
+      return "required";
+  }
+  return "unknown";
+}
+
+const char* ToString(DeliveryClass c) {
+  switch (c) {
+    case DeliveryClass::kDelivered:
+      return "delivered";
+    case DeliveryClass::kDeferred:
+      return "deferred";
+    case DeliveryClass::kBounced:
+      return "bounced";
+  }
+  return "unknown";
+}
+
+SmtpSession::SmtpSession(SessionOptions opts) : opts_(std::move(opts)) {}
+
+std::vector<RecipientResult> SmtpSession::TakeResults() {
+  std::vector<RecipientResult> out;
+  out.swap(results_);
+  return out;
+}
+
+absl::Duration SmtpSession::reply_timeout() const {
+  if (state_ == SmtpState::kMail && answered_ < sent_ &&
+      commands_[answered_].cmd == Command::kData) {
+    return kDataInitiationTimeout;
+  }
+  return DefaultReplyTimeout(state_);
+}
+
+absl::string_view SmtpSession::Phase() const {
+  if (state_ == SmtpState::kMail && answered_ < commands_.size()) {
+    switch (commands_[answered_].cmd) {
+      case Command::kMail:
+        return "MAIL";
+      case Command::kRcpt:
+        return "RCPT";
+      case Command::kData:
+        return "DATA";
+      case Command::kDot:
+        return "end of data";
+    }
+  }
+  return PhaseName(state_);
+}
+
+// ---- Actions ---------------------------------------------------------------------------------
+
+Action SmtpSession::Send(std::string bytes, SmtpState next) {
+  state_ = next;
+  Action a;
+  a.kind = Action::Kind::kSend;
+  a.bytes = std::move(bytes);
+  return a;
+}
+
+Action SmtpSession::Close() {
+  state_ = SmtpState::kClosed;
+  Action a;
+  a.kind = Action::Kind::kClose;
+  return a;
+}
+
+Action SmtpSession::NeedTransaction() {
+  state_ = SmtpState::kIdle;
+  Action a;
+  a.kind = Action::Kind::kNeedTransaction;
+  return a;
+}
+
+// The session cannot go on: recipients still undecided are deferred (they may or may not have
+// been delivered — RFC 5321 §6.1 prefers a duplicate to a loss), the first failure is kept.
+Action SmtpSession::Fail(int code, std::string reason, std::string reply,
+                         const Deferral& deferral) {
+  if (txn_active_) {
+    for (size_t i = 0; i < rcpts_.size(); ++i) {
+      if (!rcpts_[i].final) {
+        Decide(i, DeliveryClass::kDeferred, deferral.code, deferral.enhanced, deferral.text);
+      }
+    }
+    EndTransaction();
+  }
+  if (!failure_.failed) {
+    failure_.failed = true;
+    failure_.code = code;
+    failure_.reason = std::move(reason);
+    failure_.reply = std::move(reply);
+  }
+  return Close();
+}
+
+Action SmtpSession::FailOnReply(absl::string_view phase, const SmtpReply& reply) {
+  std::string summary = Summary(reply);
+  Deferral d{reply.code, EnhancedFor(DeliveryClass::kDeferred, reply),
+             absl::StrReplaceAll(reply.text, {{"\n", " "}})};
+  return Fail(reply.code, absl::StrCat(phase, ": ", summary), summary, d);
+}
+
+// ---- Events ----------------------------------------------------------------------------------
+
+Action SmtpSession::OnReply(const SmtpReply& reply) {
+  switch (state_) {
+    case SmtpState::kQuit:  // RFC 5321 §4.1.1.10: whatever the answer, we are done
+    case SmtpState::kClosed:
+      return Close();
+    case SmtpState::kGreeting:
+      // RFC 5321 §3.1: 220 or nothing; a 421/554 greeting means "not here, not now".
+      if (reply.code != 220) return FailOnReply("greeting", reply);
+      return Send(absl::StrCat("EHLO ", opts_.helo_name, "\r\n"), SmtpState::kEhlo);
+    default:
+      break;
+  }
+  // RFC 5321 §3.8: 421 may come in answer to anything; the server is closing the channel.
+  if (reply.code == 421) return FailOnReply(Phase(), reply);
+
+  switch (state_) {
+    case SmtpState::kEhlo:
+    case SmtpState::kEhloTls:
+      if (IsPositive(reply)) {
+        caps_ = ParseEhlo(reply);
+        return AfterHello();
+      }
+      // RFC 5321 §4.1.4 / §3.2: a server that does not know EHLO says 5xx; HELO then.
+      if (reply.klass() == 5) {
+        return Send(absl::StrCat("HELO ", opts_.helo_name, "\r\n"), SmtpState::kHelo);
+      }
+      return FailOnReply(PhaseName(state_), reply);
+    case SmtpState::kHelo:
+      if (!IsPositive(reply)) return FailOnReply("HELO", reply);
+      caps_ = EhloCapabilities();  // HELO: no extensions at all
+      return AfterHello();
+    case SmtpState::kStartTls:
+      if (reply.code == 220) {
+        // RFC 3207 §4.2: nothing learned before TLS survives it.
+        caps_ = EhloCapabilities();
+        state_ = SmtpState::kTlsHandshake;
+        Action a;
+        a.kind = Action::Kind::kStartTls;
+        return a;
+      }
+      if (opts_.tls == TlsMode::kRequired) {
+        std::string summary = Summary(reply);
+        return Fail(reply.code, "starttls-failed", summary,
+                    Deferral{reply.code, "4.7.0", summary});
+      }
+      // Opportunistic: carry on in plaintext with the capabilities we have.
+      return NeedTransaction();
+    case SmtpState::kMail:
+    case SmtpState::kDataBody:
+      return OnTransactionReply(reply);
+    case SmtpState::kRset:
+      if (!IsPositive(reply)) return FailOnReply("RSET", reply);
+      return NeedTransaction();
+    case SmtpState::kTlsHandshake:
+      return Fail(reply.code, "reply during the TLS handshake", Summary(reply),
+                  Deferral{0, "4.5.0", "reply during the TLS handshake"});
+    case SmtpState::kIdle:
+      return FailOnReply("unexpected reply while idle", reply);
+    case SmtpState::kGreeting:
+    case SmtpState::kQuit:
+    case SmtpState::kClosed:
+      break;  // handled above
+  }
+  return Close();
+}
+
+Action SmtpSession::AfterHello() {
+  if (!tls_active_ && opts_.tls != TlsMode::kDisabled) {
+    if (caps_.starttls) return Send("STARTTLS\r\n", SmtpState::kStartTls);
+    if (opts_.tls == TlsMode::kRequired) {
+      return Fail(0, "starttls-not-offered", "", Deferral{0, "4.7.0", "starttls-not-offered"});
+    }
+  }
+  return NeedTransaction();
+}
+
+Action SmtpSession::OnTlsReady() {
+  if (state_ != SmtpState::kTlsHandshake) {
+    return Fail(0, absl::StrCat("internal: OnTlsReady in state ", ToString(state_)), "",
+                Deferral{0, "4.3.0", "internal error"});
+  }
+  tls_active_ = true;
+  caps_ = EhloCapabilities();  // RFC 3207 §4.2
+  return Send(absl::StrCat("EHLO ", opts_.helo_name, "\r\n"), SmtpState::kEhloTls);
+}
+
+Action SmtpSession::OnTlsFailed(absl::string_view reason) {
+  if (state_ == SmtpState::kClosed) return Close();
+  std::string why = absl::StrCat("handshake-failed: ", reason);
+  return Fail(0, why, "", Deferral{0, "4.7.0", why});
+}
+
+Action SmtpSession::OnTimeout() {
+  if (state_ == SmtpState::kQuit || state_ == SmtpState::kClosed) return Close();
+  // RFC 3463 X.4.2: "established, but unable to complete the transaction, either because of
+  // time-out, or inadequate connection quality".
+  std::string why = absl::StrCat("timeout in ", Phase());
+  return Fail(0, why, "", Deferral{0, "4.4.2", absl::StrCat("conversation timed out in ", Phase())});
+}
+
+Action SmtpSession::OnConnectionLost(absl::string_view reason) {
+  if (state_ == SmtpState::kQuit || state_ == SmtpState::kClosed) return Close();
+  std::string why = absl::StrCat("lost connection in ", Phase(), ": ", reason);
+  return Fail(0, why, "", Deferral{0, "4.4.2", why});
+}
+
+Action SmtpSession::Quit() {
+  switch (state_) {
+    case SmtpState::kIdle:
+      return Send("QUIT\r\n", SmtpState::kQuit);
+    case SmtpState::kQuit: {
+      Action a;  // QUIT already sent
+      return a;
+    }
+    case SmtpState::kClosed:
+      return Close();
+    default: {
+      // Mid-dialog: nothing can be said cleanly any more; hang up and defer what was pending.
+      std::string why = absl::StrCat("closed by the engine in ", Phase());
+      return Fail(0, why, "", Deferral{0, "4.3.0", why});
+    }
+  }
+}
+
+// ---- Transactions ----------------------------------------------------------------------------
+
+Action SmtpSession::StartTransaction(Transaction txn) {
+  if (state_ != SmtpState::kIdle || txn_active_) {
+    // The engine's mistake, never the server's: refuse this transaction (its recipients are
+    // deferred so nothing is lost) and end the session without crashing.
+    std::string why = absl::StrCat("internal: StartTransaction in state ", ToString(state_));
+    for (size_t i = 0; i < txn.recipients.size(); ++i) {
+      results_.push_back(RecipientResult{txn.id, i, DeliveryClass::kDeferred, 0, "4.3.0", why});
+    }
+    return Fail(0, why, "", Deferral{0, "4.3.0", why});
+  }
+
+  txn_ = std::move(txn);
+  txn_active_ = true;
+  rcpts_.assign(txn_.recipients.size(), RcptState());
+  commands_.clear();
+  sent_ = answered_ = accepted_ = 0;
+  mail_rejected_ = false;
+  dot_only_ = false;
+  pipelining_ = opts_.use_pipelining && caps_.pipelining;
+
+  // Problems we can see before saying anything: decided here, never sent.
+  auto decide_all = [this](DeliveryClass k, const char* enhanced, const std::string& text) {
+    for (size_t i = 0; i < rcpts_.size(); ++i) Decide(i, k, 0, enhanced, text);
+  };
+  if (!absl::EndsWith(txn_.wire_body, "\r\n.\r\n")) {
+    decide_all(DeliveryClass::kDeferred, "4.3.0", "internal: body is not in DATA wire form");
+  } else if (!SafeAddress(txn_.sender)) {
+    decide_all(DeliveryClass::kBounced, "5.1.7", "bad sender address syntax");
+  } else if (caps_.size > 0 && txn_.wire_body.size() > caps_.size) {
+    // RFC 1870 §6.1: do not send what the server announced it will refuse.
+    decide_all(DeliveryClass::kBounced, "5.3.4",
+               absl::StrCat("message size ", txn_.wire_body.size(),
+                            " exceeds size limit ", caps_.size, " of server"));
+  } else {
+    commands_.reserve(txn_.recipients.size() + 3);
+    commands_.push_back({Command::kMail, 0});
+    for (size_t i = 0; i < txn_.recipients.size(); ++i) {
+      if (i >= opts_.max_rcpts_per_transaction) {
+        Decide(i, DeliveryClass::kDeferred, 0, "4.5.3",
+               absl::StrCat("too many recipients for one transaction (max ",
+                            opts_.max_rcpts_per_transaction, ")"));
+      } else if (txn_.recipients[i].empty() || !SafeAddress(txn_.recipients[i])) {
+        Decide(i, DeliveryClass::kBounced, 0, "5.1.3", "bad recipient address syntax");
+      } else {
+        commands_.push_back({Command::kRcpt, static_cast<uint32_t>(i)});
+      }
+    }
+    if (commands_.size() == 1) commands_.clear();  // nobody to send to
+  }
+  if (commands_.empty()) {
+    EndTransaction();
+    return NeedTransaction();
+  }
+  commands_.push_back({Command::kData, 0});
+  commands_.push_back({Command::kDot, 0});
+  state_ = SmtpState::kMail;
+  return SendNextCommands();
+}
+
+void SmtpSession::AppendCommand(const Pending& p, std::string* out) const {
+  switch (p.cmd) {
+    case Command::kMail: {
+      absl::StrAppend(out, "MAIL FROM:<", txn_.sender, ">");
+      // RFC 1870: declare the size so the server can refuse before the data.
+      if (caps_.size_offered) absl::StrAppend(out, " SIZE=", txn_.wire_body.size());
+      // RFC 6152: 8-bit content only to a server that says it takes it.
+      if (txn_.eight_bit && caps_.eightbitmime) out->append(" BODY=8BITMIME");
+      if (caps_.smtputf8) {
+        bool utf8 = HasNonAscii(txn_.sender);
+        for (const std::string& r : txn_.recipients) utf8 = utf8 || HasNonAscii(r);
+        if (utf8) out->append(" SMTPUTF8");  // RFC 6531 §3.4
+      }
+      out->append("\r\n");
+      return;
+    }
+    case Command::kRcpt:
+      absl::StrAppend(out, "RCPT TO:<", txn_.recipients[p.rcpt], ">\r\n");
+      return;
+    case Command::kData:
+      out->append("DATA\r\n");
+      return;
+    case Command::kDot:
+      return;  // the body; sent on 354
+  }
+}
+
+Action SmtpSession::SendNextCommands() {
+  std::string bytes;
+  if (pipelining_) {
+    // RFC 2920 §3.1: MAIL, all RCPTs and DATA in one group; DATA ends the group.
+    bytes.reserve(64 + 48 * rcpts_.size());
+    while (sent_ < commands_.size() && commands_[sent_].cmd != Command::kDot) {
+      AppendCommand(commands_[sent_++], &bytes);
+    }
+  } else if (sent_ < commands_.size()) {
+    AppendCommand(commands_[sent_++], &bytes);
+  }
+  return Send(std::move(bytes), SmtpState::kMail);
+}
+
+Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
+  if (answered_ >= sent_) {
+    return FailOnReply(absl::StrCat("unexpected reply in ", PhaseName(state_)), reply);
+  }
+  const Pending cmd = commands_[answered_++];
+  switch (cmd.cmd) {
+    case Command::kMail:
+      if (!IsPositive(reply)) {
+        // Every recipient shares MAIL's verdict; the RCPT replies that follow in a pipeline
+        // (503 "need MAIL") say nothing about the recipients.
+        mail_rejected_ = true;
+        for (size_t i = 0; i < rcpts_.size(); ++i) {
+          if (!rcpts_[i].final) Decide(i, reply);
+        }
+        if (!pipelining_) return EndTransactionWithRset();
+      }
+      break;
+    case Command::kRcpt:
+      if (mail_rejected_) break;
+      if (IsPositive(reply)) {
+        rcpts_[cmd.rcpt].accepted = true;
+        ++accepted_;
+      } else {
+        Decide(cmd.rcpt, reply);
+      }
+      if (!pipelining_ && accepted_ == 0 && commands_[answered_].cmd == Command::kData) {
+        return EndTransactionWithRset();  // nobody accepted: no DATA (RFC 5321 §3.3)
+      }
+      break;
+    case Command::kData:
+      if (reply.code == 354) {
+        sent_ = answered_ + 1;  // kDot
+        if (accepted_ == 0 || mail_rejected_) {
+          // RFC 2920 §3.1: the server accepted DATA although nobody can receive it; "the
+          // client SMTP should send a single dot". Its reply decides nothing.
+          dot_only_ = true;
+          return Send(".\r\n", SmtpState::kDataBody);
+        }
+        Action a = Send(std::string(), SmtpState::kDataBody);
+        a.body = txn_.wire_body;
+        return a;
+      }
+      // DATA refused: the accepted recipients get its verdict.
+      for (size_t i = 0; i < rcpts_.size(); ++i) {
+        if (!rcpts_[i].final) Decide(i, reply);
+      }
+      return EndTransactionWithRset();
+    case Command::kDot:
+      if (dot_only_) return EndTransactionWithRset();
+      // RFC 5321 §4.1.1.4: the final reply decides for every accepted recipient, and ends the
+      // transaction either way (the server has cleared its buffers, so no RSET is needed).
+      for (size_t i = 0; i < rcpts_.size(); ++i) {
+        if (!rcpts_[i].final) Decide(i, reply);
+      }
+      EndTransaction();
+      return NeedTransaction();
+  }
+  if (pipelining_) {
+    Action a;  // more replies of the group are on their way; DATA's is the last
+    state_ = SmtpState::kMail;
+    return a;
+  }
+  return SendNextCommands();
+}
+
+Action SmtpSession::EndTransactionWithRset() {
+  // The server may still hold a reverse-path or forward-paths: clear them before the next
+  // transaction (RFC 5321 §4.1.1.5).
+  EndTransaction();
+  return Send("RSET\r\n", SmtpState::kRset);
+}
+
+void SmtpSession::Decide(size_t rcpt, const SmtpReply& reply) {
+  const DeliveryClass k = ClassOf(reply);
+  Decide(rcpt, k, reply.code, EnhancedFor(k, reply),
+         absl::StrReplaceAll(reply.text, {{"\n", " "}}));
+}
+
+void SmtpSession::Decide(size_t rcpt, DeliveryClass klass, int code, std::string enhanced,
+                         std::string text) {
+  RcptState& r = rcpts_[rcpt];
+  r.final = true;
+  r.result.txn_id = txn_.id;
+  r.result.rcpt_index = rcpt;
+  r.result.klass = klass;
+  r.result.code = code;
+  r.result.enhanced = std::move(enhanced);
+  r.result.text = std::move(text);
+}
+
+void SmtpSession::EndTransaction() {
+  for (size_t i = 0; i < rcpts_.size(); ++i) {
+    if (!rcpts_[i].final) {
+      // Unreachable by construction; defer rather than lose a recipient.
+      Decide(i, DeliveryClass::kDeferred, 0, "4.3.0", "internal: recipient left undecided");
+    }
+    results_.push_back(std::move(rcpts_[i].result));
+  }
+  rcpts_.clear();
+  commands_.clear();
+  sent_ = answered_ = accepted_ = 0;
+  txn_active_ = false;
+  txn_.wire_body = absl::string_view();
+  ++transactions_done_;
+}
+
+}  // namespace mxb

@@ -5,7 +5,9 @@
 // TakeCiphertext()/ciphertext_out(). A TlsSession belongs to one thread (the worker that owns the
 // connection); a TlsContext is created once at start-up and shared read-only by all threads.
 //
-//   auto ctx = mxb::TlsContext::NewClient({.verify_peer = false});
+//   mxb::TlsGlobalInit();
+//   mxb::TlsClientOptions opts;  // GCC 12 -Wextra rejects designated inits that omit fields
+//   auto ctx = mxb::TlsContext::NewClient(opts);
 //   auto tls = (*ctx)->NewSession("mx.example.com");       // SNI + name for verification
 //   tls->FeedCiphertext(bytes_from_socket);
 //   switch (tls->Handshake()) {
@@ -55,7 +57,8 @@ struct TlsServerOptions {
 
 // A self-signed ECDSA P-256 certificate (PEM) for `common_name` with the given SAN dNSNames,
 // valid from now-1h for `days`. Generated with wolfCrypt (WOLFSSL_CERT_GEN); used by
-// mxburst-sink when no certificate is given, and by tests.
+// mxburst-sink when no certificate is given, and by tests. The certificate has CA:TRUE so a client
+// can load it as its own trust anchor (ca_file); empty `dns_names` = SAN {common_name}.
 struct GeneratedCert {
   std::string cert_pem;
   std::string key_pem;
@@ -75,12 +78,17 @@ class TlsContext {
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
 
-  // `server_name`: SNI for clients (ignored when empty or an IP literal); ignored for servers.
+  // `server_name`: SNI for clients (not sent when empty or an IP literal) and, with verify_peer,
+  // the name the certificate must carry (SAN dNSName, or CN — wolfSSL_check_domain_name; empty =
+  // chain check only). Ignored for servers. nullptr only if wolfSSL_new fails (out of memory).
+  // Thread-safe: any worker may create sessions from a shared context.
   [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name = "");
 
   bool is_server() const { return is_server_; }
 
  private:
+  // One in-memory handshake against `server`: catches a key that does not match the certificate.
+  static absl::Status SelfTest(TlsContext& server, const std::string& cipher_list);
   TlsContext(WOLFSSL_CTX* ctx, bool is_server, bool verify_peer)
       : ctx_(ctx), is_server_(is_server), verify_peer_(verify_peer) {}
   WOLFSSL_CTX* ctx_;
@@ -106,14 +114,18 @@ class TlsSession {
   std::string TakeCiphertext();
   bool has_ciphertext_out() const { return !out_.empty(); }
 
-  // Drives the handshake (client connect or server accept).
+  // Drives the handshake (client connect or server accept). After kWantIo: send
+  // ciphertext_out(), feed what the peer answers, call again. Errors are sticky: after kError
+  // every call returns kError (ciphertext_out() may still hold an alert worth sending).
   [[nodiscard]] TlsStatus Handshake();
   bool handshake_done() const { return handshake_done_; }
 
-  // Encrypts all of `plaintext` into ciphertext_out(). kError on failure.
+  // Encrypts all of `plaintext` into ciphertext_out() (records of at most 16 KiB).
+  // kError on failure or before the handshake completed.
   [[nodiscard]] TlsStatus Write(absl::string_view plaintext);
   // Decrypts everything decryptable from the fed ciphertext and appends it to *out.
-  // kWantIo when all input was consumed (the normal case), kClosed on close_notify.
+  // kWantIo when all input was consumed (the normal case), kClosed on close_notify (plaintext
+  // that preceded it is still appended). Finishes the handshake first if it is not done yet.
   [[nodiscard]] TlsStatus ReadPlaintext(std::string* out);
   // Queues a close_notify alert into ciphertext_out().
   void Shutdown();

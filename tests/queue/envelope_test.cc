@@ -11,6 +11,8 @@
 namespace mxb {
 namespace {
 
+using namespace std::string_literals;
+
 constexpr absl::string_view kBody =
     "From: a@esp.example\nTo: b@dest.example\nSubject: hi\n\nhello\n";
 
@@ -148,7 +150,7 @@ std::vector<BadCase> BadCases() {
        "line 2: x-receiver address contains a space"},
       {"ControlInAddress", s + "x-receiver: <r\x01@dest.example>\n" + body,
        "line 2: x-receiver address contains a control character"},
-      {"NulInAddress", s + std::string("x-receiver: <r\0@dest.example>\n", 29) + body,
+      {"NulInAddress", s + "x-receiver: <r\0@dest.example>\n"s + body,
        "line 2: x-receiver address contains a control character"},
       {"UnclosedBracket", s + "x-receiver: <r@dest.example\n" + body,
        "line 2: x-receiver has '<' without closing '>'"},
@@ -168,7 +170,7 @@ std::vector<BadCase> BadCases() {
        "line 2: x-receiver address is 330 octets (max 320)"},
       {"TooManyRecipients", many_rcpts, "line 10002: more than 10000 x-receiver lines"},
       {"EnvelopeTooLarge", huge_envelope, "envelope exceeds 1048576 octets"},
-      {"BinaryJunk", std::string("\x7f" "ELF\x02\x01\x01\0\0\0junk\n", 14) + body,
+      {"BinaryJunk", "\x7f" "ELF\x02\x01\x01\0\0\0junk\n"s + body,
        "line 1: no x-sender line"},
       {"BadRequireTls", s + r + "x-requiretls: maybe\n" + body,
        "line 3: x-requiretls must be yes or no"},
@@ -211,7 +213,7 @@ TEST(EnvelopeTest, ErrorQuotesOffendingValueEscaped) {
 TEST(EnvelopeTest, MaxRecipientsAccepted) {
   std::string file = "x-sender: <>\n";
   for (size_t i = 0; i < kMaxRecipients; ++i) absl::StrAppend(&file, "x-receiver: u", i, "@d.example\n");
-  file += kBody;
+  file.append(kBody.data(), kBody.size());
   absl::StatusOr<Envelope> env = ParseEnvelope(file);
   ASSERT_TRUE(env.ok()) << env.status();
   EXPECT_EQ(env->recipients.size(), kMaxRecipients);

@@ -121,6 +121,17 @@ absl::Status ParseNumber(absl::string_view flag, absl::string_view value, T min,
   return absl::OkStatus();
 }
 
+bool IsValueFlag(absl::string_view flag) {
+  static constexpr absl::string_view kFlags[] = {
+      "--listen", "--cert", "--key", "--cert-names", "--write-cert", "--out-dir", "--threads",
+      "--tempfail-rcpt", "--reject-rcpt", "--tempfail-data-every", "--max-rcpts",
+      "--reply-delay-ms", "--stats-file", "--ready-file"};
+  for (absl::string_view f : kFlags) {
+    if (f == flag) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string FormatHostPort(const std::string& host, uint16_t port) {
@@ -182,8 +193,11 @@ absl::StatusOr<SinkOptions> ParseSinkOptions(int argc, char** argv) {
     std::string flag;
     std::string value;
     size_t eq = arg.find('=');
+    flag = std::string(arg.substr(0, eq));
+    if (!IsValueFlag(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown option '", flag, "' (see --help)"));
+    }
     if (eq != absl::string_view::npos) {
-      flag = std::string(arg.substr(0, eq));
       value = std::string(arg.substr(eq + 1));
     } else {
       flag = std::string(arg);
