@@ -31,6 +31,7 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --max-recipients N       per transaction (default 100)
   --max-in-flight N        messages claimed and not final, bounds memory (default 20000)
   --connect-timeout SECS   (default 30)
+  --idle-timeout SECS      keep an idle connection this long for the next message (default 2)
   --timeout-scale X        multiply the RFC 5321 reply timeouts by X (default 1)
   --retry-after SECS       re-queue deferred messages after SECS (default 300)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
@@ -136,6 +137,10 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       int secs = 0;
       if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 3600, &secs)).ok()) return st;
       c.connect_timeout = absl::Seconds(secs);
+    } else if (flag == "--idle-timeout") {
+      int secs = 0;
+      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 0, 3600, &secs)).ok()) return st;
+      c.idle_timeout = absl::Seconds(secs);
     } else if (flag == "--timeout-scale") {
       if (!(st = need(v)).ok()) return st;
       if (!absl::SimpleAtod(v, &c.reply_timeout_scale) || c.reply_timeout_scale <= 0 ||

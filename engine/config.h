@@ -27,6 +27,12 @@ struct EngineConfig {
   size_t max_recipients_per_transaction = 100;
   size_t max_messages_in_flight = 20000;   // claimed and not yet final (memory bound)
   absl::Duration connect_timeout = absl::Seconds(30);
+  // How long a connection waits for the next message of its destination before QUIT
+  // (Postfix's smtp_connection_cache_time_limit plays the same role).
+  absl::Duration idle_timeout = absl::Seconds(2);
+  // After every next hop of a destination failed, its new jobs are deferred without a
+  // connection attempt for this long (Postfix: a "dead" destination).
+  absl::Duration dead_destination_time = absl::Seconds(60);
   double reply_timeout_scale = 1.0;        // multiplies the RFC 5321 §4.5.3.2 timeouts
   absl::Duration retry_after = absl::Minutes(5);  // deferred/ files re-queued after this
 

@@ -13,6 +13,21 @@
 //   a.kind == kNeedTransaction -> engine calls StartTransaction(txn) or Quit()
 //   after a transaction ends: TakeResults() gives one RecipientResult per recipient
 //   a.kind == kClose     -> engine closes; failure() says why if the session failed
+//
+// Driving rules:
+//   - Feed every reply the parser completes, in order. Stop handing replies of the same read
+//     to the session after kStartTls (they are unprotected: drop them and Reset() the parser)
+//     and after kClose.
+//   - Results appear when a transaction ends, which may be on a kSend (RSET after a failed
+//     transaction), kNeedTransaction or kClose. Call TakeResults() after every action (or at
+//     least on kNeedTransaction and kClose — no result is ever dropped by the session).
+//   - Every recipient of every transaction gets exactly one result, also when the session
+//     fails, times out or is misused (StartTransaction when not idle defers that transaction's
+//     recipients and closes).
+//   - reply_timeout() is DefaultReplyTimeout(state()) refined for DATA (2 min).
+//   - RSET is sent after a transaction that ended before the final "." reply (MAIL refused,
+//     nobody accepted, DATA refused, the RFC 2920 lone "."). After a final reply of any class
+//     the server has already reset (RFC 5321 §4.1.1.4), so the next MAIL follows directly.
 #pragma once
 
 #include <cstdint>

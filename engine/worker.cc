@@ -79,6 +79,11 @@ struct Destination {
   size_t next_target = 0;
   int consecutive_failures = 0;
   std::string last_failure;
+  // Every next hop failed: jobs are deferred without a connection attempt until then.
+  int64_t dead_until_ms = 0;
+  // Connections between transactions, most recent last; entries are checked against the
+  // connection's generation and idle flag when popped (a closed one leaves a stale entry).
+  std::vector<std::pair<uint32_t, uint32_t>> idle;
 
   size_t TargetCount() const {
     size_t n = 0;
@@ -127,6 +132,7 @@ struct Connection {
   DeliveryJob* job = nullptr;
   int messages = 0;
   bool ready_seen = false;   // reached the idle state at least once
+  bool idle = false;         // parked in dest->idle waiting for a job
 
   void Reset() {
     phase = ConnPhase::kConnecting;
@@ -145,6 +151,7 @@ struct Connection {
     job = nullptr;
     messages = 0;
     ready_seen = false;
+    idle = false;
   }
 };
 
@@ -303,14 +310,48 @@ struct Worker::Impl {
       FailJob(job, DeliveryClass::kDeferred, 0, "4.3.2", "engine shutting down", {});
       return;
     }
+    if (now_ms < d.dead_until_ms) {
+      FailJob(job, DeliveryClass::kDeferred, 0, "4.4.1",
+              absl::StrCat("destination not tried: all next hops failed recently (",
+                           d.last_failure, ")"),
+              {});
+      return;
+    }
     d.queue.push_back(job);
+    ResumeIdle(d);
     Pump(d);
   }
 
-  // Opens connections while jobs wait and the destination is under its limit.
+  // Hands waiting jobs to idle connections before any new connection is opened.
+  void ResumeIdle(Destination& d) {
+    while (!d.queue.empty() && !d.idle.empty()) {
+      auto [slot, gen] = d.idle.back();
+      d.idle.pop_back();
+      Connection& c = *slab[slot];
+      if (!c.used || c.gen != gen || !c.idle) continue;
+      c.idle = false;
+      StartTransaction(slot, c);
+    }
+  }
+
+  // Sends QUIT on every idle connection of `d` (shutdown).
+  void QuitIdle(Destination& d) {
+    while (!d.idle.empty()) {
+      auto [slot, gen] = d.idle.back();
+      d.idle.pop_back();
+      Connection& c = *slab[slot];
+      if (!c.used || c.gen != gen || !c.idle) continue;
+      c.idle = false;
+      Handle(slot, c, c.session->Quit());
+    }
+  }
+
+  // Opens connections while jobs wait and the destination is under its limit. After a failure
+  // only one attempt at a time probes the next hop, so a dead host is not hammered.
   void Pump(Destination& d) {
     while (!d.queue.empty() && d.connections < w.config_.max_connections_per_destination &&
-           static_cast<int>(d.queue.size()) > d.connecting) {
+           static_cast<int>(d.queue.size()) > d.connecting &&
+           (d.consecutive_failures == 0 || d.connecting == 0)) {
       if (!OpenConnection(d)) break;
     }
   }
@@ -325,8 +366,10 @@ struct Worker::Impl {
       Pump(d);
       return;
     }
-    // Every next hop failed: defer what waits (RFC 5321 §4.5.4.1 retry later).
+    // Every next hop failed: defer what waits (RFC 5321 §4.5.4.1 retry later), and what
+    // arrives for a while, without new attempts.
     d.consecutive_failures = 0;
+    d.dead_until_ms = now_ms + absl::ToInt64Milliseconds(w.config_.dead_destination_time);
     while (!d.queue.empty()) {
       DeliveryJob* job = d.queue.front();
       d.queue.pop_front();
@@ -438,6 +481,10 @@ struct Worker::Impl {
   }
 
   void ArmDeadline(uint32_t slot, Connection& c, absl::Duration d) {
+    if (d == absl::InfiniteDuration()) {  // nothing awaited (idle between commands)
+      c.deadline_ms = 0;
+      return;
+    }
     c.deadline_ms = now_ms + static_cast<int64_t>(absl::ToDoubleMilliseconds(d) *
                                                   w.config_.reply_timeout_scale);
     wheel.Insert(slot, c.gen, c.deadline_ms);
@@ -449,6 +496,7 @@ struct Worker::Impl {
     bool was_connecting = c.phase == ConnPhase::kConnecting;
     c.phase = ConnPhase::kClosing;
     c.deadline_ms = 0;
+    c.idle = false;
     Destination& d = *c.dest;
     --d.connections;
     if (was_connecting || !c.ready_seen) {
@@ -466,8 +514,7 @@ struct Worker::Impl {
       Tag(sqe, UringOp::kCancel, slot, &c);
     }
     MaybeFinishClose(slot, c);
-    // Jobs may still be waiting for this destination.
-    Pump(d);
+    // Jobs still waiting for `d` get a new connection when this one's close completes.
   }
 
   void MaybeFinishClose(uint32_t slot, Connection& c) {
@@ -517,27 +564,46 @@ struct Worker::Impl {
 
   void StartTransaction(uint32_t slot, Connection& c) {
     Destination& d = *c.dest;
-    if (d.queue.empty() || c.messages >= w.config_.max_messages_per_connection ||
-        w.stop_.load(std::memory_order_relaxed)) {
+    bool stopping = w.stop_.load(std::memory_order_relaxed);
+    if (d.queue.empty() && !stopping && c.messages < w.config_.max_messages_per_connection) {
+      // Keep the session (and its TLS state) for the next job of this destination.
+      c.idle = true;
+      d.idle.emplace_back(slot, c.gen);
+      c.deadline_ms = now_ms + absl::ToInt64Milliseconds(w.config_.idle_timeout);
+      wheel.Insert(slot, c.gen, c.deadline_ms);
+      return;
+    }
+    if (d.queue.empty() || c.messages >= w.config_.max_messages_per_connection || stopping) {
       Handle(slot, c, c.session->Quit());
       return;
     }
-    DeliveryJob* job = d.queue.front();
-    d.queue.pop_front();
-    c.job = job;
-    ++c.messages;
-    RecipientOutcome unset;
-    unset.code = -1;
-    job->outcomes.assign(job->rcpt_index.size(), unset);
-    const MessageRecord& m = *job->message;
-    Transaction txn;
-    txn.id = reinterpret_cast<uint64_t>(job);
-    txn.sender = m.envelope.sender;
-    txn.recipients.reserve(job->rcpt_index.size());
-    for (uint32_t i : job->rcpt_index) txn.recipients.push_back(m.envelope.recipients[i]);
-    txn.wire_body = m.wire;
-    txn.eight_bit = m.eight_bit;
-    Handle(slot, c, c.session->StartTransaction(std::move(txn)));
+    // A loop, not recursion: a job the session finishes synchronously (all its addresses
+    // invalid, too big for SIZE) hands the connection straight to the next one.
+    while (!d.queue.empty()) {
+      DeliveryJob* job = d.queue.front();
+      d.queue.pop_front();
+      c.job = job;
+      ++c.messages;
+      RecipientOutcome unset;
+      unset.code = -1;
+      job->outcomes.assign(job->rcpt_index.size(), unset);
+      const MessageRecord& m = *job->message;
+      Transaction txn;
+      txn.id = reinterpret_cast<uint64_t>(job);
+      txn.sender = m.envelope.sender;
+      txn.recipients.reserve(job->rcpt_index.size());
+      for (uint32_t i : job->rcpt_index) txn.recipients.push_back(m.envelope.recipients[i]);
+      txn.wire_body = m.wire;
+      txn.eight_bit = m.eight_bit;
+      Action a = c.session->StartTransaction(std::move(txn));
+      if (a.kind != Action::Kind::kNeedTransaction) {
+        Handle(slot, c, std::move(a));
+        return;
+      }
+      CollectResults(c);
+      if (c.messages >= w.config_.max_messages_per_connection) break;
+    }
+    Handle(slot, c, c.session->Quit());
   }
 
   // Carries out what the session asked for.
@@ -545,7 +611,7 @@ struct Worker::Impl {
     if (c.phase == ConnPhase::kClosing) return;
     switch (a.kind) {
       case Action::Kind::kWait:
-        ArmDeadline(slot, c, DefaultReplyTimeout(c.session->state()));
+        ArmDeadline(slot, c, c.session->reply_timeout());
         break;
       case Action::Kind::kSend:
         if (!Output(slot, c, a.bytes, a.body)) {
@@ -553,7 +619,7 @@ struct Worker::Impl {
                               absl::StrCat("tls write failed: ", c.tls->last_error())));
           return;
         }
-        ArmDeadline(slot, c, DefaultReplyTimeout(c.session->state()));
+        ArmDeadline(slot, c, c.session->reply_timeout());
         break;
       case Action::Kind::kStartTls: {
         // RFC 3207 §5 / CVE-2011-0411 class: anything buffered after "220 ready" was not
@@ -710,6 +776,11 @@ struct Worker::Impl {
     Connection& c = *slab[slot];
     if (!c.used || c.gen != gen || c.deadline_ms != deadline) return;  // re-armed or gone
     if (c.phase != ConnPhase::kSmtp && c.phase != ConnPhase::kTlsHandshake) return;
+    if (c.idle) {
+      c.idle = false;  // its entry in dest->idle goes stale
+      Handle(slot, c, c.session->Quit());
+      return;
+    }
     if (c.phase == ConnPhase::kTlsHandshake) {
       Handle(slot, c, c.session->OnTlsFailed("handshake timed out"));
       return;
@@ -786,6 +857,7 @@ struct Worker::Impl {
             d->queue.pop_front();
             FailJob(job, DeliveryClass::kDeferred, 0, "4.3.2", "engine shutting down", {});
           }
+          QuitIdle(*d);
         }
       }
       FlushCompletions();

@@ -294,6 +294,8 @@ absl::Status Spool::Defer(const std::string& name, absl::string_view contents) {
     return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
   }
   if (absl::Status s = FsyncDir(DirOf(root_, kDeferred)); !s.ok()) return s;
+  // If active/NAME is already gone the deferred copy is still kept: it is the only record of the
+  // pending recipients. The caller gets NotFound to log the inconsistency.
   if (unlink(active.c_str()) != 0) return ErrnoError(errno, "unlink", active);
   return absl::OkStatus();
 }

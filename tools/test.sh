@@ -11,5 +11,5 @@ ctest --test-dir build/release --output-on-failure -j2 --timeout 600
 
 echo "== ThreadSanitizer: lock-free queue stress"
 cmake --preset tsan >/dev/null
-cmake --build build/tsan -j"$(nproc)" --target mxb_queue_test
-ctest --test-dir build/tsan --output-on-failure -R 'MpscQueue'
+cmake --build build/tsan -j"$(nproc)" --target queue_mpsc_queue_test
+ctest --test-dir build/tsan --output-on-failure -R 'queue\.MpscQueue'

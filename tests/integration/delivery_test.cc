@@ -26,7 +26,7 @@ using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
 using testing::ReadFileOrDie;
-using testing::Run;
+using testing::RunCommand;
 using testing::Subprocess;
 using testing::WaitForFile;
 
@@ -94,13 +94,13 @@ class DeliveryTest : public ::testing::Test {
                                      log_, "--quiet", "--workers", "2", "--helo",
                                      "test.mxburst.example"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return Run(argv, dir_ + "/engine.out", absl::Minutes(5));
+    return RunCommand(argv, dir_ + "/engine.out", absl::Minutes(5));
   }
 
   void Inject(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {Bin("tools/mxburst-inject"), "--spool", spool_};
     argv.insert(argv.end(), args.begin(), args.end());
-    ASSERT_EQ(Run(argv, dir_ + "/inject.out"), 0) << ReadFileOrDie(dir_ + "/inject.out.err");
+    ASSERT_EQ(RunCommand(argv, dir_ + "/inject.out"), 0) << ReadFileOrDie(dir_ + "/inject.out.err");
   }
 
   // Message-ID -> body (envelope removed) of everything now in incoming/.

@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace mxb::testing {
 
@@ -140,7 +141,7 @@ int FreePort(const std::string& ip) {
   return ntohs(a.sin_port);
 }
 
-int Run(std::vector<std::string> argv, const std::string& log_path, absl::Duration timeout) {
+int RunCommand(std::vector<std::string> argv, const std::string& log_path, absl::Duration timeout) {
   Subprocess p(std::move(argv), log_path, log_path.empty() ? "" : log_path + ".err");
   return p.Wait(timeout);
 }

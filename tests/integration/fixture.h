@@ -40,7 +40,7 @@ bool WaitForFile(const std::string& path, absl::Duration timeout);
 std::vector<std::string> ListDir(const std::string& dir);  // names, no dotfiles
 int FreePort(const std::string& ip);                      // a currently free TCP port on ip
 // Runs a command to completion and returns its exit code; output goes to `log_path`.
-int Run(std::vector<std::string> argv, const std::string& log_path,
+int RunCommand(std::vector<std::string> argv, const std::string& log_path,
         absl::Duration timeout = absl::Minutes(5));
 
 }  // namespace mxb::testing

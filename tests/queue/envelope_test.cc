@@ -1,6 +1,7 @@
 // ParseEnvelope / DomainOf / SerializeEnvelope: table-driven good and malformed pickup files.
 #include "queue/envelope.h"
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,9 @@ std::vector<GoodCase> GoodCases() {
        "s@esp.example", {"r@dest.example"}, "", "", false, 0, "Subject: x"},
   };
 }
+
+// gtest prints GetParam() in listings and failures: the row name is what a reader needs.
+void PrintTo(const GoodCase& c, std::ostream* os) { *os << c.name; }
 
 class EnvelopeGoodTest : public testing::TestWithParam<GoodCase> {};
 
@@ -183,6 +187,8 @@ std::vector<BadCase> BadCases() {
        "line 3: x-job contains a control character"},
   };
 }
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
 
 class EnvelopeBadTest : public testing::TestWithParam<BadCase> {};
 
