@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 N="${MXB_DEMO_MESSAGES:-10000}"
 SIZE="${MXB_DEMO_SIZE:-20000}"
 DOMAINS="${MXB_DEMO_DOMAINS:-50}"
-SINK_ADDR="${MXB_DEMO_SINK:-127.0.0.2:2525}"
+SINK_LISTEN="${MXB_DEMO_SINK:-127.0.0.2:0}"   # port 0: the sink picks a free one
 
 tools/setup.sh
 tools/build.sh release
@@ -21,13 +21,14 @@ work="$PWD/demo-run"
 rm -rf "$work"
 mkdir -p "$work"
 
-"$B/tools/mxburst-sink" --listen "$SINK_ADDR" --quiet \
-  --ready-file "$work/sink.ready" --stats-file "$work/sink-stats.json" 2>"$work/sink.err" &
+"$B/tools/mxburst-sink" --listen "$SINK_LISTEN" --quiet \
+  --ready-file "$work/sink.ready" --stats-file "$work/sink-stats.json" >"$work/sink.out" 2>"$work/sink.err" &
 sink=$!
 cleanup() { kill "$sink" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do [ -e "$work/sink.ready" ] && break; sleep 0.05; done
 [ -e "$work/sink.ready" ] || { echo "demo: mxburst-sink did not start:"; cat "$work/sink.err"; exit 1; }
+SINK_ADDR=$(head -n1 "$work/sink.ready" | cut -d' ' -f1)
 
 echo "== injecting $N messages of $SIZE bytes for $DOMAINS domains into $work/spool"
 "$B/tools/mxburst-inject" --spool "$work/spool" --count "$N" --size "$SIZE" \
