@@ -1,0 +1,121 @@
+// TLS policy: how to talk to one MX host (DESIGN.md "TLS policy"), and the per-worker policy
+// cache keyed by MX host name.
+//
+// DerivePolicy() is a pure function of the MX name, the recipient domain's configured policy and
+// the global settings: `starttls-…` first label -> STARTTLS required with a PKIX-valid
+// certificate for the MX name; `smtps-…` -> implicit TLS on smtps_port first, falling back to
+// STARTTLS-required on smtp_port (never plaintext); per-domain config (tls = required |
+// opportunistic | disabled, verify = true|false) for unprefixed names; otherwise opportunistic.
+// prefix_signals = log-only turns prefix-derived requirements into logged violations; off ignores
+// the prefixes. Strongest rule wins (DANE / MTA-STS are later sources).
+//
+// PolicyCache belongs to one worker thread (shared-nothing, no locks): per MX host it remembers
+// the derived policy, whether the implicit-TLS port failed recently (negative entry with expiry),
+// the newest TLS session for resumption, EHLO capabilities seen, and recent failures. Bounded
+// (LRU). DumpJson() serves `mxburstctl policy` / the log dump.
+//
+//   mxb::TlsPolicy p = mxb::DerivePolicy("starttls-mx1.example.net", domain_cfg, global_cfg);
+//   mxb::PolicyCache cache(10000);
+//   mxb::PolicyEntry& e = cache.Get("smtps-mx.example.net", now);   // creates on miss
+//   if (e.implicit_tls_failed_until > now) -> connect to 25 directly
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace mxb {
+
+class TlsSessionTicket;  // tls/tls_session.h
+
+enum class PolicySource { kOpportunistic, kPrefix, kConfig, kDane, kMtaSts };
+const char* ToString(PolicySource s);  // "opportunistic", "prefix", "config", "dane", "mta-sts"
+
+enum class TlsRequirement {
+  kDisabled,       // never STARTTLS (config tls = "disabled")
+  kOpportunistic,  // STARTTLS when offered, no certificate check, plaintext otherwise
+  kRequired,       // STARTTLS (or implicit TLS) must succeed; verify says whether PKIX+name
+};
+const char* ToString(TlsRequirement r);  // "disabled", "opportunistic", "required"
+
+enum class PrefixSignals { kEnforce, kLogOnly, kOff };
+const char* ToString(PrefixSignals p);
+
+struct DomainTlsConfig {  // from the per-domain config; defaults = no rule
+  bool has_rule = false;
+  TlsRequirement requirement = TlsRequirement::kOpportunistic;
+  bool verify = false;
+};
+
+struct GlobalTlsConfig {
+  PrefixSignals prefix_signals = PrefixSignals::kEnforce;
+  uint16_t smtp_port = 25;
+  uint16_t smtps_port = 26;
+  absl::Duration implicit_tls_negative_ttl = absl::Minutes(30);  // after port 26 failed
+};
+
+struct TlsPolicy {
+  TlsRequirement requirement = TlsRequirement::kOpportunistic;
+  bool verify = false;            // PKIX chain + RFC 6125 name check against the MX host name
+  bool implicit_tls_first = false;  // smtps-: try smtps_port with TLS from the first byte
+  PolicySource source = PolicySource::kOpportunistic;
+  // log-only: the prefix asked for `would_require` but we only log violations of it.
+  bool log_only = false;
+  std::string name;               // short label for logs: "starttls-prefix", "smtps-prefix",
+                                  // "config-required", "opportunistic", ...
+};
+
+// First label of `mx_host` (case-insensitive) starting with "starttls-" / "smtps-".
+bool HasStartTlsPrefix(absl::string_view mx_host);
+bool HasSmtpsPrefix(absl::string_view mx_host);
+
+TlsPolicy DerivePolicy(absl::string_view mx_host, const DomainTlsConfig& domain,
+                       const GlobalTlsConfig& global);
+
+// Why a strict TLS attempt failed — the exact strings go into logs and test assertions.
+enum class TlsFailure {
+  kNone,
+  kStartTlsNotOffered,      // "starttls-not-offered"
+  kStartTlsRefused,         // "starttls-failed"
+  kHandshakeFailed,         // "handshake-failed"
+  kCertificateExpired,      // "certificate-expired"
+  kCertificateHostMismatch, // "certificate-host-mismatch"
+  kValidationFailure,       // "validation-failure" (untrusted chain, bad signature, ...)
+};
+const char* ToString(TlsFailure f);
+
+struct PolicyEntry {
+  std::string mx_host;
+  TlsPolicy policy;
+  absl::Time implicit_tls_failed_until = absl::InfinitePast();  // port 26 negative cache
+  std::shared_ptr<TlsSessionTicket> session;  // newest session for resumption (one per MX)
+  std::string ehlo_keywords;      // space-separated, as last seen after TLS
+  int recent_failures = 0;
+  TlsFailure last_failure = TlsFailure::kNone;
+  absl::Time last_used;
+  uint64_t connections = 0, resumed = 0;
+};
+
+class PolicyCache {
+ public:
+  explicit PolicyCache(size_t max_entries) : max_entries_(max_entries) {}
+  // Returns the entry for `mx_host` (lower-cased key), creating it (policy unset: caller fills
+  // it) and evicting the least recently used entry when full.
+  PolicyEntry& Get(absl::string_view mx_host, absl::Time now, bool* created = nullptr);
+  PolicyEntry* Find(absl::string_view mx_host);
+  size_t size() const { return map_.size(); }
+  // One JSON object per line, for `mxburstctl policy`.
+  std::string DumpJson(absl::Time now) const;
+
+ private:
+  size_t max_entries_;
+  std::list<PolicyEntry> lru_;  // front = most recent
+  absl::flat_hash_map<std::string, std::list<PolicyEntry>::iterator> map_;
+};
+
+}  // namespace mxb
