@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace mxb {
 namespace {
@@ -15,6 +16,7 @@ const char kUsage[] = R"(usage: mxburst --spool DIR [options]
 Delivers the messages in a spool directory (DIR/incoming/*, PowerMTA-style pickup files with
 x-sender:/x-receiver: lines) to their destinations over SMTP.
 
+  --config FILE            TOML config file (see README); flags override its keys
   --spool DIR              spool directory (tmp/ incoming/ active/ deferred/ bad/ are created)
   --route DOMAIN=HOST[:PORT][,HOST[:PORT]...]
                            static next hop for DOMAIN ('*' = every domain, '.example.com' =
@@ -22,7 +24,10 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --log FILE               accounting log, JSON lines, one record per recipient outcome
                            (default DIR/log/accounting.jsonl; '-' = stdout)
   --workers N              worker threads, one io_uring ring each (default: number of cores)
-  --smtp-port N            port for hops given without one (default 25)
+  --smtp-port N            SMTP port of MX hosts and of hops given without one (default 25)
+  --smtps-port N           implicit-TLS port tried first for smtps- MX hosts (default 26)
+  --dns HOST:PORT[,...]    DNS servers (default: /etc/resolv.conf)
+  --prefix-signals MODE    enforce (default) | log-only | off: the starttls-/smtps- MX name rules
   --helo NAME              name sent in EHLO/HELO (default: host name)
   --tls MODE               opportunistic (default) | required | disabled
   --ca-file FILE           CA bundle for certificate checks (default: system store)
@@ -63,6 +68,15 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
   EngineConfig c;
   *help = false;
   *version = false;
+  // The config file first, whatever its position: flags override it.
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string path;
+    if (a == "--config" && i + 1 < argc) path = argv[i + 1];
+    else if (a.rfind("--config=", 0) == 0) path = a.substr(9);
+    else continue;
+    if (absl::Status s = LoadConfigFile(path, &c); !s.ok()) return s;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     std::string value;
@@ -90,6 +104,25 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
     } else if (flag == "--version") {
       *version = true;
       return c;
+    } else if (flag == "--config") {
+      if (!(st = need(v)).ok()) return st;  // already read above
+    } else if (flag == "--dns") {
+      if (!(st = need(v)).ok()) return st;
+      c.dns_servers.clear();
+      for (absl::string_view server : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+        c.dns_servers.emplace_back(server);
+      }
+    } else if (flag == "--prefix-signals") {
+      if (!(st = need(v)).ok()) return st;
+      std::string m = v;
+      if (m == "enforce") c.tls_global.prefix_signals = PrefixSignals::kEnforce;
+      else if (m == "log-only") c.tls_global.prefix_signals = PrefixSignals::kLogOnly;
+      else if (m == "off") c.tls_global.prefix_signals = PrefixSignals::kOff;
+      else return Bad(flag, absl::StrCat("expected enforce|log-only|off, got '", m, "'"));
+    } else if (flag == "--smtps-port") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt<uint16_t>(flag, v, 1, 65535, &c.tls_global.smtps_port)).ok())
+        return st;
     } else if (flag == "--spool") {
       if (!(st = need(v)).ok()) return st;
       c.spool_dir = v;
@@ -159,7 +192,8 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       return Bad(flag, "unknown option (see --help)");
     }
   }
-  if (c.spool_dir.empty()) return Bad("--spool", "required");
+  c.tls_global.smtp_port = c.smtp_port;
+  if (c.spool_dir.empty()) return Bad("--spool", "required (flag or `spool` in the config file)");
   if (c.routes.empty()) {
     return Bad("--route", "required: DNS routing is not built yet, give e.g. --route '*=127.0.0.1:2525'");
   }

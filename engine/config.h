@@ -8,7 +8,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/container/flat_hash_map.h"
 #include "engine/smtp_session.h"
+#include "tls/policy.h"
 
 namespace mxb {
 
@@ -36,11 +38,24 @@ struct EngineConfig {
   double reply_timeout_scale = 1.0;        // multiplies the RFC 5321 §4.5.3.2 timeouts
   absl::Duration retry_after = absl::Minutes(5);  // deferred/ files re-queued after this
 
+  // DNS servers ("127.0.0.1:5353"); empty = /etc/resolv.conf.
+  std::vector<std::string> dns_servers;
+  // TLS policy (tls/policy.h): prefix signals, ports, per-domain rules.
+  GlobalTlsConfig tls_global;
+  absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain
+  size_t policy_cache_entries = 100000;
+
+  std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
   bool quiet = false;
 };
 
-// Parses argv into a config. Returns an error naming the bad flag; `help` is set for --help.
+// Reads a TOML config file into *config (keys it does not set keep their values). The error is
+// one line naming the file, the key and what is wrong: "mxburst.toml: tls.prefix_signals:
+// expected enforce|log-only|off, got 'strict'".
+[[nodiscard]] absl::Status LoadConfigFile(const std::string& path, EngineConfig* config);
+
+// Parses argv into a config (a --config file is read first, flags override it). Returns an error naming the bad flag; `help` is set for --help.
 [[nodiscard]] absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help,
                                                       bool* version);
 const char* UsageText();

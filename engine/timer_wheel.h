@@ -9,6 +9,7 @@
 //   w.Advance(now_ms, [&](uint32_t slot, uint32_t gen, int64_t deadline) { ... });
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

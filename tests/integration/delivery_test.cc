@@ -1,6 +1,13 @@
 // End-to-end delivery against the real mxburst-sink on loopback: the engine binary, the inject
 // tool and the sink run as separate processes, exactly as a user runs them.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include <map>
 #include <set>
@@ -11,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "engine/smtp_data.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -293,6 +301,80 @@ TEST_F(DeliveryTest, NothingListeningDefersEverything) {
   for (const nlohmann::json& r : log) {
     EXPECT_EQ(r["status"], "deferred");
     EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "refused")) << r.dump();
+  }
+}
+
+}  // namespace
+}  // namespace mxb
+
+namespace mxb {
+namespace {
+
+// FAULT INJECTION (not a mock of a peer we have): a server that drips its greeting one byte
+// every 50 ms, forever. mxburst-sink cannot misbehave like this on purpose. The engine's reply
+// deadline counts from the command (here: the connect) to the complete reply, so progress byte
+// by byte must not extend it.
+class DripServer {
+ public:
+  explicit DripServer(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ok_ = bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && listen(fd_, 64) == 0;
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~DripServer() {
+    stop_ = true;
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+    for (std::thread& t : clients_) t.join();
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      clients_.emplace_back([this, c] {
+        const char kGreeting[] = "220 drip.example ESMTP\r\n";
+        // Bounded: at most 60 s of dripping per connection.
+        for (int i = 0; i < 1200 && !stop_; ++i) {
+          if (send(c, &kGreeting[i % (sizeof(kGreeting) - 3)], 1, MSG_NOSIGNAL) != 1) break;
+          usleep(50000);
+        }
+        close(c);
+      });
+    }
+  }
+  int fd_ = -1;
+  bool ok_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<std::thread> clients_;
+};
+
+TEST_F(DeliveryTest, DrippingServerCannotHoldTheConnectionPastTheReplyDeadline) {
+  port_ = FreePort("127.0.0.1");
+  DripServer drip(port_);
+  ASSERT_TRUE(drip.ok());
+  Inject({"--count", "3", "--no-fsync"});
+  // Greeting timeout 5 min (RFC 5321 §4.5.3.2) scaled by 0.005 = 1.5 s.
+  absl::Time start = absl::Now();
+  ASSERT_EQ(RunEngine({"--timeout-scale", "0.005"}), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
+  // Generous bound: the point is "finite", the drip alone would last 60 s per connection.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(SpoolCount("deferred"), 3u);
+  std::vector<nlohmann::json> log = ReadLog(log_);
+  ASSERT_EQ(log.size(), 3u);
+  for (const nlohmann::json& r : log) {
+    EXPECT_EQ(r["status"], "deferred");
+    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "timeout")) << r.dump();
   }
 }
 
