@@ -43,6 +43,16 @@ absl::StatusOr<NextHop> ParseHop(absl::string_view spec, absl::string_view hop,
   if (host.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--route '", spec, "': empty host"));
   }
+  // NAME@ADDR: the MX name for policy and certificate checks, the address to connect to.
+  absl::string_view connect_host = host;
+  if (size_t at = host.find('@'); at != absl::string_view::npos) {
+    connect_host = host.substr(at + 1);
+    host = host.substr(0, at);
+    if (host.empty() || connect_host.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--route '", spec, "': expected NAME@ADDRESS in '", hop, "'"));
+    }
+  }
   if (!port.empty()) {
     uint32_t p = 0;
     if (!absl::SimpleAtoi(port, &p) || p == 0 || p > 65535) {
@@ -50,18 +60,20 @@ absl::StatusOr<NextHop> ParseHop(absl::string_view spec, absl::string_view hop,
           absl::StrCat("--route '", spec, "': bad port '", port, "'"));
     }
     out.port = static_cast<uint16_t>(p);
+    out.explicit_port = true;
   }
-  out.host = std::string(host);
+  out.host = absl::AsciiStrToLower(host);
 
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   std::string port_str = std::to_string(out.port);
-  int rc = getaddrinfo(out.host.c_str(), port_str.c_str(), &hints, &res);
+  std::string connect_name(connect_host);
+  int rc = getaddrinfo(connect_name.c_str(), port_str.c_str(), &hints, &res);
   if (rc != 0) {
     return absl::InvalidArgumentError(absl::StrCat("--route '", spec, "': cannot resolve '",
-                                                   out.host, "': ", gai_strerror(rc)));
+                                                   connect_name, "': ", gai_strerror(rc)));
   }
   for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
     sockaddr_storage ss{};

@@ -5,9 +5,11 @@
 //   ".example.com=127.0.0.3"                 any subdomain of example.com (not example.com itself)
 //   "*=mx.relay.example:2525,127.0.0.9:25"   default for every other domain; several hops are
 //                                            tried in order, like MX hosts of rising preference
-// A hop is HOST[:PORT] or [IPv6]:PORT; the port defaults to `default_port`. HOST is kept as the
-// MX host name (it keys TLS policy and logs); its addresses are resolved once when the table is
-// built (getaddrinfo, at start-up only — the delivery path never blocks on DNS).
+// A hop is HOST[:PORT], [IPv6]:PORT or NAME@ADDR[:PORT]; the port defaults to `default_port`.
+// HOST (or NAME) is kept as the MX host name: it keys the TLS policy (starttls-/smtps- prefixes),
+// certificate name checks and logs. NAME@ADDR pins the address while keeping the name. Addresses
+// are resolved once when the table is built (getaddrinfo, at start-up only — the delivery path
+// never blocks on DNS).
 //
 // Built once at start-up, then read-only: any thread may call Find().
 //
@@ -31,6 +33,7 @@ namespace mxb {
 struct NextHop {
   std::string host;   // as written: name or IP literal (the "MX host name")
   uint16_t port = 25;
+  bool explicit_port = false;  // written as HOST:PORT
   std::vector<sockaddr_storage> addresses;  // resolved at build time, in getaddrinfo order
   std::string ToString() const;             // "host:port"
 };

@@ -48,9 +48,11 @@ void AccountingLog::Append(const LogRecord& r) {
   j["port"] = o.attempt.port;
   j["tls"] = o.attempt.tls_version.empty() ? "none" : o.attempt.tls_version;
   if (!o.attempt.tls_cipher.empty()) j["cipher"] = o.attempt.tls_cipher;
+  if (!o.attempt.tls_version.empty()) j["tls_resumed"] = o.attempt.tls_resumed;
   j["policy"] = o.attempt.policy;
   j["policy_source"] = o.attempt.policy_source;
-  j["dnssec"] = r.dnssec;
+  if (!o.attempt.violation.empty()) j["policy_violation"] = o.attempt.violation;
+  j["dnssec"] = o.attempt.dnssec;
   j["code"] = o.code;
   j["enhanced"] = o.enhanced;
   j["text"] = o.text;

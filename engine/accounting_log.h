@@ -28,7 +28,6 @@ struct LogRecord {
   absl::string_view recipient;
   absl::string_view domain;
   const RecipientOutcome* outcome = nullptr;
-  bool dnssec = false;
   int attempt = 1;
   absl::Duration queue_time;
   absl::string_view status_override;  // e.g. "quarantined"; empty = ToString(outcome->klass)

@@ -19,8 +19,9 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --config FILE            TOML config file (see README); flags override its keys
   --spool DIR              spool directory (tmp/ incoming/ active/ deferred/ bad/ are created)
   --route DOMAIN=HOST[:PORT][,HOST[:PORT]...]
-                           static next hop for DOMAIN ('*' = every domain, '.example.com' =
-                           subdomains); repeatable. Required until DNS routing lands.
+                           static next hop for DOMAIN instead of its MX records ('*' = every
+                           domain, '.example.com' = subdomains; HOST may be NAME@ADDRESS to keep
+                           the MX name for TLS policy); repeatable
   --log FILE               accounting log, JSON lines, one record per recipient outcome
                            (default DIR/log/accounting.jsonl; '-' = stdout)
   --workers N              worker threads, one io_uring ring each (default: number of cores)
@@ -35,10 +36,13 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --max-messages-per-connection N   (default 1000)
   --max-recipients N       per transaction (default 100)
   --max-in-flight N        messages claimed and not final, bounds memory (default 20000)
+  --max-in-flight-mb N     and their size in MiB (default 512)
   --connect-timeout SECS   (default 30)
   --idle-timeout SECS      keep an idle connection this long for the next message (default 2)
   --timeout-scale X        multiply the RFC 5321 reply timeouts by X (default 1)
-  --retry-after SECS       re-queue deferred messages after SECS (default 300)
+  --retry D1,D2,.../REPEAT/MAX_AGE
+                           retry schedule in seconds (default 300,600,1200,2400/3600/345600:
+                           5m 10m 20m 40m, then hourly, expire after 4 days with a DSN)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
   --version                print the version and exit
@@ -166,6 +170,11 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       if (!(st = need(v)).ok() ||
           !(st = ParseInt<size_t>(flag, v, 1, 10000000, &c.max_messages_in_flight)).ok())
         return st;
+    } else if (flag == "--max-in-flight-mb") {
+      size_t mb = 0;
+      if (!(st = need(v)).ok() || !(st = ParseInt<size_t>(flag, v, 1, 1 << 20, &mb)).ok())
+        return st;
+      c.max_bytes_in_flight = mb << 20;
     } else if (flag == "--connect-timeout") {
       int secs = 0;
       if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 3600, &secs)).ok()) return st;
@@ -180,10 +189,24 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
           c.reply_timeout_scale > 100) {
         return Bad(flag, absl::StrCat("expected a number in (0, 100], got '", v, "'"));
       }
-    } else if (flag == "--retry-after") {
-      int secs = 0;
-      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 86400 * 7, &secs)).ok()) return st;
-      c.retry_after = absl::Seconds(secs);
+    } else if (flag == "--retry") {
+      // "300,600,1200,2400/3600/345600": delays, then the repeat interval, then the max age.
+      if (!(st = need(v)).ok()) return st;
+      std::vector<std::string> parts = absl::StrSplit(v, '/');
+      if (parts.size() != 3) return Bad(flag, "expected DELAYS/REPEAT/MAX_AGE in seconds");
+      c.retry_delays.clear();
+      for (absl::string_view d : absl::StrSplit(parts[0], ',', absl::SkipEmpty())) {
+        int64_t secs = 0;
+        if (!absl::SimpleAtoi(d, &secs) || secs <= 0) return Bad(flag, absl::StrCat("bad delay '", d, "'"));
+        c.retry_delays.push_back(absl::Seconds(secs));
+      }
+      int64_t repeat = 0, age = 0;
+      if (c.retry_delays.empty() || !absl::SimpleAtoi(parts[1], &repeat) || repeat <= 0 ||
+          !absl::SimpleAtoi(parts[2], &age) || age <= 0) {
+        return Bad(flag, "expected DELAYS/REPEAT/MAX_AGE in seconds, e.g. 300,600/3600/345600");
+      }
+      c.retry_repeat = absl::Seconds(repeat);
+      c.max_queue_age = absl::Seconds(age);
     } else if (flag == "--drain") {
       c.drain = true;
     } else if (flag == "--quiet") {
@@ -194,9 +217,6 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
   }
   c.tls_global.smtp_port = c.smtp_port;
   if (c.spool_dir.empty()) return Bad("--spool", "required (flag or `spool` in the config file)");
-  if (c.routes.empty()) {
-    return Bad("--route", "required: DNS routing is not built yet, give e.g. --route '*=127.0.0.1:2525'");
-  }
   if (c.log_path.empty()) c.log_path = c.spool_dir + "/log/accounting.jsonl";
   if (c.helo_name.empty()) {
     char host[256] = {0};

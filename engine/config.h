@@ -28,6 +28,7 @@ struct EngineConfig {
   int max_messages_per_connection = 1000;
   size_t max_recipients_per_transaction = 100;
   size_t max_messages_in_flight = 20000;   // claimed and not yet final (memory bound)
+  size_t max_bytes_in_flight = size_t{512} << 20;  // their file + wire bytes (memory bound)
   absl::Duration connect_timeout = absl::Seconds(30);
   // How long a connection waits for the next message of its destination before QUIT
   // (Postfix's smtp_connection_cache_time_limit plays the same role).
@@ -36,7 +37,12 @@ struct EngineConfig {
   // connection attempt for this long (Postfix: a "dead" destination).
   absl::Duration dead_destination_time = absl::Seconds(60);
   double reply_timeout_scale = 1.0;        // multiplies the RFC 5321 §4.5.3.2 timeouts
-  absl::Duration retry_after = absl::Minutes(5);  // deferred/ files re-queued after this
+  // RFC 5321 §4.5.4.1 retry schedule: waits after attempt 1, 2, ...; then `retry_repeat`; give
+  // up (expire, DSN) when the next attempt would be past `max_queue_age` after the first.
+  std::vector<absl::Duration> retry_delays = {absl::Minutes(5), absl::Minutes(10),
+                                              absl::Minutes(20), absl::Minutes(40)};
+  absl::Duration retry_repeat = absl::Hours(1);
+  absl::Duration max_queue_age = absl::Hours(96);
 
   // DNS servers ("127.0.0.1:5353"); empty = /etc/resolv.conf.
   std::vector<std::string> dns_servers;

@@ -110,7 +110,7 @@ class Reader {
   absl::Status Read(const toml::table& root) {
     absl::Status s;
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
-                                   "limits", "timeouts", "tls", "domain"}))
+                                   "limits", "timeouts", "queue", "tls", "domain"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -124,7 +124,8 @@ class Reader {
     if (const toml::table* t = root["limits"].as_table()) {
       const std::string p = "limits.";
       if (!(s = CheckKeys(*t, p, {"max_connections", "max_messages_per_connection",
-                                  "max_recipients", "max_in_flight", "policy_cache_entries"}))
+                                  "max_recipients", "max_in_flight", "max_in_flight_mb",
+                                  "policy_cache_entries"}))
                .ok())
         return s;
       if (!(s = Int(*t, p, "max_connections", 1, 100000, &c_->max_connections_per_destination))
@@ -141,6 +142,9 @@ class Reader {
       if (!(s = Int<size_t>(*t, p, "max_in_flight", 1, 10000000, &c_->max_messages_in_flight))
                .ok())
         return s;
+      size_t mb = 0;
+      if (!(s = Int<size_t>(*t, p, "max_in_flight_mb", 1, 1 << 20, &mb)).ok()) return s;
+      if (mb > 0) c_->max_bytes_in_flight = mb << 20;
       if (!(s = Int<size_t>(*t, p, "policy_cache_entries", 16, 100000000,
                             &c_->policy_cache_entries))
                .ok())
@@ -151,12 +155,11 @@ class Reader {
 
     if (const toml::table* t = root["timeouts"].as_table()) {
       const std::string p = "timeouts.";
-      if (!(s = CheckKeys(*t, p, {"connect", "idle", "scale", "retry_after", "dead_destination"}))
+      if (!(s = CheckKeys(*t, p, {"connect", "idle", "scale", "dead_destination"}))
                .ok())
         return s;
       if (!(s = Seconds(*t, p, "connect", 3600, &c_->connect_timeout)).ok()) return s;
       if (!(s = Seconds(*t, p, "idle", 3600, &c_->idle_timeout)).ok()) return s;
-      if (!(s = Seconds(*t, p, "retry_after", 86400 * 7, &c_->retry_after)).ok()) return s;
       if (!(s = Seconds(*t, p, "dead_destination", 86400, &c_->dead_destination_time)).ok())
         return s;
       if (const toml::node* n = t->get("scale")) {
@@ -166,6 +169,25 @@ class Reader {
       }
     } else if (root.contains("timeouts")) {
       return Error("timeouts", "expected a table");
+    }
+
+    if (const toml::table* t = root["queue"].as_table()) {
+      const std::string p = "queue.";
+      if (!(s = CheckKeys(*t, p, {"retry_delays", "retry_repeat", "max_age"})).ok()) return s;
+      if (const toml::node* n = t->get("retry_delays")) {
+        const toml::array* a = n->as_array();
+        if (a == nullptr || a->empty()) return Error("queue.retry_delays", "expected a non-empty array of seconds");
+        c_->retry_delays.clear();
+        for (const toml::node& e : *a) {
+          std::optional<int64_t> v = e.value<int64_t>();
+          if (!v || *v <= 0) return Error("queue.retry_delays", "expected positive integers (seconds)");
+          c_->retry_delays.push_back(absl::Seconds(*v));
+        }
+      }
+      if (!(s = Seconds(*t, p, "retry_repeat", 86400 * 7, &c_->retry_repeat)).ok()) return s;
+      if (!(s = Seconds(*t, p, "max_age", 86400 * 60, &c_->max_queue_age)).ok()) return s;
+    } else if (root.contains("queue")) {
+      return Error("queue", "expected a table");
     }
 
     if (const toml::table* t = root["tls"].as_table()) {

@@ -20,6 +20,29 @@
 
 namespace mxb {
 
+
+// Where and how a recipient's attempt ran; copied into the log record.
+struct AttemptInfo {
+  std::string mx;           // next-hop host name
+  std::string ip;
+  uint16_t port = 0;
+  std::string tls_version;  // "" = plaintext
+  std::string tls_cipher;
+  bool tls_resumed = false;
+  std::string policy = "opportunistic";       // TlsPolicy::name
+  std::string policy_source = "opportunistic";  // ToString(PolicySource)
+  bool dnssec = false;      // the MX answer was DNSSEC-validated
+  std::string violation;    // log-only mode: what enforcement would have refused
+};
+
+struct RecipientOutcome {
+  DeliveryClass klass = DeliveryClass::kDeferred;
+  int code = 0;
+  std::string enhanced;
+  std::string text;
+  AttemptInfo attempt;
+};
+
 struct MessageRecord {
   std::string spool_name;   // file name in spool/active/
   Envelope envelope;
@@ -29,25 +52,7 @@ struct MessageRecord {
   absl::Time queued_at;     // file mtime at claim: when the producer finished writing it
   int jobs_out = 0;         // scanner thread only
   std::vector<DeliveryClass> final_class;  // per envelope recipient, filled as jobs return
-};
-
-// Where and how a recipient's attempt ran; copied into the log record.
-struct AttemptInfo {
-  std::string mx;           // next-hop host name
-  std::string ip;
-  uint16_t port = 0;
-  std::string tls_version;  // "" = plaintext
-  std::string tls_cipher;
-  std::string policy = "opportunistic";
-  std::string policy_source = "default";
-};
-
-struct RecipientOutcome {
-  DeliveryClass klass = DeliveryClass::kDeferred;
-  int code = 0;
-  std::string enhanced;
-  std::string text;
-  AttemptInfo attempt;
+  std::vector<RecipientOutcome> outcomes;  // per envelope recipient (for DSNs)
 };
 
 struct DeliveryJob {

@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/smtp_data.h"
+#include "queue/dsn.h"
 #include "queue/envelope.h"
+#include "queue/recovery.h"
 
 namespace mxb {
 namespace {
@@ -70,14 +72,34 @@ absl::Status Engine::Start() {
   overflow_.resize(workers_.size());
   wake_.assign(workers_.size(), false);
 
-  // Recovery: files a previous run left in active/ were claimed but not finished. At-least-once:
-  // they are delivered again (recipients already logged as final are the durable-queue issue's
-  // refinement).
-  for (std::string& name : spool_->ListActive()) pending_.push_back({std::move(name), true});
-  if (!pending_.empty() && !config_.quiet) {
-    std::fprintf(stderr, "mxburst: recovering %zu message(s) left in %s/active\n",
-                 pending_.size(), config_.spool_dir.c_str());
+  absl::StatusOr<RetrySchedule> schedule =
+      RetrySchedule::Create(config_.retry_delays, config_.retry_repeat, config_.max_queue_age);
+  if (!schedule.ok()) return schedule.status();
+  schedule_ = *std::move(schedule);
+
+  // Recovery (at-least-once): files a previous run left in active/ were claimed but not
+  // finished. The journal says which of their recipients already reached a final outcome;
+  // those are not sent again, the rest are.
+  std::string journal_dir = config_.spool_dir + "/journal";
+  absl::StatusOr<RecoveredJournal> old = Journal::Recover(journal_dir);
+  if (!old.ok()) return old.status();
+  JournalOptions jo;
+  jo.before_delete = [this] { return spool_->SyncDirs(); };
+  absl::StatusOr<std::unique_ptr<Journal>> journal = Journal::Open(journal_dir, jo);
+  if (!journal.ok()) return journal.status();
+  journal_ = *std::move(journal);
+  absl::StatusOr<RecoveryReport> rep = RecoverSpool(*spool_, *old, *journal_);
+  if (!rep.ok()) return rep.status();
+  for (std::string& name : rep->redeliver) pending_.push_back({std::move(name), true});
+  if (!config_.quiet && (rep->redeliver.size() + rep->completed + rep->rewritten) > 0) {
+    std::fprintf(stderr,
+                 "mxburst: recovery: %zu message(s) to deliver again, %zu already complete, "
+                 "%zu partly delivered (only pending recipients kept); journal: %zu records, "
+                 "%zu torn bytes, %zu corrupt records skipped\n",
+                 rep->redeliver.size(), rep->completed, rep->rewritten, old->records,
+                 old->torn_bytes, old->corrupted_records);
   }
+  if (!config_.drain) deferred_.LoadFromSpool(*spool_, absl::Now());
   return absl::OkStatus();
 }
 
@@ -104,6 +126,7 @@ void Engine::Dispatch(const std::string& name, std::string contents) {
   msg->eight_bit = HasEightBit(body);
   msg->queued_at = absl::Now();
   msg->final_class.assign(msg->envelope.recipients.size(), DeliveryClass::kDeferred);
+  msg->outcomes.resize(msg->envelope.recipients.size());
 
   // Group recipients by domain, at most max_recipients_per_transaction per job.
   absl::flat_hash_map<std::string, DeliveryJob*> open_jobs;
@@ -121,6 +144,7 @@ void Engine::Dispatch(const std::string& name, std::string contents) {
     job->rcpt_index.push_back(i);
   }
   ++in_flight_;
+  in_flight_bytes_ += msg->file.size() + msg->wire.size();
 }
 
 void Engine::FlushOverflow() {
@@ -139,7 +163,9 @@ void Engine::FlushOverflow() {
 
 void Engine::ClaimBatch() {
   size_t claimed = 0;
-  while (claimed < kClaimBatch && in_flight_ < config_.max_messages_in_flight) {
+  // Memory is bounded by count and by bytes; one message is always allowed, however large.
+  while (claimed < kClaimBatch && in_flight_ < config_.max_messages_in_flight &&
+         (in_flight_ == 0 || in_flight_bytes_ < config_.max_bytes_in_flight)) {
     if (pending_.empty()) {
       for (std::string& name : spool_->ListIncoming(kListBatch)) {
         pending_.push_back({std::move(name), false});
@@ -182,8 +208,19 @@ absl::Status Engine::ProcessCompletions() {
       r.domain = job->domain;
       r.outcome = &o;
       r.queue_time = now - msg->queued_at;
+      r.attempt = static_cast<int>(msg->envelope.attempts) + 1;
       log_->Append(r);
       msg->final_class[idx] = o.klass;
+      msg->outcomes[idx] = o;
+      if (o.klass != DeliveryClass::kDeferred) {
+        JournalRecord jr;
+        jr.name = msg->spool_name;
+        jr.generation = msg->envelope.attempts;
+        jr.recipient = idx;
+        jr.final_class = o.klass == DeliveryClass::kDelivered ? FinalClass::kDelivered
+                                                                : FinalClass::kBounced;
+        journal_->AppendFinal(jr);
+      }
       switch (o.klass) {
         case DeliveryClass::kDelivered:
           ++summary_.delivered;
@@ -203,49 +240,130 @@ absl::Status Engine::ProcessCompletions() {
     if (--msg->jobs_out == 0) finished.push_back(msg);
     delete job;
   }
+  // Decide each finished message's fate; expiries are journaled and logged, DSNs written
+  // before the commit (their names are deterministic, so a crash rewrites the same file).
+  std::vector<Finish> plans;
+  plans.reserve(finished.size());
+  for (MessageRecord* msg : finished) plans.push_back(PlanFinish(msg, now));
   // Group commit: every outcome above is durable before any spool file changes below.
-  if (absl::Status s = log_->Flush(); !s.ok()) {
+  absl::Status durable = log_->Flush();
+  if (durable.ok()) durable = journal_->Commit();
+  if (!durable.ok()) {
     for (MessageRecord* m : finished) delete m;  // files stay in active/: recovered next start
-    return s;
+    return durable;
   }
-  for (MessageRecord* msg : finished) {
-    std::vector<std::string> pending;
-    for (size_t i = 0; i < msg->envelope.recipients.size(); ++i) {
-      if (msg->final_class[i] == DeliveryClass::kDeferred) {
-        pending.push_back(msg->envelope.recipients[i]);
-      }
-    }
-    absl::Status s;
-    if (pending.empty()) {
-      s = spool_->Complete(msg->spool_name);
+  for (const Finish& f : plans) {
+    MessageRecord* msg = f.msg;
+    absl::Status s = f.complete ? spool_->Complete(msg->spool_name)
+                                : spool_->Defer(msg->spool_name, f.deferred_file);
+    if (s.ok()) {
+      journal_->AppendRetired(msg->spool_name, msg->envelope.attempts);
+      if (!f.complete && !config_.drain) deferred_.Schedule(msg->spool_name, f.next_attempt);
     } else {
-      Envelope rest = msg->envelope;
-      rest.recipients = std::move(pending);
-      s = spool_->Defer(msg->spool_name,
-                        SerializeEnvelope(rest, absl::string_view(msg->file)
-                                                    .substr(msg->envelope.body_offset)));
+      std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
     }
-    if (!s.ok()) std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
     ++summary_.messages;
     --in_flight_;
+    in_flight_bytes_ -= msg->file.size() + msg->wire.size();
     delete msg;
     last_finish_ = now;
   }
   return absl::OkStatus();
 }
 
+Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
+  Finish f;
+  f.msg = msg;
+  std::vector<std::string> pending;
+  std::vector<uint32_t> pending_idx;
+  bool failures = false;
+  for (uint32_t i = 0; i < msg->envelope.recipients.size(); ++i) {
+    if (msg->final_class[i] == DeliveryClass::kDeferred) {
+      pending.push_back(msg->envelope.recipients[i]);
+      pending_idx.push_back(i);
+    } else if (msg->final_class[i] == DeliveryClass::kBounced) {
+      failures = true;
+    }
+  }
+  absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
+  f.complete = pending.empty();
+  if (!f.complete) {
+    std::optional<Envelope> next = PlanRetry(msg->envelope, pending, msg->queued_at, schedule_);
+    if (next.has_value()) {
+      f.deferred_file = SerializeEnvelope(*next, body);
+      f.next_attempt = absl::FromUnixSeconds(next->next_attempt);
+    } else {
+      // RFC 5321 §4.5.4.1: gave up after the maximum queue age.
+      f.complete = true;
+      failures = true;
+      for (uint32_t i : pending_idx) {
+        msg->final_class[i] = DeliveryClass::kBounced;
+        RecipientOutcome& o = msg->outcomes[i];
+        o.enhanced = std::string(kExpiredStatus);
+        o.text = absl::StrCat("gave up after ", absl::FormatDuration(config_.max_queue_age),
+                              "; last error: ", o.text);
+        JournalRecord jr;
+        jr.name = msg->spool_name;
+        jr.generation = msg->envelope.attempts;
+        jr.recipient = i;
+        jr.final_class = FinalClass::kExpired;
+        journal_->AppendFinal(jr);
+        LogRecord r;
+        r.time = now;
+        r.message_id = msg->spool_name;
+        r.job = msg->envelope.job;
+        r.envid = msg->envelope.envid;
+        r.sender = msg->envelope.sender;
+        r.recipient = msg->envelope.recipients[i];
+        r.domain = DomainOf(msg->envelope.recipients[i]);
+        r.outcome = &o;
+        r.queue_time = now - msg->queued_at;
+        r.attempt = static_cast<int>(msg->envelope.attempts) + 1;
+        r.status_override = "expired";
+        log_->Append(r);
+        ++summary_.expired;
+        --summary_.deferred;  // counted as deferred when its outcome arrived
+      }
+    }
+  }
+  if (failures) WriteDsnFor(*msg, now);
+  return f;
+}
+
+// RFC 3464 DSN to the sender for bounced and expired recipients (none for the null sender).
+void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
+  DsnReport report;
+  report.reporting_mta = config_.helo_name;
+  report.arrival = msg.queued_at;
+  report.date = now;
+  for (size_t i = 0; i < msg.envelope.recipients.size(); ++i) {
+    if (msg.final_class[i] != DeliveryClass::kBounced) continue;
+    const RecipientOutcome& o = msg.outcomes[i];
+    DsnRecipient r;
+    r.recipient = msg.envelope.recipients[i];
+    r.action = DsnAction::kFailed;
+    r.status = o.enhanced.empty() ? "5.0.0" : o.enhanced;
+    r.diagnostic = o.code > 0 ? absl::StrCat("smtp; ", o.code, " ", o.text) : o.text;
+    r.remote_mta = o.attempt.mx;
+    r.last_attempt = now;
+    report.recipients.push_back(std::move(r));
+  }
+  absl::string_view body = absl::string_view(msg.file).substr(msg.envelope.body_offset);
+  std::optional<std::string> dsn = BuildDsn(body, msg.envelope, report);
+  if (!dsn.has_value()) return;  // null sender: never a DSN
+  absl::Status s = WriteDsn(config_.spool_dir, DsnFileName(msg.spool_name, msg.envelope.attempts),
+                            msg.envelope.sender, *dsn);
+  if (!s.ok()) {
+    std::fprintf(stderr, "mxburst: DSN for %s: %s\n", msg.spool_name.c_str(),
+                 std::string(s.message()).c_str());
+    return;
+  }
+  ++summary_.dsns;
+}
+
 void Engine::RequeueDeferred() {
-  // The retry schedule proper (timing wheel, back-off, expiry) belongs to the durable-queue
-  // work; until then a deferred file is retried once it has waited retry_after.
-  absl::Time now = absl::Now();
-  if (now - last_requeue_ < absl::Seconds(10)) return;
-  last_requeue_ = now;
-  for (const std::string& name : spool_->ListDeferred()) {
-    std::string path = absl::StrCat(config_.spool_dir, "/deferred/", name);
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) continue;
-    if (now - absl::FromTimeT(st.st_mtime) < config_.retry_after) continue;
-    if (absl::Status s = spool_->Requeue(name); !s.ok()) {
+  for (const std::string& name : deferred_.PopDue(absl::Now(), kClaimBatch)) {
+    if (absl::Status s = spool_->Requeue(name); !s.ok() && !absl::IsNotFound(s)) {
       std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
     }
   }
@@ -268,7 +386,6 @@ void Engine::Progress(bool final) {
 absl::Status Engine::Run() {
   absl::Status result;
   last_progress_ = absl::Now();
-  last_requeue_ = absl::Now();
   while (true) {
     if (absl::Status s = ProcessCompletions(); !s.ok()) {
       std::fprintf(stderr, "mxburst: %s — stopping: no spool file changes without a durable log\n",
@@ -289,7 +406,8 @@ absl::Status Engine::Run() {
       if (config_.drain && incoming_empty_ && pending_.empty()) break;
     }
     // Sleep only when nothing was claimed: wake on a completion or the next incoming scan.
-    bool busy = in_flight_ > before && in_flight_ < config_.max_messages_in_flight;
+    bool busy = in_flight_ > before && in_flight_ < config_.max_messages_in_flight &&
+                in_flight_bytes_ < config_.max_bytes_in_flight;
     pollfd pfd{completions_->event_fd(), POLLIN, 0};
     poll(&pfd, 1, busy ? 0 : 20);
   }
@@ -306,6 +424,7 @@ EngineSummary Engine::summary() const {
   for (const auto& w : workers_) {
     s.connections += w->stats().connections.load();
     s.tls_sessions += w->stats().tls_sessions.load();
+    s.tls_resumed += w->stats().tls_resumed.load();
     s.stale_completions += w->stats().stale_completions.load();
   }
   if (first_claim_ != absl::InfinitePast() && last_finish_ > first_claim_) {
@@ -326,10 +445,12 @@ std::string Engine::SummaryLine() const {
   }
   return absl::StrFormat(
       "mxburst: %d messages finished in %.2f s (%.0f msgs/s); recipients: %d delivered, "
-      "%d deferred, %d bounced; %d quarantined; over TLS: %.1f%% of delivered (%s); "
-      "%d connections, %d TLS sessions",
-      s.messages, secs, rate, s.delivered, s.deferred, s.bounced, s.quarantined, tls_share,
-      suites.empty() ? "none" : suites, s.connections, s.tls_sessions);
+      "%d deferred, %d bounced (%d expired), %d DSNs; %d quarantined; over TLS: %.1f%% of "
+      "delivered (%s); "
+      "%d connections, %d TLS sessions (%d resumed)",
+      s.messages, secs, rate, s.delivered, s.deferred, s.bounced + s.expired, s.expired, s.dsns,
+      s.quarantined, tls_share,
+      suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed);
 }
 
 }  // namespace mxb

@@ -28,6 +28,8 @@
 #include "engine/accounting_log.h"
 #include "engine/config.h"
 #include "engine/worker.h"
+#include "queue/journal.h"
+#include "queue/retry_schedule.h"
 #include "queue/spool.h"
 #include "tls/tls_session.h"
 
@@ -38,10 +40,13 @@ struct EngineSummary {
   uint64_t delivered = 0;        // recipients
   uint64_t deferred = 0;
   uint64_t bounced = 0;
+  uint64_t expired = 0;          // recipients given up after the max queue age
+  uint64_t dsns = 0;             // DSN files written
   uint64_t quarantined = 0;      // spool files moved to bad/
   uint64_t delivered_tls = 0;    // delivered recipients that went over TLS
   uint64_t connections = 0;
   uint64_t tls_sessions = 0;
+  uint64_t tls_resumed = 0;
   uint64_t stale_completions = 0;
   absl::Duration elapsed;        // first claim to last finished message
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
@@ -71,6 +76,15 @@ class Engine {
   void FlushOverflow();
   [[nodiscard]] absl::Status ProcessCompletions();
   void RequeueDeferred();
+  // Deferred recipients: the next attempt's envelope, or expiry (journaled, logged, DSN).
+  struct Finish {
+    MessageRecord* msg;
+    bool complete;             // every recipient final: remove from active/
+    std::string deferred_file; // else: the envelope+body for deferred/
+    absl::Time next_attempt;
+  };
+  Finish PlanFinish(MessageRecord* msg, absl::Time now);
+  void WriteDsnFor(const MessageRecord& msg, absl::Time now);
   void Progress(bool final);
 
   EngineConfig config_;
@@ -78,6 +92,9 @@ class Engine {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<StaticRoutes> routes_;
   std::unique_ptr<AccountingLog> log_;
+  std::unique_ptr<Journal> journal_;
+  RetrySchedule schedule_;
+  DeferredQueue deferred_;
   std::unique_ptr<TlsContext> tls_client_;
   std::unique_ptr<CompletionQueue> completions_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -87,11 +104,12 @@ class Engine {
   std::deque<PendingFile> pending_;
   bool incoming_empty_ = false;
   size_t in_flight_ = 0;
+  size_t in_flight_bytes_ = 0;
   EngineSummary summary_;
   absl::Time first_claim_ = absl::InfinitePast();
   absl::Time last_finish_;
   absl::Time last_progress_;
-  absl::Time last_requeue_;
+
 };
 
 }  // namespace mxb

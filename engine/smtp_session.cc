@@ -131,7 +131,8 @@ const char* ToString(DeliveryClass c) {
   return "unknown";
 }
 
-SmtpSession::SmtpSession(SessionOptions opts) : opts_(std::move(opts)) {}
+SmtpSession::SmtpSession(SessionOptions opts)
+    : opts_(std::move(opts)), tls_active_(opts_.implicit_tls) {}
 
 std::vector<RecipientResult> SmtpSession::TakeResults() {
   std::vector<RecipientResult> out;

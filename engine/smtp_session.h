@@ -76,6 +76,9 @@ struct SessionOptions {
   TlsMode tls = TlsMode::kOpportunistic;
   bool use_pipelining = true;
   size_t max_rcpts_per_transaction = 100;
+  // The engine did the TLS handshake right after connect (implicit TLS, the smtps- port): the
+  // greeting arrives inside TLS, STARTTLS is neither needed nor expected.
+  bool implicit_tls = false;
 };
 
 // One message to one or more recipients of the same destination.

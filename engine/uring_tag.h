@@ -19,6 +19,7 @@ enum class UringOp : uint8_t {
   kClose,
   kWake,
   kTick,
+  kDnsPoll,  // slot = DNS socket fd, gen = that fd's watch generation
 };
 
 inline constexpr uint32_t kNoSlot = 0xffffffffu;

@@ -13,7 +13,17 @@
 namespace mxb {
 namespace {
 
-enum class EnvelopeKey { kSender, kReceiver, kEnvid, kJob, kRequireTls, kPriority };
+enum class EnvelopeKey {
+  kSender,
+  kReceiver,
+  kEnvid,
+  kJob,
+  kRequireTls,
+  kPriority,
+  kAttempts,
+  kFirstAttempt,
+  kNextAttempt,
+};
 
 struct KnownKey {
   absl::string_view name;
@@ -24,6 +34,8 @@ constexpr KnownKey kKnownKeys[] = {
     {"x-sender", EnvelopeKey::kSender},         {"x-receiver", EnvelopeKey::kReceiver},
     {"x-envid", EnvelopeKey::kEnvid},           {"x-job", EnvelopeKey::kJob},
     {"x-requiretls", EnvelopeKey::kRequireTls}, {"x-priority", EnvelopeKey::kPriority},
+    {"x-attempts", EnvelopeKey::kAttempts},     {"x-first-attempt", EnvelopeKey::kFirstAttempt},
+    {"x-next-attempt", EnvelopeKey::kNextAttempt},
 };
 
 bool IsWsp(char c) { return c == ' ' || c == '\t'; }
@@ -128,6 +140,16 @@ absl::Status ParseAddress(absl::string_view value, absl::string_view key, bool n
   return absl::OkStatus();
 }
 
+// A decimal integer >= 0 (retry-state fields); a leading '+' or '-' is rejected.
+template <typename Int>
+absl::Status ParseCount(absl::string_view value, absl::string_view key, size_t line_no, Int* out) {
+  if (value.empty() || value.front() < '0' || value.front() > '9' ||
+      !absl::SimpleAtoi(value, out)) {
+    return LineError(line_no, absl::StrCat(key, " is not a decimal integer >= 0: ", Quote(value)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Duplicate(size_t line_no, absl::string_view key, size_t first_line) {
   return LineError(line_no, absl::StrCat("duplicate ", key, " (first on line ", first_line, ")"));
 }
@@ -139,6 +161,7 @@ absl::StatusOr<Envelope> ParseEnvelope(absl::string_view file) {
   Envelope env;
   // Line where each single-valued key was seen (0 = not yet), for duplicate errors.
   size_t sender_line = 0, envid_line = 0, job_line = 0, tls_line = 0, priority_line = 0;
+  size_t attempts_line = 0, first_attempt_line = 0, next_attempt_line = 0;
   size_t pos = 0;
   size_t line_no = 0;
   bool message_found = false;
@@ -231,6 +254,27 @@ absl::StatusOr<Envelope> ParseEnvelope(absl::string_view file) {
                            absl::StrCat("x-priority is not a decimal integer: ", Quote(value)));
         }
         break;
+      case EnvelopeKey::kAttempts:
+        if (attempts_line != 0) return Duplicate(line_no, key->name, attempts_line);
+        attempts_line = line_no;
+        if (absl::Status s = ParseCount(value, key->name, line_no, &env.attempts); !s.ok()) {
+          return s;
+        }
+        break;
+      case EnvelopeKey::kFirstAttempt:
+        if (first_attempt_line != 0) return Duplicate(line_no, key->name, first_attempt_line);
+        first_attempt_line = line_no;
+        if (absl::Status s = ParseCount(value, key->name, line_no, &env.first_attempt); !s.ok()) {
+          return s;
+        }
+        break;
+      case EnvelopeKey::kNextAttempt:
+        if (next_attempt_line != 0) return Duplicate(line_no, key->name, next_attempt_line);
+        next_attempt_line = line_no;
+        if (absl::Status s = ParseCount(value, key->name, line_no, &env.next_attempt); !s.ok()) {
+          return s;
+        }
+        break;
     }
     pos = next;
   }
@@ -271,6 +315,9 @@ std::string SerializeEnvelope(const Envelope& env, absl::string_view body) {
   if (!env.job.empty()) absl::StrAppend(&out, "x-job: ", env.job, eol);
   if (env.require_tls) absl::StrAppend(&out, "x-requiretls: yes", eol);
   if (env.priority != 0) absl::StrAppend(&out, "x-priority: ", env.priority, eol);
+  if (env.attempts != 0) absl::StrAppend(&out, "x-attempts: ", env.attempts, eol);
+  if (env.first_attempt != 0) absl::StrAppend(&out, "x-first-attempt: ", env.first_attempt, eol);
+  if (env.next_attempt != 0) absl::StrAppend(&out, "x-next-attempt: ", env.next_attempt, eol);
   out.append(body.data(), body.size());
   return out;
 }

@@ -4,13 +4,15 @@
 //   x-sender: <bounce@esp.example>
 //   x-receiver: <rcpt@dest.example>      (one or more)
 //   x-envid: ...   x-job: ...   x-requiretls: yes   x-priority: N     (optional)
+//   x-attempts: N   x-first-attempt: <unix s>   x-next-attempt: <unix s>   (optional, retry state)
 //   <RFC 5322 message follows>
 //
 // Envelope lines are case-insensitive on the key, end with LF or CRLF and come first in the file;
 // the first line that is not an `x-<known>:` line starts the message. Pure functions, any thread.
 //
 // Parsing rules (decided here, relied on by the scanner and mxburst-inject):
-//  - Known keys: x-sender, x-receiver, x-envid, x-job, x-requiretls, x-priority. Optional
+//  - Known keys: x-sender, x-receiver, x-envid, x-job, x-requiretls, x-priority, x-attempts,
+//    x-first-attempt, x-next-attempt. Optional
 //    spaces/tabs may surround the value and precede the ':'. Any other line — including unknown
 //    `X-Something:` lines, blank lines and folded continuation lines — ends the envelope and is
 //    the first line of the message. So a message whose own first header is one of the known keys
@@ -25,8 +27,14 @@
 //  - Limits: address <= kMaxAddressOctets, <= kMaxRecipients x-receiver lines, envelope lines
 //    in total <= kMaxEnvelopeOctets, x-envid <= 100 printable ASCII (RFC 3461 §4.4),
 //    x-job <= kMaxJobOctets without control characters, x-priority a decimal int,
-//    x-requiretls `yes` or `no`.
-//  - Duplicate x-sender/x-envid/x-job/x-requiretls/x-priority lines are errors; repeated
+//    x-requiretls `yes` or `no`; x-attempts, x-first-attempt and x-next-attempt decimal
+//    integers >= 0 (the last two are Unix seconds).
+//  - The retry-state keys are written by the engine when it defers a message (SerializeEnvelope
+//    omits them when zero, so files without them read as attempts 0 / never attempted).
+//    x-attempts is also the message's *generation*: every rewrite of the recipient list (defer,
+//    recovery) increments it, and journal records (queue/journal.h) name the generation they
+//    index, so a recipient index never applies to a re-numbered list.
+//  - Duplicate single-valued lines (every key but x-receiver) are errors; repeated
 //    x-receiver lines are kept as written (no de-duplication).
 //  - The message after the envelope must not be empty (nor only line ends).
 //
@@ -36,6 +44,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -58,6 +67,10 @@ struct Envelope {
   std::string job;
   bool require_tls = false;
   int priority = 0;
+  // Retry state (see the header comment). 0 = absent.
+  uint32_t attempts = 0;       // x-attempts: delivery passes written back so far (= generation)
+  int64_t first_attempt = 0;   // x-first-attempt: Unix seconds of the first delivery attempt
+  int64_t next_attempt = 0;    // x-next-attempt: Unix seconds when the retry is due
   size_t body_offset = 0;  // byte offset of the first message byte in the file
 };
 
@@ -73,7 +86,8 @@ std::string DomainOf(absl::string_view address);
 // Serialises an envelope (sender, recipients, optional fields) followed by `body`, in the same
 // format ParseEnvelope reads. Used to rewrite a partially delivered message with only the
 // pending recipients, and by mxburst-inject. Lines end in CRLF when `body`'s first line does,
-// else LF. Empty envid/job and priority 0 are omitted; require_tls is written as "yes".
+// else LF. Empty envid/job, priority 0 and zero retry fields are omitted; require_tls is
+// written as "yes".
 // Addresses are written in <>; the caller passes valid ones (ParseEnvelope output is).
 std::string SerializeEnvelope(const Envelope& env, absl::string_view body);
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -37,6 +38,7 @@ constexpr absl::string_view kIncoming = "incoming";
 constexpr absl::string_view kActive = "active";
 constexpr absl::string_view kDeferred = "deferred";
 constexpr absl::string_view kBad = "bad";
+constexpr absl::string_view kBounces = "bounces";
 constexpr absl::string_view kWhySuffix = ".why";
 // NAME_MAX (255) minus room for ".why" in bad/ and the ".defer." prefix in tmp/.
 constexpr size_t kMaxNameLength = 240;
@@ -121,17 +123,18 @@ absl::Status WriteFile(const std::string& path, absl::string_view contents, int 
   return status;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, "open", path);
   struct stat st;
   size_t expected = 0;
   if (fstat(fd, &st) == 0 && st.st_size > 0) expected = static_cast<size_t>(st.st_size);
+  if (expected >= max_bytes) expected = max_bytes - 1;
   // One byte more than the size so the EOF read needs no resize; grows if the file does.
   std::string out(expected + 1, '\0');
   size_t len = 0;
-  for (;;) {
-    if (len == out.size()) out.resize(out.size() * 2);
+  while (len < max_bytes) {
+    if (len == out.size()) out.resize(std::min(out.size() * 2, max_bytes));
     const ssize_t n = read(fd, out.data() + len, out.size() - len);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -219,7 +222,7 @@ absl::StatusOr<Spool> Spool::Open(const std::string& root) {
   std::string clean = root;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   if (absl::Status s = MakeDir(clean); !s.ok()) return s;
-  for (absl::string_view sub : {kTmp, kIncoming, kActive, kDeferred, kBad}) {
+  for (absl::string_view sub : {kTmp, kIncoming, kActive, kDeferred, kBad, kBounces}) {
     if (absl::Status s = MakeDir(DirOf(clean, sub)); !s.ok()) return s;
   }
   return Spool(std::move(clean));
@@ -261,6 +264,33 @@ absl::StatusOr<std::string> Spool::Claim(const std::string& name) {
 absl::StatusOr<std::string> Spool::ReadActive(const std::string& name) const {
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   return ReadFile(PathIn(root_, kActive, name));
+}
+
+absl::StatusOr<std::string> Spool::ReadDeferred(const std::string& name,
+                                                size_t max_bytes) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  if (max_bytes == 0) return std::string();
+  return ReadFile(PathIn(root_, kDeferred, name), max_bytes);
+}
+
+absl::Status Spool::RewriteActive(const std::string& name, absl::string_view contents) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string tmp = PathIn(root_, kTmp, absl::StrCat(".rewrite.", name));
+  const std::string target = PathIn(root_, kActive, name);
+  if (absl::Status s = WriteFile(tmp, contents, O_TRUNC, /*do_fsync=*/true); !s.ok()) return s;
+  if (rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
+  }
+  return FsyncDir(DirOf(root_, kActive));
+}
+
+absl::Status Spool::SyncDirs() const {
+  for (absl::string_view sub : {kIncoming, kActive, kDeferred}) {
+    if (absl::Status s = FsyncDir(DirOf(root_, sub)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Spool::Requeue(const std::string& name) {
@@ -342,6 +372,21 @@ absl::Status InjectFile(const std::string& spool_root, const std::string& name,
   }
   if (fsync_file) return FsyncDir(DirOf(spool_root, kIncoming));
   return absl::OkStatus();
+}
+
+absl::Status ReplaceSpoolFile(const std::string& spool_root, absl::string_view subdir,
+                              const std::string& name, absl::string_view contents) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  if (absl::Status s = CheckName(subdir); !s.ok()) return s;
+  const std::string tmp = PathIn(spool_root, kTmp, absl::StrCat(".put.", name));
+  const std::string target = PathIn(spool_root, subdir, name);
+  if (absl::Status s = WriteFile(tmp, contents, O_TRUNC, /*do_fsync=*/true); !s.ok()) return s;
+  if (rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
+  }
+  return FsyncDir(DirOf(spool_root, subdir));
 }
 
 std::string NewSpoolFileName() {

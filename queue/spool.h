@@ -5,6 +5,8 @@
 //   spool/active/     claimed by this engine (rename = claim)
 //   spool/deferred/   messages with recipients waiting for a retry (only the pending recipients)
 //   spool/bad/        malformed files, each with a NAME.why file saying why
+//   spool/bounces/    delivery status notifications (RFC 3464) for the senders (queue/dsn.h)
+//   spool/journal/    the outcome journal's segments (queue/journal.h; not created here)
 //
 // Owned by the scanner (main) thread; none of its methods are called from workers.
 // Names are single path components: empty names, dotfiles (in-progress by convention, never
@@ -19,6 +21,8 @@
 //   }
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -30,7 +34,7 @@ namespace mxb {
 
 class Spool {
  public:
-  // Opens (creating tmp/incoming/active/deferred/bad if missing) the spool at `root`.
+  // Opens (creating tmp/incoming/active/deferred/bad/bounces if missing) the spool at `root`.
   [[nodiscard]] static absl::StatusOr<Spool> Open(const std::string& root);
 
   const std::string& root() const { return root_; }
@@ -48,6 +52,9 @@ class Spool {
   [[nodiscard]] absl::StatusOr<std::string> Claim(const std::string& name);
   // Reads active/name (recovery of files left in active/).
   [[nodiscard]] absl::StatusOr<std::string> ReadActive(const std::string& name) const;
+  // Reads deferred/name, at most `max_bytes` of it (the retry loader needs only the envelope).
+  [[nodiscard]] absl::StatusOr<std::string> ReadDeferred(const std::string& name,
+                                                         size_t max_bytes = SIZE_MAX) const;
   // Moves deferred/name back into incoming/ (retry).
   [[nodiscard]] absl::Status Requeue(const std::string& name);
 
@@ -56,6 +63,13 @@ class Spool {
   // Some recipients are still pending: writes `contents` (envelope with only the pending
   // recipients + body) to tmp/, fsyncs, renames to deferred/name, then unlinks active/name.
   [[nodiscard]] absl::Status Defer(const std::string& name, absl::string_view contents);
+  // Recovery: replaces active/name with `contents` (tmp/, fsync, rename over, fsync active/), so
+  // a crash leaves either the old or the new file, never a partial one.
+  [[nodiscard]] absl::Status RewriteActive(const std::string& name, absl::string_view contents);
+  // fsyncs incoming/, active/ and deferred/: makes earlier Claim/Complete/Requeue renames and
+  // unlinks durable (they are not synced one by one). The journal runs it before deleting a
+  // segment whose records justified those operations.
+  [[nodiscard]] absl::Status SyncDirs() const;
   // Malformed: active/name (or incoming/name if not yet claimed) -> bad/name, and writes
   // bad/name.why containing `reason` plus a newline.
   [[nodiscard]] absl::Status Quarantine(const std::string& name, absl::string_view reason);
@@ -78,6 +92,12 @@ class Spool {
 // subdirectories must exist (Spool::Open creates them). Any thread.
 [[nodiscard]] absl::Status InjectFile(const std::string& spool_root, const std::string& name,
                                       absl::string_view contents, bool fsync_file = true);
+
+// Atomically creates or replaces <spool>/<subdir>/<name> with `contents`: writes tmp/.put.<name>,
+// fsyncs, renames over the target and fsyncs <subdir>. Used for DSN files (queue/dsn.h). `subdir`
+// must exist. Any thread (names must differ between concurrent callers).
+[[nodiscard]] absl::Status ReplaceSpoolFile(const std::string& spool_root, absl::string_view subdir,
+                                            const std::string& name, absl::string_view contents);
 
 // A unique file name for injection: "<unix-seconds>.<pid>.<counter>.<random>.eml", unique across
 // threads (atomic counter) and processes (pid + 48 random bits). Any thread.

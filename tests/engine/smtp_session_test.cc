@@ -452,3 +452,36 @@ TEST(SmtpSession, TimeoutTableFollowsRfc5321) {
 
 }  // namespace
 }  // namespace mxb
+
+namespace mxb {
+namespace {
+
+// Implicit TLS (the smtps- port): the engine handshook before the greeting, so a session that
+// requires TLS must not ask for STARTTLS nor fail with starttls-not-offered.
+TEST(SmtpSession, ImplicitTlsSessionNeedsNoStartTls) {
+  SessionOptions opts;
+  opts.tls = TlsMode::kRequired;
+  opts.implicit_tls = true;
+  SmtpSession s(opts);
+  EXPECT_TRUE(s.tls_active());
+  Action a = s.OnReply(Reply("220 mx ESMTP\r\n"));
+  ASSERT_EQ(a.kind, Action::Kind::kSend);
+  EXPECT_TRUE(absl::StartsWith(a.bytes, "EHLO ")) << a.bytes;
+  a = s.OnReply(Reply("250-mx\r\n250 PIPELINING\r\n"));
+  EXPECT_EQ(a.kind, Action::Kind::kNeedTransaction);
+  EXPECT_FALSE(s.failure().failed);
+}
+
+// The same server without implicit TLS and with TLS required is refused.
+TEST(SmtpSession, RequiredTlsWithoutStartTlsFailsWhenNotImplicit) {
+  SessionOptions opts;
+  opts.tls = TlsMode::kRequired;
+  SmtpSession s(opts);
+  (void)s.OnReply(Reply("220 mx ESMTP\r\n"));
+  Action a = s.OnReply(Reply("250-mx\r\n250 PIPELINING\r\n"));
+  EXPECT_EQ(a.kind, Action::Kind::kClose);
+  EXPECT_EQ(s.failure().reason, "starttls-not-offered");
+}
+
+}  // namespace
+}  // namespace mxb

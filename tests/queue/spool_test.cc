@@ -190,6 +190,27 @@ TEST_F(SpoolTest, DeferThenRequeueThenClaim) {
   EXPECT_EQ(spool_->Requeue(name).code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(SpoolTest, ReadDeferredHeadRewriteActiveSyncDirsAndBounces) {
+  EXPECT_TRUE(Exists(Path("bounces", "")));
+  const std::string name = Inject();
+  ASSERT_TRUE(spool_->Claim(name).ok());
+  ASSERT_TRUE(spool_->RewriteActive(name, "rewritten").ok());
+  EXPECT_EQ(ReadAll(Path("active", name)), "rewritten");
+  EXPECT_EQ(spool_->RewriteActive("ghost/../x", "y").code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(spool_->Defer(name, kMessage).ok());
+  absl::StatusOr<std::string> head = spool_->ReadDeferred(name, 10);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(*head, kMessage.substr(0, 10));
+  absl::StatusOr<std::string> all = spool_->ReadDeferred(name);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(*all, kMessage);
+  EXPECT_EQ(spool_->ReadDeferred("nope.eml").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(spool_->SyncDirs().ok());
+  ASSERT_TRUE(ReplaceSpoolFile(root_, "bounces", "d.dsn", "one").ok());
+  ASSERT_TRUE(ReplaceSpoolFile(root_, "bounces", "d.dsn", "two").ok());
+  EXPECT_EQ(ReadAll(Path("bounces", "d.dsn")), "two");
+}
+
 TEST_F(SpoolTest, DeferWithoutActiveFileReportsIt) {
   absl::Status s = spool_->Defer("ghost.eml", kMessage);
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;

@@ -1,0 +1,169 @@
+// Journal: the append-only outcome log that makes "every recipient final before the file goes"
+// durable with one fdatasync per batch (group commit) instead of one fsync per message
+// (DESIGN.md "Spool directory API": at-least-once across a crash at any instant).
+//
+// What it records: for a spool file NAME at generation G (the envelope's x-attempts, see
+// queue/envelope.h), recipient index I reached a final class (delivered, bounced, expired).
+// Deferrals are not journaled: they are written back into the spool file itself (Spool::Defer).
+// A "retired" record says that NAME at G no longer has a file in active/ (completed or deferred),
+// so its records are not needed any more.
+//
+// On disk: <dir>/NNNNNNNNNNNN.log segments (12 decimal digits, increasing). A segment starts with
+// the 8-byte header "MXBJNL1\n"; then records, each
+//
+//   u32 crc32c  (Castagnoli, over every byte after this field)
+//   u32 length  (of the bytes after this field: 12 + name length)
+//   u8  type    (1 = final, 2 = retired)
+//   u8  class   (1 delivered, 2 bounced, 3 expired; 0 for retired)
+//   u16 name length
+//   u32 generation
+//   u32 recipient index (0 for retired)
+//   name bytes
+//
+// little-endian. A record whose length runs past the end of the segment is a torn tail (a crash
+// mid-write): it and anything after it are ignored. A record with a bad checksum is skipped and
+// counted (ignoring a final record only means that recipient is delivered again: at-least-once).
+//
+// Group commit: Append*() only buffer. Commit() writes the buffer with one write() and makes it
+// durable with one fdatasync(); the engine calls it once per batch *before* it touches any spool
+// file for that batch. A failed write or fdatasync poisons the journal (every later Commit fails):
+// after a failed fsync the kernel may already have dropped the dirty pages, so retrying could
+// report success for data that never reached the disk. The engine must stop and recover.
+//
+// Segments: a segment is sealed when it grows past JournalOptions::segment_bytes (rotation
+// happens between batches, so a batch never spans two segments). Sealed segments are deleted
+// oldest first, as long as every NAME each one mentions has been retired (a prefix, as in any
+// write-ahead log: a retire record in a later segment must outlive the finals it cancels in an
+// earlier one). A message in flight pins its segment and the later ones; in-flight time is
+// bounded by the SMTP timeouts, so the pinned tail stays short. Before deleting, JournalOptions::before_delete
+// runs (the engine passes Spool::SyncDirs, so the unlink/rename that finished each message is
+// durable before the records that justify it disappear). Segments present at Open() (a previous
+// run's) are kept until DropRecoveredSegments(), which the startup recovery (queue/recovery.h)
+// calls once the spool reflects them.
+//
+// Thread: one owner (the engine's scanner thread). Not thread-safe.
+//
+//   absl::StatusOr<RecoveredJournal> old = Journal::Recover(dir);   // read-only
+//   auto journal = Journal::Open(dir, {.before_delete = [&] { return spool.SyncDirs(); }});
+//   RecoverSpool(spool, *old, journal->get());                        // queue/recovery.h
+//   ... per batch:
+//   journal->AppendFinal({name, env.attempts, idx, FinalClass::kDelivered});
+//   journal->Commit();                 // one write + one fdatasync
+//   spool.Complete(name);  journal->AppendRetired(name, env.attempts);   // durable next batch
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mxb {
+
+// A recipient's final outcome class as journaled. Deferred is not final and never journaled.
+enum class FinalClass : uint8_t {
+  kDelivered = 1,
+  kBounced = 2,   // 5xx (RFC 5321 §4.2.1) or policy: a DSN is due unless the sender is null
+  kExpired = 3,   // gave up after the maximum queue age (RFC 5321 §4.5.4.1): DSN due too
+};
+absl::string_view ToString(FinalClass c);
+
+struct JournalRecord {
+  std::string name;        // spool file name (single path component)
+  uint32_t generation = 0; // the envelope's x-attempts when the outcome was reached
+  uint32_t recipient = 0;  // index into that generation's x-receiver list
+  FinalClass final_class = FinalClass::kDelivered;
+};
+
+// The final recipients of one spool file at one generation.
+struct FinalSet {
+  uint32_t generation = 0;
+  absl::flat_hash_map<uint32_t, FinalClass> recipients;  // index -> class
+};
+
+struct RecoveredJournal {
+  // Per spool file name, the final recipients of its newest journaled generation that has not
+  // been retired. Names whose newest generation was retired are absent.
+  absl::flat_hash_map<std::string, FinalSet> messages;
+  size_t segments = 0;
+  size_t records = 0;            // valid records read
+  size_t corrupted_records = 0;  // skipped: checksum mismatch or malformed body
+  size_t torn_bytes = 0;         // ignored bytes at the end of segments (crash mid-write)
+  uint64_t last_segment = 0;     // highest segment number found (0 = none)
+};
+
+struct JournalOptions {
+  // A segment is sealed (and a new one started) once it reaches this size.
+  size_t segment_bytes = 64u << 20;
+  // Runs before sealed segments are deleted; an error keeps them (retried after a later commit).
+  std::function<absl::Status()> before_delete;
+};
+
+class Journal {
+ public:
+  // Reads every segment in `dir` (which may be missing: nothing to recover). Read-only.
+  [[nodiscard]] static absl::StatusOr<RecoveredJournal> Recover(const std::string& dir);
+
+  // Creates `dir` if missing and starts a new segment numbered after the existing ones (which
+  // stay, untracked, until DropRecoveredSegments).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir,
+                                                                    JournalOptions options = {});
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Buffers a final outcome (durable only after the next successful Commit).
+  void AppendFinal(const JournalRecord& record);
+  // Buffers "NAME at generation no longer in active/". Call after the spool operation that
+  // finished the message (Complete, Defer, Quarantine) succeeded.
+  void AppendRetired(absl::string_view name, uint32_t generation);
+
+  // One write() + one fdatasync() for everything buffered; then rotation and deletion of fully
+  // retired sealed segments. No-op when nothing is buffered. Errors name the segment path and
+  // errno; after a write/fdatasync error the journal stays failed.
+  [[nodiscard]] absl::Status Commit();
+
+  // Deletes the segments that existed before Open() (after running before_delete) and fsyncs the
+  // directory. Call only when no spool file depends on them any more (queue/recovery.h).
+  [[nodiscard]] absl::Status DropRecoveredSegments();
+
+  const std::string& dir() const { return dir_; }
+  uint64_t current_segment() const { return current_; }
+  size_t buffered_bytes() const { return buffer_.size(); }
+  // Sealed + current segments this instance created and still holds.
+  size_t live_segments() const { return segment_live_.size(); }
+
+ private:
+  Journal(std::string dir, JournalOptions options);
+  [[nodiscard]] absl::Status StartSegment(uint64_t number);
+  [[nodiscard]] absl::Status DeleteDeadSegments();
+  void AppendRecord(uint8_t type, FinalClass c, absl::string_view name, uint32_t generation,
+                    uint32_t recipient);
+
+  std::string dir_;
+  JournalOptions options_;
+  int fd_ = -1;
+  uint64_t current_ = 0;          // number of the segment being appended to
+  uint64_t first_own_ = 0;        // first segment this instance created
+  size_t current_size_ = 0;       // committed bytes in the current segment
+  std::string buffer_;            // records appended since the last Commit
+  absl::Status failed_;           // sticky write/fsync error
+  // Segment number -> number of names mentioned in it and not yet retired.
+  absl::flat_hash_map<uint64_t, size_t> segment_live_;
+  // Name -> segments mentioning it (a name's records usually sit in one or two segments).
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> name_segments_;
+};
+
+// CRC-32C (Castagnoli, reflected, as in iSCSI/ext4); exposed for tests.
+uint32_t Crc32c(absl::string_view data, uint32_t crc = 0);
+
+// Segment file name for number n: "%012u.log".
+std::string JournalSegmentName(uint64_t n);
+
+}  // namespace mxb
