@@ -8,6 +8,36 @@
 // Resolver per worker, used only on that worker's thread. Callbacks run on that thread, from
 // inside OnReadable/OnWritable/ProcessTimeouts, or synchronously from ResolveMx on a cache hit.
 //
+// Driving it (what the engine's ring does; tests/dns use poll()):
+//   - WatchFn(fd, rd, wr) is the complete desired state of fd: arm a one-shot POLL_ADD with
+//     POLLIN if rd, POLLOUT if wr (UDP sockets only ever ask for read; TCP ones for write while
+//     connecting/sending); (fd, false, false) = stop watching, the fd is about to be closed.
+//     It is called from inside Create/ResolveMx/OnReadable/OnWritable/ProcessTimeouts.
+//   - A poll CQE with POLLIN/POLLERR/POLLHUP -> OnReadable(fd); with POLLOUT -> OnWritable(fd);
+//     then re-arm if the fd is still watched. OnReadable drains every datagram queued on fd.
+//   - ProcessTimeouts() on each timer tick (or when NextTimeout() has passed): retries and
+//     timeouts happen only there.
+// Semantics worth knowing:
+//   - Callbacks run synchronously on a cache hit and for kBadName; a callback may call
+//     ResolveMx/ResolveTlsa/ResolveTxt again. It must not destroy the Resolver.
+//   - Destroying the Resolver drops pending callbacks (they are not called) and does not call
+//     WatchFn: the owner stops watching every fd it was told about.
+//   - Two caches: whole MX results (TTL = min over the MX and the hosts' address answers) and
+//     RRsets (so a host shared by many domains is looked up once). Positive TTLs are clamped to
+//     [ttl_floor, ttl_ceiling]; NXDOMAIN/NODATA live min(SOA TTL, SOA MINIMUM) clamped to
+//     [ttl_floor, negative_ttl] (negative_ttl without a SOA); temporary failures tempfail_ttl.
+//   - MX targets: "0 ." alone (or only null records) -> kNullMx; targets that are address
+//     literals ("1.2.3.4.", "[1.2.3.4].") or not host names are skipped and named in
+//     MxResult::error; a target that is a CNAME is followed (RFC 5321 §5.1 forbids it, real
+//     MTAs accept it) and MxHost::name stays the MX target; duplicate targets are dropped.
+//   - Every MX host without an address: kTempFail if any address lookup failed temporarily,
+//     else kNoData (bounce, as Postfix does). Hosts without address stay in the list with
+//     address_status kNoData/kTempFail. Implicit MX whose A/AAAA do not exist: kNoData
+//     (kNxDomain if the name vanished). A DNSSEC validation failure is SERVFAIL -> kTempFail.
+//   - dnssec flags are the AD bit of the answers (queries carry AD, RFC 6840 §5.7; no DO):
+//     only meaningful when the configured server is a validating resolver on a trusted path
+//     (loopback unbound).
+//
 //   auto r = mxb::Resolver::Create(opts, [&](int fd, bool rd, bool wr) { ring_watch(fd, rd, wr); });
 //   (*r)->ResolveMx("example.com", [](const mxb::MxResult& mx) {
 //     if (mx.status == mxb::DnsStatus::kOk) for (auto& h : mx.hosts) connect(h.addresses...);
@@ -64,6 +94,16 @@ struct TlsaResult {
   DnsStatus status = DnsStatus::kTempFail;
   std::vector<TlsaRecord> records;
   bool dnssec = false;
+  std::string error;  // human text for logs when status != kOk
+};
+
+// TXT records of one name, each RR's character-strings concatenated (RFC 7208 §3.3 /
+// RFC 8461 §3.1 read them that way).
+struct TxtResult {
+  DnsStatus status = DnsStatus::kTempFail;
+  std::vector<std::string> records;
+  bool dnssec = false;
+  std::string error;
 };
 
 class Resolver {
@@ -78,12 +118,19 @@ class Resolver {
     int tries = 2;
     size_t max_mx_hosts = 10;  // cap on MX hosts kept per domain
     bool ipv6 = true;          // also look up AAAA
-    size_t max_cache_entries = 1000000;
+    bool prefer_ipv6 = false;  // MxHost::addresses lists IPv6 before IPv4
+    size_t max_cache_entries = 1000000;  // per cache (MX results, RRsets)
+    // DNS queries outstanding at once; more wait in a FIFO (Stats::queued). c-ares 1.18 costs
+    // O(outstanding) per ares_process_fd, and a burst beyond a resolver's socket buffers is lost.
+    size_t max_in_flight = 256;
+    // Clock for TTLs; tests set it to step time. Default: CLOCK_MONOTONIC_COARSE.
+    std::function<absl::Time()> clock;
   };
   // fd, want_read, want_write; both false = stop watching fd.
   using WatchFn = std::function<void(int fd, bool want_read, bool want_write)>;
   using MxCallback = std::function<void(const MxResult&)>;
   using TlsaCallback = std::function<void(const TlsaResult&)>;
+  using TxtCallback = std::function<void(const TxtResult&)>;
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Resolver>> Create(const Options& opts,
                                                                         WatchFn watch);
@@ -94,6 +141,8 @@ class Resolver {
   virtual void ResolveMx(absl::string_view domain, MxCallback done) = 0;
   // TLSA records at _<port>._tcp.<host> (RFC 6698 / 7672).
   virtual void ResolveTlsa(absl::string_view host, uint16_t port, TlsaCallback done) = 0;
+  // TXT records of `name` (e.g. "_mta-sts.example.com", RFC 8461 §3.1).
+  virtual void ResolveTxt(absl::string_view name, TxtCallback done) = 0;
 
   virtual void OnReadable(int fd) = 0;
   virtual void OnWritable(int fd) = 0;
@@ -106,8 +155,9 @@ class Resolver {
     uint64_t queries_sent = 0;
     uint64_t cache_hits = 0;
     uint64_t deduplicated = 0;   // callers attached to an in-flight lookup
-    uint64_t in_flight = 0;
+    uint64_t in_flight = 0;       // DNS queries sent, not answered yet
     uint64_t peak_in_flight = 0;
+    uint64_t queued = 0;          // queries waiting for a slot (Options::max_in_flight)
   };
   virtual Stats stats() const = 0;
 };

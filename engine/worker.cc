@@ -22,6 +22,9 @@
 #include "engine/smtp_session.h"
 #include "engine/timer_wheel.h"
 #include "engine/uring_tag.h"
+#include "dns/resolver.h"
+#include "tls/policy.h"
+#include <poll.h>
 
 namespace mxb {
 namespace {
@@ -70,9 +73,22 @@ namespace {
 
 // A destination: one recipient domain owned by this worker, with its queue of jobs waiting for
 // a connection and the next hops it may use.
+// One address of one MX host (or static next hop), in the order delivery tries them.
+struct Target {
+  std::string mx;          // MX host name: keys the TLS policy, checked against certificates
+  sockaddr_storage addr{};
+  uint16_t port = 25;      // the SMTP (STARTTLS) port
+  bool mx_dnssec = false;  // the MX answer that named this host was DNSSEC-validated
+};
+
+enum class DestState { kUnresolved, kResolving, kReady };
+
 struct Destination {
   std::string domain;
-  const Route* route = nullptr;
+  const Route* route = nullptr;  // static route (transport map), else DNS MX
+  DestState state = DestState::kUnresolved;
+  int64_t resolved_at_ms = 0;
+  std::vector<Target> targets;
   std::deque<DeliveryJob*> queue;
   int connections = 0;   // open or opening
   int connecting = 0;    // not yet ready to take a job
@@ -85,22 +101,13 @@ struct Destination {
   // connection's generation and idle flag when popped (a closed one leaves a stale entry).
   std::vector<std::pair<uint32_t, uint32_t>> idle;
 
-  size_t TargetCount() const {
-    size_t n = 0;
-    for (const NextHop& h : route->hops) n += h.addresses.size();
-    return n;
-  }
-  // The i-th (hop, address) pair, cycling.
-  std::pair<const NextHop*, const sockaddr_storage*> Target(size_t i) const {
-    size_t n = TargetCount();
-    i %= n;
-    for (const NextHop& h : route->hops) {
-      if (i < h.addresses.size()) return {&h, &h.addresses[i]};
-      i -= h.addresses.size();
-    }
-    return {nullptr, nullptr};
-  }
+  size_t TargetCount() const { return targets.size(); }
 };
+
+void SetPort(sockaddr_storage* a, uint16_t port) {
+  if (a->ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
+  if (a->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(a)->sin6_port = htons(port);
+}
 
 enum class ConnPhase { kConnecting, kSmtp, kTlsHandshake, kClosing };
 
@@ -110,7 +117,12 @@ struct Connection {
   ConnPhase phase = ConnPhase::kConnecting;
   int fd = -1;
   Destination* dest = nullptr;
-  const NextHop* hop = nullptr;
+  std::string mx;             // MX host name (copied: targets may be replaced by a new lookup)
+  bool mx_dnssec = false;
+  TlsPolicy policy;           // copied from the policy cache when the connection opened
+  bool implicit_tls = false;  // connected to the smtps port: TLS before the greeting
+  bool session_saved = false; // TLS session stored for resumption
+  std::string violation;      // log-only mode: what the prefix policy would have refused
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   __kernel_timespec connect_timeout{};
@@ -138,7 +150,12 @@ struct Connection {
     phase = ConnPhase::kConnecting;
     fd = -1;
     dest = nullptr;
-    hop = nullptr;
+    mx.clear();
+    mx_dnssec = false;
+    policy = TlsPolicy();
+    implicit_tls = false;
+    session_saved = false;
+    violation.clear();
     session.reset();
     tls.reset();
     parser = ReplyParser();
@@ -170,6 +187,17 @@ struct Worker::Impl {
   size_t live_connections = 0;
 
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> dests;
+
+  // DNS: c-ares sockets polled through the ring (dns/ does not know the ring).
+  std::unique_ptr<Resolver> resolver;
+  struct DnsWatch {
+    bool read = false, write = false;
+    bool armed = false;   // a POLL_ADD is in the ring
+    uint32_t gen = 0;     // bumped when the watch changes, so stale poll CQEs are ignored
+  };
+  absl::flat_hash_map<int, DnsWatch> dns_watch;
+
+  PolicyCache policy_cache{100000};
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;
 
@@ -194,6 +222,18 @@ struct Worker::Impl {
     }
     if (rc < 0) return absl::InternalError(absl::StrCat("io_uring_queue_init: ", ErrnoText(-rc)));
     ring_ready = true;
+    policy_cache = PolicyCache(w.config_.policy_cache_entries);
+    Resolver::Options ro;
+    ro.servers = w.config_.dns_servers;
+    absl::StatusOr<std::unique_ptr<Resolver>> r =
+        Resolver::Create(ro, [this](int fd, bool rd, bool wr) { WatchDns(fd, rd, wr); });
+    if (!r.ok()) {
+      // Static routes still work; domains without one are deferred with the reason.
+      std::fprintf(stderr, "mxburst: worker %u: DNS unavailable: %s\n", w.index_,
+                   std::string(r.status().message()).c_str());
+    } else {
+      resolver = *std::move(r);
+    }
     return absl::OkStatus();
   }
 
@@ -294,15 +334,15 @@ struct Worker::Impl {
   void AcceptJob(DeliveryJob* job) {
     auto it = dests.find(job->domain);
     if (it == dests.end()) {
-      const Route* route = w.routes_.Find(job->domain);
-      if (route == nullptr) {
-        FailJob(job, DeliveryClass::kDeferred, 0, "4.4.4",
-                absl::StrCat("no route to ", job->domain, " (no --route matches)"), {});
-        return;
-      }
       auto d = std::make_unique<Destination>();
       d->domain = job->domain;
-      d->route = route;
+      d->route = w.routes_.Find(job->domain);
+      if (d->route == nullptr && resolver == nullptr) {
+        FailJob(job, DeliveryClass::kDeferred, 0, "4.4.4",
+                absl::StrCat("no route to ", job->domain, " (no --route matches, DNS unavailable)"),
+                {});
+        return;
+      }
       it = dests.emplace(job->domain, std::move(d)).first;
     }
     Destination& d = *it->second;
@@ -319,7 +359,148 @@ struct Worker::Impl {
     }
     d.queue.push_back(job);
     ResumeIdle(d);
+    if (NeedsResolve(d)) {
+      Resolve(d);
+      return;
+    }
     Pump(d);
+  }
+
+  // A destination looks its MX hosts up again once its answer may have expired; the resolver's
+  // cache makes that cheap, and its TTL is the authority.
+  bool NeedsResolve(const Destination& d) const {
+    if (d.state == DestState::kResolving) return false;
+    if (d.state == DestState::kUnresolved) return true;
+    return d.route == nullptr && d.connections == 0 && now_ms - d.resolved_at_ms > 30000;
+  }
+
+  void Resolve(Destination& d) {
+    if (d.route != nullptr) {
+      d.targets.clear();
+      for (const NextHop& h : d.route->hops) {
+        for (const sockaddr_storage& a : h.addresses) {
+          Target t;
+          t.mx = h.host;
+          t.addr = a;
+          t.port = h.explicit_port ? h.port : w.config_.smtp_port;
+          d.targets.push_back(std::move(t));
+        }
+      }
+      d.state = DestState::kReady;
+      d.resolved_at_ms = now_ms;
+      Pump(d);
+      return;
+    }
+    d.state = DestState::kResolving;
+    Destination* dp = &d;  // destinations are never erased while the worker runs
+    resolver->ResolveMx(d.domain, [this, dp](const MxResult& mx) { OnMx(*dp, mx); });
+  }
+
+  void OnMx(Destination& d, const MxResult& mx) {
+    d.state = DestState::kReady;
+    d.resolved_at_ms = now_ms;
+    d.targets.clear();
+    d.next_target = 0;
+    d.consecutive_failures = 0;
+    if (mx.status == DnsStatus::kOk) {
+      for (const MxHost& h : mx.hosts) {
+        for (const sockaddr_storage& a : h.addresses) {
+          Target t;
+          t.mx = h.name;
+          t.addr = a;
+          t.port = w.config_.smtp_port;
+          t.mx_dnssec = mx.dnssec;
+          d.targets.push_back(std::move(t));
+        }
+      }
+    }
+    if (!d.targets.empty()) {
+      Pump(d);
+      return;
+    }
+    // No usable host: RFC 7505 null MX and non-existent domains bounce at once; anything that
+    // might be temporary defers (a DNS failure never bounces).
+    DeliveryClass klass = DeliveryClass::kDeferred;
+    int code = 451;
+    std::string enhanced = "4.4.3";
+    std::string text;
+    switch (mx.status) {
+      case DnsStatus::kNullMx:
+        klass = DeliveryClass::kBounced;
+        code = 556;
+        enhanced = "5.1.10";
+        text = absl::StrCat("recipient domain ", d.domain, " has a null MX (RFC 7505)");
+        break;
+      case DnsStatus::kNxDomain:
+      case DnsStatus::kNoData:
+      case DnsStatus::kBadName:
+        klass = DeliveryClass::kBounced;
+        code = 550;
+        enhanced = "5.1.2";
+        text = absl::StrCat("host or domain name not found: ", d.domain, " (",
+                            ToString(mx.status), mx.error.empty() ? "" : ": ", mx.error, ")");
+        break;
+      case DnsStatus::kOk:
+        text = absl::StrCat("no MX host of ", d.domain, " has an address");
+        break;
+      case DnsStatus::kTempFail:
+        text = absl::StrCat("DNS temporary failure for ", d.domain,
+                            mx.error.empty() ? "" : ": ", mx.error);
+        break;
+    }
+    AttemptInfo attempt;
+    attempt.dnssec = mx.dnssec;
+    while (!d.queue.empty()) {
+      DeliveryJob* job = d.queue.front();
+      d.queue.pop_front();
+      FailJob(job, klass, code, enhanced, text, attempt);
+    }
+    d.state = DestState::kUnresolved;  // ask again (the resolver's negative cache answers)
+  }
+
+  // --- DNS sockets through the ring ----------------------------------------------------------
+
+  void WatchDns(int fd, bool read, bool write) {
+    DnsWatch& wt = dns_watch[fd];
+    if (wt.armed) {
+      // Cancel the armed poll; its CQE (if any) is stale from now on.
+      io_uring_sqe* sqe = Sqe();
+      io_uring_prep_poll_remove(sqe, UringTag{UringOp::kDnsPoll, wt.gen,
+                                              static_cast<uint32_t>(fd)}.Encode());
+      Tag(sqe, UringOp::kCancel, kNoSlot, nullptr);
+      wt.armed = false;
+    }
+    wt.gen = (wt.gen + 1) & kGenMask;
+    wt.read = read;
+    wt.write = write;
+    if (!read && !write) {
+      dns_watch.erase(fd);
+      return;
+    }
+    ArmDns(fd, wt);
+  }
+
+  void ArmDns(int fd, DnsWatch& wt) {
+    io_uring_sqe* sqe = Sqe();
+    unsigned mask = (wt.read ? POLLIN : 0) | (wt.write ? POLLOUT : 0);
+    io_uring_prep_poll_add(sqe, fd, mask);
+    io_uring_sqe_set_data64(sqe, UringTag{UringOp::kDnsPoll, wt.gen,
+                                          static_cast<uint32_t>(fd)}.Encode());
+    wt.armed = true;
+  }
+
+  void OnDnsPoll(const UringTag& tag, int res) {
+    int fd = static_cast<int>(tag.slot);
+    auto it = dns_watch.find(fd);
+    if (it == dns_watch.end() || it->second.gen != tag.gen) return;  // stale
+    it->second.armed = false;
+    if (res > 0 && (res & (POLLIN | POLLERR | POLLHUP))) resolver->OnReadable(fd);
+    it = dns_watch.find(fd);  // the resolver may have changed the watch
+    if (it != dns_watch.end() && it->second.gen == tag.gen && res > 0 && (res & POLLOUT)) {
+      resolver->OnWritable(fd);
+    }
+    it = dns_watch.find(fd);
+    if (it != dns_watch.end() && !it->second.armed) ArmDns(fd, it->second);
   }
 
   // Hands waiting jobs to idle connections before any new connection is opened.
@@ -349,6 +530,7 @@ struct Worker::Impl {
   // Opens connections while jobs wait and the destination is under its limit. After a failure
   // only one attempt at a time probes the next hop, so a dead host is not hammered.
   void Pump(Destination& d) {
+    if (d.state != DestState::kReady || d.targets.empty()) return;
     while (!d.queue.empty() && d.connections < w.config_.max_connections_per_destination &&
            static_cast<int>(d.queue.size()) > d.connecting &&
            (d.consecutive_failures == 0 || d.connecting == 0)) {
@@ -379,28 +561,55 @@ struct Worker::Impl {
 
   AttemptInfo AttemptOf(const Connection& c) const {
     AttemptInfo a;
-    if (c.hop != nullptr) a.mx = c.hop->host;
+    a.mx = c.mx;
     a.ip = SockaddrIp(c.addr);
     a.port = SockaddrPort(c.addr);
     if (c.tls != nullptr && c.tls->handshake_done()) {
       a.tls_version = c.tls->version();
       a.tls_cipher = c.tls->cipher();
+      a.tls_resumed = c.tls->resumed();
     }
-    a.policy = ToString(w.config_.tls);
-    a.policy_source = w.config_.tls == TlsMode::kOpportunistic ? "default" : "config";
+    a.policy = c.policy.name;
+    a.policy_source = ToString(c.policy.source);
+    a.dnssec = c.mx_dnssec;
+    a.violation = c.violation;
     return a;
   }
 
   // --- connections ---------------------------------------------------------------------------
 
+  // The policy for an MX host: from the cache, derived on first sight.
+  PolicyEntry& PolicyFor(const Destination& d, const std::string& mx) {
+    bool created = false;
+    PolicyEntry& e = policy_cache.Get(mx, absl::Now(), &created);
+    if (created) {
+      DomainTlsConfig domain_cfg;
+      if (auto it = w.config_.domain_tls.find(d.domain); it != w.config_.domain_tls.end()) {
+        domain_cfg = it->second;
+      } else if (w.config_.tls != TlsMode::kOpportunistic) {
+        // --tls required|disabled is the default rule for every domain without its own.
+        domain_cfg.has_rule = true;
+        domain_cfg.requirement = w.config_.tls == TlsMode::kRequired ? TlsRequirement::kRequired
+                                                                     : TlsRequirement::kDisabled;
+      }
+      e.policy = DerivePolicy(mx, domain_cfg, w.config_.tls_global);
+    }
+    return e;
+  }
+
   bool OpenConnection(Destination& d) {
-    auto [hop, addr] = d.Target(d.next_target);
-    if (hop == nullptr) return false;
-    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (d.targets.empty()) return false;
+    const Target& target = d.targets[d.next_target % d.targets.size()];
+    PolicyEntry& policy = PolicyFor(d, target.mx);
+    bool implicit = policy.policy.implicit_tls_first &&
+                    policy.implicit_tls_failed_until < absl::Now();
+    sockaddr_storage addr = target.addr;
+    SetPort(&addr, implicit ? w.config_.tls_global.smtps_port : target.port);
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       int err = errno;
       AttemptInfo a;
-      a.mx = hop->host;
+      a.mx = target.mx;
       DestinationFailure(d, absl::StrCat("socket: ", ErrnoText(err)), a);
       return false;
     }
@@ -411,9 +620,13 @@ struct Worker::Impl {
     Connection& c = *slab[slot];
     c.fd = fd;
     c.dest = &d;
-    c.hop = hop;
-    c.addr = *addr;
-    c.addr_len = addr->ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    c.mx = target.mx;
+    c.mx_dnssec = target.mx_dnssec;
+    c.policy = policy.policy;
+    c.implicit_tls = implicit;
+    c.addr = addr;
+    c.addr_len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    ++policy.connections;
     int64_t ms = absl::ToInt64Milliseconds(w.config_.connect_timeout);
     c.connect_timeout.tv_sec = ms / 1000;
     c.connect_timeout.tv_nsec = (ms % 1000) * 1000000;
@@ -625,8 +838,7 @@ struct Worker::Impl {
         // RFC 3207 §5 / CVE-2011-0411 class: anything buffered after "220 ready" was not
         // protected by TLS and is dropped; the caller also stops processing replies.
         c.parser.Reset();
-        c.tls = w.tls_client_->NewSession(c.hop->host);
-        if (c.tls == nullptr) {
+        if (!NewTls(c)) {
           Handle(slot, c, c.session->OnTlsFailed("cannot create TLS session"));
           return;
         }
@@ -638,6 +850,10 @@ struct Worker::Impl {
       case Action::Kind::kNeedTransaction:
         CollectResults(c);
         if (!c.ready_seen) {
+          if (c.policy.log_only && !c.session->tls_active()) {
+            // log-only: deliver, but say what enforcement would have refused.
+            c.violation = "starttls-not-offered";
+          }
           c.ready_seen = true;
           if (c.dest->connecting > 0) --c.dest->connecting;
           c.dest->consecutive_failures = 0;
@@ -660,6 +876,17 @@ struct Worker::Impl {
     }
   }
 
+  // A client TLS session for c's MX host: verification per policy, resumption when the policy
+  // cache holds a session for this host.
+  bool NewTls(Connection& c) {
+    SessionParams params;
+    params.verify = c.policy.verify;
+    PolicyEntry* e = policy_cache.Find(c.mx);
+    if (e != nullptr && e->session != nullptr) params.resume = e->session.get();
+    c.tls = w.tls_client_->NewSession(c.mx, params);
+    return c.tls != nullptr;
+  }
+
   void DriveHandshake(uint32_t slot, Connection& c) {
     TlsStatus st = c.tls->Handshake();
     MoveCiphertext(c);
@@ -667,17 +894,61 @@ struct Worker::Impl {
     if (st == TlsStatus::kOk) {
       c.phase = ConnPhase::kSmtp;
       w.stats_.tls_sessions.fetch_add(1, std::memory_order_relaxed);
-      if (c.tls->resumed()) w.stats_.tls_resumed.fetch_add(1, std::memory_order_relaxed);
+      if (c.tls->resumed()) {
+        w.stats_.tls_resumed.fetch_add(1, std::memory_order_relaxed);
+        if (PolicyEntry* e = policy_cache.Find(c.mx)) ++e->resumed;
+      }
+      if (c.implicit_tls) {
+        // TLS from the first byte: the greeting comes next, inside TLS.
+        ArmDeadline(slot, c, DefaultReplyTimeout(SmtpState::kGreeting));
+        return;
+      }
       Handle(slot, c, c.session->OnTlsReady());
     } else if (st != TlsStatus::kWantIo) {
-      Handle(slot, c, c.session->OnTlsFailed(c.tls->last_error()));
+      TlsFailure f = c.tls->failure();
+      if (c.implicit_tls && f == TlsFailure::kHandshakeFailed) {
+        ImplicitTlsFailed(slot, c, c.tls->last_error());
+        return;
+      }
+      RecordTlsFailure(c, f);
+      Handle(slot, c, c.session->OnTlsFailed(absl::StrCat(ToString(f), ": ",
+                                                          c.tls->last_error())));
     }
+  }
+
+  void RecordTlsFailure(Connection& c, TlsFailure f) {
+    if (PolicyEntry* e = policy_cache.Find(c.mx)) {
+      ++e->recent_failures;
+      e->last_failure = f;
+      e->session.reset();  // never resume into a session that just failed
+    }
+  }
+
+  // The implicit-TLS port (26) refused, reset, timed out or did not speak TLS: remember it in
+  // the policy cache (negative entry with expiry) and go to port 25 with mandatory STARTTLS for
+  // the same host right away — never plaintext, and not a failure of the destination.
+  void ImplicitTlsFailed(uint32_t slot, Connection& c, absl::string_view why) {
+    if (PolicyEntry* e = policy_cache.Find(c.mx)) {
+      e->implicit_tls_failed_until = absl::Now() + w.config_.tls_global.implicit_tls_negative_ttl;
+    }
+    if (!w.config_.quiet) {
+      std::fprintf(stderr, "mxburst: %s port %u (implicit TLS) failed: %s; using STARTTLS on %u\n",
+                   c.mx.c_str(), w.config_.tls_global.smtps_port, std::string(why).c_str(),
+                   w.config_.tls_global.smtp_port);
+    }
+    Destination& d = *c.dest;
+    StartClose(slot, c);
+    OpenConnection(d);
   }
 
   // --- completions ---------------------------------------------------------------------------
 
   void OnConnect(uint32_t slot, Connection& c, int res) {
     if (c.phase == ConnPhase::kClosing) return;
+    if (res < 0 && c.implicit_tls) {
+      ImplicitTlsFailed(slot, c, res == -ECANCELED ? "connect timed out" : ErrnoText(-res));
+      return;
+    }
     if (res < 0) {
       w.stats_.connect_failures.fetch_add(1, std::memory_order_relaxed);
       Destination& d = *c.dest;
@@ -695,11 +966,24 @@ struct Worker::Impl {
     c.phase = ConnPhase::kSmtp;
     SessionOptions opts;
     opts.helo_name = w.config_.helo_name;
-    opts.tls = w.config_.tls;
+    switch (c.policy.requirement) {
+      case TlsRequirement::kDisabled: opts.tls = TlsMode::kDisabled; break;
+      case TlsRequirement::kOpportunistic: opts.tls = TlsMode::kOpportunistic; break;
+      case TlsRequirement::kRequired: opts.tls = TlsMode::kRequired; break;
+    }
+    opts.implicit_tls = c.implicit_tls;
     opts.max_rcpts_per_transaction = w.config_.max_recipients_per_transaction;
     c.session.emplace(std::move(opts));
     ArmDeadline(slot, c, DefaultReplyTimeout(SmtpState::kGreeting));
     PostRecv(slot, c);
+    if (c.implicit_tls) {
+      if (!NewTls(c)) {
+        Handle(slot, c, c.session->OnTlsFailed("cannot create TLS session"));
+        return;
+      }
+      c.phase = ConnPhase::kTlsHandshake;
+      DriveHandshake(slot, c);
+    }
   }
 
   void OnRecv(uint32_t slot, Connection& c, int res) {
@@ -708,6 +992,14 @@ struct Worker::Impl {
     if (res <= 0) {
       std::string why = res == 0 ? "connection closed by peer"
                                  : absl::StrCat("recv: ", ErrnoText(-res));
+      if (c.implicit_tls && c.phase == ConnPhase::kTlsHandshake) {
+        ImplicitTlsFailed(slot, c, why);
+        return;
+      }
+      if (c.phase == ConnPhase::kTlsHandshake) {
+        Handle(slot, c, c.session->OnTlsFailed(absl::StrCat("handshake-failed: ", why)));
+        return;
+      }
       Handle(slot, c, c.session->OnConnectionLost(why));
       return;
     }
@@ -743,6 +1035,14 @@ struct Worker::Impl {
   void DispatchReplies(uint32_t slot, Connection& c, absl::string_view data) {
     std::vector<SmtpReply> replies;
     absl::Status st = c.parser.Feed(data, &replies);
+    if (c.tls != nullptr && !c.session_saved && !replies.empty()) {
+      // TLS 1.3 tickets arrive after the handshake, before the server's first reply inside
+      // TLS: now the session can be kept for the next connection to this MX (newest only).
+      c.session_saved = true;
+      if (std::shared_ptr<TlsSessionTicket> t = c.tls->SaveSession()) {
+        if (PolicyEntry* e = policy_cache.Find(c.mx)) e->session = std::move(t);
+      }
+    }
     for (const SmtpReply& r : replies) {
       if (c.phase != ConnPhase::kSmtp) return;
       Action a = c.session->OnReply(r);
@@ -782,7 +1082,11 @@ struct Worker::Impl {
       return;
     }
     if (c.phase == ConnPhase::kTlsHandshake) {
-      Handle(slot, c, c.session->OnTlsFailed("handshake timed out"));
+      if (c.implicit_tls) {
+        ImplicitTlsFailed(slot, c, "handshake timed out");
+        return;
+      }
+      Handle(slot, c, c.session->OnTlsFailed("handshake-failed: timed out"));
       return;
     }
     Handle(slot, c, c.session->OnTimeout());
@@ -797,9 +1101,15 @@ struct Worker::Impl {
     }
     if (tag.op == UringOp::kTick) {
       wheel.Advance(now_ms, [this](uint32_t s, uint32_t g, int64_t d) { OnDeadline(s, g, d); });
+      if (resolver != nullptr) resolver->ProcessTimeouts();
       PostTick();
       return;
     }
+    if (tag.op == UringOp::kDnsPoll) {
+      OnDnsPoll(tag, res);
+      return;
+    }
+    if (tag.slot == kNoSlot) return;  // worker-level op without a connection (poll remove)
     if (tag.slot >= slab.size() || !slab[tag.slot]->used || slab[tag.slot]->gen != tag.gen) {
       w.stats_.stale_completions.fetch_add(1, std::memory_order_relaxed);
       return;

@@ -7,12 +7,24 @@
 // STARTTLS-required on smtp_port (never plaintext); per-domain config (tls = required |
 // opportunistic | disabled, verify = true|false) for unprefixed names; otherwise opportunistic.
 // prefix_signals = log-only turns prefix-derived requirements into logged violations; off ignores
-// the prefixes. Strongest rule wins (DANE / MTA-STS are later sources).
+// the prefixes. Strongest rule wins (DANE / MTA-STS are later sources):
+//   enforce + prefix            -> the prefix policy (required + verify), whatever the domain says
+//   log-only + prefix           -> prefix policy with requirement opportunistic, log_only = true,
+//                                  verify = true (verify-and-log: SessionParams::log_only), unless
+//                                  the domain rule says `required`, which then wins (source config)
+//   off, or no prefix           -> domain rule if any (verify only with required), else
+//                                  opportunistic
+// Prefix = the first label starts with "starttls-" / "smtps-" (ASCII case-insensitive); a prefix
+// in another label or "smtps" without the dash is no signal.
 //
 // PolicyCache belongs to one worker thread (shared-nothing, no locks): per MX host it remembers
 // the derived policy, whether the implicit-TLS port failed recently (negative entry with expiry),
 // the newest TLS session for resumption, EHLO capabilities seen, and recent failures. Bounded
-// (LRU). DumpJson() serves `mxburstctl policy` / the log dump.
+// (LRU on Get(); Find() does not refresh). A reference from Get()/Find() stays valid until the
+// next Get() (which may evict). Move-only. DumpJson() serves `mxburstctl policy` / the log dump:
+// one JSON object per line, most recently used first (keys: mx, policy, source, requirement,
+// verify, implicit_tls_first, log_only, implicit_tls_failed, implicit_tls_retry_in_s,
+// has_session, ehlo, recent_failures, last_failure, last_used, connections, resumed).
 //
 //   mxb::TlsPolicy p = mxb::DerivePolicy("starttls-mx1.example.net", domain_cfg, global_cfg);
 //   mxb::PolicyCache cache(10000);
@@ -44,7 +56,7 @@ enum class TlsRequirement {
 const char* ToString(TlsRequirement r);  // "disabled", "opportunistic", "required"
 
 enum class PrefixSignals { kEnforce, kLogOnly, kOff };
-const char* ToString(PrefixSignals p);
+const char* ToString(PrefixSignals p);  // "enforce", "log-only", "off"
 
 struct DomainTlsConfig {  // from the per-domain config; defaults = no rule
   bool has_rule = false;
@@ -79,7 +91,7 @@ TlsPolicy DerivePolicy(absl::string_view mx_host, const DomainTlsConfig& domain,
 
 // Why a strict TLS attempt failed — the exact strings go into logs and test assertions.
 enum class TlsFailure {
-  kNone,
+  kNone,                    // "none"
   kStartTlsNotOffered,      // "starttls-not-offered"
   kStartTlsRefused,         // "starttls-failed"
   kHandshakeFailed,         // "handshake-failed"
@@ -104,6 +116,12 @@ struct PolicyEntry {
 class PolicyCache {
  public:
   explicit PolicyCache(size_t max_entries) : max_entries_(max_entries) {}
+  // The map holds iterators into lru_: a copy would point into the source. Moving a std::list
+  // keeps its iterators valid, so moves are fine.
+  PolicyCache(const PolicyCache&) = delete;
+  PolicyCache& operator=(const PolicyCache&) = delete;
+  PolicyCache(PolicyCache&&) = default;
+  PolicyCache& operator=(PolicyCache&&) = default;
   // Returns the entry for `mx_host` (lower-cased key), creating it (policy unset: caller fills
   // it) and evicting the least recently used entry when full.
   PolicyEntry& Get(absl::string_view mx_host, absl::Time now, bool* created = nullptr);

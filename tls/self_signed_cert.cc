@@ -6,11 +6,15 @@
 #include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/random.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "tls/tls_session.h"
 
 namespace mxb {
@@ -107,25 +111,46 @@ struct CertDeleter {
 absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_name,
                                                      const std::vector<std::string>& dns_names,
                                                      int days) {
+  if (days <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls: self-signed certificate: days must be positive, got ", days));
+  }
+  CertOptions opts;
+  opts.common_name = common_name;
+  opts.dns_names = dns_names;
+  // notBefore = now - 1 h tolerates peers whose clocks lag a little.
+  opts.not_before = absl::Now() - absl::Hours(1);
+  opts.not_after = opts.not_before + absl::Hours(24) * days;
+  return GenerateSelfSignedCert(opts);
+}
+
+absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const CertOptions& opts) {
+  const std::string& common_name = opts.common_name;
   if (common_name.empty() || common_name.size() >= CTC_NAME_SIZE) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tls: self-signed certificate: common name \"", common_name, "\" must have 1..",
         CTC_NAME_SIZE - 1, " characters"));
   }
-  if (days <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tls: self-signed certificate: days must be positive, got ", days));
+  const absl::Time not_before_t =
+      opts.not_before == absl::InfinitePast() ? absl::Now() - absl::Hours(1) : opts.not_before;
+  const absl::Time not_after_t = opts.not_after == absl::InfinitePast()
+                                     ? not_before_t + absl::Hours(24 * 365)
+                                     : opts.not_after;
+  if (not_after_t <= not_before_t) {
+    return absl::InvalidArgumentError("tls: self-signed certificate: not_after <= not_before");
   }
-  // Without SAN entries RFC 6125 clients have nothing to match: fall back to the CN.
-  const std::vector<std::string> san =
-      dns_names.empty() ? std::vector<std::string>{common_name} : dns_names;
+  // Without SAN entries RFC 6125 clients have nothing to match: default to the CN.
+  std::vector<std::string> san;
+  if (!opts.no_san) {
+    san = opts.dns_names.empty() ? std::vector<std::string>{common_name} : opts.dns_names;
+  }
   for (const std::string& name : san) {
     if (!IsValidDnsName(name)) {
       return absl::InvalidArgumentError(
           absl::StrCat("tls: self-signed certificate: invalid DNS name \"", name, "\""));
     }
   }
-  const std::string alt_names = EncodeDnsAltNames(san);
+  const std::string alt_names = san.empty() ? std::string() : EncodeDnsAltNames(san);
   if (alt_names.size() > CTC_MAX_ALT_SIZE) {
     return absl::InvalidArgumentError(absl::StrCat("tls: self-signed certificate: ", san.size(),
                                                    " SAN names exceed ", CTC_MAX_ALT_SIZE,
@@ -144,6 +169,37 @@ absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_n
   ret = wc_ecc_make_key_ex(&rng.rng, 32, &key.key, ECC_SECP256R1);
   if (ret != 0) return absl::InternalError(CryptError("wc_ecc_make_key_ex(P-256)", ret));
 
+  // The issuer's certificate (DER) and key when signing with a CA instead of self-signing.
+  std::string issuer_der;
+  EccKey issuer_key;
+  if (opts.issuer != nullptr) {
+    const GeneratedCert& issuer = *opts.issuer;
+    issuer_der.resize(issuer.cert_pem.size());
+    ret = wc_CertPemToDer(reinterpret_cast<const unsigned char*>(issuer.cert_pem.data()),
+                          static_cast<int>(issuer.cert_pem.size()),
+                          reinterpret_cast<unsigned char*>(issuer_der.data()),
+                          static_cast<int>(issuer_der.size()), CERT_TYPE);
+    if (ret <= 0) return absl::InvalidArgumentError(CryptError("wc_CertPemToDer(issuer)", ret));
+    issuer_der.resize(static_cast<size_t>(ret));
+    std::string key_der(issuer.key_pem.size(), '\0');
+    ret = wc_KeyPemToDer(reinterpret_cast<const unsigned char*>(issuer.key_pem.data()),
+                         static_cast<int>(issuer.key_pem.size()),
+                         reinterpret_cast<unsigned char*>(key_der.data()),
+                         static_cast<int>(key_der.size()), nullptr);
+    if (ret <= 0) return absl::InvalidArgumentError(CryptError("wc_KeyPemToDer(issuer)", ret));
+    const word32 key_der_size = static_cast<word32>(ret);
+    ret = wc_ecc_init(&issuer_key.key);
+    if (ret != 0) return absl::InternalError(CryptError("wc_ecc_init(issuer)", ret));
+    issuer_key.ok = true;
+    word32 idx = 0;
+    ret = wc_EccPrivateKeyDecode(reinterpret_cast<const byte*>(key_der.data()), &idx,
+                                 &issuer_key.key, key_der_size);
+    std::fill(key_der.begin(), key_der.end(), '\0');
+    if (ret != 0) {
+      return absl::InvalidArgumentError(CryptError("wc_EccPrivateKeyDecode(issuer)", ret));
+    }
+  }
+
   // Cert carries 16 KiB of altNames and more: keep it off the stack.
   std::unique_ptr<Cert, CertDeleter> cert(wc_CertNew(nullptr));
   if (cert == nullptr) return absl::ResourceExhaustedError("tls: wc_CertNew failed");
@@ -152,15 +208,15 @@ absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_n
 
   std::memcpy(cert->subject.commonName, common_name.c_str(), common_name.size() + 1);
   cert->sigType = CTC_SHA256wECDSA;
-  cert->selfSigned = 1;
+  cert->selfSigned = opts.issuer == nullptr ? 1 : 0;
   // CA:TRUE so that the certificate can be loaded as a trust anchor (wolfSSL refuses to add a
   // non-CA certificate as a CA), the way `openssl req -x509` makes self-signed certificates.
-  cert->isCA = 1;
-  cert->daysValid = days;
-  // Explicit dates: notBefore = now - 1 h tolerates peers whose clocks lag a little.
-  const time_t now = time(nullptr);
-  const std::string not_before = EncodeX509Time(now - 3600);
-  const std::string not_after = EncodeX509Time(now - 3600 + static_cast<time_t>(days) * 86400);
+  cert->isCA = opts.is_ca ? 1 : 0;
+  const int64_t seconds = absl::ToInt64Seconds(not_after_t - not_before_t);
+  cert->daysValid = static_cast<int>(std::max<int64_t>(1, seconds / 86400));
+  // Explicit dates: wolfCrypt copies beforeDate/afterDate verbatim when their sizes are set.
+  const std::string not_before = EncodeX509Time(absl::ToTimeT(not_before_t));
+  const std::string not_after = EncodeX509Time(absl::ToTimeT(not_after_t));
   if (not_before.size() > CTC_DATE_SIZE || not_after.size() > CTC_DATE_SIZE) {
     return absl::InternalError("tls: self-signed certificate: validity date too long");
   }
@@ -169,14 +225,23 @@ absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_n
   std::memcpy(cert->afterDate, not_after.data(), not_after.size());
   cert->afterDateSz = static_cast<int>(not_after.size());
 
-  std::memcpy(cert->altNames, alt_names.data(), alt_names.size());
-  cert->altNamesSz = static_cast<int>(alt_names.size());
+  if (!alt_names.empty()) {
+    std::memcpy(cert->altNames, alt_names.data(), alt_names.size());
+    cert->altNamesSz = static_cast<int>(alt_names.size());
+  }
 
+  if (opts.issuer != nullptr) {
+    ret = wc_SetIssuerBuffer(cert.get(), reinterpret_cast<const byte*>(issuer_der.data()),
+                             static_cast<int>(issuer_der.size()));
+    if (ret != 0) return absl::InvalidArgumentError(CryptError("wc_SetIssuerBuffer", ret));
+  }
   ret = wc_SetSubjectKeyIdFromPublicKey_ex(cert.get(), ECC_TYPE, &key.key);
   if (ret != 0) return absl::InternalError(CryptError("wc_SetSubjectKeyIdFromPublicKey_ex", ret));
-  ret = wc_SetAuthKeyIdFromPublicKey_ex(cert.get(), ECC_TYPE, &key.key);
+  ecc_key* signer = opts.issuer != nullptr ? &issuer_key.key : &key.key;
+  ret = wc_SetAuthKeyIdFromPublicKey_ex(cert.get(), ECC_TYPE, signer);
   if (ret != 0) return absl::InternalError(CryptError("wc_SetAuthKeyIdFromPublicKey_ex", ret));
-  ret = wc_SetKeyUsage(cert.get(), "digitalSignature,keyCertSign");
+  ret = wc_SetKeyUsage(cert.get(), opts.is_ca ? "digitalSignature,keyCertSign"
+                                              : "digitalSignature");
   if (ret != 0) return absl::InternalError(CryptError("wc_SetKeyUsage", ret));
 
   // Certificate body + signature; the SAN list dominates the size.
@@ -186,7 +251,7 @@ absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_n
                     &rng.rng);
   if (ret < 0) return absl::InternalError(CryptError("wc_MakeCert", ret));
   ret = wc_SignCert(cert->bodySz, cert->sigType, der.get(), static_cast<word32>(der_cap), nullptr,
-                    &key.key, &rng.rng);
+                    signer, &rng.rng);
   if (ret < 0) return absl::InternalError(CryptError("wc_SignCert", ret));
   absl::StatusOr<std::string> cert_pem = DerToPem(der.get(), ret, CERT_TYPE);
   if (!cert_pem.ok()) return cert_pem.status();
@@ -198,7 +263,10 @@ absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const std::string& common_n
   std::memset(key_der, 0, sizeof(key_der));
   if (!key_pem.ok()) return key_pem.status();
 
-  return GeneratedCert{.cert_pem = *std::move(cert_pem), .key_pem = *std::move(key_pem)};
+  GeneratedCert out;
+  out.cert_pem = *std::move(cert_pem);
+  out.key_pem = *std::move(key_pem);
+  return out;
 }
 
 }  // namespace mxb

@@ -7,7 +7,9 @@
 
 // options.h must come first: it carries the configure flags the Debian build was made with.
 #include <wolfssl/options.h>
+#include <wolfssl/error-ssl.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfio.h>
 
 #include <arpa/inet.h>
@@ -17,7 +19,11 @@
 #include <cstring>
 #include <mutex>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace mxb {
 namespace {
@@ -93,6 +99,86 @@ absl::Status ConfigureCommon(WOLFSSL_CTX* ctx, const std::string& cipher_list,
   return absl::OkStatus();
 }
 
+// RFC 5280 §4.2.1.6: subjectAltName (OID 2.5.29.17; wolfSSL's NID for it is its internal OID
+// sum ALT_NAMES_OID) and the GeneralName CHOICE tag of dNSName, [2].
+constexpr int kNidSubjectAltName = 131;
+constexpr int kGeneralNameDns = 2;
+
+// The dNSName entries of the certificate's subjectAltName (empty when there is none).
+std::vector<std::string> CertificateDnsNames(WOLFSSL_X509* cert) {
+  std::vector<std::string> names;
+  if (cert == nullptr) return names;
+  auto* sans = static_cast<WOLFSSL_GENERAL_NAMES*>(
+      wolfSSL_X509_get_ext_d2i(cert, kNidSubjectAltName, nullptr, nullptr));
+  if (sans == nullptr) return names;
+  const int n = wolfSSL_sk_GENERAL_NAME_num(sans);
+  for (int i = 0; i < n; ++i) {
+    WOLFSSL_GENERAL_NAME* gn = wolfSSL_sk_GENERAL_NAME_value(sans, i);
+    if (gn == nullptr || gn->type != kGeneralNameDns || gn->d.dNSName == nullptr) continue;
+    const unsigned char* data = wolfSSL_ASN1_STRING_data(gn->d.dNSName);
+    const int len = wolfSSL_ASN1_STRING_length(gn->d.dNSName);
+    if (data == nullptr || len <= 0) continue;
+    names.emplace_back(reinterpret_cast<const char*>(data), static_cast<size_t>(len));
+  }
+  wolfSSL_GENERAL_NAMES_free(sans);
+  return names;
+}
+
+// The verify callback's store->error is an OpenSSL-style X509_V_ERR code; wolfSSL 5.5.4 maps
+// ASN_BEFORE_DATE_E / ASN_AFTER_DATE_E to 13 / 14 (ERROR_IN_CERT_NOT_{BEFORE,AFTER}_FIELD)
+// rather than 9 / 10. Accept all of them, and the raw wolfCrypt codes.
+bool IsDateError(int err) {
+  return err == X509_V_ERR_CERT_NOT_YET_VALID || err == X509_V_ERR_CERT_HAS_EXPIRED ||
+         err == X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD ||
+         err == X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD || err == ASN_AFTER_DATE_E ||
+         err == ASN_BEFORE_DATE_E;
+}
+
+// Maps a wolfSSL/wolfCrypt error from a failed handshake to the policy failure class.
+TlsFailure ClassifyHandshakeError(int err) {
+  switch (err) {
+    case ASN_AFTER_DATE_E:
+    case ASN_BEFORE_DATE_E:
+      return TlsFailure::kCertificateExpired;
+    case DOMAIN_NAME_MISMATCH:
+    case IPADDR_MISMATCH:
+      return TlsFailure::kCertificateHostMismatch;
+    case ASN_NO_SIGNER_E:
+    case ASN_SELF_SIGNED_E:
+    case ASN_SIG_OID_E:
+    case ASN_SIG_CONFIRM_E:
+    case ASN_SIG_HASH_E:
+    case ASN_SIG_KEY_E:
+    case SIG_VERIFY_E:
+    case ASN_CRIT_EXT_E:
+    case ASN_PATHLEN_SIZE_E:
+    case ASN_PATHLEN_INV_E:
+    case ASN_NAME_INVALID_E:
+    case VERIFY_CERT_ERROR:
+    case OCSP_CERT_REVOKED:
+    case CRL_CERT_REVOKED:
+      return TlsFailure::kValidationFailure;
+    default:
+      return TlsFailure::kHandshakeFailed;
+  }
+}
+
+std::string StripOneTrailingDot(absl::string_view name) {
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  return absl::AsciiStrToLower(name);
+}
+
+// LDH-ish sanity for the host we match: ASCII, no empty label, no wildcard of its own.
+bool IsMatchableHost(absl::string_view host) {
+  if (host.empty() || host.front() == '.') return false;
+  if (absl::StrContains(host, "..")) return false;
+  for (char c : host) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || c == '*') return false;
+  }
+  return true;
+}
+
 struct CtxDeleter {
   void operator()(WOLFSSL_CTX* ctx) const { wolfSSL_CTX_free(ctx); }
 };
@@ -123,6 +209,11 @@ void TlsGlobalInit() {
 // TlsContext
 
 absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClient(const TlsClientOptions& opts) {
+  return NewClientImpl(opts, /*load_trust_anchors=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClientImpl(
+    const TlsClientOptions& opts, bool load_trust_anchors) {
   TlsGlobalInit();
   WOLFSSL_METHOD* method = opts.tls13_only ? wolfTLSv1_3_client_method() : wolfTLS_client_method();
   CtxPtr ctx(wolfSSL_CTX_new(method));
@@ -130,32 +221,38 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClient(const TlsClien
   if (absl::Status st = ConfigureCommon(ctx.get(), opts.cipher_list, kClientCipherList, true); !st.ok()) {
     return st;
   }
-  if (opts.verify_peer) {
-    int ret;
-    std::string source;
-    if (!opts.ca_file.empty()) {
-      source = opts.ca_file;
-      ret = wolfSSL_CTX_load_verify_locations(ctx.get(), opts.ca_file.c_str(), nullptr);
-    } else {
-      source = "system CA store";
-      ret = wolfSSL_CTX_load_system_CA_certs(ctx.get());
-      if (ret != WOLFSSL_SUCCESS) {
-        source = "/etc/ssl/certs/ca-certificates.crt";
-        ret = wolfSSL_CTX_load_verify_locations(ctx.get(), source.c_str(), nullptr);
-      }
+  // Trust anchors are loaded whatever verify_peer says: any session may be strict
+  // (SessionParams::verify), and the CA table must not change once sessions share the context.
+  std::string trust_anchor_error;
+  if (!load_trust_anchors) {
+    trust_anchor_error = "no trust anchors loaded (self-test context)";
+  } else if (!opts.ca_file.empty()) {
+    const int ret = wolfSSL_CTX_load_verify_locations(ctx.get(), opts.ca_file.c_str(), nullptr);
+    if (ret != WOLFSSL_SUCCESS) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tls: cannot load CA certificates from ", opts.ca_file, ": ", WolfErrorText(ret)));
+    }
+  } else {
+    std::string source = "system CA store";
+    int ret = wolfSSL_CTX_load_system_CA_certs(ctx.get());
+    if (ret != WOLFSSL_SUCCESS) {
+      source = "/etc/ssl/certs/ca-certificates.crt";
+      ret = wolfSSL_CTX_load_verify_locations(ctx.get(), source.c_str(), nullptr);
     }
     if (ret != WOLFSSL_SUCCESS) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tls: cannot load CA certificates from ", source, ": ", WolfErrorText(ret)));
+      trust_anchor_error =
+          absl::StrCat("cannot load CA certificates from ", source, ": ", WolfErrorText(ret));
+      // Only fatal when every session is meant to verify.
+      if (opts.verify_peer) return absl::InvalidArgumentError("tls: " + trust_anchor_error);
     }
-    wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_PEER, nullptr);
-  } else {
-    // Opportunistic TLS (RFC 7435): encrypt without authenticating.
-    wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_NONE, nullptr);
   }
+  // Verification is chosen per session (NewSession); the context default verifies nothing.
+  wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_NONE, nullptr);
   wolfSSL_CTX_SetIORecv(ctx.get(), &TlsSession::RecvCb);
   wolfSSL_CTX_SetIOSend(ctx.get(), &TlsSession::SendCb);
-  return std::unique_ptr<TlsContext>(new TlsContext(ctx.release(), false, opts.verify_peer));
+  std::unique_ptr<TlsContext> client(new TlsContext(ctx.release(), false, opts.verify_peer));
+  client->trust_anchor_error_ = std::move(trust_anchor_error);
+  return client;
 }
 
 absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewServer(const TlsServerOptions& opts) {
@@ -185,6 +282,10 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewServer(const TlsServe
     return absl::InvalidArgumentError("tls: server private key does not match the certificate");
   }
   wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_NONE, nullptr);
+  // Resumption: TLS 1.3 tickets (wolfSSL's default ticket key callback, HAVE_SESSION_TICKET,
+  // keys per context) and TLS 1.2 session ids in wolfSSL's session cache, which is one static
+  // table per process: a TLS 1.2 session made on one server context can resume on another
+  // context of the same process (5.5.4 does not check the session id context there).
   wolfSSL_CTX_SetIORecv(ctx.get(), &TlsSession::RecvCb);
   wolfSSL_CTX_SetIOSend(ctx.get(), &TlsSession::SendCb);
   std::unique_ptr<TlsContext> server(new TlsContext(ctx.release(), true, false));
@@ -197,7 +298,8 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewServer(const TlsServe
 absl::Status TlsContext::SelfTest(TlsContext& server, const std::string& cipher_list) {
   TlsClientOptions client_opts;
   client_opts.cipher_list = cipher_list.empty() ? kServerCipherList : cipher_list;
-  absl::StatusOr<std::unique_ptr<TlsContext>> client_ctx = NewClient(client_opts);
+  absl::StatusOr<std::unique_ptr<TlsContext>> client_ctx =
+      NewClientImpl(client_opts, /*load_trust_anchors=*/false);
   if (!client_ctx.ok()) return client_ctx.status();
   std::unique_ptr<TlsSession> client = (*client_ctx)->NewSession();
   std::unique_ptr<TlsSession> peer = server.NewSession();
@@ -225,25 +327,91 @@ absl::Status TlsContext::SelfTest(TlsContext& server, const std::string& cipher_
 TlsContext::~TlsContext() { wolfSSL_CTX_free(ctx_); }
 
 std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_name) {
+  SessionParams params;
+  params.verify = verify_peer_;
+  return NewSession(server_name, params);
+}
+
+std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_name,
+                                                   const SessionParams& params) {
   WOLFSSL* ssl = wolfSSL_new(ctx_);
   if (ssl == nullptr) return nullptr;
   std::unique_ptr<TlsSession> session(new TlsSession(ssl, is_server_));
   wolfSSL_SetIOReadCtx(ssl, session.get());
   wolfSSL_SetIOWriteCtx(ssl, session.get());
-  if (!is_server_ && !server_name.empty()) {
+  if (is_server_) return session;
+
+  session->server_name_ = absl::AsciiStrToLower(server_name);
+  session->verify_ = params.verify;
+  session->log_only_ = params.verify && params.log_only;
+  if (!server_name.empty() && !IsIpLiteral(server_name) &&
+      wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, server_name.data(),
+                     static_cast<unsigned short>(server_name.size())) != WOLFSSL_SUCCESS) {
     // RFC 6066 §3: SNI carries DNS names only, never address literals.
-    if (!IsIpLiteral(server_name) &&
-        wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, server_name.data(),
-                       static_cast<unsigned short>(server_name.size())) != WOLFSSL_SUCCESS) {
-      session->last_error_ = absl::StrCat("tls: cannot set SNI \"", server_name, "\"");
-      session->failed_ = true;
+    session->last_error_ = absl::StrCat("tls: cannot set SNI \"", server_name, "\"");
+    session->failed_ = true;
+    session->failure_ = TlsFailure::kHandshakeFailed;
+    return session;
+  }
+  // No RFC 5077 ticket extension: TLS 1.2 resumes by session id. wolfSSL 5.5.4's client fails
+  // the handshake (OUT_OF_ORDER_E) when a server rejects an offered TLS 1.2 ticket and does a
+  // full handshake (fixed upstream in wolfSSL PR #8108, 5.7.4), which would turn every ticket
+  // key rotation on a receiving MX into a failed connection. TLS 1.3 tickets are unaffected.
+  if (params.verify) {
+    if (!trust_anchor_error_.empty()) {
+      session->failure_ = TlsFailure::kValidationFailure;
+      session->last_error_ = absl::StrCat(ToString(session->failure_), ": ", trust_anchor_error_);
+      if (!session->log_only_) {
+        session->failed_ = true;
+        return session;
+      }
     }
-    if (verify_peer_ && wolfSSL_check_domain_name(ssl, server_name.c_str()) != WOLFSSL_SUCCESS) {
-      session->last_error_ = absl::StrCat("tls: cannot set host name check \"", server_name, "\"");
-      session->failed_ = true;
+    // The verify callback finds the session through the app data of the WOLFSSL object.
+    wolfSSL_set_app_data(ssl, session.get());
+    wolfSSL_set_verify(ssl, WOLFSSL_VERIFY_PEER, &TlsSession::VerifyCb);
+  }
+  if (const TlsSessionTicket* t = params.resume; t != nullptr) {
+    // A resumed handshake shows no certificate: a verifying session may only resume what a
+    // verified session for the same name produced.
+    const bool same_name = t->server_name() == session->server_name_;
+    const bool acceptable = same_name && (!params.verify || t->verified());
+    if (acceptable && wolfSSL_set_session(ssl, t->session_) == WOLFSSL_SUCCESS) {
+      session->resume_from_verified_ = t->verified();
     }
   }
   return session;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TlsSessionTicket
+
+TlsSessionTicket::~TlsSessionTicket() { wolfSSL_SESSION_free(session_); }
+
+bool MatchesCertificateName(absl::string_view pattern_in, absl::string_view host_in) {
+  const std::string host = StripOneTrailingDot(host_in);
+  const std::string pattern = StripOneTrailingDot(pattern_in);
+  if (!IsMatchableHost(host) || pattern.empty()) return false;
+  for (char c : pattern) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) return false;  // U-labels and junk never match (A-labels only)
+  }
+  if (pattern.find('*') == std::string::npos) return pattern == host;
+  // RFC 6125 §6.4.3: only a complete left-most label "*" (no "f*", "*x", "x*y"), nothing else
+  // starred, and at least two labels after it so "*.com" cannot cover a public suffix.
+  if (pattern.size() < 3 || pattern[0] != '*' || pattern[1] != '.') return false;
+  const absl::string_view rest = absl::string_view(pattern).substr(2);
+  if (rest.find('*') != absl::string_view::npos || !IsMatchableHost(rest)) return false;
+  if (rest.find('.') == absl::string_view::npos) return false;
+  const size_t dot = host.find('.');
+  if (dot == std::string::npos || dot == 0) return false;  // "*" covers exactly one label
+  return absl::string_view(host).substr(dot + 1) == rest;
+}
+
+bool MatchesAnyCertificateName(const std::vector<std::string>& dns_names, absl::string_view host) {
+  for (const std::string& name : dns_names) {
+    if (MatchesCertificateName(name, host)) return true;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,6 +436,46 @@ int TlsSession::RecvCb(WOLFSSL* /*ssl*/, char* buf, int sz, void* ctx) {
 int TlsSession::SendCb(WOLFSSL* /*ssl*/, char* buf, int sz, void* ctx) {
   static_cast<TlsSession*>(ctx)->out_.append(buf, static_cast<size_t>(sz));
   return sz;
+}
+
+void TlsSession::NoteVerifyFailure(TlsFailure f, std::string detail) {
+  if (failure_ != TlsFailure::kNone) return;  // the first problem is the cause
+  failure_ = f;
+  verify_detail_ = absl::StrCat(ToString(f), ": ", detail);
+  if (log_only_) last_error_ = absl::StrCat(verify_detail_, " (log-only, not enforced)");
+}
+
+// Runs for every certificate of the peer's chain (WOLFSSL_ALWAYS_VERIFY_CB,
+// WOLFSSL_VERIFY_CB_ALL_CERTS), `preverify` = wolfSSL's PKIX verdict for it. Depth 0 is the
+// server's own certificate: there the RFC 6125 name check runs on the SAN dNSNames.
+int TlsSession::VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store) {
+  if (store == nullptr) return 0;
+  auto* ssl = static_cast<WOLFSSL*>(
+      wolfSSL_X509_STORE_CTX_get_ex_data(store, wolfSSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* self = ssl != nullptr ? static_cast<TlsSession*>(wolfSSL_get_app_data(ssl)) : nullptr;
+  if (self == nullptr) return 0;  // cannot attribute the certificate: fail closed
+  const int accept = self->log_only_ ? 1 : 0;
+  if (!preverify) {
+    const int err = store->error;
+    self->NoteVerifyFailure(
+        IsDateError(err) ? TlsFailure::kCertificateExpired : TlsFailure::kValidationFailure,
+        absl::StrCat("certificate at depth ", store->error_depth, ": X509_V_ERR ", err, " (",
+                     wolfSSL_X509_verify_cert_error_string(err), ")"));
+    return accept;
+  }
+  if (store->error_depth != 0) return 1;
+  self->leaf_checked_ = true;
+  if (self->server_name_.empty()) return 1;  // chain check only
+  const std::vector<std::string> names = CertificateDnsNames(store->current_cert);
+  if (MatchesAnyCertificateName(names, self->server_name_)) return 1;
+  self->NoteVerifyFailure(
+      TlsFailure::kCertificateHostMismatch,
+      names.empty()
+          ? absl::StrCat("certificate has no subjectAltName dNSName (the CN is not used), "
+                         "expected \"", self->server_name_, "\"")
+          : absl::StrCat("certificate names [", absl::StrJoin(names, ", "),
+                         "] do not match \"", self->server_name_, "\" (RFC 6125)"));
+  return accept;
 }
 
 void TlsSession::FeedCiphertext(absl::string_view bytes) {
@@ -306,6 +514,12 @@ std::string TlsSession::TakeCiphertext() {
 TlsStatus TlsSession::Fail(const char* what, int ret) {
   const int err = wolfSSL_get_error(ssl_, ret);
   last_error_ = absl::StrCat(WolfErrorText(err), " in ", what);
+  if (!handshake_done_) {
+    if (failure_ == TlsFailure::kNone) failure_ = ClassifyHandshakeError(err);
+    last_error_ = verify_detail_.empty()
+                      ? absl::StrCat(ToString(failure_), ": ", last_error_)
+                      : absl::StrCat(verify_detail_, "; ", last_error_);
+  }
   failed_ = true;
   return TlsStatus::kError;
 }
@@ -315,6 +529,17 @@ TlsStatus TlsSession::Handshake() {
   if (handshake_done_) return TlsStatus::kOk;
   const int ret = is_server_ ? wolfSSL_accept(ssl_) : wolfSSL_connect(ssl_);
   if (ret == WOLFSSL_SUCCESS) {
+    if (verify_ && !resumed() && !leaf_checked_) {
+      // The callback did not see the server certificate at depth 0: never report a verified
+      // session without the name check.
+      NoteVerifyFailure(TlsFailure::kValidationFailure, "server certificate was not checked");
+      if (!log_only_) {
+        last_error_ = verify_detail_;
+        failed_ = true;
+        Shutdown();
+        return TlsStatus::kError;
+      }
+    }
     handshake_done_ = true;
     TrimInput();
     return TlsStatus::kOk;
@@ -399,5 +624,25 @@ std::string TlsSession::group() const {
 }
 
 bool TlsSession::resumed() const { return wolfSSL_session_reused(ssl_) == 1; }
+
+bool TlsSession::verified() const {
+  if (!verify_ || !handshake_done_ || failure_ != TlsFailure::kNone) return false;
+  return resumed() ? resume_from_verified_ : leaf_checked_;
+}
+
+std::shared_ptr<TlsSessionTicket> TlsSession::SaveSession() {
+  if (is_server_ || !handshake_done_ || failed_) return nullptr;
+  WOLFSSL_SESSION* current = wolfSSL_get_session(ssl_);
+  if (current == nullptr) return nullptr;
+  // TLS 1.3 resumes only by ticket (RFC 8446 §2.2), and the ticket comes after the handshake.
+  const bool tls13 = wolfSSL_version(ssl_) == TLS1_3_VERSION;
+  if (tls13 && wolfSSL_SESSION_has_ticket(current) != 1) return nullptr;
+  // Our own copy: the WOLFSSL object keeps updating its session (newer tickets) and dies with
+  // the connection; the ticket must outlive both.
+  WOLFSSL_SESSION* copy = wolfSSL_SESSION_dup(current);
+  if (copy == nullptr) return nullptr;
+  return std::shared_ptr<TlsSessionTicket>(
+      new TlsSessionTicket(copy, server_name_, verified(), version()));
+}
 
 }  // namespace mxb

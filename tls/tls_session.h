@@ -9,6 +9,12 @@
 //   mxb::TlsClientOptions opts;  // GCC 12 -Wextra rejects designated inits that omit fields
 //   auto ctx = mxb::TlsContext::NewClient(opts);
 //   auto tls = (*ctx)->NewSession("mx.example.com");       // SNI + name for verification
+//   // Per-session strictness and resumption with one shared client context:
+//   mxb::SessionParams params;
+//   params.verify = policy.verify;            // PKIX + RFC 6125 name check for this MX
+//   params.log_only = policy.log_only;        // verify and report via failure(), never abort
+//   params.resume = entry.session.get();      // newest ticket for this MX, or nullptr
+//   auto strict = (*ctx)->NewSession("mx.example.com", params);
 //   tls->FeedCiphertext(bytes_from_socket);
 //   switch (tls->Handshake()) {
 //     case TlsStatus::kOk: ...                                // established
@@ -17,6 +23,8 @@
 //   }
 //   tls->Write("EHLO x\r\n");        // appends encrypted records to ciphertext_out()
 //   std::string plain; tls->ReadPlaintext(&plain);          // decrypts everything fed so far
+//   // After the first reply read over TLS (TLS 1.3 tickets arrive after the handshake):
+//   if (auto t = tls->SaveSession()) entry.session = std::move(t);
 #pragma once
 
 #include <memory>
@@ -26,9 +34,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "tls/policy.h"
 
 struct WOLFSSL_CTX;
 struct WOLFSSL;
+struct WOLFSSL_SESSION;
+struct WOLFSSL_X509_STORE_CTX;
 
 namespace mxb {
 
@@ -41,8 +53,15 @@ enum class TlsStatus {
 const char* ToString(TlsStatus s);
 
 struct TlsClientOptions {
-  bool verify_peer = false;     // PKIX chain check + host name (used by strict policies later)
-  std::string ca_file;          // PEM bundle; empty = system store when verify_peer
+  // Default for NewSession(name) without SessionParams: verify every session. Sessions created
+  // with SessionParams decide per session, whatever this says.
+  bool verify_peer = false;
+  // Trust anchors for verifying sessions (PEM bundle); loaded at creation whatever verify_peer
+  // says, a load failure is an error. Empty = the system store (wolfSSL_CTX_load_system_CA_certs,
+  // then /etc/ssl/certs/ca-certificates.crt); if that cannot be loaded the context still works
+  // for opportunistic sessions when !verify_peer, and verifying sessions fail with
+  // kValidationFailure ("no trust anchors").
+  std::string ca_file;
   bool tls13_only = false;
   // Cipher preference: ChaCha20-Poly1305 first (Debian's wolfSSL has no AES-NI; see NOTES.md).
   std::string cipher_list;      // empty = library default order with CHACHA20 first
@@ -66,6 +85,79 @@ struct GeneratedCert {
 [[nodiscard]] absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(
     const std::string& common_name, const std::vector<std::string>& dns_names, int days = 365);
 
+// Full control for tests: validity window (also in the past: expired certificates), SAN list,
+// and an issuer to sign with (a CA made by this function) instead of self-signing.
+struct CertOptions {
+  std::string common_name;
+  std::vector<std::string> dns_names;          // empty = {common_name} unless no_san
+  absl::Time not_before = absl::InfinitePast();  // InfinitePast = now - 1 h
+  absl::Time not_after = absl::InfinitePast();   // InfinitePast = not_before + 365 days
+  bool no_san = false;   // no subjectAltName extension at all (CN-only certificate)
+  bool is_ca = true;     // basicConstraints CA:TRUE (needed to load it as a trust anchor)
+  const GeneratedCert* issuer = nullptr;  // sign with this CA's key; nullptr = self-signed
+};
+[[nodiscard]] absl::StatusOr<GeneratedCert> GenerateSelfSignedCert(const CertOptions& opts);
+
+// The TLS session state (ticket or session id + secret) of one finished client handshake, for
+// resuming later connections to the same MX (wolfSSL_set_session). Owns a WOLFSSL_SESSION copy,
+// freed in the destructor. Immutable after creation: may be shared between connections of one
+// worker (PolicyEntry::session); not for concurrent use from several threads.
+// RFC 8446 §C.4: a TLS 1.3 ticket should be used once — keep only the newest per MX.
+class TlsSessionTicket {
+ public:
+  ~TlsSessionTicket();
+  TlsSessionTicket(const TlsSessionTicket&) = delete;
+  TlsSessionTicket& operator=(const TlsSessionTicket&) = delete;
+
+  // The server name (lower case) of the session that produced it.
+  const std::string& server_name() const { return server_name_; }
+  // Whether the original full handshake verified the certificate (PKIX + name) for
+  // server_name(). A verifying session resumes only from a verified ticket for the same name:
+  // a resumed handshake shows no certificate, so an unverified ticket would skip the check.
+  bool verified() const { return verified_; }
+  const std::string& version() const { return version_; }  // "TLSv1.3" / "TLSv1.2"
+
+ private:
+  friend class TlsSession;
+  friend class TlsContext;
+  TlsSessionTicket(WOLFSSL_SESSION* session, std::string server_name, bool verified,
+                   std::string version)
+      : session_(session),
+        server_name_(std::move(server_name)),
+        verified_(verified),
+        version_(std::move(version)) {}
+  WOLFSSL_SESSION* session_;
+  std::string server_name_;
+  bool verified_;
+  std::string version_;
+};
+
+// Per-session choices on a shared client context.
+struct SessionParams {
+  // PKIX chain to a trust anchor of the context (ca_file / system store) AND an RFC 6125
+  // dNSName match of server_name (see TlsSession::failure()). Empty server_name = chain only.
+  bool verify = false;
+  // With verify: check and record the result in failure(), but never fail the handshake
+  // (prefix_signals = log-only).
+  bool log_only = false;
+  // Resume from this ticket if it fits (same server name; verified if `verify`); otherwise a
+  // full handshake. Only read during NewSession(): the session keeps its own reference.
+  const TlsSessionTicket* resume = nullptr;
+};
+
+// RFC 6125 §6.4 host name check against a certificate's dNSName list, done by us (wolfSSL's
+// wolfSSL_check_domain_name also accepts the subject CN). Case-insensitive ASCII; one trailing
+// dot on either side is ignored; a wildcard is accepted only as the complete left-most label
+// ("*.example.com" matches "a.example.com", not "a.b.example.com", "example.com" or
+// ".example.com"), never as a partial label ("f*.example.com"), and never with fewer than two
+// labels after it ("*.com"). Internationalized names are compared as A-labels ("xn--…"); a
+// wildcard never matches an A-label. The subject CN is never consulted, with or without a SAN
+// extension: public CAs have put every name in the SAN since the CA/B Baseline Requirements
+// (2012), and the CN fallback is what lets a CN-only certificate pass for a name its issuer
+// never validated as a dNSName.
+bool MatchesCertificateName(absl::string_view pattern, absl::string_view host);
+bool MatchesAnyCertificateName(const std::vector<std::string>& dns_names, absl::string_view host);
+
 class TlsSession;
 
 class TlsContext {
@@ -83,17 +175,24 @@ class TlsContext {
   // chain check only). Ignored for servers. nullptr only if wolfSSL_new fails (out of memory).
   // Thread-safe: any worker may create sessions from a shared context.
   [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name = "");
+  // Client sessions with their own verification and resumption settings (see SessionParams).
+  // Thread-safe like the one above. For a server context the params are ignored.
+  [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name,
+                                                       const SessionParams& params);
 
   bool is_server() const { return is_server_; }
 
  private:
   // One in-memory handshake against `server`: catches a key that does not match the certificate.
   static absl::Status SelfTest(TlsContext& server, const std::string& cipher_list);
+  static absl::StatusOr<std::unique_ptr<TlsContext>> NewClientImpl(const TlsClientOptions& opts,
+                                                                   bool load_trust_anchors);
   TlsContext(WOLFSSL_CTX* ctx, bool is_server, bool verify_peer)
       : ctx_(ctx), is_server_(is_server), verify_peer_(verify_peer) {}
   WOLFSSL_CTX* ctx_;
   bool is_server_;
-  bool verify_peer_;  // client only: also check the host name given to NewSession()
+  bool verify_peer_;  // client only: default of SessionParams::verify for NewSession(name)
+  std::string trust_anchor_error_;  // client: why no CA could be loaded (empty = loaded)
 };
 
 class TlsSession {
@@ -137,14 +236,34 @@ class TlsSession {
   std::string group() const;
   // Human-readable description of the last failure (wolfSSL error string + code).
   const std::string& last_error() const { return last_error_; }
-  // Whether the session was resumed (false until session resumption lands).
+  // Whether the handshake resumed a session given in SessionParams::resume.
   bool resumed() const;
+
+  // Why the handshake failed (kHandshakeFailed … kValidationFailure; kNone while it has not
+  // failed). In log-only mode (SessionParams::log_only) the handshake goes on and failure()
+  // reports what verification found. Expired/not-yet-valid certificate -> kCertificateExpired;
+  // name mismatch (ours or wolfSSL's) -> kCertificateHostMismatch; unknown issuer, bad
+  // signature, broken chain, no trust anchors -> kValidationFailure; anything else ->
+  // kHandshakeFailed.
+  TlsFailure failure() const { return failure_; }
+  // The certificate was verified (PKIX + name, or resumed from a verified ticket).
+  bool verified() const;
+
+  // The session for resuming a later connection to the same server, or nullptr when there is
+  // none yet. Client only, after the handshake. TLS 1.2 tickets come inside the handshake; a
+  // TLS 1.3 NewSessionTicket comes after it, so call this after ReadPlaintext() decrypted the
+  // server's first reply (the 250 to EHLO); nullptr until the ticket was processed. Each call
+  // returns a fresh copy (of the newest ticket).
+  [[nodiscard]] std::shared_ptr<TlsSessionTicket> SaveSession();
 
  private:
   friend class TlsContext;
   TlsSession(WOLFSSL* ssl, bool is_server) : ssl_(ssl), is_server_(is_server) {}
   static int RecvCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
   static int SendCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
+  static int VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store);
+  // Records the first verification problem (kept: the first is the cause).
+  void NoteVerifyFailure(TlsFailure f, std::string detail);
   // Records a fatal wolfSSL failure for `ret` (return value of the call named by `what`).
   TlsStatus Fail(const char* what, int ret);
   void TrimInput();
@@ -157,6 +276,14 @@ class TlsSession {
   bool handshake_done_ = false;
   bool failed_ = false;  // a fatal error happened; every later call reports kError
   std::string last_error_;
+  // Client verification state.
+  std::string server_name_;  // lower case, as given to NewSession
+  bool verify_ = false;
+  bool log_only_ = false;
+  bool resume_from_verified_ = false;  // the ticket we offered came from a verified session
+  bool leaf_checked_ = false;          // the verify callback saw the server certificate
+  TlsFailure failure_ = TlsFailure::kNone;
+  std::string verify_detail_;  // what the verify callback found
 };
 
 // Call once per process before any other tls/ function (wolfSSL_Init); idempotent, thread-safe.

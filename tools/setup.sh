@@ -9,6 +9,7 @@ PACKAGES=(
   libbenchmark-dev libgtest-dev libgmock-dev
   libtomlplusplus-dev nlohmann-json3-dev libidn2-dev
   openssl ca-certificates python3
+  unbound nsd ldnsutils
 )
 
 missing=()

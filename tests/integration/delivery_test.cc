@@ -310,58 +310,11 @@ TEST_F(DeliveryTest, NothingListeningDefersEverything) {
 namespace mxb {
 namespace {
 
-// FAULT INJECTION (not a mock of a peer we have): a server that drips its greeting one byte
-// every 50 ms, forever. mxburst-sink cannot misbehave like this on purpose. The engine's reply
-// deadline counts from the command (here: the connect) to the complete reply, so progress byte
-// by byte must not extend it.
-class DripServer {
- public:
-  explicit DripServer(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ok_ = bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && listen(fd_, 64) == 0;
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~DripServer() {
-    stop_ = true;
-    shutdown(fd_, SHUT_RDWR);
-    close(fd_);
-    thread_.join();
-    for (std::thread& t : clients_) t.join();
-  }
-  bool ok() const { return ok_; }
-
- private:
-  void Serve() {
-    while (!stop_) {
-      int c = accept(fd_, nullptr, nullptr);
-      if (c < 0) return;
-      clients_.emplace_back([this, c] {
-        const char kGreeting[] = "220 drip.example ESMTP\r\n";
-        // Bounded: at most 60 s of dripping per connection.
-        for (int i = 0; i < 1200 && !stop_; ++i) {
-          if (send(c, &kGreeting[i % (sizeof(kGreeting) - 3)], 1, MSG_NOSIGNAL) != 1) break;
-          usleep(50000);
-        }
-        close(c);
-      });
-    }
-  }
-  int fd_ = -1;
-  bool ok_ = false;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::vector<std::thread> clients_;
-};
-
 TEST_F(DeliveryTest, DrippingServerCannotHoldTheConnectionPastTheReplyDeadline) {
   port_ = FreePort("127.0.0.1");
-  DripServer drip(port_);
+  // The greeting arrives one byte every 50 ms: progress byte by byte must not extend the
+  // deadline, which counts from the command (here: the connect) to the complete reply.
+  testing::FaultServer drip(port_, testing::FaultServer::Mode::kDrip);
   ASSERT_TRUE(drip.ok());
   Inject({"--count", "3", "--no-fsync"});
   // Greeting timeout 5 min (RFC 5321 §4.5.3.2) scaled by 0.005 = 1.5 s.

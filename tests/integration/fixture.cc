@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace mxb::testing {
@@ -144,6 +147,94 @@ int FreePort(const std::string& ip) {
 int RunCommand(std::vector<std::string> argv, const std::string& log_path, absl::Duration timeout) {
   Subprocess p(std::move(argv), log_path, log_path.empty() ? "" : log_path + ".err");
   return p.Wait(timeout);
+}
+
+SinkProcess::SinkProcess(const std::string& dir, std::vector<std::string> args) : dir_(dir) {
+  std::vector<std::string> argv = {Bin("tools/mxburst-sink"), "--ready-file", dir + "/sink.ready",
+                                   "--stats-file", dir + "/sink-stats.json", "--quiet"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  unlink((dir + "/sink.ready").c_str());
+  proc_ = std::make_unique<Subprocess>(argv, dir + "/sink.out", dir + "/sink.err");
+  ready_ = WaitForFile(dir + "/sink.ready", absl::Seconds(10));
+}
+
+std::string SinkProcess::error_text() const {
+  std::ifstream in(dir_ + "/sink.err");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+nlohmann::json SinkProcess::Stop() {
+  proc_->Signal(SIGTERM);
+  if (proc_->Wait(absl::Seconds(30)) != 0) return nlohmann::json::object();
+  return nlohmann::json::parse(ReadFileOrDie(dir_ + "/sink-stats.json"), nullptr, false);
+}
+
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+FaultServer::FaultServer(int port, Mode mode) : mode_(mode) {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ok_ = bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && listen(fd_, 64) == 0;
+  thread_ = std::thread([this] { Serve(); });
+}
+
+FaultServer::~FaultServer() {
+  stop_ = true;
+  shutdown(fd_, SHUT_RDWR);
+  close(fd_);
+  thread_.join();
+  for (std::thread& t : clients_) t.join();
+}
+
+void FaultServer::Serve() {
+  while (!stop_) {
+    int c = accept(fd_, nullptr, nullptr);
+    if (c < 0) return;
+    ++accepts_;
+    clients_.emplace_back([this, c] {
+      switch (mode_) {
+        case Mode::kReset: {
+          linger l{1, 0};
+          setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+          break;
+        }
+        case Mode::kSilent:
+          // Hold the connection, read and ignore, until the peer gives up (bounded: 60 s).
+          for (int i = 0; i < 600 && !stop_; ++i) {
+            char buf[512];
+            if (recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 0) break;
+            usleep(100000);
+          }
+          break;
+        case Mode::kDrip: {
+          const char kGreeting[] = "220 drip.example ESMTP\r\n";
+          for (int i = 0; i < 1200 && !stop_; ++i) {
+            if (send(c, &kGreeting[i % (sizeof(kGreeting) - 3)], 1, MSG_NOSIGNAL) != 1) break;
+            usleep(50000);
+          }
+          break;
+        }
+      }
+      close(c);
+    });
+  }
 }
 
 }  // namespace mxb::testing

@@ -3,10 +3,14 @@
 // helpers. Binaries are found through MXB_BIN_DIR (set by ctest, see tests/CMakeLists.txt).
 #pragma once
 
+#include <atomic>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "nlohmann/json.hpp"
 
 namespace mxb::testing {
 
@@ -42,5 +46,47 @@ int FreePort(const std::string& ip);                      // a currently free TC
 // Runs a command to completion and returns its exit code; output goes to `log_path`.
 int RunCommand(std::vector<std::string> argv, const std::string& log_path,
         absl::Duration timeout = absl::Minutes(5));
+
+// mxburst-sink as a child process, started with a ready file and a stats file in `dir`.
+class SinkProcess {
+ public:
+  // `args`: --listen and any other options. Waits until every listener is bound.
+  SinkProcess(const std::string& dir, std::vector<std::string> args);
+  bool ready() const { return ready_; }
+  // SIGTERM, wait, and the stats JSON it wrote.
+  nlohmann::json Stop();
+  std::string error_text() const;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<Subprocess> proc_;
+  bool ready_ = false;
+};
+
+// Every JSON line of a file (lines torn by a crash are skipped).
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
+
+// FAULT INJECTION listener on 127.0.0.1:port for peers that misbehave in ways mxburst-sink will
+// not: kDrip sends an SMTP greeting one byte every 50 ms (bounded to 60 s), kReset accepts and
+// resets the connection (SO_LINGER 0), kSilent accepts and never writes. Counts accepts, so a
+// test can prove a host was (not) tried again.
+class FaultServer {
+ public:
+  enum class Mode { kDrip, kReset, kSilent };
+  FaultServer(int port, Mode mode);
+  ~FaultServer();
+  bool ok() const { return ok_; }
+  int accepts() const { return accepts_.load(); }
+
+ private:
+  void Serve();
+  int fd_ = -1;
+  Mode mode_;
+  bool ok_ = false;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepts_{0};
+  std::thread thread_;
+  std::vector<std::thread> clients_;
+};
 
 }  // namespace mxb::testing

@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of mxburst against mxburst-sink on loopback (127.0.0.0/8 only).
+
+One run prints one table (see bench/README.md, "Benchmarks"):
+
+  a  many messages per connection over STARTTLS (throughput-bound)
+  b  the same messages with --max-messages-per-connection 1 (handshake-bound)
+  c  many concurrent slow sessions (sink --reply-delay-ms): RSS at 0 / 10k / 25k sessions
+
+Measured, never asserted. Every figure is the median of --runs runs (scenario c: one run per
+session target). Definitions:
+
+  msgs/s, MB/s   messages (and their body bytes) / wall time of the mxburst process, from spawn
+                 to exit (spool scan, claim, delivery, final fsync of the log included)
+  p50/p99 ms     per-recipient latency = queue_ms of the accounting log = time from the claim of
+                 the spool file to its final outcome (claims run ahead of delivery up to
+                 --max-in-flight, so this includes waiting inside the engine)
+  peak RSS       ru_maxrss of mxburst (wait4), cross-checked against VmHWM sampled from /proc
+  CPU s/1k msgs  user+sys CPU of mxburst per 1,000 messages (wait4 rusage); the sink's in sink CPU
+  resumed        resumed / TLS sessions from the engine's summary line, "n/a" if it has no count
+
+Usage:  bench/e2e.py [--quick] [--scenarios a,b,c] [--runs N] [--out FILE]
+Python 3 standard library only. MXB_BUILD_DIR selects the build (default build/release).
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("MXB_BUILD_DIR", "build/release"))
+ENGINE = os.path.join(BUILD, "engine", "mxburst")
+SINK = os.path.join(BUILD, "tools", "mxburst-sink")
+INJECT = os.path.join(BUILD, "tools", "mxburst-inject")
+
+SUMMARY_RE = re.compile(r"(\d+) messages finished in ([\d.]+) s")
+CONN_RE = re.compile(r"(\d+) connections, (\d+) TLS sessions(?: \((\d+) resumed\))?")
+DELIVERED_RE = re.compile(r"recipients: (\d+) delivered, (\d+) deferred, (\d+) bounced")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (1 << 20, 300000, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM in KiB, or None once the process is gone."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        return None
+    return out
+
+
+def count_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+class Sampler(threading.Thread):
+    """Samples RSS (and optionally the open descriptor count) of one process until it exits."""
+
+    def __init__(self, pid, interval, fds):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.fds = pid, interval, fds
+        self.samples = []  # (t, rss_kib, hwm_kib, fds)
+        self.stop = threading.Event()
+
+    def run(self):
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            st = proc_status(self.pid)
+            if st is None:
+                break
+            n = count_fds(self.pid) if self.fds else None
+            self.samples.append((time.monotonic() - t0, st.get("VmRSS", 0), st.get("VmHWM", 0), n))
+            self.stop.wait(self.interval)
+
+
+def wait_rusage(proc, timeout):
+    """wait4() the child: returns (status, rusage). Kills it after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, ru
+        if time.monotonic() > deadline:
+            log(f"e2e: pid {proc.pid} still running after {timeout} s, killing it")
+            proc.kill()
+            deadline = time.monotonic() + 30
+        time.sleep(0.02)
+
+
+class Sink:
+    """One mxburst-sink listening on several 127.0.0.x addresses, free ports."""
+
+    def __init__(self, workdir, addresses, threads, reply_delay_ms):
+        os.makedirs(workdir, exist_ok=True)
+        self.ready = os.path.join(workdir, "sink.ready")
+        self.stats = os.path.join(workdir, "sink-stats.json")
+        for p in (self.ready, self.stats):
+            if os.path.exists(p):
+                os.unlink(p)
+        listen = ",".join(f"{a}:0" for a in addresses)
+        cmd = [SINK, "--listen", listen, "--quiet", "--threads", str(threads),
+               "--ready-file", self.ready, "--stats-file", self.stats]
+        if reply_delay_ms:
+            cmd += ["--reply-delay-ms", str(reply_delay_ms)]
+        self.err = open(os.path.join(workdir, "sink.err"), "w")
+        self.out = open(os.path.join(workdir, "sink.out"), "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
+        self.sampler = Sampler(self.proc.pid, 0.25, False)
+        for _ in range(200):
+            if os.path.exists(self.ready) or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not os.path.exists(self.ready):
+            self.proc.kill()
+            raise SystemExit(f"e2e: mxburst-sink did not start: {open(self.err.name).read()}")
+        with open(self.ready) as f:
+            self.hostports = [line.split()[0] for line in f if line.strip()]
+        self.sampler.start()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        _, ru = wait_rusage(self.proc, 60)
+        self.sampler.stop.set()
+        self.err.close()
+        self.out.close()
+        return ru
+
+
+def inject(spool, count, size, domains, seed=42):
+    shutil.rmtree(spool, ignore_errors=True)
+    t0 = time.monotonic()
+    r = subprocess.run([INJECT, "--spool", spool, "--count", str(count), "--size", str(size),
+                        "--domains", str(domains), "--no-fsync", "--seed", str(seed)],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True)
+    log(f"e2e:   {r.stdout.strip()} ({time.monotonic() - t0:.1f} s)")
+
+
+def clone_spool(template, spool):
+    """Hard-link copy of an injected spool (the engine only unlinks or renames its files)."""
+    shutil.rmtree(spool, ignore_errors=True)
+    subprocess.run(["cp", "-al", template, spool], check=True)
+
+
+def routes_for(domains, hostports):
+    """d1.example .. dN.example spread round-robin over the sink's addresses."""
+    out = []
+    for i in range(1, domains + 1):
+        out += ["--route", f"d{i}.example={hostports[(i - 1) % len(hostports)]}"]
+    return out
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, int(round(q / 100.0 * (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+def read_latencies(path):
+    lat, status = [], {}
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    j = json.loads(line)
+                except ValueError:
+                    continue
+                s = j.get("status", "?")
+                status[s] = status.get(s, 0) + 1
+                if s == "delivered" and "queue_ms" in j:
+                    lat.append(j["queue_ms"])
+    except OSError:
+        pass
+    lat.sort()
+    return lat, status
+
+
+def run_engine(workdir, spool, routes, extra, sample_fds=False, timeout=1800,
+               stop_after=None):
+    """Runs mxburst once; returns a dict of measurements."""
+    acct = os.path.join(workdir, "accounting.jsonl")
+    if os.path.exists(acct):
+        os.unlink(acct)
+    cmd = [ENGINE, "--spool", spool, "--log", acct, "--helo", "bench.mxburst.example",
+           "--quiet"] + routes + extra
+    if stop_after is None:
+        cmd.append("--drain")
+    out = open(os.path.join(workdir, "engine.out"), "w+")
+    err = open(os.path.join(workdir, "engine.err"), "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    sampler = Sampler(proc.pid, 0.1 if sample_fds else 0.05, sample_fds)
+    sampler.start()
+    if stop_after is not None:
+        time.sleep(stop_after)
+        proc.send_signal(signal.SIGTERM)
+    rc, ru = wait_rusage(proc, timeout)
+    wall = time.monotonic() - t0
+    sampler.stop.set()
+    sampler.join()
+    out.seek(0)
+    text = out.read()
+    out.close()
+    err.close()
+    m = {"wall": wall, "rc": rc, "cpu": ru.ru_utime + ru.ru_stime, "utime": ru.ru_utime,
+         "stime": ru.ru_stime, "maxrss_kib": ru.ru_maxrss, "samples": sampler.samples,
+         "summary": text.strip().splitlines()[-1] if text.strip() else "",
+         "hwm_kib": max((s[2] for s in sampler.samples), default=0)}
+    s = SUMMARY_RE.search(text)
+    m["messages"] = int(s.group(1)) if s else 0
+    m["engine_secs"] = float(s.group(2)) if s else float("nan")
+    c = CONN_RE.search(text)
+    m["connections"] = int(c.group(1)) if c else 0
+    m["tls_sessions"] = int(c.group(2)) if c else 0
+    m["resumed"] = int(c.group(3)) if c and c.group(3) is not None else None
+    d = DELIVERED_RE.search(text)
+    m["delivered"] = int(d.group(1)) if d else 0
+    m["deferred"] = int(d.group(2)) if d else 0
+    m["latencies"], m["status"] = read_latencies(acct)
+    if rc != 0:
+        log(f"e2e:   mxburst exited {rc}: {open(err.name).read()[-2000:]}")
+    return m
+
+
+def fmt_kib(kib):
+    return f"{kib / 1024:.0f} MiB" if kib >= 10 * 1024 else f"{kib / 1024:.1f} MiB"
+
+
+def throughput_scenario(name, label, a, template, extra, sink_extra=None):
+    """Scenarios a and b: --runs runs over hard-link copies of one injected spool."""
+    work = os.path.join(a.workdir, name)
+    runs = []
+    for i in range(a.runs):
+        sink = Sink(work, a.addresses, a.sink_threads, 0)
+        spool = os.path.join(work, "spool")
+        clone_spool(template, spool)
+        m = run_engine(work, spool, routes_for(a.domains, sink.hostports), extra)
+        sru = sink.stop()
+        m["sink_cpu"] = sru.ru_utime + sru.ru_stime
+        m["sink_maxrss_kib"] = sru.ru_maxrss
+        shutil.rmtree(spool, ignore_errors=True)
+        log(f"e2e:   {name} run {i + 1}/{a.runs}: {m['messages'] / m['wall']:.0f} msgs/s, "
+            f"cpu {m['cpu']:.1f} s, sink cpu {m['sink_cpu']:.1f} s | {m['summary']}")
+        runs.append(m)
+    med = lambda f: statistics.median(f(r) for r in runs)
+    msgs = med(lambda r: r["messages"])
+    row = {
+        "scenario": label,
+        "messages": f"{int(msgs)}",
+        "size": f"{a.size // 1000} KB",
+        "conns": f"{int(med(lambda r: r['connections']))}",
+        "msgs/s": f"{med(lambda r: r['messages'] / r['wall']):.0f}",
+        "range": "-".join(f"{f(r['messages'] / r['wall'] for r in runs):.0f}" for f in (min, max)),
+        "MB/s": f"{med(lambda r: r['messages'] * a.size / r['wall'] / 1e6):.1f}",
+        "p50 ms": f"{med(lambda r: percentile(r['latencies'], 50)):.0f}",
+        "p99 ms": f"{med(lambda r: percentile(r['latencies'], 99)):.0f}",
+        "peak RSS": fmt_kib(med(lambda r: r["maxrss_kib"])),
+        "RSS/session": "",
+        "CPU s/1k": f"{med(lambda r: r['cpu'] / max(1, r['messages']) * 1000):.3f}",
+        "sink CPU s/1k": f"{med(lambda r: r['sink_cpu'] / max(1, r['messages']) * 1000):.3f}",
+        "resumed": resumed_text(runs),
+        "runs": f"{len(runs)}",
+    }
+    bad = [r for r in runs if r["delivered"] != r["messages"] or r["rc"] != 0]
+    if bad:
+        row["note"] = f"{len(bad)} run(s) not fully delivered: {bad[0]['summary']}"
+    return row
+
+
+def resumed_text(runs):
+    if any(r["resumed"] is None for r in runs):
+        return "n/a"
+    share = statistics.median(r["resumed"] / max(1, r["tls_sessions"]) for r in runs)
+    return f"{share * 100:.0f}%"
+
+
+def sessions_scenario(a):
+    """Scenario c: RSS of mxburst while T sessions wait on a slow sink, for each target T."""
+    rows = []
+    work = os.path.join(a.workdir, "c")
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    cap = nofile - 512  # descriptors left for the spool, the log, the rings and c-ares
+    baseline = None
+    for target in a.session_targets:
+        spool = os.path.join(work, "spool")
+        if target == 0:
+            # An idle engine on an empty spool: the 0-session baseline.
+            shutil.rmtree(spool, ignore_errors=True)
+            os.makedirs(os.path.join(spool, "incoming"), exist_ok=True)
+            sink = Sink(work, a.addresses, a.sink_threads, 0)
+            m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports), [],
+                           sample_fds=True, stop_after=2.0)
+            sink.stop()
+            rss = statistics.median(s[1] for s in m["samples"][len(m["samples"]) // 2:])
+            baseline = rss
+            rows.append({"scenario": "c: 0 sessions (idle engine)", "messages": "0",
+                         "size": "-", "conns": "0", "msgs/s": "-", "MB/s": "-", "p50 ms": "-",
+                         "p99 ms": "-", "peak RSS": fmt_kib(m["maxrss_kib"]),
+                         "RSS/session": "-", "CPU s/1k": "-", "sink CPU s/1k": "-",
+                         "resumed": "-", "runs": "1"})
+            log(f"e2e:   c: idle engine RSS {rss / 1024:.1f} MiB")
+            continue
+        eff = min(target, cap)
+        per_dest = max(1, -(-eff // a.c_domains))
+        domains = min(a.c_domains, eff)
+        msgs = per_dest * domains if per_dest * domains <= cap else eff
+        inject(spool, msgs, a.c_size, domains, seed=7)
+        sink = Sink(work, a.addresses, a.sink_threads, a.reply_delay_ms)
+        extra = ["--max-connections", str(per_dest), "--max-messages-per-connection", "1",
+                 "--max-in-flight", str(msgs + 1000), "--connect-timeout", "120"]
+        m = run_engine(work, spool, routes_for(domains, sink.hostports), extra, sample_fds=True)
+        sru = sink.stop()
+        base_fds = (m["samples"][0][3] or 0) if m["samples"] else 0
+        # The sample with the highest RSS: sessions are then connected and through TLS (the
+        # descriptor count alone peaks earlier, at connect time, before the handshakes).
+        peak = max(m["samples"], key=lambda s: s[1], default=(0, 0, 0, 0))
+        sessions = max(0, (peak[3] or 0) - base_fds)
+        most_open = max(0, max((s[3] or 0 for s in m["samples"]), default=0) - base_fds)
+        rss_at_peak = peak[1]
+        per = (rss_at_peak - (baseline or 0)) / sessions if sessions else float("nan")
+        label = f"c: {target // 1000}k sessions" if target >= 1000 else f"c: {target} sessions"
+        if eff < target:
+            label += f" (capped at {eff}: RLIMIT_NOFILE {nofile})"
+        lat = m["latencies"]
+        rows.append({
+            "scenario": label,
+            "messages": f"{m['messages']}",
+            "size": f"{a.c_size / 1000:g} KB",
+            "conns": f"{m['connections']} ({sessions} open at peak RSS, max {most_open})",
+            "msgs/s": f"{m['messages'] / m['wall']:.0f}",
+            "MB/s": f"{m['messages'] * a.c_size / m['wall'] / 1e6:.2f}",
+            "p50 ms": f"{percentile(lat, 50):.0f}",
+            "p99 ms": f"{percentile(lat, 99):.0f}",
+            "peak RSS": fmt_kib(m["maxrss_kib"]),
+            "RSS/session": f"{per:.1f} KiB" if sessions else "-",
+            "CPU s/1k": f"{m['cpu'] / max(1, m['messages']) * 1000:.3f}",
+            "sink CPU s/1k": f"{(sru.ru_utime + sru.ru_stime) / max(1, m['messages']) * 1000:.3f}",
+            "resumed": resumed_text([m]),
+            "runs": "1",
+        })
+        log(f"e2e:   c: target {target}: {sessions} open sessions at peak RSS (max {most_open}), RSS there "
+            f"{rss_at_peak / 1024:.0f} MiB, peak RSS {m['maxrss_kib'] / 1024:.0f} MiB, "
+            f"sink peak RSS {sru.ru_maxrss / 1024:.0f} MiB | {m['summary']}")
+        if m["delivered"] != m["messages"] or m["rc"] != 0:
+            rows[-1]["note"] = f"not fully delivered: {m['summary']}"
+        shutil.rmtree(spool, ignore_errors=True)
+    return rows
+
+
+COLUMNS = ["scenario", "messages", "size", "conns", "msgs/s", "range", "MB/s", "p50 ms", "p99 ms",
+           "peak RSS", "RSS/session", "CPU s/1k", "sink CPU s/1k", "resumed", "runs"]
+
+
+def print_table(rows, out):
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in COLUMNS}
+    line = " | ".join(c.ljust(widths[c]) for c in COLUMNS)
+    print(line, file=out)
+    print("-|-".join("-" * widths[c] for c in COLUMNS), file=out)
+    for r in rows:
+        print(" | ".join(str(r.get(c, "")).ljust(widths[c]) for c in COLUMNS), file=out)
+    for r in rows:
+        if "note" in r:
+            print(f"note: {r['scenario']}: {r['note']}", file=out)
+
+
+def machine():
+    model, cores, mem = "?", os.cpu_count(), 0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return f"{cores} cores {model}, {mem:.0f} GiB, kernel {os.uname().release}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI-sized smoke run (~1 minute)")
+    p.add_argument("--scenarios", default="a,b,c")
+    p.add_argument("--runs", type=int, help="runs per scenario a/b, median reported (default 3)")
+    p.add_argument("--messages", type=int, help="messages for a and b (default 100000)")
+    p.add_argument("--size", type=int, default=20000, help="body bytes (default 20000)")
+    p.add_argument("--domains", type=int, help="domains for a and b (default 1000)")
+    p.add_argument("--max-connections", type=int, default=2,
+                   help="engine connections per destination in a and b (default 2)")
+    p.add_argument("--workers", type=int, help="engine worker threads (default: engine's own)")
+    p.add_argument("--addresses", type=int, default=4, help="sink addresses 127.0.0.2.. (4)")
+    p.add_argument("--sink-threads", type=int, default=1)
+    p.add_argument("--sessions", help="scenario c session targets (default 0,10000,25000)")
+    p.add_argument("--c-domains", type=int, default=1000)
+    p.add_argument("--c-size", type=int, default=1000, help="message size in c (default 1000)")
+    p.add_argument("--reply-delay-ms", type=int, help="sink reply delay in c (default 5000; --quick 500)")
+    p.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench-e2e"))
+    p.add_argument("--out", help="also write the table here")
+    a = p.parse_args()
+
+    q = a.quick
+    a.runs = a.runs or (1 if q else 3)
+    a.messages = a.messages or (5000 if q else 100000)
+    a.domains = a.domains or (100 if q else 1000)
+    a.session_targets = [int(x) for x in (a.sessions or ("0,500,1000" if q else "0,10000,25000"))
+                         .split(",")]
+    a.reply_delay_ms = a.reply_delay_ms if a.reply_delay_ms is not None else (500 if q else 5000)
+    if q and a.c_domains == 1000:
+        a.c_domains = 100
+    a.addresses = [f"127.0.0.{2 + i}" for i in range(a.addresses)]
+    scen = set(a.scenarios.split(","))
+
+    for b in (ENGINE, SINK, INJECT):
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"e2e: {b} missing: run tools/build.sh release (or set MXB_BUILD_DIR)")
+    nofile = raise_nofile()
+    os.makedirs(a.workdir, exist_ok=True)
+
+    header = [f"mxburst e2e bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+              f"machine: {machine()}; load before: {os.getloadavg()[0]:.2f}",
+              f"build: {BUILD}; RLIMIT_NOFILE {nofile}; sink: {len(a.addresses)} addresses "
+              f"({a.addresses[0]}..), --threads {a.sink_threads}; "
+              f"engine workers: {a.workers or 'default'}"]
+    for h in header:
+        log("e2e: " + h)
+    rows = []
+    extra_common = ["--workers", str(a.workers)] if a.workers else []
+    if scen & {"a", "b"}:
+        template = os.path.join(a.workdir, "template")
+        log(f"e2e: injecting {a.messages} x {a.size} B for {a.domains} domains (once, reused)")
+        inject(template, a.messages, a.size, a.domains)
+        if "a" in scen:
+            log("e2e: scenario a: many messages per connection")
+            rows.append(throughput_scenario(
+                "a", f"a: STARTTLS, {a.max_connections} conn/dest, reuse", a, template,
+                extra_common + ["--max-connections", str(a.max_connections)]))
+        if "b" in scen:
+            log("e2e: scenario b: one message per connection")
+            rows.append(throughput_scenario(
+                "b", "b: STARTTLS, 1 msg/conn", a, template,
+                extra_common + ["--max-connections", str(a.max_connections),
+                                "--max-messages-per-connection", "1"]))
+        shutil.rmtree(template, ignore_errors=True)
+    if "c" in scen:
+        log(f"e2e: scenario c: slow sink ({a.reply_delay_ms} ms per reply), targets "
+            f"{a.session_targets}")
+        rows += sessions_scenario(a)
+
+    outs = [sys.stdout]
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        outs.append(open(a.out, "a"))
+    for o in outs:
+        print("\n".join(header), file=o)
+        if scen & {"a", "b"}:
+            print(f"a/b: {a.messages} messages x {a.size} B to {a.domains} domains, medians of "
+                  f"{a.runs} run(s) (msgs/s range: min-max)", file=o)
+        if "c" in scen:
+            print(f"c: {a.c_size} B messages, {a.c_domains} domains, sink reply delay "
+                  f"{a.reply_delay_ms} ms, one message per connection", file=o)
+        print_table(rows, o)
+        print("latency = claim of the spool file -> final outcome (accounting log queue_ms); "
+              "msgs/s over the mxburst process wall time; CPU = user+sys (wait4)", file=o)
+        if o is not sys.stdout:
+            o.close()
+
+
+if __name__ == "__main__":
+    main()
