@@ -67,7 +67,7 @@ trap cleanup EXIT
 SMTPD_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 export ROOT B WORK PF MESSAGES SIZE DOMAINS ADDRESSES MAXCONN PFPROC SINK_THREADS OUT SMTPD_PORT
-exec python3 - <<'PY'
+python3 - <<'PY'
 import os, socket, smtplib, statistics, subprocess, sys, threading, time, math
 sys.path.insert(0, os.path.join(os.environ["ROOT"], "bench"))
 import e2e  # the sink, injection, engine runner and rusage helpers

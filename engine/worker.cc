@@ -93,7 +93,10 @@ struct Destination {
   int connections = 0;   // open or opening
   int connecting = 0;    // not yet ready to take a job
   size_t next_target = 0;
-  int consecutive_failures = 0;
+  // Targets that failed since the destination last reached a ready session. Per target, not a
+  // count: several parallel connections failing on one dead host are still one dead host.
+  std::vector<bool> failed;
+  size_t failed_count = 0;
   std::string last_failure;
   // Every next hop failed: jobs are deferred without a connection attempt until then.
   int64_t dead_until_ms = 0;
@@ -102,6 +105,25 @@ struct Destination {
   std::vector<std::pair<uint32_t, uint32_t>> idle;
 
   size_t TargetCount() const { return targets.size(); }
+
+  void ResetFailures() {
+    failed.assign(targets.size(), false);
+    failed_count = 0;
+  }
+  // Marks target `t` failed and moves next_target to the next one that has not failed.
+  void MarkFailed(size_t t) {
+    if (t < failed.size() && !failed[t]) {
+      failed[t] = true;
+      ++failed_count;
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+      size_t cand = (t + 1 + i) % targets.size();
+      if (!failed[cand]) {
+        next_target = cand;
+        return;
+      }
+    }
+  }
 };
 
 void SetPort(sockaddr_storage* a, uint16_t port) {
@@ -117,6 +139,7 @@ struct Connection {
   ConnPhase phase = ConnPhase::kConnecting;
   int fd = -1;
   Destination* dest = nullptr;
+  size_t target = 0;          // index into dest->targets
   std::string mx;             // MX host name (copied: targets may be replaced by a new lookup)
   bool mx_dnssec = false;
   TlsPolicy policy;           // copied from the policy cache when the connection opened
@@ -388,6 +411,7 @@ struct Worker::Impl {
       }
       d.state = DestState::kReady;
       d.resolved_at_ms = now_ms;
+      d.ResetFailures();
       Pump(d);
       return;
     }
@@ -401,7 +425,6 @@ struct Worker::Impl {
     d.resolved_at_ms = now_ms;
     d.targets.clear();
     d.next_target = 0;
-    d.consecutive_failures = 0;
     if (mx.status == DnsStatus::kOk) {
       for (const MxHost& h : mx.hosts) {
         for (const sockaddr_storage& a : h.addresses) {
@@ -414,6 +437,7 @@ struct Worker::Impl {
         }
       }
     }
+    d.ResetFailures();
     if (!d.targets.empty()) {
       Pump(d);
       return;
@@ -533,24 +557,26 @@ struct Worker::Impl {
     if (d.state != DestState::kReady || d.targets.empty()) return;
     while (!d.queue.empty() && d.connections < w.config_.max_connections_per_destination &&
            static_cast<int>(d.queue.size()) > d.connecting &&
-           (d.consecutive_failures == 0 || d.connecting == 0)) {
+           (d.failed_count == 0 || d.connecting == 0)) {
       if (!OpenConnection(d)) break;
     }
   }
 
   // A connection to `d` failed before it could deliver anything.
-  void DestinationFailure(Destination& d, absl::string_view reason, const AttemptInfo& attempt) {
+  // A connection to target `target` of `d` failed before it could deliver anything: the next
+  // connection tries the next MX / address (RFC 5321 §5.1).
+  void DestinationFailure(Destination& d, size_t target, absl::string_view reason,
+                          const AttemptInfo& attempt) {
     d.last_failure = std::string(reason);
-    ++d.consecutive_failures;
-    ++d.next_target;  // the next connection tries the next MX / address
+    d.MarkFailed(target);
     if (d.connections > 0) return;  // others are still trying; the last one decides
-    if (static_cast<size_t>(d.consecutive_failures) < d.TargetCount()) {
+    if (d.failed_count < d.TargetCount()) {
       Pump(d);
       return;
     }
     // Every next hop failed: defer what waits (RFC 5321 §4.5.4.1 retry later), and what
     // arrives for a while, without new attempts.
-    d.consecutive_failures = 0;
+    d.ResetFailures();
     d.dead_until_ms = now_ms + absl::ToInt64Milliseconds(w.config_.dead_destination_time);
     while (!d.queue.empty()) {
       DeliveryJob* job = d.queue.front();
@@ -599,7 +625,8 @@ struct Worker::Impl {
 
   bool OpenConnection(Destination& d) {
     if (d.targets.empty()) return false;
-    const Target& target = d.targets[d.next_target % d.targets.size()];
+    size_t target_index = d.next_target % d.targets.size();
+    const Target& target = d.targets[target_index];
     PolicyEntry& policy = PolicyFor(d, target.mx);
     bool implicit = policy.policy.implicit_tls_first &&
                     policy.implicit_tls_failed_until < absl::Now();
@@ -610,7 +637,7 @@ struct Worker::Impl {
       int err = errno;
       AttemptInfo a;
       a.mx = target.mx;
-      DestinationFailure(d, absl::StrCat("socket: ", ErrnoText(err)), a);
+      DestinationFailure(d, target_index, absl::StrCat("socket: ", ErrnoText(err)), a);
       return false;
     }
     int one = 1;
@@ -620,6 +647,7 @@ struct Worker::Impl {
     Connection& c = *slab[slot];
     c.fd = fd;
     c.dest = &d;
+    c.target = target_index;
     c.mx = target.mx;
     c.mx_dnssec = target.mx_dnssec;
     c.policy = policy.policy;
@@ -856,7 +884,7 @@ struct Worker::Impl {
           }
           c.ready_seen = true;
           if (c.dest->connecting > 0) --c.dest->connecting;
-          c.dest->consecutive_failures = 0;
+          c.dest->ResetFailures();
         }
         StartTransaction(slot, c);
         break;
@@ -867,7 +895,7 @@ struct Worker::Impl {
           Destination& d = *c.dest;
           AttemptInfo attempt = AttemptOf(c);
           StartClose(slot, c);
-          DestinationFailure(d, f.reason, attempt);
+          DestinationFailure(d, c.target, f.reason, attempt);
           return;
         }
         StartClose(slot, c);
@@ -881,6 +909,7 @@ struct Worker::Impl {
   bool NewTls(Connection& c) {
     SessionParams params;
     params.verify = c.policy.verify;
+    params.log_only = c.policy.log_only;  // verify, but let the handshake finish
     PolicyEntry* e = policy_cache.Find(c.mx);
     if (e != nullptr && e->session != nullptr) params.resume = e->session.get();
     c.tls = w.tls_client_->NewSession(c.mx, params);
@@ -893,6 +922,9 @@ struct Worker::Impl {
     FlushSend(slot, c);
     if (st == TlsStatus::kOk) {
       c.phase = ConnPhase::kSmtp;
+      if (c.policy.log_only && c.tls->failure() != TlsFailure::kNone) {
+        c.violation = ToString(c.tls->failure());  // log-only: logged, not enforced
+      }
       w.stats_.tls_sessions.fetch_add(1, std::memory_order_relaxed);
       if (c.tls->resumed()) {
         w.stats_.tls_resumed.fetch_add(1, std::memory_order_relaxed);
@@ -960,7 +992,7 @@ struct Worker::Impl {
               : absl::StrCat("connect to ", attempt.mx, " [", SockaddrToString(c.addr),
                              "]: ", ErrnoText(-res));
       StartClose(slot, c);
-      DestinationFailure(d, reason, attempt);
+      DestinationFailure(d, c.target, reason, attempt);
       return;
     }
     c.phase = ConnPhase::kSmtp;

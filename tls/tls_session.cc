@@ -463,6 +463,20 @@ int TlsSession::VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store) {
                      wolfSSL_X509_verify_cert_error_string(err), ")"));
     return accept;
   }
+  // wolfSSL 5.5.4 does not date-check a certificate that is itself a trust anchor (a
+  // self-signed certificate pinned with --ca-file passes after it expired): check the validity
+  // window of every certificate it accepted ourselves (RFC 5280 §6.1.3 (a)(2)).
+  if (store->current_cert != nullptr) {
+    const WOLFSSL_ASN1_TIME* not_after = wolfSSL_X509_get_notAfter(store->current_cert);
+    const WOLFSSL_ASN1_TIME* not_before = wolfSSL_X509_get_notBefore(store->current_cert);
+    if ((not_after != nullptr && wolfSSL_X509_cmp_current_time(not_after) < 0) ||
+        (not_before != nullptr && wolfSSL_X509_cmp_current_time(not_before) > 0)) {
+      self->NoteVerifyFailure(TlsFailure::kCertificateExpired,
+                              absl::StrCat("certificate at depth ", store->error_depth,
+                                           " is outside its validity period"));
+      return accept;
+    }
+  }
   if (store->error_depth != 0) return 1;
   self->leaf_checked_ = true;
   if (self->server_name_.empty()) return 1;  // chain check only

@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "queue/spool.h"
 #include "tests/integration/fixture.h"
+#include "tests/integration/mitm_proxy.h"
 #include "tls/tls_session.h"
 
 namespace mxb {
@@ -78,7 +79,8 @@ class TlsPolicyTest : public ::testing::Test {
     std::vector<std::string> argv = {
         Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log", log_, "--quiet",
         "--workers", "1", "--helo", "test.mxburst.example",
-        "--smtp-port", std::to_string(smtp_port_), "--smtps-port", std::to_string(smtps_port_),
+        "--smtp-port", std::to_string(engine_smtp_port_ ? engine_smtp_port_ : smtp_port_),
+        "--smtps-port", std::to_string(smtps_port_),
         "--route", "d1.example=starttls-mx.d1.example@127.0.0.1",
         "--route", "d2.example=smtps-mx.d2.example@127.0.0.1",
         "--route", "d3.example=mx.d3.example@127.0.0.1"};
@@ -99,7 +101,20 @@ class TlsPolicyTest : public ::testing::Test {
 
   std::string dir_, spool_, log_, ca_;
   int smtp_port_ = 0, smtps_port_ = 0;
+  int engine_smtp_port_ = 0;  // a MITM proxy's port when one sits in the path
   std::unique_ptr<SinkProcess> sink_;
+
+  // A man in the middle between the engine's port-25 connections and the sink.
+  std::unique_ptr<testing::MitmProxy> StartMitm(testing::MitmMode mode) {
+    testing::MitmOptions o;
+    o.upstream_port = static_cast<uint16_t>(smtp_port_);
+    o.mode = mode;
+    absl::StatusOr<std::unique_ptr<testing::MitmProxy>> p = testing::MitmProxy::Start(o);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return nullptr;
+    engine_smtp_port_ = (*p)->port();
+    return *std::move(p);
+  }
 };
 
 TEST_F(TlsPolicyTest, PrefixedHostsDeliverOverVerifiedTlsOnTheirPorts) {
@@ -289,6 +304,124 @@ TEST_F(TlsPolicyTest, SessionsToTheSameMxAreResumed) {
     if (r.value("tls_resumed", false)) ++resumed;
   }
   EXPECT_EQ(resumed, 3) << "every connection after the first resumes";
+}
+
+// wolfSSL does not date-check a trust anchor; a pinned self-signed certificate that expired must
+// still fail (tls/ checks the validity window itself).
+TEST_F(TlsPolicyTest, ExpiredSelfSignedPinnedCertificateDefersStrictHost) {
+  CertOptions opts;
+  opts.common_name = "starttls-mx.d1.example";
+  opts.dns_names = {"starttls-mx.d1.example"};
+  opts.not_before = absl::Now() - absl::Hours(24 * 30);
+  opts.not_after = absl::Now() - absl::Hours(24);
+  absl::StatusOr<GeneratedCert> cert = GenerateSelfSignedCert(opts);
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  WriteFileOrDie(ca_, cert->cert_pem);
+  WriteFileOrDie(dir_ + "/key.pem", cert->key_pem);
+  StartSink({SmtpListen()}, {"--cert", ca_, "--key", dir_ + "/key.pem"});
+  Inject("d1.example", 2);
+  ASSERT_EQ(RunEngine(), 0);
+  sink_->Stop();
+  auto by = ByDomain();
+  ASSERT_EQ(by["d1.example"].size(), 2u);
+  for (const nlohmann::json& r : by["d1.example"]) {
+    EXPECT_EQ(r["status"], "deferred") << r.dump();
+    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "certificate-expired"))
+        << r.dump();
+  }
+}
+
+TEST_F(TlsPolicyTest, LogOnlyDeliversOverBadCertificateAndLogsTheViolation) {
+  StartSink({SmtpListen()}, {"--cert-names", "other.example", "--write-cert", ca_});
+  Inject("d1.example", 2);
+  ASSERT_EQ(RunEngine({"--prefix-signals", "log-only"}), 0);
+  sink_->Stop();
+  auto by = ByDomain();
+  ASSERT_EQ(by["d1.example"].size(), 2u);
+  for (const nlohmann::json& r : by["d1.example"]) {
+    EXPECT_EQ(r["status"], "delivered") << r.dump();
+    EXPECT_EQ(r["tls"], "TLSv1.3");
+    EXPECT_EQ(r.value("policy_violation", ""), "certificate-host-mismatch") << r.dump();
+  }
+}
+
+// Attack 1: STARTTLS stripped from EHLO by a man in the middle.
+TEST_F(TlsPolicyTest, StrippedStartTlsDeliversNothingToStrictHosts) {
+  StartSink({SmtpListen()});  // smtps port closed: smtps- falls back to 25, through the MITM
+  auto mitm = StartMitm(testing::MitmMode::kStripStartTls);
+  ASSERT_NE(mitm, nullptr);
+  Inject("d1.example", 2);
+  Inject("d2.example", 2);
+  Inject("d3.example", 2);
+  ASSERT_EQ(RunEngine(), 0);
+  nlohmann::json stats = sink_->Stop();
+  EXPECT_GT(mitm->starttls_stripped(), 0);
+  EXPECT_EQ(stats["messages"], 2) << "only the opportunistic host";
+  auto by = ByDomain();
+  for (const char* d : {"d1.example", "d2.example"}) {
+    ASSERT_EQ(by[d].size(), 2u);
+    for (const nlohmann::json& r : by[d]) {
+      EXPECT_EQ(r["status"], "deferred") << r.dump();
+      EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "starttls-not-offered"));
+    }
+  }
+  for (const nlohmann::json& r : by["d3.example"]) {
+    EXPECT_EQ(r["status"], "delivered");
+    EXPECT_EQ(r["tls"], "none");
+  }
+}
+
+// Attack 2 (CVE-2021-38371 class): a forged plaintext reply right after "220 ready to start
+// TLS". It must never be taken as an SMTP reply: either dropped (delivery over TLS) or the
+// handshake fails (deferred).
+void CheckInjection(TlsPolicyTest* t, testing::MitmMode mode) {
+  t->StartSink({t->SmtpListen()});
+  auto mitm = t->StartMitm(mode);
+  ASSERT_NE(mitm, nullptr);
+  t->Inject("d1.example", 2);
+  t->Inject("d3.example", 2);
+  ASSERT_EQ(t->RunEngine(), 0);
+  nlohmann::json stats = t->sink_->Stop();
+  EXPECT_GT(mitm->injections(), 0) << "the attack must have happened";
+  int delivered = 0;
+  for (const auto& [domain, records] : t->ByDomain()) {
+    for (const nlohmann::json& r : records) {
+      EXPECT_FALSE(absl::StrContains(r["text"].get<std::string>(), "injected")) << r.dump();
+      if (r["status"] == "delivered") {
+        ++delivered;
+        EXPECT_EQ(r["tls"], "TLSv1.3") << r.dump();
+      } else {
+        EXPECT_EQ(r["status"], "deferred") << r.dump();
+      }
+    }
+  }
+  EXPECT_EQ(stats["messages"], delivered) << "a delivered record is a message the sink has";
+}
+
+TEST_F(TlsPolicyTest, InjectedReplyInTheSameSegmentIsNeverActedOn) {
+  CheckInjection(this, testing::MitmMode::kInjectAfterStartTlsSameSegment);
+}
+
+TEST_F(TlsPolicyTest, InjectedReplyInASeparateSegmentIsNeverActedOn) {
+  CheckInjection(this, testing::MitmMode::kInjectAfterStartTlsSeparateSegment);
+}
+
+// Attack 5: capabilities advertised before STARTTLS (SIZE 1000, CHUNKING) and gone after it must
+// not be used: a 3 KB message would bounce on the fake SIZE limit.
+TEST_F(TlsPolicyTest, PreTlsCapabilitiesAreForgottenAfterTheHandshake) {
+  StartSink({SmtpListen()});
+  auto mitm = StartMitm(testing::MitmMode::kFakePreTlsCapabilities);
+  ASSERT_NE(mitm, nullptr);
+  Inject("d1.example", 2);
+  ASSERT_EQ(RunEngine(), 0);
+  nlohmann::json stats = sink_->Stop();
+  EXPECT_GT(mitm->capabilities_faked(), 0);
+  EXPECT_EQ(stats["messages"], 2);
+  auto by = ByDomain();
+  ASSERT_EQ(by["d1.example"].size(), 2u);
+  for (const nlohmann::json& r : by["d1.example"]) {
+    EXPECT_EQ(r["status"], "delivered") << r.dump();
+  }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Helpers shared by the tls/ tests: certificates, CA files and an in-memory client<->server pump.
 #pragma once
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -18,9 +20,11 @@ inline GeneratedCert MakeCert(const std::string& cn, const std::vector<std::stri
   return cert.ok() ? *cert : GeneratedCert{};
 }
 
-// Writes `pem` to a file under the test's temp dir and returns its path.
+// Writes `pem` to a file under the test's temp dir and returns its path. The name carries the
+// pid: ctest runs the tests of one binary as parallel processes, each with its own certificates.
 inline std::string WriteTempFile(const std::string& name, const std::string& pem) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path =
+      ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path, std::ios::binary | std::ios::trunc) << pem;
   return path;
 }
