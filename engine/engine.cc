@@ -224,6 +224,7 @@ absl::Status Engine::ProcessCompletions() {
       switch (o.klass) {
         case DeliveryClass::kDelivered:
           ++summary_.delivered;
+          ++summary_.policies[o.attempt.policy];
           if (!o.attempt.tls_version.empty()) {
             ++summary_.delivered_tls;
             ++summary_.tls_suites[absl::StrCat(o.attempt.tls_version, " ", o.attempt.tls_cipher)];
@@ -443,14 +444,21 @@ std::string Engine::SummaryLine() const {
   for (const auto& [suite, n] : s.tls_suites) {
     absl::StrAppend(&suites, suites.empty() ? "" : ", ", suite, " x", n);
   }
+  std::string policies;
+  std::vector<std::pair<std::string, uint64_t>> sorted(s.policies.begin(), s.policies.end());
+  std::sort(sorted.begin(), sorted.end());
+  for (const auto& [policy, n] : sorted) {
+    absl::StrAppend(&policies, policies.empty() ? "" : ", ", policy, " x", n);
+  }
   return absl::StrFormat(
       "mxburst: %d messages finished in %.2f s (%.0f msgs/s); recipients: %d delivered, "
       "%d deferred, %d bounced (%d expired), %d DSNs; %d quarantined; over TLS: %.1f%% of "
       "delivered (%s); "
-      "%d connections, %d TLS sessions (%d resumed)",
+      "%d connections, %d TLS sessions (%d resumed); delivered per TLS policy: %s",
       s.messages, secs, rate, s.delivered, s.deferred, s.bounced + s.expired, s.expired, s.dsns,
       s.quarantined, tls_share,
-      suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed);
+      suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed,
+      policies.empty() ? "none" : policies);
 }
 
 }  // namespace mxb

@@ -50,6 +50,7 @@ struct EngineSummary {
   uint64_t stale_completions = 0;
   absl::Duration elapsed;        // first claim to last finished message
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
+  absl::flat_hash_map<std::string, uint64_t> policies;    // TLS policy name -> delivered rcpts
 };
 
 class Engine {

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# The main job, end to end on loopback: build, start mxburst-sink (STARTTLS, generated
-# certificate), inject messages into a fresh spool, run mxburst until the spool is drained, and
-# print the summary. Only 127.0.0.0/8 is used.
+# The main job, end to end on loopback: build; start a local unbound serving the demo zone (MX
+# records for the recipient domains, MX hosts named starttls-…, smtps-… and plain); start
+# mxburst-sink on 127.0.0.2 with STARTTLS on one port and implicit TLS on another, with a
+# certificate for *.mx.demo.example; inject messages into a fresh spool; run mxburst with DNS
+# routing until the spool is drained; print the summary. Only 127.0.0.0/8 is used.
 #
 #   tools/demo.sh                        # 10,000 x 20 KB messages to 50 domains
 #   MXB_DEMO_MESSAGES=100000 MXB_DEMO_SIZE=5000 tools/demo.sh
+#   MXB_DEMO_ROUTE='*=127.0.0.2:2525' tools/demo.sh   # static route instead of DNS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N="${MXB_DEMO_MESSAGES:-10000}"
 SIZE="${MXB_DEMO_SIZE:-20000}"
 DOMAINS="${MXB_DEMO_DOMAINS:-50}"
-SINK_LISTEN="${MXB_DEMO_SINK:-127.0.0.2:0}"   # port 0: the sink picks a free one
 
 tools/setup.sh
 tools/build.sh release
@@ -20,27 +22,80 @@ B=build/release
 work="$PWD/demo-run"
 rm -rf "$work"
 mkdir -p "$work"
-
-"$B/tools/mxburst-sink" --listen "$SINK_LISTEN" --quiet \
-  --ready-file "$work/sink.ready" --stats-file "$work/sink-stats.json" >"$work/sink.out" 2>"$work/sink.err" &
-sink=$!
-cleanup() { kill "$sink" 2>/dev/null || true; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SMTP_PORT=$(free_port)
+SMTPS_PORT=$(free_port)
+DNS_PORT=$(free_port)
+
+# The demo zone: dN.example MX -> starttls-mxN / smtps-mxN / mxN .mx.demo.example -> 127.0.0.2.
+{
+  cat <<CONF
+server:
+  username: ""
+  chroot: ""
+  directory: "$work"
+  pidfile: ""
+  use-syslog: no
+  logfile: "$work/unbound.log"
+  verbosity: 0
+  interface: 127.0.0.1@$DNS_PORT
+  port: $DNS_PORT
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  num-threads: 1
+  module-config: "iterator"
+  local-zone: "." refuse
+  local-zone: "example." static
+  local-data: "example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 60"
+  local-zone: "demo.example." static
+  local-data: "demo.example. 3600 IN SOA ns.demo.example. host.demo.example. 1 3600 600 86400 60"
+CONF
+  for i in $(seq 1 "$DOMAINS"); do   # mxburst-inject names them d1..dN
+    case $((i % 3)) in
+      0) mx="starttls-mx$i.mx.demo.example" ;;
+      1) mx="smtps-mx$i.mx.demo.example" ;;
+      2) mx="mx$i.mx.demo.example" ;;
+    esac
+    echo "  local-data: \"d$i.example. 300 IN MX 10 $mx.\""
+    echo "  local-data: \"$mx. 300 IN A 127.0.0.2\""
+  done
+  printf 'remote-control:\n  control-enable: no\n'
+} > "$work/unbound.conf"
+unbound -d -c "$work/unbound.conf" 2>"$work/unbound.err" &
+pids+=($!)
+
+"$B/tools/mxburst-sink" \
+  --listen "127.0.0.2:$SMTP_PORT,127.0.0.2:$SMTPS_PORT/implicit-tls" \
+  --cert-names '*.mx.demo.example' --write-cert "$work/ca.pem" --quiet \
+  --ready-file "$work/sink.ready" --stats-file "$work/sink-stats.json" \
+  >"$work/sink.out" 2>"$work/sink.err" &
+pids+=($!)
+sink=${pids[-1]}
 for _ in $(seq 100); do [ -e "$work/sink.ready" ] && break; sleep 0.05; done
 [ -e "$work/sink.ready" ] || { echo "demo: mxburst-sink did not start:"; cat "$work/sink.err"; exit 1; }
-SINK_ADDR=$(head -n1 "$work/sink.ready" | cut -d' ' -f1)
 
 echo "== injecting $N messages of $SIZE bytes for $DOMAINS domains into $work/spool"
 "$B/tools/mxburst-inject" --spool "$work/spool" --count "$N" --size "$SIZE" \
   --domains "$DOMAINS" --no-fsync
 
-echo "== delivering to mxburst-sink at $SINK_ADDR (STARTTLS, opportunistic policy)"
-"$B/engine/mxburst" --spool "$work/spool" --route "*=$SINK_ADDR" --drain \
+if [ -n "${MXB_DEMO_ROUTE:-}" ]; then
+  routing=(--route "$MXB_DEMO_ROUTE")
+  echo "== delivering with the static route $MXB_DEMO_ROUTE"
+else
+  routing=(--dns "127.0.0.1:$DNS_PORT")
+  echo "== delivering by MX (unbound on 127.0.0.1:$DNS_PORT) to mxburst-sink on 127.0.0.2" \
+       "(STARTTLS :$SMTP_PORT, implicit TLS :$SMTPS_PORT)"
+fi
+"$B/engine/mxburst" --spool "$work/spool" "${routing[@]}" --drain \
+  --smtp-port "$SMTP_PORT" --smtps-port "$SMTPS_PORT" --ca-file "$work/ca.pem" \
   --log "$work/accounting.jsonl" --helo demo.mxburst.example | tee "$work/summary.txt"
 
 kill -TERM "$sink"
 wait "$sink" || true
-trap - EXIT
 echo "== sink received: $(cat "$work/sink-stats.json" 2>/dev/null || echo '(no stats)')"
 left=$(find "$work/spool/incoming" "$work/spool/active" "$work/spool/deferred" -type f | wc -l)
 echo "== spool files left: $left; accounting log: $work/accounting.jsonl ($(wc -l <"$work/accounting.jsonl") records)"
