@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,22 @@ constexpr unsigned kRingEntries = 4096;
 constexpr size_t kRecvBufferSize = 16 * 1024;
 constexpr int64_t kTickMs = 100;
 constexpr size_t kInboundCapacity = 1 << 16;
+constexpr int64_t kPolicyDumpMs = 30000;
+
+// EHLO keywords as seen, for the policy cache ("PIPELINING SIZE=52428800 8BITMIME ...").
+std::string KeywordsOf(const EhloCapabilities& caps) {
+  std::string out;
+  auto add = [&out](absl::string_view k) { absl::StrAppend(&out, out.empty() ? "" : " ", k); };
+  if (caps.starttls) add("STARTTLS");
+  if (caps.pipelining) add("PIPELINING");
+  if (caps.eightbitmime) add("8BITMIME");
+  if (caps.smtputf8) add("SMTPUTF8");
+  if (caps.enhancedstatuscodes) add("ENHANCEDSTATUSCODES");
+  if (caps.chunking) add("CHUNKING");
+  if (caps.requiretls) add("REQUIRETLS");
+  if (caps.size > 0) add(absl::StrCat("SIZE=", caps.size));
+  return out;
+}
 
 int64_t NowMs() {
   timespec ts;
@@ -221,6 +238,24 @@ struct Worker::Impl {
   absl::flat_hash_map<int, DnsWatch> dns_watch;
 
   PolicyCache policy_cache{100000};
+  int64_t last_policy_dump_ms = 0;
+
+  // The policy cache as JSON lines in SPOOL/log/policy-wN.jsonl (`mxburstctl policy`), written
+  // every kPolicyDumpMs and at exit. Synchronous file I/O on this thread, but rare and small;
+  // tmp + rename so readers never see half a file.
+  void DumpPolicies() {
+    last_policy_dump_ms = now_ms;
+    std::string dir = w.config_.spool_dir + "/log";
+    std::string path = absl::StrCat(dir, "/policy-w", w.index_, ".jsonl");
+    std::string tmp = path + ".tmp";
+    mkdir(dir.c_str(), 0755);  // EEXIST is the normal case
+    std::string text = policy_cache.DumpJson(absl::Now());
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return;
+    bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    ok = std::fclose(f) == 0 && ok;
+    if (ok) std::rename(tmp.c_str(), path.c_str());
+  }
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;
 
@@ -883,6 +918,10 @@ struct Worker::Impl {
             c.violation = "starttls-not-offered";
           }
           c.ready_seen = true;
+          if (PolicyEntry* e = policy_cache.Find(c.mx)) {
+            e->ehlo_keywords = KeywordsOf(c.session->capabilities());
+            e->last_used = absl::Now();
+          }
           if (c.dest->connecting > 0) --c.dest->connecting;
           c.dest->ResetFailures();
         }
@@ -1134,6 +1173,7 @@ struct Worker::Impl {
     if (tag.op == UringOp::kTick) {
       wheel.Advance(now_ms, [this](uint32_t s, uint32_t g, int64_t d) { OnDeadline(s, g, d); });
       if (resolver != nullptr) resolver->ProcessTimeouts();
+      if (now_ms - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
       PostTick();
       return;
     }
@@ -1203,7 +1243,10 @@ struct Worker::Impl {
         }
       }
       FlushCompletions();
-      if (w.stop_.load(std::memory_order_acquire) && Idle()) break;
+      if (w.stop_.load(std::memory_order_acquire) && Idle()) {
+        DumpPolicies();
+        break;
+      }
 
       int rc = io_uring_submit_and_wait(&ring, 1);
       if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {

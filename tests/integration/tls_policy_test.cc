@@ -280,6 +280,21 @@ void CheckFallback(TlsPolicyTest* t, FaultServer::Mode mode, std::vector<std::st
     EXPECT_EQ(r["tls"], "TLSv1.3") << "never plaintext";
   }
   EXPECT_EQ(port26.accepts(), 1) << "the negative entry keeps later connections off port 26";
+
+  // `mxburstctl policy` shows the cache entry with its port-26 negative state.
+  ASSERT_EQ(RunCommand({Bin("tools/mxburstctl"), "policy", "--spool", t->spool_},
+                       t->dir_ + "/ctl.out"),
+            0);
+  bool seen = false;
+  for (const nlohmann::json& e : ReadJsonLines(t->dir_ + "/ctl.out")) {
+    if (e["mx"] != "smtps-mx.d2.example") continue;
+    seen = true;
+    EXPECT_EQ(e["implicit_tls_failed"], true) << e.dump();
+    EXPECT_EQ(e["policy"], "smtps-prefix");
+    EXPECT_EQ(e["connections"], 5) << "one on port 26, four on 25";
+    EXPECT_TRUE(absl::StrContains(e["ehlo"].get<std::string>(), "PIPELINING")) << e.dump();
+  }
+  EXPECT_TRUE(seen);
 }
 
 TEST_F(TlsPolicyTest, SmtpsPortResetFallsBackToStartTlsAndIsRemembered) {
@@ -304,6 +319,26 @@ TEST_F(TlsPolicyTest, SessionsToTheSameMxAreResumed) {
     if (r.value("tls_resumed", false)) ++resumed;
   }
   EXPECT_EQ(resumed, 3) << "every connection after the first resumes";
+}
+
+// Per-domain rule from the config file for an MX name without a prefix: tls = "required" turns
+// the opportunistic host d3 strict.
+TEST_F(TlsPolicyTest, DomainRuleFromConfigRequiresTls) {
+  WriteFileOrDie(dir_ + "/mxburst.toml",
+                 "[domain.\"d3.example\"]\ntls = \"required\"\nverify = true\n");
+  StartSink({SmtpListen("/no-starttls")});
+  Inject("d3.example", 2);
+  ASSERT_EQ(RunEngine({"--config", dir_ + "/mxburst.toml"}), 0)
+      << ReadFileOrDie(dir_ + "/engine.out.err");
+  nlohmann::json stats = sink_->Stop();
+  EXPECT_EQ(stats["messages"], 0);
+  auto by = ByDomain();
+  ASSERT_EQ(by["d3.example"].size(), 2u);
+  for (const nlohmann::json& r : by["d3.example"]) {
+    EXPECT_EQ(r["status"], "deferred") << r.dump();
+    EXPECT_EQ(r["policy_source"], "config");
+    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "starttls-not-offered"));
+  }
 }
 
 // wolfSSL does not date-check a trust anchor; a pinned self-signed certificate that expired must

@@ -1,0 +1,116 @@
+// mxburstctl: look at a spool and the engine's policy cache, and flush deferred mail.
+//
+//   mxburstctl queue  --spool DIR            counts per spool directory, deferred per domain
+//   mxburstctl policy --spool DIR            the TLS policy cache (written by each worker)
+//   mxburstctl flush  --spool DIR [--domain D]  deferred messages back to incoming/ now
+//
+// It works on the files the engine keeps (no control socket yet): `policy` shows the cache as of
+// the workers' last dump (every 30 s and at exit).
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "queue/envelope.h"
+#include "queue/spool.h"
+
+namespace {
+
+const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
+
+  queue            messages per spool directory, and deferred recipients per domain
+  policy           the TLS policy cache per MX host (JSON lines, from SPOOL/log/policy-w*.jsonl)
+  flush            move deferred messages back to incoming/ for an immediate retry
+    --domain D     only messages with a recipient at domain D
+  --help           this text
+)";
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "mxburstctl: %s\n", msg.c_str());
+  return 2;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return out;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+int Queue(const mxb::Spool& spool) {
+  std::printf("incoming %zu\nactive   %zu\ndeferred %zu\nbad      %zu\n", spool.CountIncoming(),
+              spool.CountActive(), spool.CountDeferred(), spool.CountBad());
+  std::map<std::string, size_t> per_domain;
+  for (const std::string& name : spool.ListDeferred()) {
+    absl::StatusOr<mxb::Envelope> env =
+        mxb::ParseEnvelope(ReadAll(spool.root() + "/deferred/" + name));
+    if (!env.ok()) continue;
+    for (const std::string& r : env->recipients) ++per_domain[mxb::DomainOf(r)];
+  }
+  if (!per_domain.empty()) std::printf("deferred recipients per domain:\n");
+  for (const auto& [domain, n] : per_domain) std::printf("  %-40s %zu\n", domain.c_str(), n);
+  return 0;
+}
+
+int Policy(const mxb::Spool& spool) {
+  bool any = false;
+  for (int w = 0; w < 1024; ++w) {
+    std::string text = ReadAll(absl::StrCat(spool.root(), "/log/policy-w", w, ".jsonl"));
+    if (text.empty()) continue;
+    any = true;
+    std::fputs(text.c_str(), stdout);
+  }
+  if (!any) std::fprintf(stderr, "mxburstctl: no policy dump yet in %s/log\n", spool.root().c_str());
+  return 0;
+}
+
+int Flush(mxb::Spool& spool, const std::string& domain) {
+  size_t moved = 0;
+  for (const std::string& name : spool.ListDeferred()) {
+    if (!domain.empty()) {
+      absl::StatusOr<mxb::Envelope> env =
+          mxb::ParseEnvelope(ReadAll(spool.root() + "/deferred/" + name));
+      if (!env.ok()) continue;
+      bool match = false;
+      for (const std::string& r : env->recipients) match |= mxb::DomainOf(r) == domain;
+      if (!match) continue;
+    }
+    if (absl::Status s = spool.Requeue(name); !s.ok()) {
+      std::fprintf(stderr, "mxburstctl: %s\n", std::string(s.message()).c_str());
+      continue;
+    }
+    ++moved;
+  }
+  std::printf("moved %zu deferred message(s) to incoming/\n", moved);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string command = argv[1], spool_dir, domain;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--spool" || a == "--domain") && i + 1 < argc) {
+      (a == "--spool" ? spool_dir : domain) = argv[++i];
+    } else {
+      return Fail(absl::StrCat(a, ": unknown option (see --help)"));
+    }
+  }
+  if (spool_dir.empty()) return Fail("--spool: required");
+  absl::StatusOr<mxb::Spool> spool = mxb::Spool::Open(spool_dir);
+  if (!spool.ok()) return Fail(std::string(spool.status().message()));
+  if (command == "queue") return Queue(*spool);
+  if (command == "policy") return Policy(*spool);
+  if (command == "flush") return Flush(*spool, domain);
+  return Fail(absl::StrCat(command, ": unknown command (see --help)"));
+}
