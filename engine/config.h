@@ -46,6 +46,13 @@ struct EngineConfig {
 
   // DNS servers ("127.0.0.1:5353"); empty = /etc/resolv.conf.
   std::vector<std::string> dns_servers;
+  // DNS cache bounds (dns/resolver.h): TTLs are clamped to [floor, ceiling]; NXDOMAIN/NODATA
+  // cached up to negative_ttl; SERVFAIL/timeouts for tempfail_ttl (never a bounce).
+  absl::Duration dns_ttl_floor = absl::Seconds(30);
+  absl::Duration dns_ttl_ceiling = absl::Hours(24);
+  absl::Duration dns_negative_ttl = absl::Minutes(5);
+  absl::Duration dns_tempfail_ttl = absl::Seconds(30);
+  size_t dns_max_mx_hosts = 10;
   // TLS policy (tls/policy.h): prefix signals, ports, per-domain rules.
   GlobalTlsConfig tls_global;
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain

@@ -110,7 +110,7 @@ class Reader {
   absl::Status Read(const toml::table& root) {
     absl::Status s;
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
-                                   "limits", "timeouts", "queue", "tls", "domain"}))
+                                   "limits", "timeouts", "queue", "dns_cache", "tls", "domain"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -169,6 +169,24 @@ class Reader {
       }
     } else if (root.contains("timeouts")) {
       return Error("timeouts", "expected a table");
+    }
+
+    if (const toml::table* t = root["dns_cache"].as_table()) {
+      const std::string p = "dns_cache.";
+      if (!(s = CheckKeys(*t, p, {"ttl_floor", "ttl_ceiling", "negative_ttl", "tempfail_ttl",
+                                  "max_mx_hosts"}))
+               .ok())
+        return s;
+      if (!(s = Seconds(*t, p, "ttl_floor", 86400, &c_->dns_ttl_floor)).ok()) return s;
+      if (!(s = Seconds(*t, p, "ttl_ceiling", 86400 * 7, &c_->dns_ttl_ceiling)).ok()) return s;
+      if (!(s = Seconds(*t, p, "negative_ttl", 86400, &c_->dns_negative_ttl)).ok()) return s;
+      if (!(s = Seconds(*t, p, "tempfail_ttl", 3600, &c_->dns_tempfail_ttl)).ok()) return s;
+      if (!(s = Int<size_t>(*t, p, "max_mx_hosts", 1, 100, &c_->dns_max_mx_hosts)).ok()) return s;
+      if (c_->dns_ttl_floor > c_->dns_ttl_ceiling) {
+        return Error("dns_cache.ttl_floor", "must not be above dns_cache.ttl_ceiling");
+      }
+    } else if (root.contains("dns_cache")) {
+      return Error("dns_cache", "expected a table");
     }
 
     if (const toml::table* t = root["queue"].as_table()) {

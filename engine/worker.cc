@@ -283,6 +283,11 @@ struct Worker::Impl {
     policy_cache = PolicyCache(w.config_.policy_cache_entries);
     Resolver::Options ro;
     ro.servers = w.config_.dns_servers;
+    ro.ttl_floor = w.config_.dns_ttl_floor;
+    ro.ttl_ceiling = w.config_.dns_ttl_ceiling;
+    ro.negative_ttl = w.config_.dns_negative_ttl;
+    ro.tempfail_ttl = w.config_.dns_tempfail_ttl;
+    ro.max_mx_hosts = w.config_.dns_max_mx_hosts;
     absl::StatusOr<std::unique_ptr<Resolver>> r =
         Resolver::Create(ro, [this](int fd, bool rd, bool wr) { WatchDns(fd, rd, wr); });
     if (!r.ok()) {

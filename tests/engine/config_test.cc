@@ -47,6 +47,8 @@ TEST(ConfigFile, BadKeysAreNamed) {
       {"spool = \"/s\"\n[timeouts]\nscale = -1.0\n", "timeouts.scale"},
       {"spool = \"/s\"\nroute = \"*=x\"\n", "route"},
       {"spool = \"/s\"\nunknown_top = 1\n", "unknown_top"},
+      {"spool = \"/s\"\n[dns_cache]\nttl_floor = 100\nttl_ceiling = 10\n", "dns_cache.ttl_floor"},
+      {"spool = \"/s\"\n[dns_cache]\nmax_mx = 3\n", "dns_cache.max_mx"},
   };
   for (const BadCase& c : cases) {
     std::string path = WriteTemp(c.toml);
@@ -70,6 +72,9 @@ max_connections = 7
 [timeouts]
 idle = 9
 scale = 0.5
+[dns_cache]
+ttl_floor = 60
+negative_ttl = 120
 [tls]
 prefix_signals = "log-only"
 smtps_port = 2626
@@ -87,6 +92,8 @@ verify = true
   EXPECT_EQ(cfg->tls_global.prefix_signals, PrefixSignals::kLogOnly);
   EXPECT_EQ(cfg->tls_global.smtps_port, 2626);
   ASSERT_EQ(cfg->dns_servers.size(), 1u);
+  EXPECT_EQ(cfg->dns_ttl_floor, absl::Seconds(60));
+  EXPECT_EQ(cfg->dns_negative_ttl, absl::Seconds(120));
   ASSERT_TRUE(cfg->domain_tls.contains("bank.example"));
   EXPECT_EQ(cfg->domain_tls["bank.example"].requirement, TlsRequirement::kRequired);
   EXPECT_TRUE(cfg->domain_tls["bank.example"].verify);

@@ -79,7 +79,8 @@ class DnsDeliveryTest : public ::testing::Test {
     port_ = FreePort("127.0.0.1");
     sink_ = new SinkProcess(*shared_dir_, {"--listen",
                                            absl::StrCat("127.0.0.2:", port_, ",127.0.0.3:", port_,
-                                                        ",[::1]:", port_)});
+                                                        ",[::1]:", port_),
+                                           "--out-dir", *shared_dir_ + "/received"});
   }
   static void TearDownTestSuite() {
     if (sink_ != nullptr) sink_->Stop();
@@ -102,10 +103,27 @@ class DnsDeliveryTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) {
       std::string msg = absl::StrCat("x-sender: <bounce@esp.example>\nx-receiver: <", rcpt,
                                      ">\nFrom: a@esp.example\nTo: ", rcpt,
-                                     "\nMessage-ID: <dns-", i, "@esp.example>\nSubject: dns\n\n",
+                                     "\nMessage-ID: <", i, ".", rcpt, ">\nSubject: dns\n\n",
                                      "hello\n");
       ASSERT_TRUE(InjectFile(spool_, absl::StrCat("m", i, ".eml"), msg, false).ok());
     }
+  }
+
+  // The address the sink received message `i` to `rcpt` on ("127.0.0.3", "::1"), "" if never.
+  static std::string ReceivedOn(const std::string& rcpt, int i = 0) {
+    std::string dir = *shared_dir_ + "/received";
+    std::string id = absl::StrCat("Message-ID: <", i, ".", rcpt, ">");
+    for (const std::string& name : ListDir(dir)) {
+      if (!absl::EndsWith(name, ".eml")) continue;
+      if (!absl::StrContains(ReadFileOrDie(dir + "/" + name), id)) continue;
+      std::string env = ReadFileOrDie(dir + "/" + name.substr(0, name.size() - 4) + ".env");
+      size_t at = env.find("local: ");
+      if (at == std::string::npos) return "?";
+      std::string local = env.substr(at + 7, env.find('\n', at) - at - 7);
+      if (absl::StartsWith(local, "[")) return local.substr(1, local.find(']') - 1);
+      return local.substr(0, local.rfind(':'));
+    }
+    return "";
   }
 
   std::vector<nlohmann::json> Deliver() {
@@ -141,6 +159,7 @@ TEST_F(DnsDeliveryTest, LowestPreferenceMxFirst) {
     EXPECT_EQ(r["mx"], "mx1.multi.dnstest");
     EXPECT_EQ(r["ip"], "127.0.0.2");
   }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ReceivedOn("a@multi.dnstest", i), "127.0.0.2");
 }
 
 TEST_F(DnsDeliveryTest, FirstMxDownDeliversViaTheSecond) {
@@ -152,6 +171,7 @@ TEST_F(DnsDeliveryTest, FirstMxDownDeliversViaTheSecond) {
     EXPECT_EQ(r["mx"], "mx2.down.dnstest");
     EXPECT_EQ(r["ip"], "127.0.0.3");
   }
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(ReceivedOn("a@down.dnstest", i), "127.0.0.3");
 }
 
 TEST_F(DnsDeliveryTest, ImplicitMxUsesTheDomainsAddress) {
@@ -161,6 +181,7 @@ TEST_F(DnsDeliveryTest, ImplicitMxUsesTheDomainsAddress) {
   EXPECT_EQ(log[0]["status"], "delivered") << log[0].dump();
   EXPECT_EQ(log[0]["mx"], "implicit.dnstest");
   EXPECT_EQ(log[0]["ip"], "127.0.0.2");
+  EXPECT_EQ(ReceivedOn("a@implicit.dnstest"), "127.0.0.2");
 }
 
 TEST_F(DnsDeliveryTest, NullMxBouncesAtOnceWithADsn) {
@@ -168,6 +189,7 @@ TEST_F(DnsDeliveryTest, NullMxBouncesAtOnceWithADsn) {
   std::vector<nlohmann::json> log = Deliver();
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log[0]["status"], "bounced") << log[0].dump();
+  EXPECT_EQ(ReceivedOn("a@nullmx.dnstest"), "") << "never sent";
   EXPECT_EQ(log[0]["code"], 556);
   EXPECT_EQ(log[0]["enhanced"], "5.1.10");
   EXPECT_EQ(ListDir(spool_ + "/deferred").size(), 0u);
@@ -201,6 +223,7 @@ TEST_F(DnsDeliveryTest, MxTargetThatIsACnameIsFollowed) {
   EXPECT_EQ(log[0]["status"], "delivered") << log[0].dump();
   EXPECT_EQ(log[0]["mx"], "alias.cname.dnstest");
   EXPECT_EQ(log[0]["ip"], "127.0.0.3");
+  EXPECT_EQ(ReceivedOn("a@cname.dnstest"), "127.0.0.3");
 }
 
 TEST_F(DnsDeliveryTest, AaaaOnlyMxDeliversOverIpv6) {
@@ -209,6 +232,7 @@ TEST_F(DnsDeliveryTest, AaaaOnlyMxDeliversOverIpv6) {
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log[0]["status"], "delivered") << log[0].dump();
   EXPECT_EQ(log[0]["ip"], "::1");
+  EXPECT_EQ(ReceivedOn("a@v6only.dnstest"), "::1");
 }
 
 TEST_F(DnsDeliveryTest, IdnDomainIsLookedUpAsALabel) {
