@@ -43,6 +43,7 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --retry D1,D2,.../REPEAT/MAX_AGE
                            retry schedule in seconds (default 300,600,1200,2400/3600/345600:
                            5m 10m 20m 40m, then hourly, expire after 4 days with a DSN)
+  --no-tls-resumption      full handshake on every connection (for benchmarks)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
   --version                print the version and exit
@@ -207,6 +208,8 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       }
       c.retry_repeat = absl::Seconds(repeat);
       c.max_queue_age = absl::Seconds(age);
+    } else if (flag == "--no-tls-resumption") {
+      c.tls_resumption = false;
     } else if (flag == "--drain") {
       c.drain = true;
     } else if (flag == "--quiet") {

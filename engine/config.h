@@ -57,6 +57,7 @@ struct EngineConfig {
   GlobalTlsConfig tls_global;
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain
   size_t policy_cache_entries = 100000;
+  bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
 
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight

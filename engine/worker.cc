@@ -955,7 +955,9 @@ struct Worker::Impl {
     params.verify = c.policy.verify;
     params.log_only = c.policy.log_only;  // verify, but let the handshake finish
     PolicyEntry* e = policy_cache.Find(c.mx);
-    if (e != nullptr && e->session != nullptr) params.resume = e->session.get();
+    if (w.config_.tls_resumption && e != nullptr && e->session != nullptr) {
+      params.resume = e->session.get();
+    }
     c.tls = w.tls_client_->NewSession(c.mx, params);
     return c.tls != nullptr;
   }
