@@ -1,4 +1,5 @@
 // Outcome journal: segment files, group commit, recovery scan. Format and rules in journal.h.
+#include "queue/file_io.h"
 #include "queue/journal.h"
 
 #include <dirent.h>
@@ -27,9 +28,7 @@ constexpr size_t kPrefixBytes = 8;  // crc + length
 constexpr size_t kFixedBody = 12;   // type, class, name length, generation, recipient
 constexpr size_t kMaxName = 255;    // NAME_MAX
 
-absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
-  return absl::ErrnoToStatus(err, absl::StrCat(path, ": ", op));
-}
+using file_io::ErrnoError;
 
 constexpr std::array<uint32_t, 256> MakeCrcTable() {
   std::array<uint32_t, 256> t{};
@@ -62,15 +61,7 @@ uint32_t GetU32(const char* p) {
   return v;
 }
 
-absl::Status FsyncDir(const std::string& dir) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open directory for fsync", dir);
-  const int rc = fsync(fd);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) return ErrnoError(err, "fsync directory", dir);
-  return absl::OkStatus();
-}
+using file_io::FsyncDir;
 
 absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
   while (!data.empty()) {

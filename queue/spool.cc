@@ -10,6 +10,7 @@
 //    back where it came from (at-least-once).
 //  - Renames into incoming/ and active/ use RENAME_NOREPLACE so a name collision is an error,
 //    never a silently overwritten message.
+#include "queue/file_io.h"
 #include "queue/spool.h"
 
 #include <dirent.h>
@@ -43,9 +44,7 @@ constexpr absl::string_view kWhySuffix = ".why";
 // NAME_MAX (255) minus room for ".why" in bad/ and the ".defer." prefix in tmp/.
 constexpr size_t kMaxNameLength = 240;
 
-absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
-  return absl::ErrnoToStatus(err, absl::StrCat(path, ": ", op));
-}
+using file_io::ErrnoError;
 
 // Names are single path components we created or listed: reject anything that could escape
 // the spool directory or that the listing would never return (dotfiles).
@@ -87,15 +86,7 @@ int RenameNoReplace(const std::string& from, const std::string& to) {
   return rename(from.c_str(), to.c_str());
 }
 
-absl::Status FsyncDir(const std::string& dir) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open directory for fsync", dir);
-  const int rc = fsync(fd);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) return ErrnoError(err, "fsync directory", dir);
-  return absl::OkStatus();
-}
+using file_io::FsyncDir;
 
 // Writes `contents` to `path` (created with `open_flags` added to O_WRONLY|O_CREAT), optionally
 // fsyncs it. On failure the partial file is removed.

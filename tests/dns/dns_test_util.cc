@@ -23,6 +23,11 @@
 #include "absl/strings/strip.h"
 
 namespace mxb::testing {
+
+std::string AuthZone(const std::string& name, const std::string& file) {
+  return absl::StrCat("auth-zone:\n  name: \"", name, "\"\n  zonefile: \"", file,
+                      "\"\n  for-upstream: yes\n  for-downstream: no\n");
+}
 namespace {
 
 std::string ReadFile(const std::string& path) {

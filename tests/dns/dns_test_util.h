@@ -18,6 +18,22 @@
 
 namespace mxb::testing {
 
+// bogus.: served unsigned (as an auth-zone) while the trust anchor says it is signed, so
+// validation fails and unbound answers SERVFAIL at once — the real-world "DNSSEC broken" case,
+// which must defer, never bounce. Put kBogusAnchor in the server: clause and
+// AuthZone("bogus.", file with kBogusZone) after it.
+inline constexpr char kBogusAnchor[] =
+    "  trust-anchor: \"bogus. DS 4242 13 2 "
+    "0000000000000000000000000000000000000000000000000000000000000000\"\n";
+inline constexpr char kBogusZone[] = R"($TTL 300
+bogus. IN SOA ns.bogus. host.bogus. 1 3600 600 86400 60
+bogus. IN NS ns.bogus.
+bogus. IN MX 10 mx.bogus.
+mx.bogus. IN A 127.0.0.100
+)";
+// An unbound auth-zone: clause serving `file` for upstream use only.
+std::string AuthZone(const std::string& name, const std::string& file);
+
 // A free port on 127.0.0.1 for both UDP and TCP (bound and released: a small race, fine here).
 absl::StatusOr<uint16_t> FreeLoopbackPort();
 

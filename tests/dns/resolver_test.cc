@@ -18,6 +18,10 @@
 namespace mxb {
 namespace {
 
+using testing::AuthZone;
+using testing::kBogusAnchor;
+using testing::kBogusZone;
+
 using testing::PollLoop;
 using testing::UnboundServer;
 
@@ -74,17 +78,6 @@ constexpr char kLocalData[] = R"(
   local-data: "m4.many.test. 300 IN A 127.0.1.4"
 )";
 
-// bogus.: served unsigned, but the trust anchor says it is signed: validation fails and unbound
-// answers SERVFAIL at once — the real-world "DNSSEC broken" case, which must defer.
-constexpr char kBogusAnchor[] =
-    "  trust-anchor: \"bogus. DS 4242 13 2 "
-    "0000000000000000000000000000000000000000000000000000000000000000\"\n";
-constexpr char kBogusZone[] = R"($TTL 300
-bogus. IN SOA ns.bogus. host.bogus. 1 3600 600 86400 60
-bogus. IN NS ns.bogus.
-bogus. IN MX 10 mx.bogus.
-mx.bogus. IN A 127.0.0.100
-)";
 constexpr char kSignedZone[] = R"($TTL 300
 signed. IN SOA ns.signed. host.signed. 1 3600 600 86400 60
 signed. IN NS ns.signed.
@@ -94,10 +87,6 @@ mx.signed. IN A 127.0.0.54
 _25._tcp.mx.signed. IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 )";
 
-std::string AuthZone(const std::string& name, const std::string& file) {
-  return absl::StrCat("auth-zone:\n  name: \"", name, "\"\n  zonefile: \"", file,
-                      "\"\n  for-upstream: yes\n  for-downstream: no\n");
-}
 
 std::string Ip(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = {};

@@ -34,6 +34,7 @@ using testing::Bin;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
+using testing::MessageIdOf;
 using testing::ReadFileOrDie;
 using testing::RunCommand;
 using testing::Subprocess;
@@ -45,15 +46,6 @@ int EnvInt(const char* name, int fallback) {
   return v != nullptr && absl::SimpleAtoi(v, &out) && out > 0 ? out : fallback;
 }
 
-std::string MessageIdOf(const std::string& msg) {
-  for (absl::string_view line : absl::StrSplit(msg, '\n')) {
-    if (line.empty() || line == "\r") break;
-    if (absl::StartsWithIgnoreCase(line, "message-id:")) {
-      return std::string(absl::StripAsciiWhitespace(line.substr(11)));
-    }
-  }
-  return "";
-}
 
 TEST(Crash, KillNineAtRandomMomentsLosesNothing) {
   const int messages = EnvInt("MXB_CRASH_MESSAGES", 4000);

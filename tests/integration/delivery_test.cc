@@ -33,32 +33,12 @@ using testing::Bin;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
+using testing::ReadJsonLines;
+using testing::MessageIdOf;
 using testing::ReadFileOrDie;
 using testing::RunCommand;
 using testing::Subprocess;
 using testing::WaitForFile;
-
-// The value of the Message-ID header of an RFC 5322 message ("" if none).
-std::string MessageId(absl::string_view msg) {
-  size_t header_end = msg.find("\n\n");
-  size_t crlf_end = msg.find("\r\n\r\n");
-  if (crlf_end != absl::string_view::npos && crlf_end < header_end) header_end = crlf_end;
-  absl::string_view headers = msg.substr(0, header_end);
-  for (absl::string_view line : absl::StrSplit(headers, '\n')) {
-    if (absl::StartsWithIgnoreCase(line, "message-id:")) {
-      return std::string(absl::StripAsciiWhitespace(line.substr(11)));
-    }
-  }
-  return "";
-}
-
-std::vector<nlohmann::json> ReadLog(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  for (absl::string_view line : absl::StrSplit(ReadFileOrDie(path), '\n', absl::SkipEmpty())) {
-    out.push_back(nlohmann::json::parse(line));
-  }
-  return out;
-}
 
 // One test's world: a temp dir with a spool, a running sink, and helpers to run the engine.
 class DeliveryTest : public ::testing::Test {
@@ -120,7 +100,7 @@ class DeliveryTest : public ::testing::Test {
       EXPECT_TRUE(env.ok()) << name;
       if (!env.ok()) continue;
       std::string body = file.substr(env->body_offset);
-      out[MessageId(body)] = body;
+      out[MessageIdOf(body)] = body;
     }
     return out;
   }
@@ -131,7 +111,7 @@ class DeliveryTest : public ::testing::Test {
     for (const std::string& name : ListDir(received_)) {
       if (!absl::EndsWith(name, ".eml")) continue;
       std::string msg = ReadFileOrDie(received_ + "/" + name);
-      out[MessageId(msg)] = msg;
+      out[MessageIdOf(msg)] = msg;
     }
     return out;
   }
@@ -174,7 +154,7 @@ TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
   EXPECT_EQ(SpoolCount("incoming"), 0u);
   EXPECT_EQ(SpoolCount("active"), 0u);
   EXPECT_EQ(SpoolCount("deferred"), 0u);
-  std::vector<nlohmann::json> log = ReadLog(log_);
+  std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 1000u);
   for (const nlohmann::json& r : log) {
     EXPECT_EQ(r["status"], "delivered") << r.dump();
@@ -214,7 +194,7 @@ TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
     EXPECT_TRUE(absl::StartsWith(env->recipients[0], "defer-")) << env->recipients[0];
   }
 
-  std::vector<nlohmann::json> log = ReadLog(log_);
+  std::vector<nlohmann::json> log = ReadJsonLines(log_);
   int delivered = 0, deferred_records = 0;
   for (const nlohmann::json& r : log) {
     std::string rcpt = r["rcpt"];
@@ -283,7 +263,7 @@ TEST_F(DeliveryTest, MalformedFileIsQuarantinedAndTheRestDelivered) {
   EXPECT_EQ(SpoolCount("incoming"), 0u);
   EXPECT_EQ(SpoolCount("active"), 0u);
   bool quarantine_logged = false;
-  for (const nlohmann::json& r : ReadLog(log_)) {
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
     if (r["status"] == "quarantined") quarantine_logged = r["msgid"] == "broken.eml";
   }
   EXPECT_TRUE(quarantine_logged);
@@ -296,7 +276,7 @@ TEST_F(DeliveryTest, NothingListeningDefersEverything) {
   EXPECT_EQ(SpoolCount("incoming"), 0u);
   EXPECT_EQ(SpoolCount("active"), 0u);
   EXPECT_EQ(SpoolCount("deferred"), 20u);
-  std::vector<nlohmann::json> log = ReadLog(log_);
+  std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 20u);
   for (const nlohmann::json& r : log) {
     EXPECT_EQ(r["status"], "deferred");
@@ -323,7 +303,7 @@ TEST_F(DeliveryTest, DrippingServerCannotHoldTheConnectionPastTheReplyDeadline) 
   // Generous bound: the point is "finite", the drip alone would last 60 s per connection.
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
   EXPECT_EQ(SpoolCount("deferred"), 3u);
-  std::vector<nlohmann::json> log = ReadLog(log_);
+  std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 3u);
   for (const nlohmann::json& r : log) {
     EXPECT_EQ(r["status"], "deferred");

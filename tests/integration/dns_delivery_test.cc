@@ -50,27 +50,14 @@ constexpr char kZones[] = R"(
   local-data: "xn--bcher-kva.dnstest. 300 IN MX 10 mx1.multi.dnstest."
 )";
 
-// bogus.: served unsigned while the trust anchor says it is signed, so unbound answers SERVFAIL
-// (the real-world "DNSSEC broken" case): the engine must defer, never bounce.
-constexpr char kBogusAnchor[] =
-    "  trust-anchor: \"bogus. DS 4242 13 2 "
-    "0000000000000000000000000000000000000000000000000000000000000000\"\n";
-constexpr char kBogusZone[] = R"($TTL 300
-bogus. IN SOA ns.bogus. host.bogus. 1 3600 600 86400 60
-bogus. IN NS ns.bogus.
-bogus. IN MX 10 mx.bogus.
-mx.bogus. IN A 127.0.0.2
-)";
-
 class DnsDeliveryTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     shared_dir_ = new std::string(MakeTempDir("dnsdelivery"));
-    WriteFileOrDie(*shared_dir_ + "/bogus.zone", kBogusZone);
+    WriteFileOrDie(*shared_dir_ + "/bogus.zone", testing::kBogusZone);
     absl::StatusOr<std::unique_ptr<UnboundServer>> u = UnboundServer::Start(
-        absl::StrCat(kZones, kBogusAnchor),
-        absl::StrCat("auth-zone:\n  name: \"bogus.\"\n  zonefile: \"", *shared_dir_,
-                     "/bogus.zone\"\n  for-upstream: yes\n  for-downstream: no\n"));
+        absl::StrCat(kZones, testing::kBogusAnchor),
+        testing::AuthZone("bogus.", *shared_dir_ + "/bogus.zone"));
     if (!u.ok()) {
       unbound_error_ = new std::string(u.status().ToString());
       return;

@@ -19,6 +19,8 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
@@ -169,6 +171,16 @@ nlohmann::json SinkProcess::Stop() {
   proc_->Signal(SIGTERM);
   if (proc_->Wait(absl::Seconds(30)) != 0) return nlohmann::json::object();
   return nlohmann::json::parse(ReadFileOrDie(dir_ + "/sink-stats.json"), nullptr, false);
+}
+
+std::string MessageIdOf(const std::string& message) {
+  for (absl::string_view line : absl::StrSplit(message, '\n')) {
+    if (line.empty() || line == "\r") break;  // end of the header section
+    if (line.size() >= 11 && absl::EqualsIgnoreCase(line.substr(0, 11), "message-id:")) {
+      return std::string(absl::StripAsciiWhitespace(line.substr(11)));
+    }
+  }
+  return "";
 }
 
 std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {

@@ -63,6 +63,9 @@ class SinkProcess {
   bool ready_ = false;
 };
 
+// The Message-ID header value of an RFC 5322 message ("" if none), LF or CRLF.
+std::string MessageIdOf(const std::string& message);
+
 // Every JSON line of a file (lines torn by a crash are skipped).
 std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
 
