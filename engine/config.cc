@@ -219,6 +219,7 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
     }
   }
   c.tls_global.smtp_port = c.smtp_port;
+  c.shaping = std::make_shared<const ShapingTable>(c.shaping_config);
   if (c.spool_dir.empty()) return Bad("--spool", "required (flag or `spool` in the config file)");
   if (c.log_path.empty()) c.log_path = c.spool_dir + "/log/accounting.jsonl";
   if (c.helo_name.empty()) {

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/container/flat_hash_map.h"
+#include "engine/shaping.h"
 #include "engine/smtp_session.h"
 #include "tls/policy.h"
 
@@ -58,6 +60,13 @@ struct EngineConfig {
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain
   size_t policy_cache_entries = 100000;
   bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
+
+  // Traffic shaping and source IP pools (engine/shaping.h): the [[shaping]], [backoff],
+  // [source_pools.NAME], [[source_select]] and default_source_pool keys. `shaping` is built from
+  // `shaping_config` by ParseFlags(); its budgets are process-wide and thread-safe, which is why
+  // a read-only config may point at them.
+  ShapingConfig shaping_config;
+  std::shared_ptr<const ShapingTable> shaping;
 
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight

@@ -3,15 +3,35 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <set>
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/config.h"
 
 namespace mxb {
 namespace {
+
+// An IPv4 or IPv6 literal (port 0).
+bool ParseIp(const std::string& text, sockaddr_storage* out) {
+  *out = sockaddr_storage{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
+  if (inet_pton(AF_INET, text.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    return true;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    return true;
+  }
+  return false;
+}
 
 class Reader {
  public:
@@ -110,7 +130,9 @@ class Reader {
   absl::Status Read(const toml::table& root) {
     absl::Status s;
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
-                                   "limits", "timeouts", "queue", "dns_cache", "tls", "domain"}))
+                                   "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
+                                   "backoff", "shaping", "source_pools", "source_select",
+                                   "default_source_pool"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -261,13 +283,189 @@ class Reader {
     } else if (root.contains("domain")) {
       return Error("domain", "expected a table of domains: [domain.\"example.com\"]");
     }
-    return absl::OkStatus();
+    return ReadShaping(root);  // after [domain.*]: a shaping rule's tls overrides its domain's
   }
+
+  // [backoff], [[shaping]], [source_pools.NAME], [[source_select]], default_source_pool
+  // (engine/shaping.h, README "Traffic shaping").
+  absl::Status ReadShaping(const toml::table& root);
 
  private:
   std::string file_;
   EngineConfig* c_;
 };
+
+absl::Status Reader::ReadShaping(const toml::table& root) {
+  absl::Status s;
+  ShapingConfig& sc = c_->shaping_config;
+  // Back-off settings: [backoff] for destinations without a domain rule, and the defaults of
+  // every rule (a rule's own backoff_* keys override them and turn back-off on).
+  auto backoff = [&](const toml::table& t, const std::string& p, const char* after,
+                     const char* base, const char* max, BackoffSettings* b) -> absl::Status {
+    absl::Status st;
+    if (t.contains(after) || t.contains(base) || t.contains(max)) b->enabled = true;
+    if (!(st = Int(t, p, after, 0, 1000, &b->after_4xx)).ok()) return st;
+    if (!(st = Seconds(t, p, base, 86400, &b->base)).ok()) return st;
+    if (!(st = Seconds(t, p, max, 86400 * 7, &b->max)).ok()) return st;
+    if (b->base <= absl::ZeroDuration()) return Error(p + base, "must be at least 1 second");
+    if (b->max < b->base) return Error(p + max, absl::StrCat("must not be below ", p, base));
+    return absl::OkStatus();
+  };
+  if (const toml::table* t = root["backoff"].as_table()) {
+    if (!(s = CheckKeys(*t, "backoff.", {"after_4xx", "base", "max", "enabled"})).ok()) return s;
+    sc.default_backoff.enabled = true;
+    if (!(s = Bool(*t, "backoff.", "enabled", &sc.default_backoff.enabled)).ok()) return s;
+    bool enabled = sc.default_backoff.enabled;
+    if (!(s = backoff(*t, "backoff.", "after_4xx", "base", "max", &sc.default_backoff)).ok())
+      return s;
+    sc.default_backoff.enabled = enabled;
+  } else if (root.contains("backoff")) {
+    return Error("backoff", "expected a table");
+  }
+
+  if (const toml::node* n = root.get("source_pools")) {
+    const toml::table* pools = n->as_table();
+    if (pools == nullptr) return Error("source_pools", "expected tables: [source_pools.NAME]");
+    for (const auto& [name, node] : *pools) {
+      const std::string pool_name(name.str());
+      const std::string p = absl::StrCat("source_pools.", pool_name, ".");
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return Error(absl::StrCat("source_pools.", pool_name), "expected a table");
+      if (!(s = CheckKeys(*t, p, {"addresses"})).ok()) return s;
+      SourcePool pool;
+      pool.name = pool_name;
+      if (!(s = StringList(*t, p, "addresses", &pool.addresses)).ok()) return s;
+      if (pool.addresses.empty()) return Error(p + "addresses", "expected at least one address");
+      for (const std::string& a : pool.addresses) {
+        sockaddr_storage ss{};
+        if (!ParseIp(a, &ss)) {
+          return Error(p + "addresses", absl::StrCat("not an IPv4/IPv6 address: '", a, "'"));
+        }
+        pool.sockaddrs.push_back(ss);
+      }
+      sc.pools.push_back(std::move(pool));
+    }
+  }
+  auto has_pool = [&](const std::string& name) {
+    for (const SourcePool& p : sc.pools) {
+      if (p.name == name) return true;
+    }
+    return false;
+  };
+  if (!(s = String(root, "", "default_source_pool", &sc.default_pool)).ok()) return s;
+  if (!sc.default_pool.empty() && !has_pool(sc.default_pool)) {
+    return Error("default_source_pool", absl::StrCat("no [source_pools.", sc.default_pool, "]"));
+  }
+
+  if (const toml::node* n = root.get("source_select")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr) return Error("source_select", "expected an array of tables: [[source_select]]");
+    for (size_t i = 0; i < a->size(); ++i) {
+      const std::string p = absl::StrCat("source_select[", i, "].");
+      const toml::table* t = (*a)[i].as_table();
+      if (t == nullptr) return Error(absl::StrCat("source_select[", i, "]"), "expected a table");
+      if (!(s = CheckKeys(*t, p, {"job", "sender_domain", "pool"})).ok()) return s;
+      SourceSelect sel;
+      if (!(s = String(*t, p, "job", &sel.job)).ok()) return s;
+      if (!(s = String(*t, p, "sender_domain", &sel.sender_domain)).ok()) return s;
+      if (!(s = String(*t, p, "pool", &sel.pool)).ok()) return s;
+      sel.sender_domain = absl::AsciiStrToLower(sel.sender_domain);
+      if (sel.job.empty() == sel.sender_domain.empty()) {
+        return Error(absl::StrCat("source_select[", i, "]"), "expected exactly one of job, sender_domain");
+      }
+      if (sel.pool.empty()) return Error(p + "pool", "required");
+      if (!has_pool(sel.pool)) {
+        return Error(p + "pool", absl::StrCat("no [source_pools.", sel.pool, "]"));
+      }
+      sc.select.push_back(std::move(sel));
+    }
+  }
+
+  if (const toml::node* n = root.get("shaping")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr) return Error("shaping", "expected an array of tables: [[shaping]]");
+    std::set<std::string> seen;
+    for (size_t i = 0; i < a->size(); ++i) {
+      const std::string p = absl::StrCat("shaping[", i, "].");
+      const toml::table* t = (*a)[i].as_table();
+      if (t == nullptr) return Error(absl::StrCat("shaping[", i, "]"), "expected a table");
+      if (!(s = CheckKeys(*t, p, {"domain", "mx_suffix", "source", "max_connections",
+                                  "max_messages_per_connection", "max_message_rate",
+                                  "rate_burst", "backoff_after_4xx", "backoff_base",
+                                  "backoff_max", "tls", "verify"}))
+               .ok())
+        return s;
+      ShapingRule r;
+      int keys = 0;
+      for (auto [key, match] : {std::pair{"domain", ShapingMatch::kDomain},
+                                std::pair{"mx_suffix", ShapingMatch::kMxSuffix},
+                                std::pair{"source", ShapingMatch::kSource}}) {
+        if (!t->contains(key)) continue;
+        ++keys;
+        if (!(s = String(*t, p, key, &r.pattern)).ok()) return s;
+        r.match = match;
+      }
+      if (keys != 1) {
+        return Error(absl::StrCat("shaping[", i, "]"), "expected exactly one of domain, mx_suffix, source");
+      }
+      const std::string match_key = p + ToString(r.match);
+      if (r.match == ShapingMatch::kSource) {
+        sockaddr_storage ss{};
+        if (!ParseIp(r.pattern, &ss)) {
+          return Error(match_key, absl::StrCat("not an IPv4/IPv6 address: '", r.pattern, "'"));
+        }
+      } else {
+        r.pattern = absl::AsciiStrToLower(r.pattern);
+        if (r.match == ShapingMatch::kMxSuffix) {
+          // "*.google.com", ".google.com" and "google.com" all mean google.com and below.
+          if (absl::StartsWith(r.pattern, "*")) r.pattern.erase(0, 1);
+          if (absl::StartsWith(r.pattern, ".")) r.pattern.erase(0, 1);
+        }
+        if (r.pattern.empty() || r.pattern.find_first_of(" */") != std::string::npos) {
+          return Error(match_key, "expected a domain name");
+        }
+      }
+      if (!seen.insert(absl::StrCat(ToString(r.match), " ", r.pattern)).second) {
+        return Error(match_key, absl::StrCat("duplicate rule for '", r.pattern, "'"));
+      }
+      ShapingLimits& l = r.limits;
+      if (!(s = Int(*t, p, "max_connections", 1, 100000, &l.max_connections)).ok()) return s;
+      if (!(s = Int(*t, p, "max_messages_per_connection", 1, 1000000,
+                    &l.max_messages_per_connection))
+               .ok())
+        return s;
+      std::string rate;
+      if (!(s = String(*t, p, "max_message_rate", &rate)).ok()) return s;
+      if (t->contains("max_message_rate")) {
+        absl::StatusOr<MessageRate> mr = ParseMessageRate(rate);
+        if (!mr.ok()) return Error(p + "max_message_rate", std::string(mr.status().message()));
+        l.max_message_rate = *mr;
+      }
+      if (!(s = Int(*t, p, "rate_burst", 1, 1000000, &l.rate_burst)).ok()) return s;
+      if (t->contains("rate_burst") && l.max_message_rate.unlimited()) {
+        return Error(p + "rate_burst", "needs max_message_rate");
+      }
+      l.backoff = sc.default_backoff;
+      if (!(s = backoff(*t, p, "backoff_after_4xx", "backoff_base", "backoff_max", &l.backoff))
+               .ok())
+        return s;
+      if (t->contains("tls") || t->contains("verify")) {
+        if (r.match != ShapingMatch::kDomain) {
+          return Error(t->contains("tls") ? p + "tls" : p + "verify",
+                       "only a domain rule can set TLS (MX rules: see the starttls-/smtps- names)");
+        }
+        DomainTlsConfig& d = c_->domain_tls[r.pattern];
+        if (!(s = TlsMode(*t, p, "tls", &d.requirement, &d.has_rule)).ok()) return s;
+        if (t->contains("verify")) {
+          if (!(s = Bool(*t, p, "verify", &d.verify)).ok()) return s;
+          d.has_rule = true;
+        }
+      }
+      sc.rules.push_back(std::move(r));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
