@@ -43,6 +43,8 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --retry D1,D2,.../REPEAT/MAX_AGE
                            retry schedule in seconds (default 300,600,1200,2400/3600/345600:
                            5m 10m 20m 40m, then hourly, expire after 4 days with a DSN)
+  --dsn bounces|spool      DSNs into DIR/bounces/ (default) or DIR/incoming/ (delivered by
+                           mxburst itself, null sender: a DSN never causes another DSN)
   --no-tls-resumption      full handshake on every connection (for benchmarks)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
@@ -68,6 +70,17 @@ absl::Status ParseInt(absl::string_view flag, const char* v, T min, T max, T* ou
 }  // namespace
 
 const char* UsageText() { return kUsage; }
+
+bool ParseDsnDestination(absl::string_view v, DsnDestination* out) {
+  if (v == "bounces") {
+    *out = DsnDestination::kBouncesDir;
+  } else if (v == "spool") {
+    *out = DsnDestination::kIncoming;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool* version) {
   EngineConfig c;
@@ -208,6 +221,11 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       }
       c.retry_repeat = absl::Seconds(repeat);
       c.max_queue_age = absl::Seconds(age);
+    } else if (flag == "--dsn") {
+      if (!(st = need(v)).ok()) return st;
+      if (!ParseDsnDestination(v, &c.dsn_destination)) {
+        return Bad(flag, absl::StrCat("expected bounces|spool, got '", v, "'"));
+      }
     } else if (flag == "--no-tls-resumption") {
       c.tls_resumption = false;
     } else if (flag == "--drain") {

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "engine/shaping.h"
 #include "engine/smtp_session.h"
+#include "queue/dsn.h"
 #include "tls/policy.h"
 
 namespace mxb {
@@ -45,6 +46,9 @@ struct EngineConfig {
                                               absl::Minutes(20), absl::Minutes(40)};
   absl::Duration retry_repeat = absl::Hours(1);
   absl::Duration max_queue_age = absl::Hours(96);
+  // Where DSNs go (`[queue] dsn`, --dsn): "bounces" = spool/bounces/ for an external bounce
+  // processor; "spool" = spool/incoming/ as a null-sender pickup file the engine delivers itself.
+  DsnDestination dsn_destination = DsnDestination::kBouncesDir;
 
   // DNS servers ("127.0.0.1:5353"); empty = /etc/resolv.conf.
   std::vector<std::string> dns_servers;
@@ -72,6 +76,9 @@ struct EngineConfig {
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
   bool quiet = false;
 };
+
+// "bounces" | "spool" (the values of `[queue] dsn` and --dsn); false for anything else.
+[[nodiscard]] bool ParseDsnDestination(absl::string_view v, DsnDestination* out);
 
 // Reads a TOML config file into *config (keys it does not set keep their values). The error is
 // one line naming the file, the key and what is wrong: "mxburst.toml: tls.prefix_signals:

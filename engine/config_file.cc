@@ -213,7 +213,7 @@ class Reader {
 
     if (const toml::table* t = root["queue"].as_table()) {
       const std::string p = "queue.";
-      if (!(s = CheckKeys(*t, p, {"retry_delays", "retry_repeat", "max_age"})).ok()) return s;
+      if (!(s = CheckKeys(*t, p, {"retry_delays", "retry_repeat", "max_age", "dsn"})).ok()) return s;
       if (const toml::node* n = t->get("retry_delays")) {
         const toml::array* a = n->as_array();
         if (a == nullptr || a->empty()) return Error("queue.retry_delays", "expected a non-empty array of seconds");
@@ -226,6 +226,13 @@ class Reader {
       }
       if (!(s = Seconds(*t, p, "retry_repeat", 86400 * 7, &c_->retry_repeat)).ok()) return s;
       if (!(s = Seconds(*t, p, "max_age", 86400 * 60, &c_->max_queue_age)).ok()) return s;
+      if (t->contains("dsn")) {
+        std::string dsn;
+        if (!(s = String(*t, p, "dsn", &dsn)).ok()) return s;
+        if (!ParseDsnDestination(dsn, &c_->dsn_destination)) {
+          return Error("queue.dsn", absl::StrCat("expected \"bounces\" or \"spool\", got '", dsn, "'"));
+        }
+      }
     } else if (root.contains("queue")) {
       return Error("queue", "expected a table");
     }

@@ -354,8 +354,10 @@ void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
   absl::string_view body = absl::string_view(msg.file).substr(msg.envelope.body_offset);
   std::optional<std::string> dsn = BuildDsn(body, msg.envelope, report);
   if (!dsn.has_value()) return;  // null sender: never a DSN
+  // dsn = "spool": a null-sender pickup file in incoming/, delivered by this engine like any
+  // other message (and, having the null sender, never the subject of another DSN).
   absl::Status s = WriteDsn(config_.spool_dir, DsnFileName(msg.spool_name, msg.envelope.attempts),
-                            msg.envelope.sender, *dsn);
+                            msg.envelope.sender, *dsn, config_.dsn_destination);
   if (!s.ok()) {
     std::fprintf(stderr, "mxburst: DSN for %s: %s\n", msg.spool_name.c_str(),
                  std::string(s.message()).c_str());

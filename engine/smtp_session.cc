@@ -1,5 +1,7 @@
 #include "engine/smtp_session.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <iterator>
 #include <utility>
 
@@ -88,6 +90,16 @@ std::string EnhancedFor(DeliveryClass klass, const SmtpReply& r) {
       return r.klass() == 4 ? "4.0.0" : "4.5.0";
   }
   return "4.0.0";
+}
+
+// RFC 5321 §4.5.3.1.10: "452 too many recipients" to a RCPT means "send these to me in another
+// transaction", not "try later". RFC 3463 X.5.3 names it ("Too many recipients"); an old server
+// without enhanced codes says a bare 452. Any other 452 (4.3.1 insufficient storage, ...) is a
+// plain temporary failure and defers.
+bool IsTooManyRecipients(const SmtpReply& r) {
+  if (r.klass() != 4) return false;
+  if (r.enhanced == "4.5.3") return true;
+  return r.code == 452 && r.enhanced.empty();
 }
 
 // 2xx delivered (or accepted), 5xx bounced, anything else deferred.
@@ -378,29 +390,78 @@ Action SmtpSession::StartTransaction(Transaction txn) {
                absl::StrCat("message size ", txn_.wire_body.size(),
                             " exceeds size limit ", caps_.size, " of server"));
   } else {
-    commands_.reserve(txn_.recipients.size() + 3);
-    commands_.push_back({Command::kMail, 0});
+    // Recipients past the client's own limit wait for the next transaction of this message,
+    // exactly like the ones a server refuses with 452 (RFC 5321 §3.3 allows a client to split).
+    const std::string over_limit = absl::StrCat("too many recipients for one transaction (max ",
+                                                opts_.max_rcpts_per_transaction, ")");
     for (size_t i = 0; i < txn_.recipients.size(); ++i) {
-      if (i >= opts_.max_rcpts_per_transaction) {
-        Decide(i, DeliveryClass::kDeferred, 0, "4.5.3",
-               absl::StrCat("too many recipients for one transaction (max ",
-                            opts_.max_rcpts_per_transaction, ")"));
-      } else if (txn_.recipients[i].empty() || !SafeAddress(txn_.recipients[i])) {
+      if (txn_.recipients[i].empty() || !SafeAddress(txn_.recipients[i])) {
         Decide(i, DeliveryClass::kBounced, 0, "5.1.3", "bad recipient address syntax");
       } else {
-        commands_.push_back({Command::kRcpt, static_cast<uint32_t>(i)});
+        Carry(i, 0, "4.5.3", over_limit);
       }
     }
-    if (commands_.size() == 1) commands_.clear();  // nobody to send to
   }
-  if (commands_.empty()) {
+  if (!BuildRound()) {
     EndTransaction();
     return NeedTransaction();
+  }
+  return SendNextCommands();
+}
+
+bool SmtpSession::BuildRound() {
+  commands_.clear();
+  sent_ = answered_ = accepted_ = 0;
+  mail_rejected_ = false;
+  dot_only_ = false;
+  const size_t limit = std::max<size_t>(1, opts_.max_rcpts_per_transaction);
+  commands_.reserve(std::min(rcpts_.size(), limit) + 3);
+  commands_.push_back({Command::kMail, 0});
+  for (size_t i = 0; i < rcpts_.size() && commands_.size() <= limit; ++i) {
+    RcptState& r = rcpts_[i];
+    if (r.final || !r.carried) continue;
+    r.carried = false;
+    commands_.push_back({Command::kRcpt, static_cast<uint32_t>(i)});
+  }
+  if (commands_.size() == 1) {  // nobody to send to
+    commands_.clear();
+    return false;
   }
   commands_.push_back({Command::kData, 0});
   commands_.push_back({Command::kDot, 0});
   state_ = SmtpState::kMail;
-  return SendNextCommands();
+  return true;
+}
+
+bool SmtpSession::HasCarried() const {
+  for (const RcptState& r : rcpts_) {
+    if (!r.final && r.carried) return true;
+  }
+  return false;
+}
+
+void SmtpSession::Carry(size_t rcpt, int code, std::string enhanced, std::string text) {
+  RcptState& r = rcpts_[rcpt];
+  r.carried = true;
+  r.accepted = false;
+  r.result.txn_id = txn_.id;
+  r.result.rcpt_index = rcpt;
+  r.result.klass = DeliveryClass::kDeferred;
+  r.result.code = code;
+  r.result.enhanced = std::move(enhanced);
+  r.result.text = std::move(text);
+}
+
+void SmtpSession::CarryRemainingRcpts(const SmtpReply& reply) {
+  // Without pipelining the RCPTs after answered_ are not on the wire yet: a server that said
+  // "too many" will say it again, so they go straight to the next transaction.
+  size_t end = answered_;
+  while (end < commands_.size() && commands_[end].cmd == Command::kRcpt) {
+    Carry(commands_[end].rcpt, reply);
+    ++end;
+  }
+  commands_.erase(commands_.begin() + static_cast<std::ptrdiff_t>(answered_),
+                  commands_.begin() + static_cast<std::ptrdiff_t>(end));
 }
 
 void SmtpSession::AppendCommand(const Pending& p, std::string* out) const {
@@ -466,6 +527,9 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
       if (IsPositive(reply)) {
         rcpts_[cmd.rcpt].accepted = true;
         ++accepted_;
+      } else if (IsTooManyRecipients(reply)) {
+        Carry(cmd.rcpt, reply);
+        if (!pipelining_) CarryRemainingRcpts(reply);
       } else {
         Decide(cmd.rcpt, reply);
       }
@@ -486,9 +550,11 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
         a.body = txn_.wire_body;
         return a;
       }
-      // DATA refused: the accepted recipients get its verdict.
+      // DATA refused (554 "no valid recipients", 554 5.7.1 policy, 451 ...): the accepted
+      // recipients get its verdict. Those waiting for another transaction keep their deferral:
+      // this one made no progress, so there is no next one on this connection.
       for (size_t i = 0; i < rcpts_.size(); ++i) {
-        if (!rcpts_[i].final) Decide(i, reply);
+        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, reply);
       }
       return EndTransactionWithRset();
     case Command::kDot:
@@ -496,7 +562,14 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
       // RFC 5321 §4.1.1.4: the final reply decides for every accepted recipient, and ends the
       // transaction either way (the server has cleared its buffers, so no RSET is needed).
       for (size_t i = 0; i < rcpts_.size(); ++i) {
-        if (!rcpts_[i].final) Decide(i, reply);
+        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, reply);
+      }
+      // RFC 5321 §3.3: recipients refused with "too many" go in a new transaction on this
+      // connection — but only after one that delivered something, so a server that refuses
+      // every first RCPT (or every message) cannot keep us looping; the rest are deferred.
+      if (IsPositive(reply) && accepted_ > 0 && HasCarried()) {
+        ++transactions_done_;
+        if (BuildRound()) return SendNextCommands();
       }
       EndTransaction();
       return NeedTransaction();
@@ -514,6 +587,11 @@ Action SmtpSession::EndTransactionWithRset() {
   // transaction (RFC 5321 §4.1.1.5).
   EndTransaction();
   return Send("RSET\r\n", SmtpState::kRset);
+}
+
+void SmtpSession::Carry(size_t rcpt, const SmtpReply& reply) {
+  Carry(rcpt, reply.code, EnhancedFor(DeliveryClass::kDeferred, reply),
+        absl::StrReplaceAll(reply.text, {{"\n", " "}}));
 }
 
 void SmtpSession::Decide(size_t rcpt, const SmtpReply& reply) {
@@ -536,7 +614,10 @@ void SmtpSession::Decide(size_t rcpt, DeliveryClass klass, int code, std::string
 
 void SmtpSession::EndTransaction() {
   for (size_t i = 0; i < rcpts_.size(); ++i) {
-    if (!rcpts_[i].final) {
+    if (!rcpts_[i].final && rcpts_[i].carried) {
+      // Waiting for a transaction that will not come: deferred with the reason it waited.
+      rcpts_[i].final = true;
+    } else if (!rcpts_[i].final) {
       // Unreachable by construction; defer rather than lose a recipient.
       Decide(i, DeliveryClass::kDeferred, 0, "4.3.0", "internal: recipient left undecided");
     }

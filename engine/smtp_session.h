@@ -28,6 +28,13 @@
 //   - RSET is sent after a transaction that ended before the final "." reply (MAIL refused,
 //     nobody accepted, DATA refused, the RFC 2920 lone "."). After a final reply of any class
 //     the server has already reset (RFC 5321 §4.1.1.4), so the next MAIL follows directly.
+//   - One Transaction (one message) may take several SMTP transactions on the wire (RFC 5321
+//     §3.3, §4.5.3.1.10): recipients past max_rcpts_per_transaction, and recipients a server
+//     refuses with "452 4.5.3 too many recipients", go in a new MAIL transaction right after a
+//     final 2xx, until all are sent. A transaction that delivered nobody ends the series (the
+//     waiting recipients are deferred with their 452), so a server answering 452 to every
+//     first RCPT cannot make the session loop. The Transaction stays in_transaction() and its
+//     results appear once, when the last of its SMTP transactions ends.
 #pragma once
 
 #include <cstdint>
@@ -85,7 +92,7 @@ struct SessionOptions {
 struct Transaction {
   uint64_t id = 0;                      // caller's handle, echoed in results
   std::string sender;                   // "" = null sender "<>"
-  std::vector<std::string> recipients;  // at most max_rcpts_per_transaction
+  std::vector<std::string> recipients;  // more than max_rcpts_per_transaction: several MAILs
   absl::string_view wire_body;          // AppendDataWire() output; caller keeps it alive
   bool eight_bit = false;               // add BODY=8BITMIME when offered
 };
@@ -150,6 +157,7 @@ class SmtpSession {
   const SessionFailure& failure() const { return failure_; }
   // The transaction in progress, if any (its id), for the engine's bookkeeping.
   bool in_transaction() const { return txn_active_; }
+  // SMTP transactions ended on the wire (a Transaction split by 452 counts each part).
   uint64_t transactions_done() const { return transactions_done_; }
 
  private:
@@ -162,6 +170,9 @@ class SmtpSession {
   struct RcptState {
     bool final = false;     // result decided
     bool accepted = false;  // RCPT got 2xx, waiting for DATA's verdict
+    // Waiting for the next transaction of this message (452 too many recipients, or past
+    // max_rcpts_per_transaction); `result` holds the deferral it gets if none comes.
+    bool carried = false;
     RecipientResult result;
   };
   // What unfinished recipients get when the session ends under them.
@@ -181,6 +192,13 @@ class SmtpSession {
   Action SendNextCommands();
   Action EndTransactionWithRset();
   void AppendCommand(const Pending& p, std::string* out) const;
+  // Fills commands_ with MAIL, the next carried recipients (at most max_rcpts_per_transaction)
+  // and DATA; false when nobody is left to send to.
+  bool BuildRound();
+  bool HasCarried() const;
+  void Carry(size_t rcpt, const SmtpReply& reply);
+  void Carry(size_t rcpt, int code, std::string enhanced, std::string text);
+  void CarryRemainingRcpts(const SmtpReply& reply);
   void Decide(size_t rcpt, const SmtpReply& reply);
   void Decide(size_t rcpt, DeliveryClass klass, int code, std::string enhanced, std::string text);
   void EndTransaction();

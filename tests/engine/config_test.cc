@@ -49,6 +49,8 @@ TEST(ConfigFile, BadKeysAreNamed) {
       {"spool = \"/s\"\nunknown_top = 1\n", "unknown_top"},
       {"spool = \"/s\"\n[dns_cache]\nttl_floor = 100\nttl_ceiling = 10\n", "dns_cache.ttl_floor"},
       {"spool = \"/s\"\n[dns_cache]\nmax_mx = 3\n", "dns_cache.max_mx"},
+      {"spool = \"/s\"\n[queue]\ndsn = \"mailbox\"\n", "queue.dsn"},
+      {"spool = \"/s\"\n[queue]\ndsn = 1\n", "queue.dsn"},
   };
   for (const BadCase& c : cases) {
     std::string path = WriteTemp(c.toml);
@@ -106,6 +108,7 @@ TEST(Flags, BadFlagsAreNamed) {
       {"--spool", "/s", "--route", "*=127.0.0.1", "--tls", "maybe"},
       {"--spool", "/s", "--route", "*=127.0.0.1", "--bogus"},
       {"--spool", "/s", "--route", "*=127.0.0.1", "--prefix-signals", "x"},
+      {"--spool", "/s", "--route", "*=127.0.0.1", "--dsn", "mailbox"},
       {"--spool"},
   };
   for (const auto& args : cases) {
@@ -113,6 +116,21 @@ TEST(Flags, BadFlagsAreNamed) {
     ASSERT_FALSE(cfg.ok());
     EXPECT_TRUE(absl::StartsWith(cfg.status().message(), "--")) << cfg.status();
   }
+}
+
+// [queue] dsn picks where DSNs go; the flag overrides the file; the default is bounces/.
+TEST(ConfigFile, DsnDestination) {
+  absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->dsn_destination, DsnDestination::kBouncesDir);
+  std::string path = WriteTemp("spool = \"/s\"\n[queue]\ndsn = \"spool\"\n");
+  cfg = Parse({"--config", path});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->dsn_destination, DsnDestination::kIncoming);
+  cfg = Parse({"--config", path, "--dsn", "bounces"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->dsn_destination, DsnDestination::kBouncesDir);
+  std::remove(path.c_str());
 }
 
 }  // namespace

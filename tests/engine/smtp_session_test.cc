@@ -385,7 +385,7 @@ TEST(SmtpSession, OversizeMessageBouncesBeforeMail) {
   EXPECT_EQ(r[0].enhanced, "5.3.4");
 }
 
-TEST(SmtpSession, RecipientsBeyondTheLimitAreDeferred) {
+TEST(SmtpSession, RecipientsBeyondTheLimitGoInTheNextTransaction) {
   SmtpSession s = Ready({.tls = TlsMode::kDisabled, .max_rcpts_per_transaction = 2}, "");
   const std::string wire = "x\r\n.\r\n";
   Transaction t{.id = 8, .sender = "s@x", .recipients = {"a@x", "b@x", "c@x"}, .wire_body = wire};
@@ -399,11 +399,58 @@ TEST(SmtpSession, RecipientsBeyondTheLimitAreDeferred) {
   EXPECT_EQ(s.phase(), "DATA");
   EXPECT_EQ(s.OnReply(Reply("354 go\r\n")).body, wire);
   EXPECT_EQ(s.reply_timeout(), absl::Minutes(10));
+  // The first transaction ended: c goes in a second one, same Transaction, no result yet.
+  a = s.OnReply(Reply("250 ok\r\n"));
+  EXPECT_EQ(a.kind, Action::Kind::kSend);
+  EXPECT_EQ(a.bytes, "MAIL FROM:<s@x>\r\n");
+  EXPECT_TRUE(s.in_transaction());
+  EXPECT_FALSE(s.has_results());
+  EXPECT_EQ(s.transactions_done(), 1u);
+  EXPECT_EQ(s.OnReply(Reply("250 ok\r\n")).bytes, "RCPT TO:<c@x>\r\n");
+  EXPECT_EQ(s.OnReply(Reply("250 ok\r\n")).bytes, "DATA\r\n");
+  EXPECT_EQ(s.OnReply(Reply("354 go\r\n")).body, wire);
   EXPECT_EQ(s.OnReply(Reply("250 ok\r\n")).kind, Action::Kind::kNeedTransaction);
+  EXPECT_EQ(s.transactions_done(), 2u);
   std::vector<RecipientResult> r = s.TakeResults();
   ASSERT_EQ(r.size(), 3u);
-  EXPECT_EQ(r[2].klass, DeliveryClass::kDeferred);
-  EXPECT_EQ(r[2].enhanced, "4.5.3");
+  for (const RecipientResult& x : r) {
+    EXPECT_EQ(x.klass, DeliveryClass::kDelivered) << x.rcpt_index;
+    EXPECT_EQ(x.txn_id, 8u);
+  }
+}
+
+// A server answering 452 to every first RCPT: however many recipients wait, the session sends
+// a bounded number of commands and ends idle with all of them deferred (no loop).
+TEST(SmtpSession, TooManyToEveryFirstRcptNeverLoops) {
+  for (bool pipelining : {false, true}) {
+    SmtpSession s = Ready({.tls = TlsMode::kDisabled, .max_rcpts_per_transaction = 3},
+                          pipelining ? "PIPELINING,ENHANCEDSTATUSCODES" : "ENHANCEDSTATUSCODES");
+    const std::string wire = "x\r\n.\r\n";
+    Transaction t{.id = 9, .sender = "s@x", .recipients = {}, .wire_body = wire};
+    for (int i = 0; i < 50; ++i) t.recipients.push_back(absl::StrCat("r", i, "@x"));
+    Action a = s.StartTransaction(t);
+    int sends = 0;
+    while (a.kind == Action::Kind::kSend || a.kind == Action::Kind::kWait) {
+      ASSERT_LT(++sends, 20) << "looping";
+      absl::string_view cmd = a.bytes;
+      if (a.kind == Action::Kind::kWait) {
+        a = s.OnReply(Reply("452 4.5.3 too many recipients\r\n"));
+      } else if (absl::StartsWith(cmd, "MAIL") || absl::StartsWith(cmd, "RSET")) {
+        a = s.OnReply(Reply("250 2.0.0 ok\r\n"));
+      } else if (absl::StartsWith(cmd, "RCPT")) {
+        a = s.OnReply(Reply("452 4.5.3 too many recipients\r\n"));
+      } else {
+        a = s.OnReply(Reply("554 5.5.1 no valid recipients\r\n"));
+      }
+    }
+    EXPECT_EQ(a.kind, Action::Kind::kNeedTransaction) << pipelining;
+    std::vector<RecipientResult> r = s.TakeResults();
+    ASSERT_EQ(r.size(), 50u);
+    for (const RecipientResult& x : r) {
+      EXPECT_EQ(x.klass, DeliveryClass::kDeferred);
+      EXPECT_EQ(x.enhanced, "4.5.3");
+    }
+  }
 }
 
 TEST(SmtpSession, UnsolicitedIdle421Closes) {

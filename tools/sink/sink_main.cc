@@ -176,6 +176,9 @@ int Main(int argc, char** argv) {
     lr.session_config.tempfail_rcpt = opts.tempfail_rcpt;
     lr.session_config.reject_rcpt = opts.reject_rcpt;
     lr.session_config.max_rcpts = opts.max_rcpts;
+    lr.session_config.reject_data_from = opts.reject_data_from;
+    lr.session_config.refuse_data_from = opts.refuse_data_from;
+    lr.session_config.shutdown_rcpt = opts.shutdown_rcpt;
     lr.session_config.quiet = opts.quiet;
     lr.tls = global_ctx->get();
     if (!lr.spec.cert_file.empty()) {

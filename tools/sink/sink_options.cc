@@ -125,6 +125,7 @@ bool IsValueFlag(absl::string_view flag) {
   static constexpr absl::string_view kFlags[] = {
       "--listen", "--cert", "--key", "--cert-names", "--write-cert", "--out-dir", "--threads",
       "--tempfail-rcpt", "--reject-rcpt", "--tempfail-data-every", "--max-rcpts",
+      "--reject-data-from", "--refuse-data-from", "--shutdown-rcpt",
       "--reply-delay-ms", "--stats-file", "--ready-file"};
   for (absl::string_view f : kFlags) {
     if (f == flag) return true;
@@ -162,6 +163,10 @@ Delivery:
   --reject-rcpt SUBSTR     RCPT whose address contains SUBSTR -> 550 5.1.1
   --tempfail-data-every N  every Nth final DATA reply -> 451 4.3.0
   --max-rcpts N            more than N recipients per transaction -> 452 4.5.3
+  --reject-data-from SUBSTR   MAIL FROM containing SUBSTR: final reply after the data
+                           -> 552 5.3.4 (nothing stored)
+  --refuse-data-from SUBSTR   MAIL FROM containing SUBSTR: the DATA command -> 554 5.7.1
+  --shutdown-rcpt SUBSTR   RCPT whose address contains SUBSTR -> 421 4.3.2, then close
   --reply-delay-ms N       delay every SMTP reply by N ms (slow server)
 Process:
   --threads N              worker threads, one io_uring each (default 1)
@@ -231,6 +236,12 @@ absl::StatusOr<SinkOptions> ParseSinkOptions(int argc, char** argv) {
       opts.reject_rcpt = value;
     } else if (flag == "--tempfail-data-every") {
       st = ParseNumber<uint64_t>(flag, value, 0, UINT64_MAX, &opts.tempfail_data_every);
+    } else if (flag == "--reject-data-from") {
+      opts.reject_data_from = value;
+    } else if (flag == "--refuse-data-from") {
+      opts.refuse_data_from = value;
+    } else if (flag == "--shutdown-rcpt") {
+      opts.shutdown_rcpt = value;
     } else if (flag == "--max-rcpts") {
       st = ParseNumber<uint32_t>(flag, value, 0, 1000000, &opts.max_rcpts);
     } else if (flag == "--reply-delay-ms") {

@@ -41,6 +41,9 @@ struct SinkOptions {
   std::string reject_rcpt;      // RCPT containing this -> 550 5.1.1
   uint64_t tempfail_data_every = 0;  // every Nth final DATA reply -> 451 (0 = never)
   uint32_t max_rcpts = 0;            // > N recipients per transaction -> 452 4.5.3 (0 = no limit)
+  std::string reject_data_from;      // MAIL FROM containing this -> 552 5.3.4 after the data
+  std::string refuse_data_from;      // MAIL FROM containing this -> 554 5.7.1 to DATA
+  std::string shutdown_rcpt;         // RCPT containing this -> 421 4.3.2 and close
   uint32_t reply_delay_ms = 0;       // delay every SMTP reply by this much
   std::string stats_file;
   std::string ready_file;

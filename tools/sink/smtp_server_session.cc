@@ -166,7 +166,10 @@ SessionEvent SmtpServerSession::OnLine(absl::string_view line, std::string* repl
   } else if (is("MAIL")) {
     OnMail(arg, replies);
   } else if (is("RCPT")) {
-    OnRcpt(arg, replies);
+    if (OnRcpt(arg, replies)) {
+      phase_ = Phase::kDone;  // RFC 5321 §3.8: 421, then the server closes the channel
+      return SessionEvent::kClose;
+    }
   } else if (is("DATA")) {
     OnData(arg, replies);
   } else if (is("RSET")) {
@@ -230,30 +233,39 @@ void SmtpServerSession::OnMail(absl::string_view arg, std::string* replies) {
   absl::StrAppend(replies, "250 2.1.0 Ok\r\n");
 }
 
-void SmtpServerSession::OnRcpt(absl::string_view arg, std::string* replies) {
-  if (!has_mail_) return ProtocolError(replies, "503 5.5.1 Error: need MAIL command");
+bool SmtpServerSession::OnRcpt(absl::string_view arg, std::string* replies) {
+  if (!has_mail_) {
+    ProtocolError(replies, "503 5.5.1 Error: need MAIL command");
+    return false;
+  }
   std::string address;
   std::string params;
   if (!ParsePath(arg, "TO:", &address, &params) || address.empty()) {
-    return ProtocolError(replies, "501 5.5.4 Syntax: RCPT TO:<address>");
+    ProtocolError(replies, "501 5.5.4 Syntax: RCPT TO:<address>");
+    return false;
+  }
+  if (!config_->shutdown_rcpt.empty() && absl::StrContains(address, config_->shutdown_rcpt)) {
+    absl::StrAppend(replies, "421 4.3.2 Service shutting down, closing transmission channel\r\n");
+    return true;
   }
   size_t limit = config_->max_rcpts != 0 ? config_->max_rcpts : kHardMaxRcpts;
   if (rcpts_.size() >= limit) {
     absl::StrAppend(replies, "452 4.5.3 Error: too many recipients\r\n");
-    return;
+    return false;
   }
   if (!config_->reject_rcpt.empty() && absl::StrContains(address, config_->reject_rcpt)) {
     ++stats_->rejected_rcpts;
     absl::StrAppend(replies, "550 5.1.1 <", address, ">: No such user\r\n");
-    return;
+    return false;
   }
   if (!config_->tempfail_rcpt.empty() && absl::StrContains(address, config_->tempfail_rcpt)) {
     ++stats_->tempfailed_rcpts;
     absl::StrAppend(replies, "451 4.7.1 <", address, ">: Try again later\r\n");
-    return;
+    return false;
   }
   rcpts_.push_back(std::move(address));
   absl::StrAppend(replies, "250 2.1.5 Ok\r\n");
+  return false;
 }
 
 void SmtpServerSession::OnData(absl::string_view arg, std::string* replies) {
@@ -263,6 +275,11 @@ void SmtpServerSession::OnData(absl::string_view arg, std::string* replies) {
   // sends DATA anyway after its RCPTs failed (RFC 2920 §3.1), so this is not a protocol error.
   if (rcpts_.empty()) {
     absl::StrAppend(replies, "554 5.5.1 Error: no valid recipients\r\n");
+    return;
+  }
+  if (!config_->refuse_data_from.empty() &&
+      absl::StrContains(mail_from_, config_->refuse_data_from)) {
+    absl::StrAppend(replies, "554 5.7.1 Error: transaction refused by policy\r\n");
     return;
   }
   phase_ = Phase::kData;
@@ -399,6 +416,9 @@ void SmtpServerSession::FinishData(std::string* replies) {
   }
   if (too_big_ || body_size_ > kMaxMessageSize) {
     absl::StrAppend(replies, "552 5.3.4 Error: message size exceeds fixed limit\r\n");
+  } else if (!config_->reject_data_from.empty() &&
+             absl::StrContains(mail_from_, config_->reject_data_from)) {
+    absl::StrAppend(replies, "552 5.3.4 Error: message content rejected\r\n");
   } else if (store_->NextDataTempfails()) {
     ++stats_->tempfailed_data;
     absl::StrAppend(replies, "451 4.3.0 Error: try again later\r\n");

@@ -31,6 +31,9 @@ struct SessionConfig {
   std::string tempfail_rcpt;           // see SinkOptions
   std::string reject_rcpt;
   uint32_t max_rcpts = 0;
+  std::string reject_data_from;
+  std::string refuse_data_from;
+  std::string shutdown_rcpt;
   bool quiet = false;
 };
 
@@ -83,7 +86,8 @@ class SmtpServerSession {
   [[nodiscard]] SessionEvent OnLine(absl::string_view line, std::string* replies);
   void OnEhlo(absl::string_view arg, bool extended, std::string* replies);
   void OnMail(absl::string_view arg, std::string* replies);
-  void OnRcpt(absl::string_view arg, std::string* replies);
+  // True when the reply was 421: the session closes after sending it.
+  [[nodiscard]] bool OnRcpt(absl::string_view arg, std::string* replies);
   void OnData(absl::string_view arg, std::string* replies);
   [[nodiscard]] SessionEvent OnStartTls(absl::string_view arg, std::string* replies);
   // Consumes DATA bytes; true once CRLF "." CRLF was consumed (*used counts it).
