@@ -5,6 +5,7 @@
 #include <iterator>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -94,12 +95,15 @@ std::string EnhancedFor(DeliveryClass klass, const SmtpReply& r) {
 
 // RFC 5321 §4.5.3.1.10: "452 too many recipients" to a RCPT means "send these to me in another
 // transaction", not "try later". RFC 3463 X.5.3 names it ("Too many recipients"); an old server
-// without enhanced codes says a bare 452. Any other 452 (4.3.1 insufficient storage, ...) is a
-// plain temporary failure and defers.
+// without enhanced codes says a bare 452 — or, following RFC 821's mistake, 552, which §4.5.3.1.10
+// tells clients to treat as temporary. Any other 452 (4.3.1 insufficient storage, ...) is a plain
+// temporary failure, and any other 552 (5.2.2 mailbox full) a bounce.
 bool IsTooManyRecipients(const SmtpReply& r) {
-  if (r.klass() != 4) return false;
-  if (r.enhanced == "4.5.3") return true;
-  return r.code == 452 && r.enhanced.empty();
+  if (r.klass() != 4 && r.klass() != 5) return false;
+  if (r.enhanced.size() > 1 && r.enhanced.substr(1) == ".5.3") return true;
+  if (!r.enhanced.empty()) return false;
+  if (r.code == 452) return true;
+  return r.code == 552 && absl::StrContains(absl::AsciiStrToLower(r.text), "too many recipients");
 }
 
 // 2xx delivered (or accepted), 5xx bounced, anything else deferred.
@@ -590,7 +594,10 @@ Action SmtpSession::EndTransactionWithRset() {
 }
 
 void SmtpSession::Carry(size_t rcpt, const SmtpReply& reply) {
-  Carry(rcpt, reply.code, EnhancedFor(DeliveryClass::kDeferred, reply),
+  // A 552 "too many" is temporary (RFC 5321 §4.5.3.1.10): if no transaction follows, the
+  // recipient is deferred as X.5.3, never bounced.
+  Carry(rcpt, reply.code,
+        reply.klass() == 4 ? EnhancedFor(DeliveryClass::kDeferred, reply) : "4.5.3",
         absl::StrReplaceAll(reply.text, {{"\n", " "}}));
 }
 
