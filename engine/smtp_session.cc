@@ -418,7 +418,8 @@ bool SmtpSession::BuildRound() {
   sent_ = answered_ = accepted_ = 0;
   mail_rejected_ = false;
   dot_only_ = false;
-  const size_t limit = std::max<size_t>(1, opts_.max_rcpts_per_transaction);
+  size_t limit = std::max<size_t>(1, opts_.max_rcpts_per_transaction);
+  if (server_rcpt_limit_ > 0) limit = std::min(limit, server_rcpt_limit_);
   commands_.reserve(std::min(rcpts_.size(), limit) + 3);
   commands_.push_back({Command::kMail, 0});
   for (size_t i = 0; i < rcpts_.size() && commands_.size() <= limit; ++i) {
@@ -532,6 +533,11 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
         rcpts_[cmd.rcpt].accepted = true;
         ++accepted_;
       } else if (IsTooManyRecipients(reply)) {
+        // The server's limit is what it accepted before saying "too many": later transactions
+        // on this connection send no more than that, instead of RCPTs it will refuse again.
+        if (accepted_ > 0 && (server_rcpt_limit_ == 0 || accepted_ < server_rcpt_limit_)) {
+          server_rcpt_limit_ = accepted_;
+        }
         Carry(cmd.rcpt, reply);
         if (!pipelining_) CarryRemainingRcpts(reply);
       } else {

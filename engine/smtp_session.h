@@ -33,7 +33,8 @@
 //     refuses with "452 4.5.3 too many recipients", go in a new MAIL transaction right after a
 //     final 2xx, until all are sent. A transaction that delivered nobody ends the series (the
 //     waiting recipients are deferred with their 452), so a server answering 452 to every
-//     first RCPT cannot make the session loop. The Transaction stays in_transaction() and its
+//     first RCPT cannot make the session loop. The number the server accepted before its
+//     first 452 caps the RCPTs of every later transaction of the session. The Transaction stays in_transaction() and its
 //     results appear once, when the last of its SMTP transactions ends.
 #pragma once
 
@@ -225,6 +226,9 @@ class SmtpSession {
   bool pipelining_ = false;      // decided at StartTransaction from caps_ and opts_
   bool mail_rejected_ = false;   // MAIL got a non-2xx: every recipient has MAIL's verdict
   bool dot_only_ = false;        // 354 with nobody accepted: "." sent, its reply decides nothing
+  // Recipients the server accepted in a transaction before its first "too many" (0: never
+  // said): no transaction of this session sends more RCPTs than that.
+  size_t server_rcpt_limit_ = 0;
 };
 
 }  // namespace mxb
