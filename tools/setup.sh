@@ -10,7 +10,32 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libidn2-dev
   openssl ca-certificates python3
   unbound nsd ldnsutils
+  # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
+  dpkg-dev autoconf automake libtool
 )
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+# `apt-get source wolfssl` needs a deb-src entry. Debian 12 lists its archives in deb822 form
+# (/etc/apt/sources.list.d/debian.sources, "Types: deb"); we add the same archives as deb-src in
+# a file of our own, once, and only when no deb-src entry is configured at all.
+SRC_LIST=/etc/apt/sources.list.d/mxburst-deb-src.sources
+need_update=""
+if ! grep -qsE '^[[:space:]]*(Types:.*deb-src|deb-src[[:space:]])' \
+     /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed -E 's/^Types:[[:space:]]*deb([[:space:]].*)?$/Types: deb-src/' \
+      /etc/apt/sources.list.d/debian.sources | $SUDO tee "$SRC_LIST" >/dev/null
+  else
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      | $SUDO tee "$SRC_LIST" >/dev/null
+  fi
+  echo "setup: added deb-src entries ($SRC_LIST)"
+fi
+# The source index is fetched by the next apt-get update (once; later runs find it).
+if ! ls /var/lib/apt/lists/*_source_Sources* >/dev/null 2>&1; then need_update=1; fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,14 +44,13 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ -z "$need_update" ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
