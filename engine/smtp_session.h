@@ -30,12 +30,13 @@
 //     the server has already reset (RFC 5321 §4.1.1.4), so the next MAIL follows directly.
 //   - One Transaction (one message) may take several SMTP transactions on the wire (RFC 5321
 //     §3.3, §4.5.3.1.10): recipients past max_rcpts_per_transaction, and recipients a server
-//     refuses with "452 4.5.3 too many recipients", go in a new MAIL transaction right after a
-//     final 2xx, until all are sent. A transaction that delivered nobody ends the series (the
-//     waiting recipients are deferred with their 452), so a server answering 452 to every
-//     first RCPT cannot make the session loop. The number the server accepted before its
-//     first 452 caps the RCPTs of every later transaction of the session. The Transaction stays in_transaction() and its
-//     results appear once, when the last of its SMTP transactions ends.
+//     refuses with "452 4.5.3 too many recipients" (or RFC 821's 552 for the same), go in a
+//     new MAIL transaction right after a final 2xx, until all are sent. A transaction that
+//     delivered nobody ends the series (the waiting recipients are deferred with their 452),
+//     so a server answering 452 to every first RCPT cannot make the session loop. The number
+//     the server accepted before its first 452 caps the RCPTs of every later transaction of
+//     the session. The Transaction stays in_transaction() and its results appear once, when
+//     the last of its SMTP transactions ends.
 #pragma once
 
 #include <cstdint>
