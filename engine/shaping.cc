@@ -69,6 +69,14 @@ bool ShapingBudget::TryOpenConnection() {
 
 void ShapingBudget::CloseConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
 
+void ShapingBudget::NoteRefused(int64_t now_ms) {
+  refused_ms_.store(now_ms, std::memory_order_relaxed);
+}
+
+bool ShapingBudget::HasWaiters(int64_t now_ms) const {
+  return now_ms - refused_ms_.load(std::memory_order_relaxed) < kWaiterMemoryMs;
+}
+
 // GCRA (the generic cell rate algorithm): a token bucket of `rate_burst` tokens kept as one
 // timestamp, the theoretical arrival time (TAT) of the next message. A message may start when
 // TAT - (burst - 1) * interval <= now; it moves TAT to max(TAT, now) + interval. So after the
@@ -160,15 +168,23 @@ const ShapingBudget* BudgetSet::PausedBy(int64_t now_ms) const {
   return nullptr;
 }
 
-bool BudgetSet::TryOpenConnection() {
+bool BudgetSet::TryOpenConnection(int64_t now_ms) {
   for (size_t i = 0; i < budgets.size(); ++i) {
     if (budgets[i] == nullptr || budgets[i]->TryOpenConnection()) continue;
+    budgets[i]->NoteRefused(now_ms);
     for (size_t j = 0; j < i; ++j) {
       if (budgets[j] != nullptr) budgets[j]->CloseConnection();
     }
     return false;
   }
   return true;
+}
+
+bool BudgetSet::HasWaiters(int64_t now_ms) const {
+  for (const ShapingBudget* b : budgets) {
+    if (b != nullptr && b->HasWaiters(now_ms)) return true;
+  }
+  return false;
 }
 
 void BudgetSet::CloseConnection() {
@@ -264,6 +280,13 @@ int ShapingTable::PoolFor(absl::string_view job, absl::string_view sender_domain
     }
   }
   return default_pool_;
+}
+
+bool ShapingTable::AnyWaiters(int64_t now_ms) const {
+  for (const auto& b : budgets_) {
+    if (b->HasWaiters(now_ms)) return true;
+  }
+  return false;
 }
 
 std::string ShapingTable::DumpJson(int64_t now_ms) const {

@@ -119,6 +119,11 @@ class ShapingBudget {
   [[nodiscard]] bool TryOpenConnection();
   void CloseConnection();
   int connections() const { return connections_.load(std::memory_order_relaxed); }
+  // A connection was refused at now_ms because this budget was full. While that is recent
+  // (kWaiterMemoryMs), connections holding the budget should not sit idle: HasWaiters().
+  void NoteRefused(int64_t now_ms);
+  bool HasWaiters(int64_t now_ms) const;
+  static constexpr int64_t kWaiterMemoryMs = 300;
 
   // Message rate as GCRA: 0 when a message may start at now_us, else µs to wait. TakeMessage
   // books one message (call it when the message starts).
@@ -146,6 +151,7 @@ class ShapingBudget {
   const std::string name_;
   const ShapingLimits limits_;
   std::atomic<int> connections_{0};
+  std::atomic<int64_t> refused_ms_{INT64_MIN / 2};
   std::atomic<int64_t> tat_us_{0};  // GCRA theoretical arrival time of the next message
   std::atomic<int64_t> paused_until_ms_{0};
   std::atomic<int> level_{0};
@@ -161,8 +167,10 @@ struct BudgetSet {
 
   // The first budget pausing at now_ms (domain, then MX), or nullptr. Source budgets never pause.
   const ShapingBudget* PausedBy(int64_t now_ms) const;
-  // All or nothing: on false no budget holds the connection.
-  [[nodiscard]] bool TryOpenConnection();
+  // All or nothing: on false no budget holds the connection, and the full ones remember that
+  // someone waits (NoteRefused).
+  [[nodiscard]] bool TryOpenConnection(int64_t now_ms = 0);
+  bool HasWaiters(int64_t now_ms) const;
   void CloseConnection();
   // min(global, every rule's max_messages_per_connection).
   int MaxMessagesPerConnection(int global) const;
@@ -192,6 +200,8 @@ class ShapingTable {
   // Index into config().pools for a message, -1 = no pool (no bind).
   int PoolFor(absl::string_view job, absl::string_view sender_domain) const;
 
+  // Some rule's connection budget refused a connection recently (ShapingBudget::HasWaiters).
+  bool AnyWaiters(int64_t now_ms) const;
   // One JSON line per rule budget (for the shaping dump next to the policy dump).
   std::string DumpJson(int64_t now_ms) const;
 

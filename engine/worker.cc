@@ -18,7 +18,9 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "engine/shaping.h"
 #include "engine/smtp_reply.h"
 #include "engine/smtp_session.h"
 #include "engine/timer_wheel.h"
@@ -120,6 +122,12 @@ struct Destination {
   // Connections between transactions, most recent last; entries are checked against the
   // connection's generation and idle flag when popped (a closed one leaves a stale entry).
   std::vector<std::pair<uint32_t, uint32_t>> idle;
+  // Traffic shaping (engine/shaping.h). A destination is (recipient domain, source pool): jobs
+  // of different pools never share a connection, so the pool key is (MX host, source IP).
+  int pool = -1;                    // index into the shaping config's pools, -1 = no bind
+  ShapingBudget* budget = nullptr;  // the domain rule's budget, else own_budget
+  std::unique_ptr<ShapingBudget> own_budget;
+  int64_t shaping_wake_ms = 0;      // waits for a rate slot or a connection budget until then
 
   size_t TargetCount() const { return targets.size(); }
 
@@ -185,6 +193,13 @@ struct Connection {
   int messages = 0;
   bool ready_seen = false;   // reached the idle state at least once
   bool idle = false;         // parked in dest->idle waiting for a job
+  // Shaping: the budgets this connection holds (released when its slot is freed), its
+  // messages-per-connection limit and the source address it was bound to.
+  BudgetSet budgets;
+  bool budgets_held = false;
+  int max_messages = 0;
+  sockaddr_storage source{};
+  bool has_source = false;
 
   void Reset() {
     phase = ConnPhase::kConnecting;
@@ -209,8 +224,24 @@ struct Connection {
     messages = 0;
     ready_seen = false;
     idle = false;
+    budgets = BudgetSet();
+    budgets_held = false;
+    max_messages = 0;
+    source = sockaddr_storage{};
+    has_source = false;
   }
 };
+
+// Binds a new socket to the source address chosen for its connection, before connect().
+// IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), so many sources x destinations do
+// not exhaust ephemeral ports at bind(). Returns 0 or an errno.
+int BindSource(int fd, const sockaddr_storage& source) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+  socklen_t len = source.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&source), len) != 0) return errno;
+  return 0;
+}
 
 }  // namespace
 
@@ -227,6 +258,13 @@ struct Worker::Impl {
   size_t live_connections = 0;
 
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> dests;
+
+  // Traffic shaping: the process-wide rules (their budgets are shared with the other workers)
+  // and the destinations waiting for a rate slot or a connection budget, re-pumped every tick.
+  ShapingTable no_shaping;
+  const ShapingTable* shaping = nullptr;
+  absl::flat_hash_set<Destination*> throttled;
+  size_t source_rr = 0;
 
   // DNS: c-ares sockets polled through the ring (dns/ does not know the ring).
   std::unique_ptr<Resolver> resolver;
@@ -255,13 +293,24 @@ struct Worker::Impl {
     bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     ok = std::fclose(f) == 0 && ok;
     if (ok) std::rename(tmp.c_str(), path.c_str());
+    // The shaping rules' budgets are process-wide: worker 0 writes them, SPOOL/log/shaping.jsonl.
+    if (w.index_ == 0 && !shaping->config().rules.empty()) {
+      path = dir + "/shaping.jsonl";
+      tmp = path + ".tmp";
+      text = shaping->DumpJson(now_ms);
+      if ((f = std::fopen(tmp.c_str(), "w")) == nullptr) return;
+      ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+      ok = std::fclose(f) == 0 && ok;
+      if (ok) std::rename(tmp.c_str(), path.c_str());
+    }
   }
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;
 
   bool ring_ready = false;
 
-  explicit Impl(Worker& worker) : w(worker) {}
+  explicit Impl(Worker& worker)
+      : w(worker), shaping(worker.config_.shaping ? worker.config_.shaping.get() : &no_shaping) {}
 
   absl::Status InitRing() {
     // SINGLE_ISSUER + DEFER_TASKRUN: completions are processed only when this thread waits,
@@ -349,6 +398,8 @@ struct Worker::Impl {
 
   void FreeConnection(uint32_t slot) {
     Connection& c = *slab[slot];
+    if (c.budgets_held) c.budgets.CloseConnection();  // after close(): the peer saw it go
+    c.budgets_held = false;
     c.used = false;
     c.gen = (c.gen + 1) & kGenMask;
     c.session.reset();
@@ -395,10 +446,21 @@ struct Worker::Impl {
   }
 
   void AcceptJob(DeliveryJob* job) {
-    auto it = dests.find(job->domain);
+    const Envelope& env = job->message->envelope;
+    const int pool = shaping->PoolFor(env.job, DomainOf(env.sender));
+    const std::string key = pool < 0 ? job->domain : absl::StrCat(job->domain, " ", pool);
+    auto it = dests.find(key);
     if (it == dests.end()) {
       auto d = std::make_unique<Destination>();
       d->domain = job->domain;
+      d->pool = pool;
+      d->budget = shaping->ForDomain(job->domain);
+      if (d->budget == nullptr) {
+        ShapingLimits own;
+        own.backoff = shaping->config().default_backoff;
+        d->own_budget = std::make_unique<ShapingBudget>(absl::StrCat("domain ", job->domain), own);
+        d->budget = d->own_budget.get();
+      }
       d->route = w.routes_.Find(job->domain);
       if (d->route == nullptr && resolver == nullptr) {
         FailJob(job, DeliveryClass::kDeferred, 0, "4.4.4",
@@ -406,7 +468,7 @@ struct Worker::Impl {
                 {});
         return;
       }
-      it = dests.emplace(job->domain, std::move(d)).first;
+      it = dests.emplace(key, std::move(d)).first;
     }
     Destination& d = *it->second;
     if (w.stop_.load(std::memory_order_relaxed)) {
@@ -418,6 +480,10 @@ struct Worker::Impl {
               absl::StrCat("destination not tried: all next hops failed recently (",
                            d.last_failure, ")"),
               {});
+      return;
+    }
+    if (const ShapingBudget* paused = PausedFor(d)) {
+      FailJob(job, DeliveryClass::kDeferred, 0, "4.4.5", PauseText(*paused), {});
       return;
     }
     d.queue.push_back(job);
@@ -567,9 +633,95 @@ struct Worker::Impl {
     if (it != dns_watch.end() && !it->second.armed) ArmDns(fd, it->second);
   }
 
+  // --- traffic shaping (engine/shaping.h) ----------------------------------------------------
+
+  // The back-off that stops `d` now: its domain budget's, or — once its next hops are known —
+  // its MX rules' when every next hop is behind a paused one. nullptr = not paused.
+  const ShapingBudget* PausedFor(const Destination& d) const {
+    if (d.budget->Paused(now_ms)) return d.budget;
+    if (d.state != DestState::kReady || d.targets.empty()) return nullptr;
+    const ShapingBudget* paused = nullptr;
+    for (const Target& t : d.targets) {
+      const ShapingBudget* mx = shaping->ForMx(t.mx);
+      if (mx == nullptr || !mx->Paused(now_ms)) return nullptr;
+      paused = mx;
+    }
+    return paused;
+  }
+
+  std::string PauseText(const ShapingBudget& b) const {
+    return absl::StrCat("not tried: ", b.PauseReason(), ", resumes in ",
+                        absl::FormatDuration(absl::Milliseconds(b.paused_until_ms() - now_ms)));
+  }
+
+  // A paused destination hands back what waits (deferred with the reason; the retry schedule
+  // brings it back), so a throttled domain never holds in-flight slots others could use.
+  bool DeferIfPaused(Destination& d) {
+    const ShapingBudget* paused = PausedFor(d);
+    if (paused == nullptr) return false;
+    std::string text = PauseText(*paused);
+    while (!d.queue.empty()) {
+      DeliveryJob* job = d.queue.front();
+      d.queue.pop_front();
+      FailJob(job, DeliveryClass::kDeferred, 0, "4.4.5", text, {});
+    }
+    return true;
+  }
+
+  // A reply (or a failed greeting) of connection `c` feeds the back-off of its domain and MX.
+  void ShapingReply(Connection& c, int code) {
+    if (code <= 0 || !c.budgets.OnReply(code, now_ms)) return;
+    if (!w.config_.quiet) {
+      const ShapingBudget* b = c.budgets.PausedBy(now_ms);
+      std::fprintf(stderr, "mxburst: %s: %s\n", c.dest->domain.c_str(),
+                   b != nullptr ? b->PauseReason().c_str() : "back-off");
+    }
+    DeferIfPaused(*c.dest);
+  }
+
+  // Waits for a rate slot (destination `d` over connection `c`): true when the message must
+  // wait; then `d` is woken by the tick once the slot is due.
+  bool RateBlocked(Destination& d, Connection& c) {
+    const int64_t wait_us = c.budgets.WaitBeforeMessageUs(now_ms * 1000);
+    if (wait_us <= 0) return false;
+    d.shaping_wake_ms = now_ms + (wait_us + 999) / 1000;
+    throttled.insert(&d);
+    return true;
+  }
+
+  // Idle connections holding a budget somebody waits for say QUIT (every tick).
+  void ReleaseContendedIdle() {
+    if (!shaping->AnyWaiters(now_ms)) return;
+    for (uint32_t slot = 0; slot < slab.size(); ++slot) {
+      Connection& c = *slab[slot];
+      if (!c.used || !c.idle || !c.dest->queue.empty() || !c.budgets.HasWaiters(now_ms)) continue;
+      c.idle = false;  // its entry in dest->idle goes stale
+      Handle(slot, c, c.session->Quit());
+    }
+  }
+
+  // Destinations that waited for a rate slot or a connection budget try again (every tick).
+  void RepumpThrottled() {
+    ReleaseContendedIdle();
+    if (throttled.empty()) return;
+    std::vector<Destination*> due;
+    for (Destination* d : throttled) {
+      if (d->shaping_wake_ms <= now_ms) due.push_back(d);
+    }
+    for (Destination* d : due) {
+      throttled.erase(d);
+      ResumeIdle(*d);
+      Pump(*d);
+    }
+  }
+
   // Hands waiting jobs to idle connections before any new connection is opened.
   void ResumeIdle(Destination& d) {
     while (!d.queue.empty() && !d.idle.empty()) {
+      if (now_ms < d.shaping_wake_ms) {  // a connection just parked for a rate slot
+        throttled.insert(&d);
+        return;
+      }
       auto [slot, gen] = d.idle.back();
       d.idle.pop_back();
       Connection& c = *slab[slot];
@@ -595,6 +747,11 @@ struct Worker::Impl {
   // only one attempt at a time probes the next hop, so a dead host is not hammered.
   void Pump(Destination& d) {
     if (d.state != DestState::kReady || d.targets.empty()) return;
+    if (DeferIfPaused(d)) return;
+    if (now_ms < d.shaping_wake_ms) {  // no new connections while waiting for a rate slot
+      if (!d.queue.empty()) throttled.insert(&d);
+      return;
+    }
     while (!d.queue.empty() && d.connections < w.config_.max_connections_per_destination &&
            static_cast<int>(d.queue.size()) > d.connecting &&
            (d.failed_count == 0 || d.connecting == 0)) {
@@ -663,21 +820,86 @@ struct Worker::Impl {
     return e;
   }
 
+  enum class BudgetResult { kOk, kFull, kNoSource };
+
+  // Takes one connection from every budget that applies (domain, MX, source) and picks the
+  // source address: the destination's pool in rotation, skipping addresses whose source rule is
+  // full. kFull: nothing taken, `d` tries again on the next tick.
+  BudgetResult TakeBudgets(Destination& d, const Target& t, BudgetSet* set,
+                           sockaddr_storage* source, bool* has_source) {
+    set->budgets = {d.budget, shaping->ForMx(t.mx), nullptr};
+    *has_source = false;
+    if (d.pool < 0) {
+      if (set->TryOpenConnection(now_ms)) return BudgetResult::kOk;
+    } else {
+      const SourcePool& pool = shaping->config().pools[d.pool];
+      bool family = false;
+      for (size_t i = 0; i < pool.sockaddrs.size(); ++i) {
+        size_t k = (source_rr + i) % pool.sockaddrs.size();
+        if (pool.sockaddrs[k].ss_family != t.addr.ss_family) continue;
+        family = true;
+        set->budgets[BudgetSet::kSource] = shaping->ForSource(pool.addresses[k]);
+        if (set->TryOpenConnection(now_ms)) {
+          source_rr = k + 1;
+          *source = pool.sockaddrs[k];
+          *has_source = true;
+          return BudgetResult::kOk;
+        }
+      }
+      if (!family) return BudgetResult::kNoSource;
+    }
+    throttled.insert(&d);
+    return BudgetResult::kFull;
+  }
+
   bool OpenConnection(Destination& d) {
     if (d.targets.empty()) return false;
     size_t target_index = d.next_target % d.targets.size();
+    // Skip next hops behind a backing-off MX rule (PausedFor() said one is not).
+    for (size_t i = 0; i < d.targets.size(); ++i) {
+      size_t t = (d.next_target + i) % d.targets.size();
+      const ShapingBudget* mx = shaping->ForMx(d.targets[t].mx);
+      if (mx == nullptr || !mx->Paused(now_ms)) {
+        target_index = t;
+        break;
+      }
+    }
     const Target& target = d.targets[target_index];
+    BudgetSet budgets;
+    sockaddr_storage source{};
+    bool has_source = false;
+    switch (TakeBudgets(d, target, &budgets, &source, &has_source)) {
+      case BudgetResult::kOk:
+        break;
+      case BudgetResult::kFull:
+        return false;
+      case BudgetResult::kNoSource: {
+        AttemptInfo a;
+        a.mx = target.mx;
+        DestinationFailure(d, target_index,
+                           absl::StrCat("source pool ", shaping->config().pools[d.pool].name,
+                                        " has no address of ", target.mx, "'s family"),
+                           a);
+        return false;
+      }
+    }
     PolicyEntry& policy = PolicyFor(d, target.mx);
     bool implicit = policy.policy.implicit_tls_first &&
                     policy.implicit_tls_failed_until < absl::Now();
     sockaddr_storage addr = target.addr;
     SetPort(&addr, implicit ? w.config_.tls_global.smtps_port : target.port);
     int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      int err = errno;
+    int bind_err = fd >= 0 && has_source ? BindSource(fd, source) : 0;
+    if (fd < 0 || bind_err != 0) {
+      int err = fd < 0 ? errno : bind_err;
+      if (fd >= 0) close(fd);
+      budgets.CloseConnection();
       AttemptInfo a;
       a.mx = target.mx;
-      DestinationFailure(d, target_index, absl::StrCat("socket: ", ErrnoText(err)), a);
+      DestinationFailure(d, target_index,
+                         fd < 0 ? absl::StrCat("socket: ", ErrnoText(err))
+                                : absl::StrCat("bind ", SockaddrIp(source), ": ", ErrnoText(err)),
+                         a);
       return false;
     }
     int one = 1;
@@ -686,6 +908,11 @@ struct Worker::Impl {
     uint32_t slot = AllocConnection();
     Connection& c = *slab[slot];
     c.fd = fd;
+    c.budgets = budgets;
+    c.budgets_held = true;
+    c.max_messages = budgets.MaxMessagesPerConnection(w.config_.max_messages_per_connection);
+    c.source = source;
+    c.has_source = has_source;
     c.dest = &d;
     c.target = target_index;
     c.mx = target.mx;
@@ -815,6 +1042,7 @@ struct Worker::Impl {
     for (RecipientResult& r : results) {
       DeliveryJob* job = reinterpret_cast<DeliveryJob*>(r.txn_id);
       if (job == nullptr || r.rcpt_index >= job->outcomes.size()) continue;
+      ShapingReply(c, r.code);
       RecipientOutcome& o = job->outcomes[r.rcpt_index];
       o.klass = r.klass;
       o.code = r.code;
@@ -846,15 +1074,27 @@ struct Worker::Impl {
   void StartTransaction(uint32_t slot, Connection& c) {
     Destination& d = *c.dest;
     bool stopping = w.stop_.load(std::memory_order_relaxed);
-    if (d.queue.empty() && !stopping && c.messages < w.config_.max_messages_per_connection) {
-      // Keep the session (and its TLS state) for the next job of this destination.
+    // Keep the session (and its TLS state) for the next job of this destination, or until
+    // the rate budget allows the next message.
+    auto park = [&] {
       c.idle = true;
       d.idle.emplace_back(slot, c.gen);
       c.deadline_ms = now_ms + absl::ToInt64Milliseconds(w.config_.idle_timeout);
       wheel.Insert(slot, c.gen, c.deadline_ms);
+    };
+    const bool may_send =
+        !stopping && c.messages < c.max_messages && c.budgets.PausedBy(now_ms) == nullptr;
+    // An idle connection gives its budget back at once when another destination waits for it
+    // (several domains behind one MX rule): idling would hold their mail up for idle_timeout.
+    if (may_send && !d.queue.empty() && RateBlocked(d, c)) {
+      park();
       return;
     }
-    if (d.queue.empty() || c.messages >= w.config_.max_messages_per_connection || stopping) {
+    if (may_send && d.queue.empty() && !c.budgets.HasWaiters(now_ms)) {
+      park();
+      return;
+    }
+    if (d.queue.empty() || !may_send) {
       Handle(slot, c, c.session->Quit());
       return;
     }
@@ -865,6 +1105,7 @@ struct Worker::Impl {
       d.queue.pop_front();
       c.job = job;
       ++c.messages;
+      c.budgets.TakeMessage(now_ms * 1000);
       RecipientOutcome unset;
       unset.code = -1;
       job->outcomes.assign(job->rcpt_index.size(), unset);
@@ -882,7 +1123,11 @@ struct Worker::Impl {
         return;
       }
       CollectResults(c);
-      if (c.messages >= w.config_.max_messages_per_connection) break;
+      if (c.messages >= c.max_messages) break;
+      if (!d.queue.empty() && RateBlocked(d, c)) {
+        park();
+        return;
+      }
     }
     Handle(slot, c, c.session->Quit());
   }
@@ -935,6 +1180,8 @@ struct Worker::Impl {
       case Action::Kind::kClose: {
         CollectResults(c);
         const SessionFailure& f = c.session->failure();
+        // A 421 or 4xx greeting, or a 421 between transactions, reaches no recipient result.
+        if (f.failed && (!c.ready_seen || f.code == 421)) ShapingReply(c, f.code);
         if (f.failed && !c.ready_seen) {
           Destination& d = *c.dest;
           AttemptInfo attempt = AttemptOf(c);
@@ -1179,6 +1426,7 @@ struct Worker::Impl {
     }
     if (tag.op == UringOp::kTick) {
       wheel.Advance(now_ms, [this](uint32_t s, uint32_t g, int64_t d) { OnDeadline(s, g, d); });
+      RepumpThrottled();
       if (resolver != nullptr) resolver->ProcessTimeouts();
       if (now_ms - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
       PostTick();

@@ -107,6 +107,28 @@ TEST(ShapingBudget, ConnectionLimitIsAllOrNothing) {
   EXPECT_EQ(src.connections(), 1);
 }
 
+TEST(ShapingBudget, ARefusedConnectionIsRememberedBriefly) {
+  ShapingLimits one;
+  one.max_connections = 1;
+  ShapingBudget mx("mx_suffix example", one);
+  BudgetSet set{{nullptr, &mx, nullptr}};
+  EXPECT_TRUE(set.TryOpenConnection(1000));
+  EXPECT_FALSE(set.HasWaiters(1000));  // holding it alone: an idle connection may stay
+  EXPECT_FALSE(set.TryOpenConnection(1000));
+  // Someone waits: idle holders should give the connection back.
+  EXPECT_TRUE(set.HasWaiters(1000));
+  EXPECT_TRUE(set.HasWaiters(1000 + ShapingBudget::kWaiterMemoryMs - 1));
+  EXPECT_FALSE(set.HasWaiters(1000 + ShapingBudget::kWaiterMemoryMs));
+  ShapingConfig cfg;
+  cfg.rules.push_back({ShapingMatch::kMxSuffix, "example", one});
+  ShapingTable t(cfg);
+  EXPECT_FALSE(t.AnyWaiters(5000));
+  BudgetSet in_table{{nullptr, t.ForMx("mx.example"), nullptr}};
+  EXPECT_TRUE(in_table.TryOpenConnection(5000));
+  EXPECT_FALSE(in_table.TryOpenConnection(5000));
+  EXPECT_TRUE(t.AnyWaiters(5000));
+}
+
 TEST(ShapingBudget, ConnectionLimitHoldsAcrossThreads) {
   ShapingLimits l;
   l.max_connections = 7;

@@ -27,6 +27,10 @@ struct SinkStats {
   uint64_t tls_failures = 0;      // TLS handshakes or records that failed
   uint64_t store_errors = 0;      // --out-dir writes that failed (answered 451)
   uint64_t stale_completions = 0;  // CQEs for a recycled slot: a bug if ever non-zero
+  // Connections open now (accepted, close not yet begun) and the most at any instant. Summed
+  // over threads, so peak_connections is exact with --threads 1 and an upper bound otherwise.
+  uint64_t open_connections = 0;
+  uint64_t peak_connections = 0;
 
   void Add(const SinkStats& o) {
     connections += o.connections;
@@ -42,6 +46,8 @@ struct SinkStats {
     tls_failures += o.tls_failures;
     store_errors += o.store_errors;
     stale_completions += o.stale_completions;
+    open_connections += o.open_connections;
+    peak_connections += o.peak_connections;
   }
 
   // One line of JSON, no trailing newline. The first eight keys are the documented contract;

@@ -368,6 +368,7 @@ void SinkWorker::NewConnection(int fd, uint32_t listener_index) {
   c->fd = fd;
   c->listener = listener_index;
   ++stats_.connections;
+  stats_.peak_connections = std::max(stats_.peak_connections, ++stats_.open_connections);
   c->session.emplace(&lr.session_config, store_, &stats_, lr.spec.implicit_tls);
   if (store_->storing()) {
     sockaddr_storage peer{};
@@ -650,6 +651,7 @@ void SinkWorker::OnTimer(Connection* c) {
 void SinkWorker::BeginClose(Connection* c) {
   if (c->closing) return;
   c->closing = true;
+  --stats_.open_connections;  // counted here, not at close(): the client may reconnect sooner
   if (c->recv_armed) {
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_cancel64(sqe, SinkTag{SinkOp::kRecv, c->gen, c->slot}.Encode(), 0);
