@@ -265,6 +265,24 @@ struct Worker::Impl {
   const ShapingTable* shaping = nullptr;
   absl::flat_hash_set<Destination*> throttled;
   size_t source_rr = 0;
+  // Ring timeouts for the earliest rate-slot wake-up: the 100 ms tick alone would cap every
+  // rate at one message per tick. Tagged kTick with slot kShapingTimerSlot.
+  static constexpr uint32_t kShapingTimerSlot = 1;
+  __kernel_timespec shaping_ts{};  // copied by the kernel when the timeout is submitted
+  int shaping_timers = 0;           // armed
+  int64_t shaping_timer_ms = INT64_MAX;  // the earliest armed one
+
+  void ArmShapingTimer(int64_t at_ms) {
+    if (shaping_timers > 0 && shaping_timer_ms <= at_ms) return;
+    const int64_t ms = std::max<int64_t>(1, at_ms - now_ms);
+    shaping_ts.tv_sec = ms / 1000;
+    shaping_ts.tv_nsec = (ms % 1000) * 1000000;
+    io_uring_sqe* sqe = Sqe();
+    io_uring_prep_timeout(sqe, &shaping_ts, 0, 0);
+    Tag(sqe, UringOp::kTick, kShapingTimerSlot, nullptr);
+    ++shaping_timers;
+    shaping_timer_ms = at_ms;
+  }
 
   // DNS: c-ares sockets polled through the ring (dns/ does not know the ring).
   std::unique_ptr<Resolver> resolver;
@@ -686,6 +704,7 @@ struct Worker::Impl {
     if (wait_us <= 0) return false;
     d.shaping_wake_ms = now_ms + (wait_us + 999) / 1000;
     throttled.insert(&d);
+    ArmShapingTimer(d.shaping_wake_ms);
     return true;
   }
 
@@ -1422,6 +1441,12 @@ struct Worker::Impl {
     int res = cqe->res;
     if (tag.op == UringOp::kWake) {
       PostWake();
+      return;
+    }
+    if (tag.op == UringOp::kTick && tag.slot == kShapingTimerSlot) {
+      --shaping_timers;
+      shaping_timer_ms = INT64_MAX;  // re-armed by whoever still waits
+      RepumpThrottled();
       return;
     }
     if (tag.op == UringOp::kTick) {
