@@ -719,6 +719,17 @@ struct Worker::Impl {
     }
   }
 
+  // A message rate applies to `d` (its domain's or one of its MX rules'): connections open one
+  // at a time, or a backlog would open max_connections sessions that each carry one message.
+  bool RateLimited(const Destination& d) const {
+    if (!d.budget->limits().max_message_rate.unlimited()) return true;
+    for (const Target& t : d.targets) {
+      const ShapingBudget* mx = shaping->ForMx(t.mx);
+      if (mx != nullptr && !mx->limits().max_message_rate.unlimited()) return true;
+    }
+    return false;
+  }
+
   // Destinations that waited for a rate slot or a connection budget try again (every tick).
   void RepumpThrottled() {
     ReleaseContendedIdle();
@@ -773,7 +784,8 @@ struct Worker::Impl {
     }
     while (!d.queue.empty() && d.connections < w.config_.max_connections_per_destination &&
            static_cast<int>(d.queue.size()) > d.connecting &&
-           (d.failed_count == 0 || d.connecting == 0)) {
+           (d.failed_count == 0 || d.connecting == 0) &&
+           (d.connecting == 0 || !RateLimited(d))) {
       if (!OpenConnection(d)) break;
     }
   }
