@@ -261,8 +261,13 @@ backoff_max = 600
   // One connection at a time: the first 421 pauses the domain, the rest are not even tried.
   EXPECT_EQ(got_421, 1);
   EXPECT_EQ(paused, 9);
-  // Nothing was tried on slow.example after the 421: one connection for it, ok.example's others.
-  EXPECT_EQ(stats["messages"], 10);
+  // The rule's state is dumped next to the policy cache: still paused, back-off level 1.
+  std::vector<nlohmann::json> dump = ReadJsonLines(spool_ + "/log/shaping.jsonl");
+  ASSERT_EQ(dump.size(), 1u);
+  EXPECT_EQ(dump[0]["rule"], "domain slow.example");
+  EXPECT_EQ(dump[0]["backoff_level"], 1);
+  EXPECT_GT(dump[0]["paused_for_ms"].get<int>(), 20000) << dump[0];
+  EXPECT_EQ(dump[0]["connections"], 0);
 }
 
 TEST_F(ShapingTest, BackoffAfterConsecutiveTempFailures) {
