@@ -1115,12 +1115,12 @@ struct Worker::Impl {
     };
     const bool may_send =
         !stopping && c.messages < c.max_messages && c.budgets.PausedBy(now_ms) == nullptr;
-    // An idle connection gives its budget back at once when another destination waits for it
-    // (several domains behind one MX rule): idling would hold their mail up for idle_timeout.
     if (may_send && !d.queue.empty() && RateBlocked(d, c)) {
       park();
       return;
     }
+    // An idle connection gives its budget back at once when another destination waits for it
+    // (several domains behind one MX rule): idling would hold their mail up for idle_timeout.
     if (may_send && d.queue.empty() && !c.budgets.HasWaiters(now_ms)) {
       park();
       return;
