@@ -40,26 +40,43 @@ constexpr int kMaxRecordPlaintext = 16 * 1024;
 // 8-byte explicit nonce (TLS 1.2 GCM), 1-byte inner content type (TLS 1.3).
 constexpr size_t kRecordOverhead = 32;
 
-// ChaCha20-Poly1305 first: Debian's wolfSSL is built without AES-NI, where ChaCha20 is ~2.7x
-// faster than AES-GCM (NOTES.md). TLS 1.3 suites, then ECDHE AEAD suites for TLS 1.2.
-// Opportunistic STARTTLS (RFC 7435) prefers any encryption to plaintext, so the tail keeps
-// the CBC and static-RSA suites that old MTAs still offer; strict policies can override.
-constexpr char kClientCipherList[] =
-    "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "DHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:"
-    "ECDHE-RSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:"
-    "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:"
-    "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256:AES128-SHA:AES256-SHA";
+// Cipher order by the wolfSSL build (TlsPrefersAesGcm): Debian's wolfSSL has no AES-NI, where
+// ChaCha20-Poly1305 is ~2.7x faster than AES-GCM (NOTES.md); the bundled build
+// (MXB_WOLFSSL=bundled) has AES-NI/AVX2 assembly, where AES-128-GCM is ~2.6x faster than
+// ChaCha20 (bench/README.md). TLS 1.3 suites, then ECDHE AEAD suites for TLS 1.2.
+// Opportunistic STARTTLS (RFC 7435) prefers any encryption to plaintext, so the client's tail
+// keeps the CBC and static-RSA suites that old MTAs still offer; strict policies can override.
+#define MXB_CLIENT_TAIL                                                                     \
+  "DHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"         \
+  "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:"           \
+  "ECDHE-RSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:"                   \
+  "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:"                                           \
+  "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256:AES128-SHA:AES256-SHA"
+#define MXB_AEAD_CHACHA_FIRST                                                               \
+  "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"        \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                             \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                             \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define MXB_AEAD_AES_FIRST                                                                  \
+  "TLS13-AES128-GCM-SHA256:TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES256-GCM-SHA384:"        \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                             \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                             \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+constexpr char kClientCipherListChaCha[] = MXB_AEAD_CHACHA_FIRST ":" MXB_CLIENT_TAIL;
+constexpr char kClientCipherListAes[] = MXB_AEAD_AES_FIRST ":" MXB_CLIENT_TAIL;
 // The sink serves our own engine and test clients: AEAD only, same order.
-constexpr char kServerCipherList[] =
-    "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+constexpr char kServerCipherListChaCha[] = MXB_AEAD_CHACHA_FIRST;
+constexpr char kServerCipherListAes[] = MXB_AEAD_AES_FIRST;
+#undef MXB_CLIENT_TAIL
+#undef MXB_AEAD_CHACHA_FIRST
+#undef MXB_AEAD_AES_FIRST
+
+const char* DefaultClientCipherList() {
+  return TlsPrefersAesGcm() ? kClientCipherListAes : kClientCipherListChaCha;
+}
+const char* DefaultServerCipherList() {
+  return TlsPrefersAesGcm() ? kServerCipherListAes : kServerCipherListChaCha;
+}
 
 // X25519 first (0.27 ms vs 0.63 ms for P-256 per client handshake, NOTES.md); wolfSSL sends
 // its single TLS 1.3 key share for the first group, a P-256-only server answers with a
@@ -200,6 +217,17 @@ const char* ToString(TlsStatus s) {
   return "unknown";
 }
 
+bool TlsPrefersAesGcm() {
+#if defined(WOLFSSL_AESNI) && defined(__x86_64__)
+  // wolfSSL picks its AES-NI code at run time (CPUID); without AES-NI + PCLMULQDQ it falls back
+  // to table-driven C, where ChaCha20 wins again.
+  static const bool prefer = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+  return prefer;
+#else
+  return false;
+#endif
+}
+
 void TlsGlobalInit() {
   static std::once_flag once;
   std::call_once(once, [] { wolfSSL_Init(); });
@@ -218,9 +246,17 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClientImpl(
   WOLFSSL_METHOD* method = opts.tls13_only ? wolfTLSv1_3_client_method() : wolfTLS_client_method();
   CtxPtr ctx(wolfSSL_CTX_new(method));
   if (ctx == nullptr) return absl::ResourceExhaustedError("tls: wolfSSL_CTX_new failed (client)");
-  if (absl::Status st = ConfigureCommon(ctx.get(), opts.cipher_list, kClientCipherList, true); !st.ok()) {
+  if (absl::Status st =
+          ConfigureCommon(ctx.get(), opts.cipher_list, DefaultClientCipherList(), true);
+      !st.ok()) {
     return st;
   }
+  // Verification is chosen per session (NewSession); the context default verifies nothing. Set
+  // before the trust anchors load: wolfSSL parses CA files with the context's verify setting,
+  // and with VERIFY it rejects an expired anchor at load time (a pinned self-signed certificate
+  // that expired must load and then fail the handshake as certificate-expired). Debian's build
+  // (OPENSSL_COMPATIBLE_DEFAULTS) starts with VERIFY_NONE; the bundled build does not.
+  wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_NONE, nullptr);
   // Trust anchors are loaded whatever verify_peer says: any session may be strict
   // (SessionParams::verify), and the CA table must not change once sessions share the context.
   std::string trust_anchor_error;
@@ -246,8 +282,6 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClientImpl(
       if (opts.verify_peer) return absl::InvalidArgumentError("tls: " + trust_anchor_error);
     }
   }
-  // Verification is chosen per session (NewSession); the context default verifies nothing.
-  wolfSSL_CTX_set_verify(ctx.get(), WOLFSSL_VERIFY_NONE, nullptr);
   wolfSSL_CTX_SetIORecv(ctx.get(), &TlsSession::RecvCb);
   wolfSSL_CTX_SetIOSend(ctx.get(), &TlsSession::SendCb);
   std::unique_ptr<TlsContext> client(new TlsContext(ctx.release(), false, opts.verify_peer));
@@ -260,7 +294,7 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewServer(const TlsServe
   CtxPtr ctx(wolfSSL_CTX_new(opts.tls12_only ? wolfTLSv1_2_server_method()
                                               : wolfTLS_server_method()));
   if (ctx == nullptr) return absl::ResourceExhaustedError("tls: wolfSSL_CTX_new failed (server)");
-  if (absl::Status st = ConfigureCommon(ctx.get(), opts.cipher_list, kServerCipherList,
+  if (absl::Status st = ConfigureCommon(ctx.get(), opts.cipher_list, DefaultServerCipherList(),
                                         !opts.tls12_only); !st.ok()) {
     return st;
   }
@@ -297,7 +331,7 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewServer(const TlsServe
 
 absl::Status TlsContext::SelfTest(TlsContext& server, const std::string& cipher_list) {
   TlsClientOptions client_opts;
-  client_opts.cipher_list = cipher_list.empty() ? kServerCipherList : cipher_list;
+  client_opts.cipher_list = cipher_list.empty() ? DefaultServerCipherList() : cipher_list;
   absl::StatusOr<std::unique_ptr<TlsContext>> client_ctx =
       NewClientImpl(client_opts, /*load_trust_anchors=*/false);
   if (!client_ctx.ok()) return client_ctx.status();

@@ -63,14 +63,20 @@ struct TlsClientOptions {
   // kValidationFailure ("no trust anchors").
   std::string ca_file;
   bool tls13_only = false;
-  // Cipher preference: ChaCha20-Poly1305 first (Debian's wolfSSL has no AES-NI; see NOTES.md).
-  std::string cipher_list;      // empty = library default order with CHACHA20 first
+  // Cipher preference: empty = AEAD suites first, the faster of ChaCha20-Poly1305 and
+  // AES-128-GCM for this wolfSSL build first (TlsPrefersAesGcm), then CBC/static-RSA suites.
+  std::string cipher_list;
 };
+
+// Whether the default cipher lists put AES-128-GCM before ChaCha20-Poly1305: true when wolfSSL
+// was built with AES-NI assembly (MXB_WOLFSSL=bundled) and the CPU has AES-NI + PCLMULQDQ;
+// false for Debian's wolfSSL (no AES-NI), where ChaCha20 is the fast one.
+bool TlsPrefersAesGcm();
 
 struct TlsServerOptions {
   std::string cert_pem;  // PEM text (certificate chain)
   std::string key_pem;   // PEM text (private key)
-  std::string cipher_list;  // empty = AEAD suites, CHACHA20 first
+  std::string cipher_list;  // empty = AEAD suites, the faster one first (TlsPrefersAesGcm)
   bool tls12_only = false;  // cap at TLS 1.2 (interop tests, peers that break on TLS 1.3)
 };
 

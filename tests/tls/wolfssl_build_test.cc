@@ -82,6 +82,12 @@ TEST(WolfsslBuildTest, BundledIsBuiltWithOurConfigureFlags) {
 #endif
 }
 
+TEST(WolfsslBuildTest, BundledPrefersAesGcmWhereTheCpuHasAesNi) {
+  // With AES-NI assembly AES-128-GCM is the faster AEAD (bench/README.md, "wolfSSL builds").
+  const bool cpu_has_aesni = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+  EXPECT_EQ(TlsPrefersAesGcm(), cpu_has_aesni);
+}
+
 TEST(WolfsslBuildTest, BundledIdleClientSessionFitsTheBudget) {
   // Debian's build holds ~75 KB here (SESSION_CERTS: a 37 KB WOLFSSL_SESSION per connection).
   const size_t per_session = IdleClientSessionHeap(200);
@@ -90,6 +96,11 @@ TEST(WolfsslBuildTest, BundledIdleClientSessionFitsTheBudget) {
 }
 
 #else
+
+TEST(WolfsslBuildTest, SystemBuildPrefersChaCha20) {
+  // Debian's wolfSSL has no AES-NI: AES-GCM is ~2.7x slower than ChaCha20 there (NOTES.md).
+  EXPECT_FALSE(TlsPrefersAesGcm());
+}
 
 TEST(WolfsslBuildTest, SystemBuildIdleClientSession) {
   // Debian's libwolfssl: no budget to enforce; the figure is printed for comparison.
