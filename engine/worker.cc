@@ -504,6 +504,13 @@ struct Worker::Impl {
       FailJob(job, DeliveryClass::kDeferred, 0, "4.4.5", PauseText(*paused), {});
       return;
     }
+    if (const size_t cap = RateQueueCap(d); d.queue.size() >= cap) {
+      FailJob(job, DeliveryClass::kDeferred, 0, "4.4.5",
+              absl::StrCat("not tried: ", cap, " messages for ", d.domain,
+                           " already wait for max_message_rate"),
+              {});
+      return;
+    }
     d.queue.push_back(job);
     ResumeIdle(d);
     if (NeedsResolve(d)) {
@@ -728,6 +735,25 @@ struct Worker::Impl {
       if (mx != nullptr && !mx->limits().max_message_rate.unlimited()) return true;
     }
     return false;
+  }
+
+  // How many jobs a rate-limited destination keeps in memory: what its slowest rate sends until
+  // the first retry of a deferred message (at least rate_burst). More would hold in-flight slots
+  // (max_in_flight) that the other destinations need; the excess is deferred to the spool.
+  size_t RateQueueCap(const Destination& d) const {
+    size_t cap = SIZE_MAX;
+    const absl::Duration horizon =
+        w.config_.retry_delays.empty() ? absl::Minutes(5) : w.config_.retry_delays.front();
+    auto consider = [&](const ShapingBudget* b) {
+      if (b == nullptr || b->limits().max_message_rate.unlimited()) return;
+      const MessageRate& r = b->limits().max_message_rate;
+      const double n = static_cast<double>(r.count) * absl::FDivDuration(horizon, r.period);
+      cap = std::min(cap, std::max(static_cast<size_t>(b->limits().rate_burst),
+                                   static_cast<size_t>(n)));
+    };
+    consider(d.budget);
+    for (const Target& t : d.targets) consider(shaping->ForMx(t.mx));
+    return cap;
   }
 
   // Destinations that waited for a rate slot or a connection budget try again (every tick).

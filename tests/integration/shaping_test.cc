@@ -224,6 +224,45 @@ TEST_F(ShapingTest, MessageRateIsALowerBoundOnTheTime) {
   for (const nlohmann::json& r : log) EXPECT_EQ(r["status"], "delivered") << r;
 }
 
+// A rate-limited destination keeps only what its rate sends before the first retry in memory;
+// the rest of its backlog goes back to the spool at once instead of holding in-flight slots.
+TEST_F(ShapingTest, RateLimitedBacklogIsDeferredNotHeld) {
+  auto sink = StartSink("127.0.0.1");
+  for (int i = 0; i < 30; ++i) Put(absl::StrCat("r", i, "@slowrate.example"), "j");
+  for (int i = 0; i < 10; ++i) Put(absl::StrCat("r", i, "@ok.example"), "j");
+  ASSERT_EQ(RunEngine(R"(
+[queue]
+retry_delays = [1]
+[[shaping]]
+domain = "slowrate.example"
+max_message_rate = "5/second"
+)",
+                      {absl::StrCat("*=", sink->hop())}),
+            0)
+      << EngineErr();
+  sink->proc->Stop();
+  int delivered = 0, deferred = 0, ok = 0;
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
+    if (r["domain"] == "ok.example") {
+      EXPECT_EQ(r["status"], "delivered") << r;
+      ++ok;
+    } else if (r["status"] == "delivered") {
+      ++delivered;
+    } else {
+      EXPECT_EQ(r["status"], "deferred") << r;
+      EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(),
+                                    "5 messages for slowrate.example already wait"))
+          << r;
+      ++deferred;
+    }
+  }
+  EXPECT_EQ(ok, 10);
+  EXPECT_EQ(delivered + deferred, 30);
+  // 5/s x 1 s until the first retry = 5 kept (one more may already be on a connection).
+  EXPECT_LE(delivered, 7);
+  EXPECT_GE(deferred, 23);
+}
+
 TEST_F(ShapingTest, BackoffAfter421PausesTheDestinationOthersGoOn) {
   auto sink = StartSink("127.0.0.1", {"--shutdown-rcpt", "busy-"});
   for (int i = 0; i < 10; ++i) {
