@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs mxburst's build and test dependencies from Debian 12 packages. Idempotent: packages
-# already present are not touched, and apt-get runs only when something is missing.
+# Installs mxburst's build and test dependencies from Debian 12 packages, and a deb-src entry for
+# tools/build-wolfssl.sh (`apt-get source wolfssl`, the presets' bundled wolfSSL). Idempotent:
+# packages already present are not touched, and apt-get runs only when a package or the source
+# index is missing.
 set -euo pipefail
 
 PACKAGES=(
