@@ -4,7 +4,7 @@
 # runs by hand too:
 #
 #   tools/build-wolfssl.sh PREFIX            # build + install unless PREFIX holds this exact build
-#   tools/build-wolfssl.sh --print-flags     # the configure flags (CMake hashes them)
+#   tools/build-wolfssl.sh --print-flags     # the configure flags and CFLAGS it uses
 #
 # The source comes from `apt-get source wolfssl` (Debian 12: 5.5.4 with Debian's security
 # patches; tools/setup.sh adds the deb-src entry), fetched once into $MXB_WOLFSSL_CACHE
