@@ -5,7 +5,7 @@ One run prints one table (see bench/README.md, "Benchmarks"):
 
   a  many messages per connection over STARTTLS (throughput-bound)
   b  the same messages with --max-messages-per-connection 1 (handshake-bound)
-  c  many concurrent slow sessions (sink --reply-delay-ms): RSS at 0 / 10k / 25k sessions
+  c  many concurrent slow sessions (sink --reply-delay-ms): RSS at 0 / 10k / 25k / 50k sessions
 
 Measured, never asserted. Every figure is the median of --runs runs (scenario c: one run per
 session target). Definitions:
@@ -20,6 +20,7 @@ session target). Definitions:
   resumed        resumed / TLS sessions from the engine's summary line, "n/a" if it has no count
 
 Usage:  bench/e2e.py [--quick] [--scenarios a,b,c] [--runs N] [--out FILE]
+        bench/e2e.py --scenarios c --sessions 50000      # the 50k-session run alone
 Python 3 standard library only. MXB_BUILD_DIR selects the build (default build/release).
 """
 
@@ -82,13 +83,27 @@ def count_fds(pid):
         return None
 
 
+def count_established(ports):
+    """ESTABLISHED TCP connections to the given (sink) ports: mxburst's sessions. Its sockets are
+    io_uring direct descriptors, invisible in /proc/PID/fd; netlink (ss) sees every socket."""
+    if not ports:
+        return None
+    flt = " or ".join(f"dport = :{p}" for p in sorted(ports))
+    try:
+        r = subprocess.run(["ss", "-Htn", "state", "established", f"( {flt} )"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        return None
+    return r.stdout.count(b"\n")
+
+
 class Sampler(threading.Thread):
     """Samples RSS (and optionally the open descriptor count) of one process until it exits."""
 
-    def __init__(self, pid, interval, fds):
+    def __init__(self, pid, interval, fds, ports=None):
         super().__init__(daemon=True)
-        self.pid, self.interval, self.fds = pid, interval, fds
-        self.samples = []  # (t, rss_kib, hwm_kib, fds)
+        self.pid, self.interval, self.fds, self.ports = pid, interval, fds, ports
+        self.samples = []  # (t, rss_kib, hwm_kib, fds or established sessions)
         self.stop = threading.Event()
 
     def run(self):
@@ -97,7 +112,10 @@ class Sampler(threading.Thread):
             st = proc_status(self.pid)
             if st is None:
                 break
-            n = count_fds(self.pid) if self.fds else None
+            if self.ports:
+                n = count_established(self.ports)
+            else:
+                n = count_fds(self.pid) if self.fds else None
             self.samples.append((time.monotonic() - t0, st.get("VmRSS", 0), st.get("VmHWM", 0), n))
             self.stop.wait(self.interval)
 
@@ -213,7 +231,7 @@ def read_latencies(path):
 
 
 def run_engine(workdir, spool, routes, extra, sample_fds=False, timeout=1800,
-               stop_after=None):
+               stop_after=None, session_ports=None):
     """Runs mxburst once; returns a dict of measurements."""
     acct = os.path.join(workdir, "accounting.jsonl")
     if os.path.exists(acct):
@@ -227,7 +245,7 @@ def run_engine(workdir, spool, routes, extra, sample_fds=False, timeout=1800,
     t0 = time.monotonic()
     busy0 = machine_busy()
     proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-    sampler = Sampler(proc.pid, 0.1 if sample_fds else 0.05, sample_fds)
+    sampler = Sampler(proc.pid, 0.1 if sample_fds else 0.05, sample_fds, session_ports)
     sampler.start()
     if stop_after is not None:
         time.sleep(stop_after)
@@ -319,11 +337,19 @@ def resumed_text(runs):
 
 
 def sessions_scenario(a):
-    """Scenario c: RSS of mxburst while T sessions wait on a slow sink, for each target T."""
+    """Scenario c: RSS of mxburst while T sessions wait on a slow sink, for each target T.
+
+    Sessions are io_uring direct descriptors (one registered file table per worker, each capped
+    at RLIMIT_NOFILE), so capacity is workers x table, not the process's descriptor limit. They
+    are counted with ss (ESTABLISHED connections to the sink's ports) and, on the sink side, by
+    its exact peak_tls_sessions gauge."""
     rows = []
     work = os.path.join(a.workdir, "c")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    cap = nofile - 512  # descriptors left for the spool, the log, the rings and c-ares
+    # 10% below workers x table: domains hash unevenly over the workers.
+    cap = int(a.c_workers * min(nofile, 65536) * 0.9)
+    addresses = [f"127.0.0.{2 + i}" for i in range(a.c_addresses)]
+    workers = ["--workers", str(a.c_workers)]
     baseline = None
     for target in a.session_targets:
         spool = os.path.join(work, "spool")
@@ -331,8 +357,8 @@ def sessions_scenario(a):
             # An idle engine on an empty spool: the 0-session baseline.
             shutil.rmtree(spool, ignore_errors=True)
             os.makedirs(os.path.join(spool, "incoming"), exist_ok=True)
-            sink = Sink(work, a.addresses, a.sink_threads, 0)
-            m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports), [],
+            sink = Sink(work, addresses, a.c_sink_threads, 0)
+            m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports), workers,
                            sample_fds=True, stop_after=2.0)
             sink.stop()
             rss = statistics.median(s[1] for s in m["samples"][len(m["samples"]) // 2:])
@@ -348,43 +374,62 @@ def sessions_scenario(a):
         per_dest = max(1, -(-eff // a.c_domains))
         domains = min(a.c_domains, eff)
         msgs = per_dest * domains if per_dest * domains <= cap else eff
+        # Every session must still be open when the last handshake is done: ~7 delayed replies
+        # per session, handshakes after the third.
+        delay = a.reply_delay_ms if a.reply_delay_ms is not None else max(5000, target // 5)
         inject(spool, msgs, a.c_size, domains, seed=7)
-        sink = Sink(work, a.addresses, a.sink_threads, a.reply_delay_ms)
-        extra = ["--max-connections", str(per_dest), "--max-messages-per-connection", "1",
-                 "--max-in-flight", str(msgs + 1000), "--connect-timeout", "120"]
-        m = run_engine(work, spool, routes_for(domains, sink.hostports), extra, sample_fds=True)
+        sink = Sink(work, addresses, a.c_sink_threads, delay)
+        ports = {int(hp.rsplit(":", 1)[1]) for hp in sink.hostports}
+        extra = workers + ["--max-connections", str(per_dest), "--max-messages-per-connection",
+                           "1", "--max-in-flight", str(msgs + 1000), "--connect-timeout", "120"]
+        m = run_engine(work, spool, routes_for(domains, sink.hostports), extra, sample_fds=True,
+                       session_ports=ports)
         sru = sink.stop()
-        base_fds = (m["samples"][0][3] or 0) if m["samples"] else 0
-        # The sample with the highest RSS: sessions are then connected and through TLS (the
-        # descriptor count alone peaks earlier, at connect time, before the handshakes).
-        peak = max(m["samples"], key=lambda s: s[1], default=(0, 0, 0, 0))
-        sessions = max(0, (peak[3] or 0) - base_fds)
-        most_open = max(0, max((s[3] or 0 for s in m["samples"]), default=0) - base_fds)
+        try:
+            with open(sink.stats) as f:
+                sink_stats = json.load(f)
+        except (OSError, ValueError):
+            sink_stats = {}
+        sink_samples = sink.sampler.samples
+        sink_base = sink_samples[0][1] if sink_samples else 0
+        sink_peak_rss = max((s_[1] for s_ in sink_samples), default=0)
+        sink_peak_tls = sink_stats.get("peak_tls_sessions", 0)
+        # The highest RSS while (nearly) every session is open: then they are connected and
+        # through TLS. RSS alone peaks later (freed memory stays in malloc's arenas), the session
+        # count alone earlier (connected, not yet through the handshake).
+        most_open = max((s_[3] or 0 for s_ in m["samples"]), default=0)
+        full = [s_ for s_ in m["samples"] if (s_[3] or 0) >= 0.98 * most_open]
+        peak = max(full, key=lambda s_: s_[1], default=(0, 0, 0, 0))
+        sessions = peak[3] or 0
         rss_at_peak = peak[1]
         per = (rss_at_peak - (baseline or 0)) / sessions if sessions else float("nan")
+        sink_per = (sink_peak_rss - sink_base) / sink_peak_tls if sink_peak_tls else float("nan")
         label = f"c: {target // 1000}k sessions" if target >= 1000 else f"c: {target} sessions"
         if eff < target:
-            label += f" (capped at {eff}: RLIMIT_NOFILE {nofile})"
+            label += (f" (capped at {eff}: {a.c_workers} workers x RLIMIT_NOFILE {nofile})")
         lat = m["latencies"]
         rows.append({
             "scenario": label,
             "messages": f"{m['messages']}",
             "size": f"{a.c_size / 1000:g} KB",
-            "conns": f"{m['connections']} ({sessions} open at peak RSS, max {most_open})",
+            "conns": (f"{m['connections']} ({sessions} open at peak RSS, max {most_open}; "
+                      f"sink peak {sink_peak_tls} TLS)"),
             "msgs/s": f"{m['messages'] / m['wall']:.0f}",
             "MB/s": f"{m['messages'] * a.c_size / m['wall'] / 1e6:.2f}",
             "p50 ms": f"{percentile(lat, 50):.0f}",
             "p99 ms": f"{percentile(lat, 99):.0f}",
             "peak RSS": fmt_kib(m["maxrss_kib"]),
             "RSS/session": f"{per:.1f} KiB" if sessions else "-",
+            "sink RSS/session": f"{sink_per:.1f} KiB" if sink_peak_tls else "-",
             "CPU s/1k": f"{m['cpu'] / max(1, m['messages']) * 1000:.3f}",
             "sink CPU s/1k": f"{(sru.ru_utime + sru.ru_stime) / max(1, m['messages']) * 1000:.3f}",
             "resumed": resumed_text([m]),
             "runs": "1",
         })
-        log(f"e2e:   c: target {target}: {sessions} open sessions at peak RSS (max {most_open}), RSS there "
-            f"{rss_at_peak / 1024:.0f} MiB, peak RSS {m['maxrss_kib'] / 1024:.0f} MiB, "
-            f"sink peak RSS {sru.ru_maxrss / 1024:.0f} MiB | {m['summary']}")
+        log(f"e2e:   c: target {target} (reply delay {delay} ms): {sessions} open sessions at peak "
+            f"RSS (max {most_open}), RSS there {rss_at_peak / 1024:.0f} MiB, peak RSS "
+            f"{m['maxrss_kib'] / 1024:.0f} MiB; sink: peak {sink_peak_tls} TLS sessions, peak RSS "
+            f"{sru.ru_maxrss / 1024:.0f} MiB | {m['summary']}")
         if m["delivered"] != m["messages"] or m["rc"] != 0:
             rows[-1]["note"] = f"not fully delivered: {m['summary']}"
         shutil.rmtree(spool, ignore_errors=True)
@@ -392,8 +437,8 @@ def sessions_scenario(a):
 
 
 COLUMNS = ["scenario", "messages", "size", "conns", "msgs/s", "range", "MB/s", "p50 ms", "p99 ms",
-           "peak RSS", "RSS/session", "CPU s/1k", "sink CPU s/1k", "resumed", "others CPU",
-           "runs"]
+           "peak RSS", "RSS/session", "sink RSS/session", "CPU s/1k", "sink CPU s/1k", "resumed",
+           "others CPU", "runs"]
 
 
 def print_table(rows, out):
@@ -436,10 +481,17 @@ def main():
     p.add_argument("--workers", type=int, help="engine worker threads (default: engine's own)")
     p.add_argument("--addresses", type=int, default=4, help="sink addresses 127.0.0.2.. (4)")
     p.add_argument("--sink-threads", type=int, default=1)
-    p.add_argument("--sessions", help="scenario c session targets (default 0,10000,25000)")
+    p.add_argument("--sessions",
+                   help="scenario c session targets (default 0,10000,25000,50000)")
     p.add_argument("--c-domains", type=int, default=1000)
+    p.add_argument("--c-workers", type=int, default=3,
+                   help="engine workers in c: each holds up to RLIMIT_NOFILE sessions (3)")
+    p.add_argument("--c-sink-threads", type=int, default=3, help="sink workers in c (3)")
+    p.add_argument("--c-addresses", type=int, default=8,
+                   help="sink addresses in c, 127.0.0.2.. (8): ephemeral ports per address pair")
     p.add_argument("--c-size", type=int, default=1000, help="message size in c (default 1000)")
-    p.add_argument("--reply-delay-ms", type=int, help="sink reply delay in c (default 5000; --quick 500)")
+    p.add_argument("--reply-delay-ms", type=int,
+                   help="sink reply delay in c (default max(5000, T/5) ms; --quick 500)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench-e2e"))
     p.add_argument("--out", help="also write the table here")
     a = p.parse_args()
@@ -448,9 +500,11 @@ def main():
     a.runs = a.runs or (1 if q else 3)
     a.messages = a.messages or (5000 if q else 100000)
     a.domains = a.domains or (100 if q else 1000)
-    a.session_targets = [int(x) for x in (a.sessions or ("0,500,1000" if q else "0,10000,25000"))
+    a.session_targets = [int(x) for x in (a.sessions or
+                                          ("0,500,1000" if q else "0,10000,25000,50000"))
                          .split(",")]
-    a.reply_delay_ms = a.reply_delay_ms if a.reply_delay_ms is not None else (500 if q else 5000)
+    if a.reply_delay_ms is None and q:
+        a.reply_delay_ms = 500
     if q and a.c_domains == 1000:
         a.c_domains = 100
     a.addresses = [f"127.0.0.{2 + i}" for i in range(a.addresses)]
@@ -487,8 +541,10 @@ def main():
                 extra_common + ["--max-connections", str(a.max_connections),
                                 "--max-messages-per-connection", "1"]))
     if "c" in scen:
-        log(f"e2e: scenario c: slow sink ({a.reply_delay_ms} ms per reply), targets "
-            f"{a.session_targets}")
+        delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
+        log(f"e2e: scenario c: slow sink ({delay} ms per reply), targets {a.session_targets}, "
+            f"{a.c_workers} engine workers, {a.c_sink_threads} sink workers, "
+            f"{a.c_addresses} sink addresses")
         rows += sessions_scenario(a)
 
     outs = [sys.stdout]
@@ -501,8 +557,11 @@ def main():
             print(f"a/b: {a.messages} messages x {a.size} B to {a.domains} domains, medians of "
                   f"{a.runs} run(s) (msgs/s range: min-max)", file=o)
         if "c" in scen:
+            delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
             print(f"c: {a.c_size} B messages, {a.c_domains} domains, sink reply delay "
-                  f"{a.reply_delay_ms} ms, one message per connection", file=o)
+                  f"{delay} ms, one message per connection, engine --workers {a.c_workers}, "
+                  f"sink --threads {a.c_sink_threads} on {a.c_addresses} addresses; sessions "
+                  f"counted with ss (ESTABLISHED to the sink ports)", file=o)
         print_table(rows, o)
         print("latency = claim of the spool file -> final outcome (accounting log queue_ms); "
               "msgs/s over the mxburst process wall time; CPU = user+sys (wait4); others CPU = "

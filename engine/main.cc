@@ -2,10 +2,16 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
 
 #include "engine/config.h"
 #include "engine/engine.h"
+#include "engine/worker.h"
 
 namespace {
 
@@ -15,18 +21,39 @@ void OnSignal(int) {
   if (g_engine != nullptr) g_engine->RequestStop();
 }
 
-// Tens of thousands of sessions need as many descriptors: raise the soft limit to the hard one.
-void RaiseFileLimit(bool quiet) {
+// Sessions are io_uring direct descriptors in one registered file table per worker, and the
+// kernel sizes each table by RLIMIT_NOFILE: raise the soft limit to the hard one. One line on
+// stderr (also with --quiet) when that fails or when the tables hold fewer sessions than
+// max_in_flight may need.
+void RaiseFileLimit(const mxb::EngineConfig& config) {
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  std::string failed;
   if (rl.rlim_cur < rl.rlim_max) {
-    rlim_t want = rl.rlim_max;
-    rl.rlim_cur = want;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && !quiet) {
-      std::fprintf(stderr, "mxburst: warning: cannot raise RLIMIT_NOFILE to %llu\n",
-                   static_cast<unsigned long long>(want));
+    const rlim_t soft = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      failed = std::string("cannot raise RLIMIT_NOFILE from ") + std::to_string(soft) + " to " +
+               std::to_string(rl.rlim_max) + " (" + std::strerror(errno) + "); ";
+      rl.rlim_cur = soft;
     }
   }
+  const unsigned workers = config.workers > 0
+                               ? static_cast<unsigned>(config.workers)
+                               : std::max(1u, std::thread::hardware_concurrency());
+  const uint32_t per_worker = mxb::Worker::DirectTableSize();
+  const uint64_t capacity = uint64_t{workers} * per_worker;
+  if (failed.empty() && capacity >= config.max_messages_in_flight) return;
+  std::fprintf(stderr,
+               "mxburst: %sRLIMIT_NOFILE %llu: session capacity %u workers x %u direct "
+               "descriptors = %llu%s\n",
+               failed.c_str(), static_cast<unsigned long long>(rl.rlim_cur), workers, per_worker,
+               static_cast<unsigned long long>(capacity),
+               capacity < config.max_messages_in_flight
+                   ? (", below max_in_flight " + std::to_string(config.max_messages_in_flight) +
+                      " (raise the hard limit or --workers)")
+                         .c_str()
+                   : "");
 }
 
 }  // namespace
@@ -47,7 +74,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mxburst: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  RaiseFileLimit(config->quiet);
+  RaiseFileLimit(*config);
   signal(SIGPIPE, SIG_IGN);
 
   mxb::Engine engine(*std::move(config));

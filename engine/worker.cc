@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -20,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "engine/uring_setup.h"
 #include "engine/shaping.h"
 #include "engine/smtp_reply.h"
 #include "engine/smtp_session.h"
@@ -33,7 +35,16 @@ namespace mxb {
 namespace {
 
 constexpr unsigned kRingEntries = 4096;
+constexpr unsigned kCqEntries = 32768;
+// Receives come from one provided-buffer ring per worker (engine/uring_setup.h): buffers are
+// taken only while bytes wait to be parsed or decrypted, so idle sessions own none. 4 KiB holds
+// any SMTP reply and most handshake flights; larger reads simply take several buffers.
+constexpr uint32_t kRecvBufCount = 1024;  // power of two; 4 MiB of address space per worker
+constexpr uint32_t kRecvBufSize = 4096;
+constexpr uint16_t kRecvBufGroup = 1;
+// Fallback when the kernel has no buffer rings: one buffer per connection, as before.
 constexpr size_t kRecvBufferSize = 16 * 1024;
+constexpr size_t kKeepSendCapacity = 1024;
 constexpr int64_t kTickMs = 100;
 constexpr size_t kInboundCapacity = 1 << 16;
 constexpr int64_t kPolicyDumpMs = 30000;
@@ -163,6 +174,7 @@ struct Connection {
   bool used = false;
   ConnPhase phase = ConnPhase::kConnecting;
   int fd = -1;
+  bool fixed = false;  // `fd` is a slot of the worker's registered file table (FIXED_FILE)
   Destination* dest = nullptr;
   size_t target = 0;          // index into dest->targets
   std::string mx;             // MX host name (copied: targets may be replaced by a new lookup)
@@ -204,6 +216,7 @@ struct Connection {
   void Reset() {
     phase = ConnPhase::kConnecting;
     fd = -1;
+    fixed = false;
     dest = nullptr;
     mx.clear();
     mx_dnssec = false;
@@ -327,26 +340,34 @@ struct Worker::Impl {
 
   bool ring_ready = false;
 
+  // Sockets are direct descriptors (a sparse registered file table per ring, slot i = slab
+  // slot i): they are not in the process fd table, so RLIMIT_NOFILE bounds each ring's table,
+  // not the process's sessions. 0 = no table (old kernel): regular descriptors.
+  uint32_t direct_slots = 0;
+  // Receive buffers: the worker's provided-buffer ring; nullptr = per-connection buffers.
+  std::unique_ptr<ProvidedBufferRing> bufs;
+  bool multishot_recv = true;
+
   explicit Impl(Worker& worker)
       : w(worker), shaping(worker.config_.shaping ? worker.config_.shaping.get() : &no_shaping) {}
 
   absl::Status InitRing() {
     // SINGLE_ISSUER + DEFER_TASKRUN: completions are processed only when this thread waits,
     // which batches task work (NOTES.md). Fall back for older kernels.
-    io_uring_params p{};
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    int rc = io_uring_queue_init_params(kRingEntries, &ring, &p);
-    if (rc < 0) {
-      p = io_uring_params{};
-      p.flags = IORING_SETUP_COOP_TASKRUN;
+    // A CQ of 32k entries: tens of thousands of sessions complete in bursts (the kernel would
+    // otherwise park the excess on its slower overflow list).
+    int rc = -EINVAL;
+    for (unsigned flags : {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+                           unsigned{IORING_SETUP_COOP_TASKRUN}, 0u}) {
+      io_uring_params p{};
+      p.flags = flags | IORING_SETUP_CQSIZE;
+      p.cq_entries = kCqEntries;
       rc = io_uring_queue_init_params(kRingEntries, &ring, &p);
-    }
-    if (rc < 0) {
-      p = io_uring_params{};
-      rc = io_uring_queue_init_params(kRingEntries, &ring, &p);
+      if (rc == 0) break;
     }
     if (rc < 0) return absl::InternalError(absl::StrCat("io_uring_queue_init: ", ErrnoText(-rc)));
     ring_ready = true;
+    SetUpSockets();
     policy_cache = PolicyCache(w.config_.policy_cache_entries);
     Resolver::Options ro;
     ro.servers = w.config_.dns_servers;
@@ -365,6 +386,66 @@ struct Worker::Impl {
       resolver = *std::move(r);
     }
     return absl::OkStatus();
+  }
+
+  // Direct descriptors and the buffer ring, each with a fallback that is announced once per
+  // process. MXB_URING_DISABLE=direct,bufring,multishot turns them off (tests, benchmarks).
+  void SetUpSockets() {
+    const char* env = std::getenv("MXB_URING_DISABLE");
+    const std::string disable = env != nullptr ? env : "";
+    static std::atomic<bool> direct_noted{false}, bufring_noted{false};
+    if (disable.find("direct") != std::string::npos) {
+      if (!direct_noted.exchange(true)) {
+        std::fprintf(stderr, "mxburst: io_uring direct descriptors off (MXB_URING_DISABLE); "
+                     "using regular descriptors (sessions limited by RLIMIT_NOFILE)\n");
+      }
+    } else {
+      uint32_t n = Worker::DirectTableSize();
+      int rc = io_uring_register_files_sparse(&ring, n);
+      if (rc == 0) {
+        direct_slots = n;
+      } else if (!direct_noted.exchange(true)) {
+        std::fprintf(stderr, "mxburst: io_uring registered file table of %u: %s; using regular "
+                     "descriptors (sessions limited by RLIMIT_NOFILE)\n", n,
+                     ErrnoText(-rc).c_str());
+      }
+    }
+    multishot_recv = disable.find("multishot") == std::string::npos;
+    if (disable.find("bufring") == std::string::npos) {
+      auto b = ProvidedBufferRing::Create(&ring, kRecvBufGroup, kRecvBufCount, kRecvBufSize);
+      if (b.ok()) {
+        bufs = *std::move(b);
+      } else if (!bufring_noted.exchange(true)) {
+        std::fprintf(stderr, "mxburst: %s; using a %zu-byte receive buffer per connection\n",
+                     std::string(b.status().message()).c_str(), kRecvBufferSize);
+      }
+    }
+  }
+
+  // Installs c's socket in the registered file table at index `slot` and closes the regular
+  // descriptor (bind() and setsockopt() needed it first). Without a table, or past its end, the
+  // connection keeps its regular descriptor.
+  void MakeDirect(uint32_t slot, Connection& c) {
+    if (slot >= direct_slots) return;
+    int fd = c.fd;
+    if (io_uring_register_files_update(&ring, slot, &fd, 1) != 1) return;
+    close(fd);
+    c.fd = static_cast<int>(slot);
+    c.fixed = true;
+  }
+
+  // Empties a send buffer; one that grew past a few commands (a message body) is freed, so a
+  // session waiting for a reply or parked idle does not keep its last message's bytes.
+  static void ReleaseIfLarge(std::string& buf) {
+    if (buf.capacity() > kKeepSendCapacity) {
+      std::string().swap(buf);
+    } else {
+      buf.clear();
+    }
+  }
+
+  static void UseFd(io_uring_sqe* sqe, const Connection& c) {
+    if (c.fixed) sqe->flags |= IOSQE_FIXED_FILE;
   }
 
   // --- ring plumbing -------------------------------------------------------------------------
@@ -986,8 +1067,10 @@ struct Worker::Impl {
     ++d.connecting;
     w.stats_.connections.fetch_add(1, std::memory_order_relaxed);
 
+    MakeDirect(slot, c);  // after bind/setsockopt, which need the regular descriptor
     io_uring_sqe* sqe = Sqe();
-    io_uring_prep_connect(sqe, fd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len);
+    io_uring_prep_connect(sqe, c.fd, reinterpret_cast<sockaddr*>(&c.addr), c.addr_len);
+    UseFd(sqe, c);
     sqe->flags |= IOSQE_IO_LINK;
     Tag(sqe, UringOp::kConnect, slot, &c);
     sqe = Sqe();
@@ -996,11 +1079,24 @@ struct Worker::Impl {
     return true;
   }
 
+  // Arms the connection's receive: multishot from the buffer ring (stays armed across
+  // completions; re-armed only after a CQE without IORING_CQE_F_MORE), else one-shot.
   void PostRecv(uint32_t slot, Connection& c) {
     if (c.recv_inflight || c.phase == ConnPhase::kClosing) return;
-    if (!c.recv_buf) c.recv_buf.reset(new char[kRecvBufferSize]);
     io_uring_sqe* sqe = Sqe();
-    io_uring_prep_recv(sqe, c.fd, c.recv_buf.get(), kRecvBufferSize, 0);
+    if (bufs != nullptr) {
+      if (multishot_recv) {
+        io_uring_prep_recv_multishot(sqe, c.fd, nullptr, 0, 0);
+      } else {
+        io_uring_prep_recv(sqe, c.fd, nullptr, bufs->buffer_size(), 0);
+      }
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = bufs->group();
+    } else {
+      if (!c.recv_buf) c.recv_buf.reset(new char[kRecvBufferSize]);
+      io_uring_prep_recv(sqe, c.fd, c.recv_buf.get(), kRecvBufferSize, 0);
+    }
+    UseFd(sqe, c);
     Tag(sqe, UringOp::kRecv, slot, &c);
     c.recv_inflight = true;
   }
@@ -1010,12 +1106,13 @@ struct Worker::Impl {
     if (c.send_off >= c.send_buf.size()) {
       if (c.send_pending.empty()) return;
       c.send_buf.swap(c.send_pending);
-      c.send_pending.clear();
+      ReleaseIfLarge(c.send_pending);
       c.send_off = 0;
     }
     io_uring_sqe* sqe = Sqe();
     io_uring_prep_send(sqe, c.fd, c.send_buf.data() + c.send_off, c.send_buf.size() - c.send_off,
                        MSG_NOSIGNAL);
+    UseFd(sqe, c);
     Tag(sqe, UringOp::kSend, slot, &c);
     c.send_inflight = true;
   }
@@ -1075,7 +1172,8 @@ struct Worker::Impl {
     }
     if (c.ops > 0) {
       io_uring_sqe* sqe = Sqe();
-      io_uring_prep_cancel_fd(sqe, c.fd, IORING_ASYNC_CANCEL_ALL);
+      const unsigned fixed = c.fixed ? IORING_ASYNC_CANCEL_FD_FIXED : 0;
+      io_uring_prep_cancel_fd(sqe, c.fd, IORING_ASYNC_CANCEL_ALL | fixed);
       Tag(sqe, UringOp::kCancel, slot, &c);
     }
     MaybeFinishClose(slot, c);
@@ -1086,7 +1184,11 @@ struct Worker::Impl {
     if (c.phase != ConnPhase::kClosing || c.ops > 0 || c.close_posted) return;
     c.close_posted = true;
     io_uring_sqe* sqe = Sqe();
-    io_uring_prep_close(sqe, c.fd);
+    if (c.fixed) {
+      io_uring_prep_close_direct(sqe, static_cast<unsigned>(c.fd));  // frees table slot `slot`
+    } else {
+      io_uring_prep_close(sqe, c.fd);
+    }
     Tag(sqe, UringOp::kClose, slot, &c);
   }
 
@@ -1368,9 +1470,33 @@ struct Worker::Impl {
     }
   }
 
-  void OnRecv(uint32_t slot, Connection& c, int res) {
-    c.recv_inflight = false;
+  void OnRecv(uint32_t slot, Connection& c, const io_uring_cqe* cqe) {
+    const int res = cqe->res;
+    if ((cqe->flags & IORING_CQE_F_MORE) == 0) c.recv_inflight = false;  // multishot ended
+    // A provided buffer goes back to the ring when this returns: by then its bytes have been
+    // parsed (the reply parser keeps a partial line) or copied into the TLS session.
+    struct GiveBack {
+      ProvidedBufferRing* ring;
+      std::optional<uint16_t> bid;
+      ~GiveBack() {
+        if (ring != nullptr && bid) ring->Return(*bid);
+      }
+    } give_back{bufs.get(), ProvidedBufferRing::BufferId(cqe)};
     if (c.phase == ConnPhase::kClosing) return;
+    if (res == -ENOBUFS && bufs != nullptr) {
+      // Every buffer was in a CQE of this batch; they are back before the next submit.
+      PostRecv(slot, c);
+      return;
+    }
+    if (res == -EINVAL && bufs != nullptr && multishot_recv && !c.recv_inflight) {
+      multishot_recv = false;  // kernel without multishot recv (< 6.0): one-shot from here on
+      PostRecv(slot, c);
+      return;
+    }
+    if (res > 0 && bufs != nullptr && !give_back.bid) {
+      Handle(slot, c, c.session->OnConnectionLost("recv completed without a buffer"));
+      return;
+    }
     if (res <= 0) {
       std::string why = res == 0 ? "connection closed by peer"
                                  : absl::StrCat("recv: ", ErrnoText(-res));
@@ -1385,7 +1511,8 @@ struct Worker::Impl {
       Handle(slot, c, c.session->OnConnectionLost(why));
       return;
     }
-    absl::string_view data(c.recv_buf.get(), static_cast<size_t>(res));
+    absl::string_view data(bufs != nullptr ? bufs->Buffer(*give_back.bid) : c.recv_buf.get(),
+                           static_cast<size_t>(res));
     std::string plain;
     if (c.tls != nullptr) {
       c.tls->FeedCiphertext(data);
@@ -1447,7 +1574,7 @@ struct Worker::Impl {
     }
     c.send_off += static_cast<size_t>(res);
     if (c.send_off >= c.send_buf.size()) {
-      c.send_buf.clear();
+      ReleaseIfLarge(c.send_buf);
       c.send_off = 0;
     }
     FlushSend(slot, c);
@@ -1502,16 +1629,19 @@ struct Worker::Impl {
     if (tag.slot == kNoSlot) return;  // worker-level op without a connection (poll remove)
     if (tag.slot >= slab.size() || !slab[tag.slot]->used || slab[tag.slot]->gen != tag.gen) {
       w.stats_.stale_completions.fetch_add(1, std::memory_order_relaxed);
+      // Still hand back a buffer the kernel gave us, or the ring would lose it.
+      if (auto bid = ProvidedBufferRing::BufferId(cqe); bid && bufs != nullptr) bufs->Return(*bid);
       return;
     }
     Connection& c = *slab[tag.slot];
-    --c.ops;
+    // A multishot receive stays in flight until its CQE without F_MORE.
+    if ((cqe->flags & IORING_CQE_F_MORE) == 0) --c.ops;
     switch (tag.op) {
       case UringOp::kConnect:
         OnConnect(tag.slot, c, res);
         break;
       case UringOp::kRecv:
-        OnRecv(tag.slot, c, res);
+        OnRecv(tag.slot, c, cqe);
         break;
       case UringOp::kSend:
         OnSend(tag.slot, c, res);
@@ -1580,6 +1710,7 @@ struct Worker::Impl {
         ++seen;
       }
       io_uring_cq_advance(&ring, seen);
+      if (bufs != nullptr) bufs->Publish();  // one release store for the whole batch
     }
   }
 };
@@ -1626,6 +1757,8 @@ absl::Status Worker::Start() {
   if (!s.ok()) thread_.join();
   return s;
 }
+
+uint32_t Worker::DirectTableSize() { return mxb::DirectTableSize(); }
 
 void Worker::Wake() {
   uint64_t one = 1;

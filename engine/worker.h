@@ -78,6 +78,10 @@ class Worker {
 
   const WorkerStats& stats() const { return stats_; }
 
+  // Sockets one worker can hold as io_uring direct descriptors (engine/uring_setup.h): its
+  // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
+  static uint32_t DirectTableSize();
+
   struct Impl;
 
  private:

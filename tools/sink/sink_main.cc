@@ -52,12 +52,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Tens of thousands of connections need as many descriptors: take the hard limit.
+// Each worker's registered file table (direct descriptors) is as large as RLIMIT_NOFILE allows:
+// take the hard limit, and say so when that fails.
 void RaiseNofileLimit() {
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    const rlim_t soft = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      fprintf(stderr, "mxburst-sink: cannot raise RLIMIT_NOFILE from %llu to %llu: %s; each "
+              "worker holds at most %llu sessions\n", static_cast<unsigned long long>(soft),
+              static_cast<unsigned long long>(rl.rlim_max), strerror(errno),
+              static_cast<unsigned long long>(soft));
+    }
   }
 }
 
@@ -208,12 +215,13 @@ int Main(int argc, char** argv) {
   }
 
   MessageStore store(opts.out_dir, opts.tempfail_data_every);
+  SessionGauge tls_gauge;
   std::vector<std::unique_ptr<SinkWorker>> workers;
   std::vector<std::thread> threads;
   std::vector<std::future<absl::Status>> started;
   for (int w = 0; w < opts.threads; ++w) {
     workers.push_back(std::make_unique<SinkWorker>(w, &listeners, fds[w], &store,
-                                                   opts.reply_delay_ms, opts.quiet));
+                                                   opts.reply_delay_ms, opts.quiet, &tls_gauge));
     auto ready = std::make_shared<std::promise<absl::Status>>();
     started.push_back(ready->get_future());
     SinkWorker* worker = workers.back().get();
@@ -250,6 +258,7 @@ int Main(int argc, char** argv) {
   for (auto& t : threads) t.join();
   SinkStats total;
   for (auto& w : workers) total.Add(w->stats());
+  total.peak_tls_sessions = tls_gauge.peak();
   const std::string json = total.ToJson();
   printf("%s\n", json.c_str());
   fflush(stdout);

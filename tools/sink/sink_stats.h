@@ -5,6 +5,7 @@
 //   std::string line = total.ToJson();   // printed on SIGINT/SIGTERM, written to --stats-file
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -50,9 +51,32 @@ struct SinkStats {
     peak_connections += o.peak_connections;
   }
 
+  // Set by main from the SessionGauge (exact across threads), not summed.
+  uint64_t peak_tls_sessions = 0;
+
   // One line of JSON, no trailing newline. The first eight keys are the documented contract;
   // the rest are extra diagnostics.
   std::string ToJson() const;
+};
+
+// TLS sessions open at this instant across all workers, and the most ever open at once: the
+// proof that N sessions were really held concurrently (scale tests and bench/e2e.py scenario c).
+// Shared by the workers (one relaxed atomic add per handshake and per close).
+class SessionGauge {
+ public:
+  void Up() {
+    uint64_t now = open_.fetch_add(1, std::memory_order_relaxed) + 1;
+    uint64_t peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+  }
+  void Down() { open_.fetch_sub(1, std::memory_order_relaxed); }
+  uint64_t open() const { return open_.load(std::memory_order_relaxed); }
+  uint64_t peak() const { return peak_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> open_{0};
+  std::atomic<uint64_t> peak_{0};
 };
 
 }  // namespace mxb::sink

@@ -59,6 +59,8 @@ struct Connection {
   uint32_t slot = 0;
   uint32_t gen = 0;
   int fd = -1;
+  bool fixed = false;        // `fd` is a slot of the worker's registered file table
+  bool tls_counted = false;  // counted in the SessionGauge until closing
   uint32_t listener = 0;
   uint32_t inflight = 0;
   bool in_use = false;
@@ -87,12 +89,13 @@ struct Connection {
 
 SinkWorker::SinkWorker(int index, const std::vector<ListenerRuntime>* listeners,
                        std::vector<int> listen_fds, MessageStore* store, uint32_t reply_delay_ms,
-                       bool quiet)
+                       bool quiet, SessionGauge* tls_gauge)
     : index_(index),
       listeners_(listeners),
       store_(store),
       reply_delay_ms_(reply_delay_ms),
-      quiet_(quiet) {
+      quiet_(quiet),
+      tls_gauge_(tls_gauge) {
   listener_state_.resize(listen_fds.size());
   for (size_t i = 0; i < listen_fds.size(); ++i) listener_state_[i].fd = listen_fds[i];
 }
@@ -102,8 +105,7 @@ SinkWorker::~SinkWorker() {
   // because the kernel may still own receive buffers until the ring is torn down.
   if (ring_ok_) io_uring_queue_exit(&ring_);
   if (wake_fd_ >= 0) close(wake_fd_);
-  if (buffers_ != nullptr) munmap(buffers_, size_t{kRecvBufCount} * kRecvBufSize);
-  if (buf_ring_ != nullptr) munmap(buf_ring_, kRecvBufCount * sizeof(io_uring_buf));
+  // bufs_ is released after this body: after the ring.
 }
 
 absl::Status SinkWorker::Init() {
@@ -128,36 +130,25 @@ absl::Status SinkWorker::Init() {
   }
   ring_ok_ = true;
 
-  // liburing 2.3 has no io_uring_setup_buf_ring(): map the ring memory and register it by hand.
-  size_t ring_bytes = kRecvBufCount * sizeof(io_uring_buf);
-  void* ring_mem = mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
-                        MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (ring_mem == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat("worker ", index_, ": mmap: ", strerror(errno)));
+  auto bufs = ProvidedBufferRing::Create(&ring_, kBufGroup, kRecvBufCount, kRecvBufSize);
+  if (!bufs.ok()) {
+    return absl::InternalError(absl::StrCat("worker ", index_, ": ", bufs.status().message()));
   }
-  buf_ring_ = static_cast<io_uring_buf_ring*>(ring_mem);
-  void* bufs = mmap(nullptr, size_t{kRecvBufCount} * kRecvBufSize, PROT_READ | PROT_WRITE,
-                    MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (bufs == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat("worker ", index_, ": mmap: ", strerror(errno)));
+  bufs_ = *std::move(bufs);
+
+  // Accepted sockets as direct descriptors: each worker's table holds up to RLIMIT_NOFILE of
+  // them, none in the process fd table. --out-dir records peer/local addresses with
+  // getpeername(), which needs a regular descriptor.
+  if (!store_->storing()) {
+    const uint32_t n = DirectTableSize();
+    ret = io_uring_register_files_sparse(&ring_, n);
+    if (ret == 0) {
+      direct_slots_ = n;
+    } else if (index_ == 0 && !quiet_) {
+      fprintf(stderr, "mxburst-sink: io_uring registered file table of %u: %s; accepting "
+              "regular descriptors\n", n, strerror(-ret));
+    }
   }
-  buffers_ = static_cast<char*>(bufs);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uintptr_t>(ring_mem);
-  reg.ring_entries = kRecvBufCount;
-  reg.bgid = kBufGroup;
-  ret = io_uring_register_buf_ring(&ring_, &reg, 0);
-  if (ret != 0) {
-    return absl::InternalError(
-        absl::StrCat("worker ", index_, ": io_uring_register_buf_ring: ", strerror(-ret)));
-  }
-  io_uring_buf_ring_init(buf_ring_);
-  const int mask = io_uring_buf_ring_mask(kRecvBufCount);
-  for (uint32_t i = 0; i < kRecvBufCount; ++i) {
-    io_uring_buf_ring_add(buf_ring_, buffers_ + size_t{i} * kRecvBufSize, kRecvBufSize,
-                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
-  }
-  io_uring_buf_ring_advance(buf_ring_, kRecvBufCount);
 
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   if (wake_fd_ < 0) {
@@ -195,6 +186,7 @@ void SinkWorker::Run() {
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
+    bufs_->Publish();  // the buffers of this batch, back to the kernel in one store
     // PIPELINING (RFC 2920): replies to everything received in this batch leave in one send.
     for (size_t i = 0; i < dirty_.size(); ++i) {
       Connection* c = At(dirty_[i].first);
@@ -248,9 +240,7 @@ void SinkWorker::Dispatch(const io_uring_cqe* cqe) {
     // Should not happen: a slot is freed only when nothing is in flight. Still return a buffer
     // the kernel handed us, or the ring would leak it.
     ++stats_.stale_completions;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-      ReturnBuffer(static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
-    }
+    if (auto bid = ProvidedBufferRing::BufferId(cqe)) bufs_->Return(*bid);
     ABSL_ASSERT(false && "stale io_uring completion");
     return;
   }
@@ -291,11 +281,18 @@ void SinkWorker::ArmWake() {
 
 void SinkWorker::ArmAccept(uint32_t index) {
   io_uring_sqe* sqe = GetSqe();
-  if (multishot_accept_) {
-    io_uring_prep_multishot_accept(sqe, listener_state_[index].fd, nullptr, nullptr,
-                                   SOCK_CLOEXEC);
+  const int fd = listener_state_[index].fd;
+  if (direct_slots_ > 0) {
+    // The kernel picks a free slot of the table (IORING_FILE_INDEX_ALLOC); CQE res = the slot.
+    if (multishot_accept_) {
+      io_uring_prep_multishot_accept_direct(sqe, fd, nullptr, nullptr, 0);
+    } else {
+      io_uring_prep_accept_direct(sqe, fd, nullptr, nullptr, 0, IORING_FILE_INDEX_ALLOC);
+    }
+  } else if (multishot_accept_) {
+    io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
   } else {
-    io_uring_prep_accept(sqe, listener_state_[index].fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
   }
   Submit(sqe, SinkOp::kAccept, index, 0);
 }
@@ -303,7 +300,7 @@ void SinkWorker::ArmAccept(uint32_t index) {
 void SinkWorker::OnAccept(uint32_t index, const io_uring_cqe* cqe) {
   const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
   if (cqe->res >= 0) {
-    NewConnection(cqe->res, index);
+    NewConnection(cqe->res, direct_slots_ > 0, index);
   } else if (cqe->res == -EINVAL && multishot_accept_) {
     multishot_accept_ = false;  // kernel without multishot accept (< 5.19): re-arm each time
   } else if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM ||
@@ -362,10 +359,15 @@ void SinkWorker::FreeConnection(Connection* c) {
   free_slots_.push_back(slot);
 }
 
-void SinkWorker::NewConnection(int fd, uint32_t listener_index) {
+void SinkWorker::UseFd(io_uring_sqe* sqe, const Connection* c) const {
+  if (c->fixed) sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+void SinkWorker::NewConnection(int fd, bool fixed, uint32_t listener_index) {
   const ListenerRuntime& lr = (*listeners_)[listener_index];
   Connection* c = AllocConnection();
   c->fd = fd;
+  c->fixed = fixed;
   c->listener = listener_index;
   ++stats_.connections;
   stats_.peak_connections = std::max(stats_.peak_connections, ++stats_.open_connections);
@@ -402,17 +404,12 @@ void SinkWorker::ArmRecv(Connection* c) {
   } else {
     io_uring_prep_recv(sqe, c->fd, nullptr, kRecvBufSize, 0);
   }
+  UseFd(sqe, c);
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = kBufGroup;
+  sqe->buf_group = bufs_->group();
   Submit(sqe, SinkOp::kRecv, c->slot, c->gen);
   ++c->inflight;
   c->recv_armed = true;
-}
-
-void SinkWorker::ReturnBuffer(uint16_t bid) {
-  io_uring_buf_ring_add(buf_ring_, buffers_ + size_t{bid} * kRecvBufSize, kRecvBufSize, bid,
-                        io_uring_buf_ring_mask(kRecvBufCount), 0);
-  io_uring_buf_ring_advance(buf_ring_, 1);
 }
 
 void SinkWorker::OnRecv(Connection* c, const io_uring_cqe* cqe) {
@@ -422,12 +419,9 @@ void SinkWorker::OnRecv(Connection* c, const io_uring_cqe* cqe) {
     --c->inflight;
   }
   const int res = cqe->res;
-  if (cqe->flags & IORING_CQE_F_BUFFER) {
-    const auto bid = static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    if (res > 0 && !c->closing) {
-      OnBytes(c, buffers_ + size_t{bid} * kRecvBufSize, static_cast<size_t>(res));
-    }
-    ReturnBuffer(bid);  // parsed or copied into TLS: the kernel may refill it now
+  if (auto bid = ProvidedBufferRing::BufferId(cqe)) {
+    if (res > 0 && !c->closing) OnBytes(c, bufs_->Buffer(*bid), static_cast<size_t>(res));
+    bufs_->Return(*bid);  // parsed or copied into TLS: the kernel may refill it after Publish()
   }
   if (c->closing) {
     MaybeFinishClose(c);
@@ -472,6 +466,8 @@ void SinkWorker::OnBytes(Connection* c, const char* data, size_t n) {
         return;
       case TlsStatus::kOk:
         ++stats_.tls_connections;
+        c->tls_counted = true;
+        tls_gauge_->Up();
         c->session->OnTlsEstablished(absl::StrCat(c->tls->version(), " ", c->tls->cipher()));
         break;
       case TlsStatus::kClosed:
@@ -600,6 +596,7 @@ void SinkWorker::StartSend(Connection* c) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_send(sqe, c->fd, c->sending.data() + c->sent, c->sending.size() - c->sent,
                      MSG_NOSIGNAL);
+  UseFd(sqe, c);
   Submit(sqe, SinkOp::kSend, c->slot, c->gen);
   ++c->inflight;
   c->send_inflight = true;
@@ -651,6 +648,7 @@ void SinkWorker::OnTimer(Connection* c) {
 void SinkWorker::BeginClose(Connection* c) {
   if (c->closing) return;
   c->closing = true;
+  if (c->tls_counted) tls_gauge_->Down();
   --stats_.open_connections;  // counted here, not at close(): the client may reconnect sooner
   if (c->recv_armed) {
     io_uring_sqe* sqe = GetSqe();
@@ -677,7 +675,11 @@ void SinkWorker::MaybeFinishClose(Connection* c) {
   if (!c->closing || c->inflight != 0 || c->close_submitted) return;
   c->close_submitted = true;
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_close(sqe, c->fd);
+  if (c->fixed) {
+    io_uring_prep_close_direct(sqe, static_cast<unsigned>(c->fd));
+  } else {
+    io_uring_prep_close(sqe, c->fd);
+  }
   Submit(sqe, SinkOp::kClose, c->slot, c->gen);
   ++c->inflight;
 }

@@ -4,10 +4,13 @@
 // The worker owns the ring, a provided-buffer ring for receives (buffers go back as soon as a
 // completion is parsed or decrypted, so an idle connection pins no receive memory), and a slab of
 // connections that grows in chunks (pointers stay stable). All I/O — accept, recv, send,
-// timeouts, cancel, close — goes through the ring; user_data is a SinkTag. Only Stop() may be
-// called from another thread; stats() is read by main after the thread has been joined.
+// timeouts, cancel, close — goes through the ring; user_data is a SinkTag. Accepted sockets are
+// io_uring direct descriptors (multishot accept into the ring's sparse file table, sized by
+// RLIMIT_NOFILE), so each worker holds up to that many sessions without using process fds;
+// regular descriptors when the kernel has no table, or with --out-dir (getpeername needs an fd).
+// Only Stop() may be called from another thread; stats() is read by main after the join.
 //
-//   SinkWorker w(0, &listeners, {fd1, fd2}, &store, opts.reply_delay_ms, opts.quiet);
+//   SinkWorker w(0, &listeners, {fd1, fd2}, &store, opts.reply_delay_ms, opts.quiet, &gauge);
 //   std::thread t([&] { absl::Status st = w.Init(); ...; w.Run(); });
 //   ... w.Stop(); t.join(); total.Add(w.stats());
 #pragma once
@@ -20,6 +23,7 @@
 #include <liburing.h>
 
 #include "absl/status/status.h"
+#include "engine/uring_setup.h"
 #include "tls/tls_session.h"
 #include "tools/sink/message_store.h"
 #include "tools/sink/sink_options.h"
@@ -43,7 +47,7 @@ class SinkWorker {
  public:
   // `listen_fds[i]` is this worker's socket for `(*listeners)[i]`, already listening.
   SinkWorker(int index, const std::vector<ListenerRuntime>* listeners, std::vector<int> listen_fds,
-             MessageStore* store, uint32_t reply_delay_ms, bool quiet);
+             MessageStore* store, uint32_t reply_delay_ms, bool quiet, SessionGauge* tls_gauge);
   ~SinkWorker();
   SinkWorker(const SinkWorker&) = delete;
   SinkWorker& operator=(const SinkWorker&) = delete;
@@ -76,7 +80,8 @@ class SinkWorker {
   Connection* AllocConnection();
   void FreeConnection(Connection* c);
   Connection* At(uint32_t slot);
-  void NewConnection(int fd, uint32_t listener_index);
+  void NewConnection(int fd, bool fixed, uint32_t listener_index);
+  void UseFd(io_uring_sqe* sqe, const Connection* c) const;
 
   void ArmRecv(Connection* c);
   void OnRecv(Connection* c, const io_uring_cqe* cqe);
@@ -93,7 +98,6 @@ class SinkWorker {
   void TlsFailure(Connection* c, const char* where);
   void BeginClose(Connection* c);
   void MaybeFinishClose(Connection* c);
-  void ReturnBuffer(uint16_t bid);
 
   const int index_;
   const std::vector<ListenerRuntime>* const listeners_;
@@ -101,6 +105,7 @@ class SinkWorker {
   MessageStore* const store_;
   const uint32_t reply_delay_ms_;
   const bool quiet_;
+  SessionGauge* const tls_gauge_;
 
   io_uring ring_{};
   bool ring_ok_ = false;
@@ -110,8 +115,8 @@ class SinkWorker {
   uint64_t wake_buf_ = 0;
   bool stop_ = false;
 
-  io_uring_buf_ring* buf_ring_ = nullptr;
-  char* buffers_ = nullptr;
+  std::unique_ptr<ProvidedBufferRing> bufs_;
+  uint32_t direct_slots_ = 0;  // registered file table size; 0 = regular descriptors
 
   std::vector<std::unique_ptr<Connection[]>> chunks_;
   std::vector<uint32_t> free_slots_;
