@@ -31,14 +31,15 @@ namespace mxb {
 namespace {
 
 using testing::Bin;
+using testing::CountSpool;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
 using testing::MessageIdOf;
 using testing::ReadFileOrDie;
 using testing::RunCommand;
+using testing::SinkProcess;
 using testing::Subprocess;
-using testing::WaitForFile;
 
 int EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -56,11 +57,8 @@ TEST(Crash, KillNineAtRandomMomentsLosesNothing) {
   ASSERT_TRUE(Spool::Open(spool).ok());
 
   int port = FreePort("127.0.0.1");
-  Subprocess sink({Bin("tools/mxburst-sink"), "--listen", absl::StrCat("127.0.0.1:", port),
-                   "--out-dir", received, "--ready-file", dir + "/sink.ready", "--stats-file",
-                   dir + "/sink-stats.json", "--quiet"},
-                  dir + "/sink.out", dir + "/sink.err");
-  ASSERT_TRUE(WaitForFile(dir + "/sink.ready", absl::Seconds(10)));
+  SinkProcess sink(dir, {"--listen", absl::StrCat("127.0.0.1:", port), "--out-dir", received});
+  ASSERT_TRUE(sink.ready()) << sink.error_text();
 
   ASSERT_EQ(RunCommand({Bin("tools/mxburst-inject"), "--spool", spool, "--count",
                         std::to_string(messages), "--size", "1000", "--domains", "10", "--seed",
@@ -96,13 +94,13 @@ TEST(Crash, KillNineAtRandomMomentsLosesNothing) {
   drain.push_back("--drain");
   ASSERT_EQ(RunCommand(drain, dir + "/final.out", absl::Minutes(5)), 0)
       << ReadFileOrDie(dir + "/final.out.err");
-  sink.Signal(SIGTERM);
-  ASSERT_EQ(sink.Wait(absl::Seconds(30)), 0);
+  sink.Stop();
+  ASSERT_EQ(sink.exit_code(), 0);
 
   // The spool is empty: everything reached a final outcome.
-  EXPECT_EQ(ListDir(spool + "/incoming").size(), 0u);
-  EXPECT_EQ(ListDir(spool + "/active").size(), 0u);
-  EXPECT_EQ(ListDir(spool + "/deferred").size(), 0u);
+  EXPECT_EQ(CountSpool(spool, "incoming"), 0u);
+  EXPECT_EQ(CountSpool(spool, "active"), 0u);
+  EXPECT_EQ(CountSpool(spool, "deferred"), 0u);
 
   // 0 lost: every injected message was received at least once.
   std::map<std::string, int> got;

@@ -2,7 +2,6 @@
 // tool and the sink run as separate processes, exactly as a user runs them.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,49 +31,16 @@ namespace {
 using testing::Bin;
 using testing::FreePort;
 using testing::ListDir;
-using testing::MakeTempDir;
-using testing::ReadJsonLines;
 using testing::MessageIdOf;
 using testing::ReadFileOrDie;
+using testing::ReadJsonLines;
 using testing::RunCommand;
-using testing::Subprocess;
-using testing::WaitForFile;
+using testing::SpoolWorld;
 
-// One test's world: a temp dir with a spool, a running sink, and helpers to run the engine.
-class DeliveryTest : public ::testing::Test {
+// One test's world (a spool, a sink on 127.0.0.1) and helpers to run the engine.
+class DeliveryTest : public SpoolWorld {
  protected:
-  void SetUp() override {
-    dir_ = MakeTempDir("delivery");
-    spool_ = dir_ + "/spool";
-    received_ = dir_ + "/received";
-    log_ = dir_ + "/accounting.jsonl";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
-  }
-
-  void StartSink(std::vector<std::string> extra = {}) {
-    port_ = FreePort("127.0.0.1");
-    ASSERT_GT(port_, 0);
-    std::vector<std::string> argv = {Bin("tools/mxburst-sink"),
-                                     "--listen",
-                                     absl::StrCat("127.0.0.1:", port_),
-                                     "--out-dir",
-                                     received_,
-                                     "--ready-file",
-                                     dir_ + "/sink.ready",
-                                     "--stats-file",
-                                     dir_ + "/sink-stats.json",
-                                     "--quiet"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    sink_ = std::make_unique<Subprocess>(argv, dir_ + "/sink.out", dir_ + "/sink.err");
-    ASSERT_TRUE(WaitForFile(dir_ + "/sink.ready", absl::Seconds(10)))
-        << ReadFileOrDie(dir_ + "/sink.err");
-  }
-
-  nlohmann::json StopSink() {
-    sink_->Signal(SIGTERM);
-    EXPECT_EQ(sink_->Wait(absl::Seconds(30)), 0);
-    return nlohmann::json::parse(ReadFileOrDie(dir_ + "/sink-stats.json"));
-  }
+  DeliveryTest() : SpoolWorld("delivery") {}
 
   int RunEngine(std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
@@ -115,16 +81,10 @@ class DeliveryTest : public ::testing::Test {
     }
     return out;
   }
-
-  size_t SpoolCount(const std::string& sub) { return ListDir(spool_ + "/" + sub).size(); }
-
-  std::string dir_, spool_, received_, log_;
-  int port_ = 0;
-  std::unique_ptr<Subprocess> sink_;
 };
 
 TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
-  StartSink();
+  StartSink("127.0.0.1");
   Inject({"--count", "1000", "--size-range", "1000-200000", "--domains", "20",
           "--eight-bit-every", "4", "--dot-lines", "--seed", "42", "--no-fsync"});
   std::map<std::string, std::string> injected = SnapshotIncoming();
@@ -151,9 +111,9 @@ TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
     EXPECT_TRUE(absl::StrContains(ReadFileOrDie(received_ + "/" + name), "tls: TLSv1.3")) << name;
   }
 
-  EXPECT_EQ(SpoolCount("incoming"), 0u);
-  EXPECT_EQ(SpoolCount("active"), 0u);
-  EXPECT_EQ(SpoolCount("deferred"), 0u);
+  EXPECT_EQ(Count("incoming"), 0u);
+  EXPECT_EQ(Count("active"), 0u);
+  EXPECT_EQ(Count("deferred"), 0u);
   std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 1000u);
   for (const nlohmann::json& r : log) {
@@ -165,7 +125,7 @@ TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
 }
 
 TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
-  StartSink({"--tempfail-rcpt", "defer-"});
+  StartSink("127.0.0.1", {"--tempfail-rcpt", "defer-"});
   Inject({"--count", "50", "--domains", "5", "--seed", "1", "--no-fsync"});
   Inject({"--count", "10", "--domains", "5", "--seed", "2", "--rcpt-local-prefix", "defer-",
           "--no-fsync"});
@@ -183,8 +143,8 @@ TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
   nlohmann::json stats = StopSink();
   EXPECT_EQ(stats["messages"], 55);
 
-  EXPECT_EQ(SpoolCount("incoming"), 0u);
-  EXPECT_EQ(SpoolCount("active"), 0u);
+  EXPECT_EQ(Count("incoming"), 0u);
+  EXPECT_EQ(Count("active"), 0u);
   std::vector<std::string> deferred = ListDir(spool_ + "/deferred");
   ASSERT_EQ(deferred.size(), 15u);
   for (const std::string& name : deferred) {
@@ -216,7 +176,7 @@ TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
 // body: the sink must receive exactly one message per file, with the normalised body, and never
 // a bare CR or LF.
 TEST_F(DeliveryTest, SmugglingSequencesAreNormalisedNotPassedThrough) {
-  StartSink();
+  StartSink("127.0.0.1");
   const std::vector<std::string> variants = {
       "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\r", "\r\n.\n", "\r.\r\n", "\n.\r", ".\r\n", "\r\n.\r\n"};
   std::map<std::string, std::string> injected;
@@ -247,7 +207,7 @@ TEST_F(DeliveryTest, SmugglingSequencesAreNormalisedNotPassedThrough) {
 }
 
 TEST_F(DeliveryTest, MalformedFileIsQuarantinedAndTheRestDelivered) {
-  StartSink();
+  StartSink("127.0.0.1");
   Inject({"--count", "5", "--no-fsync"});
   ASSERT_TRUE(InjectFile(spool_, "broken.eml", "x-sender: <a@b.example>\nSubject: no rcpt\n\nx\n",
                          false)
@@ -260,8 +220,8 @@ TEST_F(DeliveryTest, MalformedFileIsQuarantinedAndTheRestDelivered) {
   EXPECT_TRUE(bad.count("broken.eml"));
   ASSERT_TRUE(bad.count("broken.eml.why"));
   EXPECT_FALSE(ReadFileOrDie(spool_ + "/bad/broken.eml.why").empty());
-  EXPECT_EQ(SpoolCount("incoming"), 0u);
-  EXPECT_EQ(SpoolCount("active"), 0u);
+  EXPECT_EQ(Count("incoming"), 0u);
+  EXPECT_EQ(Count("active"), 0u);
   bool quarantine_logged = false;
   for (const nlohmann::json& r : ReadJsonLines(log_)) {
     if (r["status"] == "quarantined") quarantine_logged = r["msgid"] == "broken.eml";
@@ -273,9 +233,9 @@ TEST_F(DeliveryTest, NothingListeningDefersEverything) {
   port_ = FreePort("127.0.0.1");  // no sink: connection refused
   Inject({"--count", "20", "--domains", "3", "--no-fsync"});
   ASSERT_EQ(RunEngine(), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
-  EXPECT_EQ(SpoolCount("incoming"), 0u);
-  EXPECT_EQ(SpoolCount("active"), 0u);
-  EXPECT_EQ(SpoolCount("deferred"), 20u);
+  EXPECT_EQ(Count("incoming"), 0u);
+  EXPECT_EQ(Count("active"), 0u);
+  EXPECT_EQ(Count("deferred"), 20u);
   std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 20u);
   for (const nlohmann::json& r : log) {
@@ -302,7 +262,7 @@ TEST_F(DeliveryTest, DrippingServerCannotHoldTheConnectionPastTheReplyDeadline) 
   ASSERT_EQ(RunEngine({"--timeout-scale", "0.005"}), 0) << ReadFileOrDie(dir_ + "/engine.out.err");
   // Generous bound: the point is "finite", the drip alone would last 60 s per connection.
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
-  EXPECT_EQ(SpoolCount("deferred"), 3u);
+  EXPECT_EQ(Count("deferred"), 3u);
   std::vector<nlohmann::json> log = ReadJsonLines(log_);
   ASSERT_EQ(log.size(), 3u);
   for (const nlohmann::json& r : log) {

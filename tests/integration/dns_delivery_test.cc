@@ -18,6 +18,7 @@ namespace mxb {
 namespace {
 
 using testing::Bin;
+using testing::CountSpool;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
@@ -179,7 +180,7 @@ TEST_F(DnsDeliveryTest, NullMxBouncesAtOnceWithADsn) {
   EXPECT_EQ(ReceivedOn("a@nullmx.dnstest"), "") << "never sent";
   EXPECT_EQ(log[0]["code"], 556);
   EXPECT_EQ(log[0]["enhanced"], "5.1.10");
-  EXPECT_EQ(ListDir(spool_ + "/deferred").size(), 0u);
+  EXPECT_EQ(CountSpool(spool_, "deferred"), 0u);
   std::vector<std::string> dsns = ListDir(spool_ + "/bounces");
   ASSERT_EQ(dsns.size(), 1u);
   std::string dsn = ReadFileOrDie(spool_ + "/bounces/" + dsns[0]);
@@ -238,8 +239,8 @@ TEST_F(DnsDeliveryTest, ServfailDefersNeverBounces) {
     EXPECT_EQ(r["status"], "deferred") << r.dump();
     EXPECT_EQ(r["enhanced"], "4.4.3");
   }
-  EXPECT_EQ(ListDir(spool_ + "/deferred").size(), 2u);
-  EXPECT_EQ(ListDir(spool_ + "/bounces").size(), 0u);
+  EXPECT_EQ(CountSpool(spool_, "deferred"), 2u);
+  EXPECT_EQ(CountSpool(spool_, "bounces"), 0u);
 }
 
 }  // namespace

@@ -169,8 +169,19 @@ std::string SinkProcess::error_text() const {
 
 nlohmann::json SinkProcess::Stop() {
   proc_->Signal(SIGTERM);
-  if (proc_->Wait(absl::Seconds(30)) != 0) return nlohmann::json::object();
+  exit_code_ = proc_->Wait(absl::Seconds(30));
+  if (exit_code_ != 0) return nlohmann::json::object();
   return nlohmann::json::parse(ReadFileOrDie(dir_ + "/sink-stats.json"), nullptr, false);
+}
+
+size_t CountSpool(const std::string& spool, const std::string& subdir) {
+  return ListDir(spool + "/" + subdir).size();
+}
+
+std::map<std::string, int> StatusCounts(const std::vector<nlohmann::json>& log) {
+  std::map<std::string, int> out;
+  for (const nlohmann::json& r : log) ++out[r["status"].get<std::string>()];
+  return out;
 }
 
 std::string MessageIdOf(const std::string& message) {

@@ -4,13 +4,19 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "queue/spool.h"
 
 namespace mxb::testing {
 
@@ -53,14 +59,69 @@ class SinkProcess {
   // `args`: --listen and any other options. Waits until every listener is bound.
   SinkProcess(const std::string& dir, std::vector<std::string> args);
   bool ready() const { return ready_; }
-  // SIGTERM, wait, and the stats JSON it wrote.
+  // SIGTERM, wait, and the stats JSON it wrote ({} if it did not exit with 0).
   nlohmann::json Stop();
+  // The exit code Stop() saw (-1 before Stop()).
+  int exit_code() const { return exit_code_; }
   std::string error_text() const;
 
  private:
   std::string dir_;
   std::unique_ptr<Subprocess> proc_;
   bool ready_ = false;
+  int exit_code_ = -1;
+};
+
+// Files in `spool`/`subdir` ("incoming", "deferred", ...).
+size_t CountSpool(const std::string& spool, const std::string& subdir);
+
+// Accounting log records per "status" value.
+std::map<std::string, int> StatusCounts(const std::vector<nlohmann::json>& log);
+
+// One test's world: SetUp makes a temp dir `dir_` with an opened spool `spool_`, the path
+// `received_` for a sink's --out-dir and the path `log_` for the engine's accounting log.
+// StartSink runs mxburst-sink on ip:port_ writing to received_. Header-only, so that only the
+// test binaries that use it need gtest and mxb_queue.
+class SpoolWorld : public ::testing::Test {
+ protected:
+  explicit SpoolWorld(std::string tag, std::string log_name = "accounting.jsonl")
+      : tag_(std::move(tag)), log_name_(std::move(log_name)) {}
+
+  void SetUp() override {
+    dir_ = MakeTempDir(tag_);
+    spool_ = dir_ + "/spool";
+    received_ = dir_ + "/received";
+    log_ = dir_ + "/" + log_name_;
+    ASSERT_TRUE(Spool::Open(spool_).ok());
+  }
+
+  // Files in spool_/subdir.
+  size_t Count(const std::string& subdir) const { return CountSpool(spool_, subdir); }
+
+  // The sink on `ip` and a free port (port_), --out-dir received_, then `extra`.
+  void StartSink(const std::string& ip, std::vector<std::string> extra = {}) {
+    port_ = FreePort(ip);
+    ASSERT_GT(port_, 0);
+    std::vector<std::string> args = {"--listen", absl::StrCat(ip, ":", port_), "--out-dir",
+                                     received_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    sink_ = std::make_unique<SinkProcess>(dir_, args);
+    ASSERT_TRUE(sink_->ready()) << sink_->error_text();
+  }
+
+  // Stops the sink (which must exit with 0) and returns its stats.
+  nlohmann::json StopSink() {
+    nlohmann::json stats = sink_->Stop();
+    EXPECT_EQ(sink_->exit_code(), 0) << sink_->error_text();
+    return stats;
+  }
+
+  std::string dir_, spool_, received_, log_;
+  int port_ = 0;
+  std::unique_ptr<SinkProcess> sink_;
+
+ private:
+  std::string tag_, log_name_;
 };
 
 // The Message-ID header value of an RFC 5322 message ("" if none), LF or CRLF.

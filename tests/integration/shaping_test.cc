@@ -27,12 +27,12 @@ namespace {
 using testing::Bin;
 using testing::FreePort;
 using testing::ListDir;
-using testing::MakeTempDir;
 using testing::MessageIdOf;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
 using testing::SinkProcess;
+using testing::SpoolWorld;
 using testing::WriteFileOrDie;
 
 // A sink on `ip` with its own directory; `Stop()` returns its stats.
@@ -44,15 +44,11 @@ struct Sink {
   std::string hop() const { return absl::StrCat(ip, ":", port); }
 };
 
-class ShapingTest : public ::testing::Test {
+class ShapingTest : public SpoolWorld {
  protected:
-  void SetUp() override {
-    dir_ = MakeTempDir("shaping");
-    spool_ = dir_ + "/spool";
-    log_ = dir_ + "/accounting.jsonl";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
-  }
+  ShapingTest() : SpoolWorld("shaping") {}
 
+  // One sink per address, each in its own directory (hides SpoolWorld::StartSink).
   std::unique_ptr<Sink> StartSink(const std::string& ip, std::vector<std::string> extra = {}) {
     auto s = std::make_unique<Sink>();
     s->ip = ip;
@@ -117,7 +113,6 @@ class ShapingTest : public ::testing::Test {
     return t;
   }
 
-  std::string dir_, spool_, log_;
   int seq_ = 0;
 };
 

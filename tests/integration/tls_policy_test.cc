@@ -25,9 +25,9 @@ namespace mxb {
 namespace {
 
 using testing::Bin;
+using testing::CountSpool;
 using testing::FaultServer;
 using testing::FreePort;
-using testing::ListDir;
 using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
@@ -169,7 +169,7 @@ TEST_F(TlsPolicyTest, StartTlsNotOfferedDefersStrictHostsNeverPlaintext) {
     EXPECT_EQ(r["status"], "delivered");
     EXPECT_EQ(r["tls"], "none");
   }
-  EXPECT_EQ(ListDir(spool_ + "/deferred").size(), 4u);
+  EXPECT_EQ(CountSpool(spool_, "deferred"), 4u);
 }
 
 TEST_F(TlsPolicyTest, LogOnlyDeliversInPlaintextAndLogsTheViolation) {

@@ -26,11 +26,11 @@ namespace {
 using testing::Bin;
 using testing::FreePort;
 using testing::ListDir;
-using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
-using testing::SinkProcess;
+using testing::SpoolWorld;
+using testing::StatusCounts;
 
 constexpr char kSinkIp[] = "127.0.0.5";
 
@@ -42,27 +42,9 @@ struct Received {
   std::string message;
 };
 
-class TransactionTest : public ::testing::Test {
+class TransactionTest : public SpoolWorld {
  protected:
-  void SetUp() override {
-    dir_ = MakeTempDir("transaction");
-    spool_ = dir_ + "/spool";
-    received_ = dir_ + "/received";
-    log_ = dir_ + "/accounting.jsonl";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
-  }
-
-  void StartSink(std::vector<std::string> extra) {
-    port_ = FreePort(kSinkIp);
-    ASSERT_GT(port_, 0);
-    std::vector<std::string> args = {"--listen", absl::StrCat(kSinkIp, ":", port_), "--out-dir",
-                                     received_};
-    args.insert(args.end(), extra.begin(), extra.end());
-    sink_ = std::make_unique<SinkProcess>(dir_, args);
-    ASSERT_TRUE(sink_->ready()) << sink_->error_text();
-  }
-
-  nlohmann::json StopSink() { return sink_->Stop(); }
+  TransactionTest() : SpoolWorld("transaction") {}
 
   // mxburst --drain with a static route of every domain to the sink; returns the exit code.
   int RunEngine(std::vector<std::string> extra = {}) {
@@ -102,19 +84,6 @@ class TransactionTest : public ::testing::Test {
     }
     return out;
   }
-
-  size_t Count(const std::string& sub) { return ListDir(spool_ + "/" + sub).size(); }
-
-  // status -> number of log records with it.
-  std::map<std::string, int> StatusCounts(const std::vector<nlohmann::json>& log) {
-    std::map<std::string, int> out;
-    for (const nlohmann::json& r : log) ++out[r["status"].get<std::string>()];
-    return out;
-  }
-
-  std::string dir_, spool_, received_, log_;
-  int port_ = 0;
-  std::unique_ptr<SinkProcess> sink_;
 };
 
 std::vector<std::string> Recipients(const std::string& local, int n, const std::string& domain) {
@@ -126,7 +95,7 @@ std::vector<std::string> Recipients(const std::string& local, int n, const std::
 // RFC 5321 §3.3 / §4.5.3.1.10: the sink takes 3 recipients per transaction and says 452 to the
 // rest. One message to 10 recipients: 4 transactions (3+3+3+1) on one connection, all delivered.
 TEST_F(TransactionTest, TooManyRecipientsContinuesInNewTransactionsOnOneConnection) {
-  StartSink({"--max-rcpts", "3"});
+  StartSink(kSinkIp, {"--max-rcpts", "3"});
   const std::vector<std::string> rcpts = Recipients("user", 10, "d1.example");
   InjectMessage("ten", "sender@esp.example", rcpts);
   ASSERT_EQ(RunEngine(), 0) << EngineErr();
@@ -163,7 +132,7 @@ TEST_F(TransactionTest, TooManyRecipientsContinuesInNewTransactionsOnOneConnecti
 // The final reply after the data is 552: every accepted recipient bounces with the server's
 // enhanced code, and one RFC 3464 DSN goes to the sender in spool/bounces/.
 TEST_F(TransactionTest, Final552AfterDataBouncesAllRecipientsWithDsn) {
-  StartSink({"--reject-data-from", "big-sender"});
+  StartSink(kSinkIp, {"--reject-data-from", "big-sender"});
   InjectMessage("m552", "big-sender@esp.example", Recipients("r", 3, "d1.example"));
   ASSERT_EQ(RunEngine(), 0) << EngineErr();
   nlohmann::json stats = StopSink();
@@ -203,7 +172,7 @@ TEST_F(TransactionTest, Final552AfterDataBouncesAllRecipientsWithDsn) {
 // 554 to the DATA command itself, with recipients accepted: bounced with 5.7.1, DSN written.
 // A recipient the server refused at RCPT keeps its own 550 in the same DSN.
 TEST_F(TransactionTest, Data554BouncesAcceptedRecipientsWithDsn) {
-  StartSink({"--refuse-data-from", "policy-sender", "--reject-rcpt", "unknown"});
+  StartSink(kSinkIp, {"--refuse-data-from", "policy-sender", "--reject-rcpt", "unknown"});
   InjectMessage("m554", "policy-sender@esp.example",
                 {"a@d1.example", "unknown@d1.example", "b@d1.example"});
   ASSERT_EQ(RunEngine(), 0) << EngineErr();
@@ -234,7 +203,7 @@ TEST_F(TransactionTest, Data554BouncesAcceptedRecipientsWithDsn) {
 
 // A message from the null sender that bounces gets no DSN (RFC 5321 §4.5.5).
 TEST_F(TransactionTest, NullSenderBounceGetsNoDsn) {
-  StartSink({"--reject-rcpt", "unknown"});
+  StartSink(kSinkIp, {"--reject-rcpt", "unknown"});
   InjectMessage("null", "", {"unknown1@d1.example", "unknown2@d1.example"});
   ASSERT_EQ(RunEngine(), 0) << EngineErr();
   StopSink();
@@ -248,7 +217,7 @@ TEST_F(TransactionTest, NullSenderBounceGetsNoDsn) {
 // RFC 5321 §3.8: 421 in the middle of the pipelined RCPTs. The connection closes, nothing is
 // delivered, every recipient of the message is deferred with the 421 and stays in deferred/.
 TEST_F(TransactionTest, Reply421MidTransactionDefersTheMessage) {
-  StartSink({"--shutdown-rcpt", "shutdown"});
+  StartSink(kSinkIp, {"--shutdown-rcpt", "shutdown"});
   InjectMessage("m421", "sender@esp.example",
                 {"a@d1.example", "shutdown@d1.example", "c@d1.example"});
   ASSERT_EQ(RunEngine(), 0) << EngineErr();
@@ -273,7 +242,7 @@ TEST_F(TransactionTest, Reply421MidTransactionDefersTheMessage) {
 // engine run delivers to the original sender (whose domain routes to the sink). A DSN that
 // itself bounces produces no further DSN.
 TEST_F(TransactionTest, DsnIntoSpoolIsDeliveredAndNeverBouncesAgain) {
-  StartSink({"--reject-rcpt", "unknown"});
+  StartSink(kSinkIp, {"--reject-rcpt", "unknown"});
   // owner@ gets a DSN about unknown1@; unknown-owner@'s DSN is refused (contains "unknown").
   InjectMessage("a", "owner@esp.example", {"unknown1@d1.example"});
   InjectMessage("b", "unknown-owner@esp.example", {"unknown2@d1.example"});
