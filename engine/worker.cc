@@ -315,25 +315,24 @@ struct Worker::Impl {
   void DumpPolicies() {
     last_policy_dump_ms = now_ms;
     std::string dir = w.config_.spool_dir + "/log";
-    std::string path = absl::StrCat(dir, "/policy-w", w.index_, ".jsonl");
-    std::string tmp = path + ".tmp";
     mkdir(dir.c_str(), 0755);  // EEXIST is the normal case
-    std::string text = policy_cache.DumpJson(absl::Now());
+    WriteReplacing(absl::StrCat(dir, "/policy-w", w.index_, ".jsonl"),
+                   policy_cache.DumpJson(absl::Now()));
+    // The shaping rules' budgets are process-wide: worker 0 writes them, SPOOL/log/shaping.jsonl
+    // (`mxburstctl shaping`).
+    if (w.index_ == 0 && !shaping->config().rules.empty()) {
+      WriteReplacing(dir + "/shaping.jsonl", shaping->DumpJson(now_ms));
+    }
+  }
+  // Writes PATH.tmp and renames it over PATH, so readers never see half a file. Best effort: a
+  // dump that cannot be written is skipped (the next one tries again).
+  static void WriteReplacing(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".tmp";
     FILE* f = std::fopen(tmp.c_str(), "w");
     if (f == nullptr) return;
     bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     ok = std::fclose(f) == 0 && ok;
     if (ok) std::rename(tmp.c_str(), path.c_str());
-    // The shaping rules' budgets are process-wide: worker 0 writes them, SPOOL/log/shaping.jsonl.
-    if (w.index_ == 0 && !shaping->config().rules.empty()) {
-      path = dir + "/shaping.jsonl";
-      tmp = path + ".tmp";
-      text = shaping->DumpJson(now_ms);
-      if ((f = std::fopen(tmp.c_str(), "w")) == nullptr) return;
-      ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-      ok = std::fclose(f) == 0 && ok;
-      if (ok) std::rename(tmp.c_str(), path.c_str());
-    }
   }
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;

@@ -2,10 +2,11 @@
 //
 //   mxburstctl queue  --spool DIR            counts per spool directory, deferred per domain
 //   mxburstctl policy --spool DIR            the TLS policy cache (written by each worker)
+//   mxburstctl shaping --spool DIR           traffic-shaping budgets: connections, rate, back-off
 //   mxburstctl flush  --spool DIR [--domain D]  deferred messages back to incoming/ now
 //
 // It works on the files the engine keeps (no control socket yet): `policy` shows the cache as of
-// the workers' last dump (every 30 s and at exit).
+// the workers' last dump (every 30 s and at exit); `shaping` the same for the shaping budgets.
 #include <cstdio>
 #include <map>
 #include <string>
@@ -21,6 +22,8 @@ const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
 
   queue            messages per spool directory, and deferred recipients per domain
   policy           the TLS policy cache per MX host (JSON lines, from SPOOL/log/policy-w*.jsonl)
+  shaping          the traffic-shaping budgets: open connections, message rate and back-off
+                   (throttle) state per [[shaping]] rule (JSON lines, from SPOOL/log/shaping.jsonl)
   flush            move deferred messages back to incoming/ for an immediate retry
     --domain D     only messages with a recipient at domain D
   --help           this text
@@ -69,6 +72,17 @@ int Policy(const mxb::Spool& spool) {
   return 0;
 }
 
+int Shaping(const mxb::Spool& spool) {
+  std::string text = ReadAll(spool.root() + "/log/shaping.jsonl");
+  if (text.empty()) {
+    std::fprintf(stderr, "mxburstctl: no shaping dump in %s/log (no [[shaping]] rules, or the "
+                 "engine has not written one yet)\n", spool.root().c_str());
+    return 1;
+  }
+  std::fputs(text.c_str(), stdout);
+  return 0;
+}
+
 int Flush(mxb::Spool& spool, const std::string& domain) {
   size_t moved = 0;
   for (const std::string& name : spool.ListDeferred()) {
@@ -111,6 +125,7 @@ int main(int argc, char** argv) {
   if (!spool.ok()) return Fail(std::string(spool.status().message()));
   if (command == "queue") return Queue(*spool);
   if (command == "policy") return Policy(*spool);
+  if (command == "shaping") return Shaping(*spool);
   if (command == "flush") return Flush(*spool, domain);
   return Fail(absl::StrCat(command, ": unknown command (see --help)"));
 }

@@ -302,6 +302,14 @@ backoff_max = 600
   EXPECT_EQ(dump[0]["backoff_level"], 1);
   EXPECT_GT(dump[0]["paused_for_ms"].get<int>(), 20000) << dump[0];
   EXPECT_EQ(dump[0]["connections"], 0);
+  // `mxburstctl shaping` shows the same throttle state.
+  ASSERT_EQ(RunCommand({Bin("tools/mxburstctl"), "shaping", "--spool", spool_},
+                       dir_ + "/ctl.out"),
+            0);
+  std::vector<nlohmann::json> shown = ReadJsonLines(dir_ + "/ctl.out");
+  ASSERT_EQ(shown.size(), 1u);
+  EXPECT_EQ(shown[0]["rule"], "domain slow.example");
+  EXPECT_EQ(shown[0]["backoff_level"], 1);
 }
 
 TEST_F(ShapingTest, BackoffAfterConsecutiveTempFailures) {
