@@ -200,28 +200,12 @@ absl::Status Engine::ProcessCompletions() {
     for (size_t k = 0; k < job->rcpt_index.size(); ++k) {
       const RecipientOutcome& o = job->outcomes[k];
       uint32_t idx = job->rcpt_index[k];
-      LogRecord r;
-      r.time = now;
-      r.message_id = msg->spool_name;
-      r.job = msg->envelope.job;
-      r.envid = msg->envelope.envid;
-      r.sender = msg->envelope.sender;
-      r.recipient = msg->envelope.recipients[idx];
-      r.domain = job->domain;
-      r.outcome = &o;
-      r.queue_time = now - msg->queued_at;
-      r.attempt = static_cast<int>(msg->envelope.attempts) + 1;
-      log_->Append(r);
+      LogOutcome(*msg, idx, job->domain, o, now);
       msg->final_class[idx] = o.klass;
       msg->outcomes[idx] = o;
       if (o.klass != DeliveryClass::kDeferred) {
-        JournalRecord jr;
-        jr.name = msg->spool_name;
-        jr.generation = msg->envelope.attempts;
-        jr.recipient = idx;
-        jr.final_class = o.klass == DeliveryClass::kDelivered ? FinalClass::kDelivered
-                                                                : FinalClass::kBounced;
-        journal_->AppendFinal(jr);
+        JournalFinal(*msg, idx, o.klass == DeliveryClass::kDelivered ? FinalClass::kDelivered
+                                                                     : FinalClass::kBounced);
       }
       switch (o.klass) {
         case DeliveryClass::kDelivered:
@@ -305,25 +289,8 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
         o.enhanced = std::string(kExpiredStatus);
         o.text = absl::StrCat("gave up after ", absl::FormatDuration(config_.max_queue_age),
                               "; last error: ", o.text);
-        JournalRecord jr;
-        jr.name = msg->spool_name;
-        jr.generation = msg->envelope.attempts;
-        jr.recipient = i;
-        jr.final_class = FinalClass::kExpired;
-        journal_->AppendFinal(jr);
-        LogRecord r;
-        r.time = now;
-        r.message_id = msg->spool_name;
-        r.job = msg->envelope.job;
-        r.envid = msg->envelope.envid;
-        r.sender = msg->envelope.sender;
-        r.recipient = msg->envelope.recipients[i];
-        r.domain = DomainOf(msg->envelope.recipients[i]);
-        r.outcome = &o;
-        r.queue_time = now - msg->queued_at;
-        r.attempt = static_cast<int>(msg->envelope.attempts) + 1;
-        r.status_override = "expired";
-        log_->Append(r);
+        JournalFinal(*msg, i, FinalClass::kExpired);
+        LogOutcome(*msg, i, DomainOf(msg->envelope.recipients[i]), o, now, "expired");
         ++summary_.expired;
         --summary_.deferred;  // counted as deferred when its outcome arrived
       }
@@ -334,6 +301,33 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
 }
 
 // RFC 3464 DSN to the sender for bounced and expired recipients (none for the null sender).
+void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_view domain,
+                        const RecipientOutcome& o, absl::Time now,
+                        absl::string_view status_override) {
+  LogRecord r;
+  r.time = now;
+  r.message_id = msg.spool_name;
+  r.job = msg.envelope.job;
+  r.envid = msg.envelope.envid;
+  r.sender = msg.envelope.sender;
+  r.recipient = msg.envelope.recipients[idx];
+  r.domain = domain;
+  r.outcome = &o;
+  r.queue_time = now - msg.queued_at;
+  r.attempt = static_cast<int>(msg.envelope.attempts) + 1;
+  r.status_override = status_override;
+  log_->Append(r);
+}
+
+void Engine::JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class) {
+  JournalRecord jr;
+  jr.name = msg.spool_name;
+  jr.generation = msg.envelope.attempts;
+  jr.recipient = idx;
+  jr.final_class = final_class;
+  journal_->AppendFinal(jr);
+}
+
 void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
   DsnReport report;
   report.reporting_mta = config_.helo_name;

@@ -86,6 +86,11 @@ class Engine {
   };
   Finish PlanFinish(MessageRecord* msg, absl::Time now);
   void WriteDsnFor(const MessageRecord& msg, absl::Time now);
+  // One accounting-log record for recipient `idx` of `msg` (status_override: e.g. "expired").
+  void LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_view domain,
+                  const RecipientOutcome& o, absl::Time now, absl::string_view status_override = {});
+  // The recipient's final outcome in the journal (recovery will not send it again).
+  void JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class);
   void Progress(bool final);
 
   EngineConfig config_;

@@ -2,9 +2,12 @@
 // queue/; any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace mxb::file_io {
@@ -14,5 +17,9 @@ absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path);
 
 // fsync of a directory: POSIX makes a rename/unlink inside it durable only after this.
 absl::Status FsyncDir(const std::string& dir);
+
+// The whole file (at most `max_bytes`), sized by fstat up front so a normal file costs one read
+// plus the EOF read.
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX);
 
 }  // namespace mxb::file_io

@@ -97,26 +97,6 @@ absl::StatusOr<std::vector<uint64_t>> ListSegments(const std::string& dir) {
   return out;
 }
 
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open", path);
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      close(fd);
-      return ErrnoError(err, "read", path);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
-
 bool ValidClass(uint8_t c) { return c >= 1 && c <= 3; }
 
 // Applies one segment's records to `r`.
@@ -220,7 +200,7 @@ absl::StatusOr<RecoveredJournal> Journal::Recover(const std::string& dir) {
   absl::StatusOr<std::vector<uint64_t>> segments = ListSegments(dir);
   if (!segments.ok()) return segments.status();
   for (uint64_t n : *segments) {
-    absl::StatusOr<std::string> data = ReadWhole(absl::StrCat(dir, "/", JournalSegmentName(n)));
+    absl::StatusOr<std::string> data = file_io::ReadFile(absl::StrCat(dir, "/", JournalSegmentName(n)));
     if (!data.ok()) return data.status();
     ScanSegment(*data, &r);
     ++r.segments;

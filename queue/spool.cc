@@ -87,6 +87,7 @@ int RenameNoReplace(const std::string& from, const std::string& to) {
 }
 
 using file_io::FsyncDir;
+using file_io::ReadFile;
 
 // Writes `contents` to `path` (created with `open_flags` added to O_WRONLY|O_CREAT), optionally
 // fsyncs it. On failure the partial file is removed.
@@ -112,33 +113,6 @@ absl::Status WriteFile(const std::string& path, absl::string_view contents, int 
   if (close(fd) != 0 && status.ok()) status = ErrnoError(errno, "close", path);
   if (!status.ok()) unlink(path.c_str());
   return status;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open", path);
-  struct stat st;
-  size_t expected = 0;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) expected = static_cast<size_t>(st.st_size);
-  if (expected >= max_bytes) expected = max_bytes - 1;
-  // One byte more than the size so the EOF read needs no resize; grows if the file does.
-  std::string out(expected + 1, '\0');
-  size_t len = 0;
-  while (len < max_bytes) {
-    if (len == out.size()) out.resize(std::min(out.size() * 2, max_bytes));
-    const ssize_t n = read(fd, out.data() + len, out.size() - len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      close(fd);
-      return ErrnoError(err, "read", path);
-    }
-    if (n == 0) break;
-    len += static_cast<size_t>(n);
-  }
-  close(fd);
-  out.resize(len);
-  return out;
 }
 
 enum class ListFilter { kAll, kSkipWhy };
