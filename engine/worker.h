@@ -1,10 +1,15 @@
 // Worker: one thread, one io_uring ring, shared-nothing (STYLE.md "One ring, one thread").
 //
-// A worker owns the destinations (recipient domains) hashed to it, their queues of
-// DeliveryJobs, its connections (a slab addressed by {slot, generation}), their SMTP sessions
-// and TLS sessions. Every socket operation — connect with a linked timeout, recv, send, cancel,
-// close — goes through the ring; completions are dispatched by the tag in user_data
-// (engine/uring_tag.h). Reply deadlines live in a timer wheel driven by a ring timeout.
+// Owns: the thread and its loop; the ring (engine/ring.h); the connection slab
+// (engine/connection.h) and the timer wheel of their deadlines; the destinations hashed to it
+// (engine/destination.h), each (recipient domain, source pool) with its queue and pool; the
+// per-worker TLS policy cache (tls/policy.h, decided by tls/hop_policy.h); the c-ares channel,
+// whose sockets it polls through the ring (dns/resolver.h). The loop waits on the ring,
+// decodes each completion's tag (engine/uring_tag.h) and hands it to the object it names:
+// a Connection, the DNS poller, the tick (deadlines, throttled destinations, DNS timeouts, the
+// policy dump) or the wake-up eventfd (new jobs, stop). It is the DestinationHost its
+// destinations run on: their decisions (connect, transfer, park, quit) become ring operations
+// here.
 //
 // Threads: Enqueue()/Wake()/RequestStop() are called by the scanner thread; everything else runs
 // on the worker's own thread. Finished jobs go back through the CompletionQueue.
@@ -78,7 +83,7 @@ class Worker {
 
   const WorkerStats& stats() const { return stats_; }
 
-  // Sockets one worker can hold as io_uring direct descriptors (engine/uring_setup.h): its
+  // Sockets one worker can hold as io_uring direct descriptors (engine/ring.h): its
   // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
   static uint32_t DirectTableSize();
 

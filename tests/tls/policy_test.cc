@@ -1,4 +1,5 @@
 #include "tls/policy.h"
+#include "tls/hop_policy.h"
 
 #include <gtest/gtest.h>
 
@@ -301,6 +302,62 @@ TEST(PolicyCache, DumpJsonSurvivesInvalidUtf8) {
   const std::string dump = cache.DumpJson(t);
   EXPECT_NE(dump.find("\"ehlo\":\"X"), std::string::npos) << dump;
   EXPECT_EQ(dump.back(), '\n');
+}
+
+// tls/hop_policy.h: the one call the engine asks for a hop's policy.
+TEST(HopPolicy, DomainRuleThenDefaultRuleThenPrefix) {
+  TlsPolicyRules rules;
+  DomainTlsConfig bank;
+  bank.has_rule = true;
+  bank.requirement = TlsRequirement::kRequired;
+  bank.verify = true;
+  rules.domains["bank.example"] = bank;
+  HopQuery q;
+  q.recipient_domain = "bank.example";
+  q.mx_host = "mx.bank.example";
+  TlsPolicy p = DecideHopPolicy(q, rules);
+  EXPECT_EQ(p.name, "config-required");
+  EXPECT_TRUE(p.verify);
+
+  q.recipient_domain = "other.example";
+  EXPECT_EQ(DecideHopPolicy(q, rules).name, "opportunistic");
+  // --tls required|disabled: the default rule for every domain without its own.
+  rules.default_rule.has_rule = true;
+  rules.default_rule.requirement = TlsRequirement::kDisabled;
+  EXPECT_EQ(DecideHopPolicy(q, rules).name, "config-disabled");
+  // A prefix signal beats the default rule (strongest wins), as DerivePolicy says.
+  q.mx_host = "starttls-mx.other.example";
+  EXPECT_EQ(DecideHopPolicy(q, rules).name, "starttls-prefix");
+  // DNS facts do not change today's policy (DANE will read them).
+  q.dns.mx_dnssec = true;
+  q.dns.tlsa_looked_up = true;
+  q.dns.tlsa_dnssec = true;
+  q.dns.tlsa.push_back(TlsaFact{3, 1, 1, std::string(32, 'x')});
+  EXPECT_EQ(DecideHopPolicy(q, rules).name, "starttls-prefix");
+}
+
+TEST(HopPolicy, DecidedOnFirstSightOfTheMxThenCached) {
+  TlsPolicyRules rules;
+  DomainTlsConfig strict;
+  strict.has_rule = true;
+  strict.requirement = TlsRequirement::kRequired;
+  rules.domains["a.example"] = strict;
+  PolicyCache cache(10);
+  const absl::Time t = absl::FromUnixSeconds(1700000000);
+  HopQuery q;
+  q.recipient_domain = "a.example";
+  q.mx_host = "MX.Shared.Example";
+  PolicyEntry& e = HopPolicyFor(&cache, q, rules, t);
+  EXPECT_EQ(e.policy.name, "config-required");
+  EXPECT_EQ(e.mx_host, "mx.shared.example");
+  ++e.connections;
+  // Another domain behind the same MX host gets the cached entry (keyed by MX name).
+  q.recipient_domain = "b.example";
+  PolicyEntry& again = HopPolicyFor(&cache, q, rules, t + absl::Seconds(1));
+  EXPECT_EQ(&again, &e);
+  EXPECT_EQ(again.policy.name, "config-required");
+  EXPECT_EQ(again.connections, 1u);
+  EXPECT_EQ(cache.size(), 1u);
 }
 
 }  // namespace

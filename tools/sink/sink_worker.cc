@@ -103,50 +103,28 @@ SinkWorker::SinkWorker(int index, const std::vector<ListenerRuntime>* listeners,
 SinkWorker::~SinkWorker() {
   // Only reached when the ring is gone or was never created; main normally _exit()s instead,
   // because the kernel may still own receive buffers until the ring is torn down.
-  if (ring_ok_) io_uring_queue_exit(&ring_);
+  ring_.Exit();  // the ring first, then its receive buffers
   if (wake_fd_ >= 0) close(wake_fd_);
-  // bufs_ is released after this body: after the ring.
 }
 
 absl::Status SinkWorker::Init() {
-  // DEFER_TASKRUN + SINGLE_ISSUER (6.1+): completions are run only when we wait, on this thread.
-  // Fall back to COOP_TASKRUN, then to nothing, on older kernels.
-  const unsigned flag_sets[] = {
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-      IORING_SETUP_COOP_TASKRUN,
-      0,
-  };
-  int ret = -EINVAL;
-  for (unsigned flags : flag_sets) {
-    io_uring_params params{};
-    params.flags = flags | IORING_SETUP_CQSIZE;
-    params.cq_entries = kCqEntries;
-    ret = io_uring_queue_init_params(kRingEntries, &ring_, &params);
-    if (ret == 0) break;
+  // DEFER_TASKRUN + SINGLE_ISSUER (6.1+), with fallbacks for older kernels (engine/ring.h).
+  if (absl::Status st = ring_.Init(kRingEntries, kCqEntries); !st.ok()) {
+    return absl::InternalError(absl::StrCat("worker ", index_, ": ", st.message()));
   }
-  if (ret != 0) {
-    return absl::InternalError(
-        absl::StrCat("worker ", index_, ": io_uring_queue_init: ", strerror(-ret)));
+  if (absl::Status st = ring_.SetUpBuffers(kBufGroup, kRecvBufCount, kRecvBufSize); !st.ok()) {
+    return absl::InternalError(absl::StrCat("worker ", index_, ": ", st.message()));
   }
-  ring_ok_ = true;
-
-  auto bufs = ProvidedBufferRing::Create(&ring_, kBufGroup, kRecvBufCount, kRecvBufSize);
-  if (!bufs.ok()) {
-    return absl::InternalError(absl::StrCat("worker ", index_, ": ", bufs.status().message()));
-  }
-  bufs_ = *std::move(bufs);
 
   // Accepted sockets as direct descriptors: each worker's table holds up to RLIMIT_NOFILE of
   // them, none in the process fd table. --out-dir records peer/local addresses with
   // getpeername(), which needs a regular descriptor.
   if (!store_->storing()) {
     const uint32_t n = DirectTableSize();
-    ret = io_uring_register_files_sparse(&ring_, n);
-    if (ret == 0) {
-      direct_slots_ = n;
-    } else if (index_ == 0 && !quiet_) {
+    absl::Status st = ring_.RegisterDirectTable(n);
+    if (!st.ok() && index_ == 0 && !quiet_) {
       fprintf(stderr, "mxburst-sink: io_uring registered file table of %u: %s; accepting "
-              "regular descriptors\n", n, strerror(-ret));
+              "regular descriptors\n", n, std::string(st.message()).c_str());
     }
   }
 
@@ -156,7 +134,7 @@ absl::Status SinkWorker::Init() {
   }
   ArmWake();
   for (uint32_t i = 0; i < listener_state_.size(); ++i) ArmAccept(i);
-  ret = io_uring_submit(&ring_);
+  int ret = ring_.Submit();
   if (ret < 0) {
     return absl::InternalError(
         absl::StrCat("worker ", index_, ": io_uring_submit: ", strerror(-ret)));
@@ -172,21 +150,14 @@ void SinkWorker::Stop() {
 
 void SinkWorker::Run() {
   while (!stop_) {
-    int ret = io_uring_submit_and_wait(&ring_, 1);
+    int ret = ring_.SubmitAndWait(1);
     if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
       fprintf(stderr, "mxburst-sink: worker %d: io_uring_submit_and_wait: %s\n", index_,
               strerror(-ret));
       return;
     }
-    unsigned head;
-    unsigned seen = 0;
-    io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      Dispatch(cqe);
-      ++seen;
-    }
-    io_uring_cq_advance(&ring_, seen);
-    bufs_->Publish();  // the buffers of this batch, back to the kernel in one store
+    // Also hands the buffers of this batch back to the kernel, in one store.
+    ring_.ForEachCompletion([this](io_uring_cqe* cqe) { Dispatch(cqe); });
     // PIPELINING (RFC 2920): replies to everything received in this batch leave in one send.
     for (size_t i = 0; i < dirty_.size(); ++i) {
       Connection* c = At(dirty_[i].first);
@@ -196,20 +167,6 @@ void SinkWorker::Run() {
     }
     dirty_.clear();
   }
-}
-
-io_uring_sqe* SinkWorker::GetSqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  while (sqe == nullptr) {
-    // SQ full in the middle of a batch: hand what we have to the kernel and retry.
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  return sqe;
-}
-
-void SinkWorker::Submit(io_uring_sqe* sqe, SinkOp op, uint32_t slot, uint32_t gen) {
-  io_uring_sqe_set_data64(sqe, SinkTag{op, gen, slot}.Encode());
 }
 
 Connection* SinkWorker::At(uint32_t slot) {
@@ -240,7 +197,7 @@ void SinkWorker::Dispatch(const io_uring_cqe* cqe) {
     // Should not happen: a slot is freed only when nothing is in flight. Still return a buffer
     // the kernel handed us, or the ring would leak it.
     ++stats_.stale_completions;
-    if (auto bid = ProvidedBufferRing::BufferId(cqe)) bufs_->Return(*bid);
+    ring_.ReturnBuffer(cqe);
     ABSL_ASSERT(false && "stale io_uring completion");
     return;
   }
@@ -282,7 +239,7 @@ void SinkWorker::ArmWake() {
 void SinkWorker::ArmAccept(uint32_t index) {
   io_uring_sqe* sqe = GetSqe();
   const int fd = listener_state_[index].fd;
-  if (direct_slots_ > 0) {
+  if (ring_.direct_slots() > 0) {
     // The kernel picks a free slot of the table (IORING_FILE_INDEX_ALLOC); CQE res = the slot.
     if (multishot_accept_) {
       io_uring_prep_multishot_accept_direct(sqe, fd, nullptr, nullptr, 0);
@@ -300,7 +257,7 @@ void SinkWorker::ArmAccept(uint32_t index) {
 void SinkWorker::OnAccept(uint32_t index, const io_uring_cqe* cqe) {
   const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
   if (cqe->res >= 0) {
-    NewConnection(cqe->res, direct_slots_ > 0, index);
+    NewConnection(cqe->res, ring_.direct_slots() > 0, index);
   } else if (cqe->res == -EINVAL && multishot_accept_) {
     multishot_accept_ = false;  // kernel without multishot accept (< 5.19): re-arm each time
   } else if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM ||
@@ -359,10 +316,6 @@ void SinkWorker::FreeConnection(Connection* c) {
   free_slots_.push_back(slot);
 }
 
-void SinkWorker::UseFd(io_uring_sqe* sqe, const Connection* c) const {
-  if (c->fixed) sqe->flags |= IOSQE_FIXED_FILE;
-}
-
 void SinkWorker::NewConnection(int fd, bool fixed, uint32_t listener_index) {
   const ListenerRuntime& lr = (*listeners_)[listener_index];
   Connection* c = AllocConnection();
@@ -399,14 +352,7 @@ void SinkWorker::NewConnection(int fd, bool fixed, uint32_t listener_index) {
 
 void SinkWorker::ArmRecv(Connection* c) {
   io_uring_sqe* sqe = GetSqe();
-  if (multishot_recv_) {
-    io_uring_prep_recv_multishot(sqe, c->fd, nullptr, 0, 0);
-  } else {
-    io_uring_prep_recv(sqe, c->fd, nullptr, kRecvBufSize, 0);
-  }
-  UseFd(sqe, c);
-  sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = bufs_->group();
+  ring_.PrepBufferedRecv(sqe, c->fd, c->fixed);
   Submit(sqe, SinkOp::kRecv, c->slot, c->gen);
   ++c->inflight;
   c->recv_armed = true;
@@ -420,8 +366,9 @@ void SinkWorker::OnRecv(Connection* c, const io_uring_cqe* cqe) {
   }
   const int res = cqe->res;
   if (auto bid = ProvidedBufferRing::BufferId(cqe)) {
-    if (res > 0 && !c->closing) OnBytes(c, bufs_->Buffer(*bid), static_cast<size_t>(res));
-    bufs_->Return(*bid);  // parsed or copied into TLS: the kernel may refill it after Publish()
+    ProvidedBufferRing* bufs = ring_.buffers();
+    if (res > 0 && !c->closing) OnBytes(c, bufs->Buffer(*bid), static_cast<size_t>(res));
+    bufs->Return(*bid);  // parsed or copied into TLS: the kernel may refill it after Publish()
   }
   if (c->closing) {
     MaybeFinishClose(c);
@@ -433,8 +380,8 @@ void SinkWorker::OnRecv(Connection* c, const io_uring_cqe* cqe) {
     if (res == -ENOBUFS) {
       // All provided buffers were in CQEs of this batch; they are back by the time we submit.
       if (!more && !c->recv_armed) ArmRecv(c);
-    } else if (res == -EINVAL && multishot_recv_) {
-      multishot_recv_ = false;  // kernel without multishot recv (< 6.0)
+    } else if (res == -EINVAL && ring_.multishot_recv()) {
+      ring_.DisableMultishotRecv();  // kernel without multishot recv (< 6.0)
       if (!c->recv_armed) ArmRecv(c);
     } else {
       BeginClose(c);  // ECONNRESET, ...
@@ -596,7 +543,7 @@ void SinkWorker::StartSend(Connection* c) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_send(sqe, c->fd, c->sending.data() + c->sent, c->sending.size() - c->sent,
                      MSG_NOSIGNAL);
-  UseFd(sqe, c);
+  Ring::UseFd(sqe, c->fixed);
   Submit(sqe, SinkOp::kSend, c->slot, c->gen);
   ++c->inflight;
   c->send_inflight = true;
@@ -675,11 +622,7 @@ void SinkWorker::MaybeFinishClose(Connection* c) {
   if (!c->closing || c->inflight != 0 || c->close_submitted) return;
   c->close_submitted = true;
   io_uring_sqe* sqe = GetSqe();
-  if (c->fixed) {
-    io_uring_prep_close_direct(sqe, static_cast<unsigned>(c->fd));
-  } else {
-    io_uring_prep_close(sqe, c->fd);
-  }
+  Ring::PrepClose(sqe, c->fd, c->fixed);
   Submit(sqe, SinkOp::kClose, c->slot, c->gen);
   ++c->inflight;
 }

@@ -4,7 +4,8 @@
 // The worker owns the ring, a provided-buffer ring for receives (buffers go back as soon as a
 // completion is parsed or decrypted, so an idle connection pins no receive memory), and a slab of
 // connections that grows in chunks (pointers stay stable). All I/O — accept, recv, send,
-// timeouts, cancel, close — goes through the ring; user_data is a SinkTag. Accepted sockets are
+// timeouts, cancel, close — goes through the ring (engine/ring.h, the class the engine's workers
+// use too); user_data is a SinkTag (engine/uring_tag.h with the sink's ops). Accepted sockets are
 // io_uring direct descriptors (multishot accept into the ring's sparse file table, sized by
 // RLIMIT_NOFILE), so each worker holds up to that many sessions without using process fds;
 // regular descriptors when the kernel has no table, or with --out-dir (getpeername needs an fd).
@@ -23,15 +24,32 @@
 #include <liburing.h>
 
 #include "absl/status/status.h"
-#include "engine/uring_setup.h"
+#include "engine/ring.h"
+#include "engine/uring_tag.h"
 #include "tls/tls_session.h"
 #include "tools/sink/message_store.h"
 #include "tools/sink/sink_options.h"
 #include "tools/sink/sink_stats.h"
-#include "tools/sink/sink_tag.h"
 #include "tools/sink/smtp_server_session.h"
 
 namespace mxb::sink {
+
+// The sink's io_uring ops. For connection ops the slot indexes the worker's connection slab and
+// the generation must match the slot's current one (a mismatch is a stale completion: a bug,
+// counted). For listener ops (kAccept, kAcceptRetry) the slot is the listener index; kWake uses
+// kNoSlot.
+enum class SinkOp : uint8_t {
+  kAccept = 1,   // (multishot) accept on a listener
+  kAcceptRetry,  // timeout before re-arming an accept that failed with EMFILE/ENFILE/ENOMEM
+  kRecv,         // (multishot) recv with a provided buffer
+  kSend,
+  kTimer,        // --reply-delay-ms timeout of one connection
+  kCancel,       // ASYNC_CANCEL / TIMEOUT_REMOVE issued while closing
+  kClose,
+  kWake,         // eventfd read: the main thread asks the worker to stop
+};
+using SinkTag = BasicUringTag<SinkOp>;
+static_assert(SinkTag::Decode(SinkTag{SinkOp::kWake, 5, kNoSlot}.Encode()).op == SinkOp::kWake);
 
 // A listener as all workers see it: its spec (with the port actually bound), the session
 // behaviour and the TLS context (shared read-only by all threads). Owned by main.
@@ -68,8 +86,10 @@ class SinkWorker {
     __kernel_timespec retry_ts{};
   };
 
-  io_uring_sqe* GetSqe();
-  void Submit(io_uring_sqe* sqe, SinkOp op, uint32_t slot, uint32_t gen);
+  io_uring_sqe* GetSqe() { return ring_.Sqe(); }
+  static void Submit(io_uring_sqe* sqe, SinkOp op, uint32_t slot, uint32_t gen) {
+    Ring::SetTag(sqe, SinkTag{op, gen, slot});
+  }
   void Dispatch(const io_uring_cqe* cqe);
 
   void ArmAccept(uint32_t index);
@@ -81,7 +101,6 @@ class SinkWorker {
   void FreeConnection(Connection* c);
   Connection* At(uint32_t slot);
   void NewConnection(int fd, bool fixed, uint32_t listener_index);
-  void UseFd(io_uring_sqe* sqe, const Connection* c) const;
 
   void ArmRecv(Connection* c);
   void OnRecv(Connection* c, const io_uring_cqe* cqe);
@@ -107,16 +126,12 @@ class SinkWorker {
   const bool quiet_;
   SessionGauge* const tls_gauge_;
 
-  io_uring ring_{};
-  bool ring_ok_ = false;
+  Ring ring_;  // also owns the provided-buffer ring and the direct descriptor table
   bool multishot_accept_ = true;
-  bool multishot_recv_ = true;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
   bool stop_ = false;
 
-  std::unique_ptr<ProvidedBufferRing> bufs_;
-  uint32_t direct_slots_ = 0;  // registered file table size; 0 = regular descriptors
 
   std::vector<std::unique_ptr<Connection[]>> chunks_;
   std::vector<uint32_t> free_slots_;

@@ -1,0 +1,231 @@
+// Connection: one outbound SMTP connection of a worker — its socket (a direct descriptor when the
+// ring has a file table), its TLS session, its SmtpSession, its send/receive buffers, its reply
+// or idle deadline and the close protocol (mark closing -> cancel what the kernel holds -> wait
+// for every CQE -> close -> the owner frees the slot). It carries out what SmtpSession asks for
+// (STYLE.md: the session is sans-IO, this is its I/O) and the TLS policy it was opened with.
+//
+// Owns: everything the kernel may read or write for this connection until the final CQE (send
+// bytes, the sockaddr, the connect timeout), the job of the transaction under way, and `ops`,
+// the SQEs whose final CQE has not arrived. Knows nothing about destinations, queues or shaping:
+// it reports upward to its ConnectionOwner (engine/destination.h) — ready for a job, a reply code
+// (for back-off), a finished job, a failure before it was ever ready — and takes jobs with
+// Transfer(). The ring is reached through ConnectionEnv (engine/ring.h, the timer wheel) only.
+//
+// Thread: the worker thread that owns the ring, for everything.
+//
+//   ConnectionSlab slab(&env);                      // env: ring, wheel, clock, policy cache, ...
+//   uint32_t slot = slab.Alloc();
+//   slab.At(slot).Connect(fd, owner, std::move(spec));   // connect + linked timeout
+//   ... per CQE: UringTag t = UringTag::Decode(...);
+//   if (Connection* c = slab.Find(t.slot, t.gen); c && c->OnCompletion(t.op, cqe)) {
+//     ConnectionOwner* o = c->owner(); slab.Free(t.slot); o->OnClosed(t.slot);
+//   }
+//   ... owner->OnReady(slot, first): c.Transfer(job) / c.Park(until) / c.Quit()
+#pragma once
+
+#include <liburing.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "engine/delivery.h"
+#include "engine/ring.h"
+#include "engine/smtp_reply.h"
+#include "engine/smtp_session.h"
+#include "engine/timer_wheel.h"
+#include "tls/policy.h"
+#include "tls/tls_session.h"
+
+namespace mxb {
+
+struct EngineConfig;  // engine/config.h
+
+// Receive buffer of a connection when the ring has no provided-buffer ring.
+inline constexpr size_t kOwnRecvBufferSize = 16 * 1024;
+struct WorkerStats;   // engine/worker.h
+
+// What a connection may use of its worker. All pointers outlive every connection.
+struct ConnectionEnv {
+  Ring* ring = nullptr;
+  TimerWheel* wheel = nullptr;
+  const int64_t* now_ms = nullptr;  // the loop's clock (CLOCK_MONOTONIC ms, once per batch)
+  PolicyCache* policy_cache = nullptr;  // TLS sessions to resume, EHLO seen, failures
+  TlsContext* tls_client = nullptr;
+  const EngineConfig* config = nullptr;
+  WorkerStats* stats = nullptr;
+};
+
+// The upward interface: what a connection tells whoever opened it (a Destination). `slot`
+// names the connection. Called synchronously from inside the connection's own methods.
+class ConnectionOwner {
+ public:
+  virtual ~ConnectionOwner() = default;
+  // Between transactions: give it a job (Transfer), Park() it or Quit() it. `first`: the session
+  // just became ready for the first time (greeting, EHLO and any STARTTLS went through).
+  virtual void OnReady(uint32_t slot, bool first) = 0;
+  // An SMTP reply code that concerns the receiver (recipient results, a 4xx/421 greeting).
+  virtual void OnReplyCode(uint32_t slot, int code) = 0;
+  // A job with every outcome filled in.
+  virtual void OnJobDone(DeliveryJob* job) = 0;
+  // Closing started. `was_connecting`: it had not been ready yet.
+  virtual void OnClosing(uint32_t slot, bool was_connecting) = 0;
+  // It failed before it was ever ready (connect, greeting, TLS): try the next hop. Closing has
+  // already started.
+  virtual void OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
+                                   const AttemptInfo& attempt) = 0;
+  // The implicit-TLS port failed (remembered in the policy cache); closing has started and the
+  // owner opens the STARTTLS connection to the same host now.
+  virtual void OnImplicitTlsFailed(uint32_t slot) = 0;
+  // The close completed and the slot is free again.
+  virtual void OnClosed(uint32_t slot) = 0;
+};
+
+// Where to connect and how, decided by the owner (hop, port, TLS policy, source address).
+struct ConnectSpec {
+  std::string mx;             // MX host name: TLS policy key, checked against certificates
+  bool mx_dnssec = false;     // the MX answer was DNSSEC-validated (logged)
+  sockaddr_storage addr{};    // with the port to use
+  TlsPolicy policy;
+  bool implicit_tls = false;  // the smtps port: TLS before the greeting
+  std::optional<sockaddr_storage> source;  // bind() before connect
+};
+
+// A new TCP socket for `spec` (TCP_NODELAY, bound to the source if any). The error is the
+// reason logged for the hop: "socket: <errno text>" / "bind 192.0.2.1: <errno text>".
+absl::StatusOr<int> OpenSocket(const ConnectSpec& spec);
+
+// Bytes for the peer. `wire` is held by the kernel while `inflight`; later bytes wait in
+// `pending`. A buffer that grew past a few commands (a message body) is freed once drained, so
+// a session waiting for a reply or parked idle does not keep its last message's bytes.
+struct SendQueue {
+  std::string wire;
+  size_t off = 0;
+  std::string pending;
+  bool inflight = false;
+
+  void Append(absl::string_view bytes) { pending.append(bytes.data(), bytes.size()); }
+  void Append(std::string&& bytes);
+  // The bytes to send next (pending moves to wire once wire is drained); empty = nothing.
+  absl::string_view Next();
+  void Sent(size_t n);
+  void Free();  // release both buffers
+};
+
+class Connection {
+ public:
+  Connection(const ConnectionEnv* env, uint32_t slot) : env_(env), slot_(slot) {}
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Slab bookkeeping: a new occupant (fresh state, next generation) / the slot is free again.
+  void Acquire();
+  void Release();
+  uint32_t slot() const { return slot_; }
+  uint32_t gen() const { return gen_; }
+  bool used() const { return used_; }
+  ConnectionOwner* owner() const { return owner_; }
+
+  // Takes `fd` (from OpenSocket), makes it a direct descriptor when it can, and submits the
+  // connect with a linked timeout (config connect_timeout).
+  void Connect(int fd, ConnectionOwner* owner, ConnectSpec spec);
+  // A CQE tagged for this connection (gen already checked). True: the close completed; the
+  // caller frees the slot and tells the owner.
+  bool OnCompletion(UringOp op, const io_uring_cqe* cqe);
+  // A timer wheel entry fired; ignored unless `deadline_ms` is the one armed now.
+  void OnDeadline(int64_t deadline_ms);
+
+  // Starts a transaction for `job` (the session is ready). True: it is under way; false: the
+  // session finished it at once (every address refused locally, too big for SIZE, ...) and
+  // the job has been handed back — the connection is ready for the next one.
+  bool Transfer(DeliveryJob* job);
+  void Quit();
+  // Keeps the ready session until `until_ms` (then QUIT) while no job is there for it.
+  void Park(int64_t until_ms);
+  bool parked() const { return parked_; }
+  void Unpark() { parked_ = false; }
+
+  // Where and how this connection delivers: copied into every outcome.
+  AttemptInfo Attempt() const;
+
+ private:
+  enum class Phase { kConnecting, kSmtp, kTlsHandshake, kClosing };
+
+  void Tag(io_uring_sqe* sqe, UringOp op);
+  void OnConnect(int res);
+  void OnRecv(const io_uring_cqe* cqe);
+  void DispatchReplies(absl::string_view data);
+  void OnSend(int res);
+  void PostRecv();
+  void FlushSend();
+  bool Output(absl::string_view bytes, absl::string_view body);
+  void MoveCiphertext();
+  void ArmDeadline(absl::Duration d);
+  void Handle(Action a);
+  void CollectResults();
+  void FinishJob(absl::string_view why);
+  bool NewTls();
+  void DriveHandshake();
+  void ImplicitTlsFailed(absl::string_view why);
+  void StartClose();
+  void MaybeFinishClose();
+
+  const ConnectionEnv* const env_;
+  const uint32_t slot_;
+  uint32_t gen_ = 0;
+  bool used_ = false;
+  ConnectionOwner* owner_ = nullptr;
+  Phase phase_ = Phase::kConnecting;
+  int fd_ = -1;
+  bool fixed_ = false;  // `fd_` is a slot of the ring's registered file table (FIXED_FILE)
+  ConnectSpec spec_;
+  socklen_t addr_len_ = 0;
+  __kernel_timespec connect_timeout_{};
+  bool session_saved_ = false;  // TLS session stored for resumption
+  std::string violation_;       // log-only mode: what the prefix policy would have refused
+
+  std::optional<SmtpSession> session_;
+  std::unique_ptr<TlsSession> tls_;
+  ReplyParser parser_;
+  std::unique_ptr<char[]> recv_buf_;  // only without a provided-buffer ring
+  SendQueue send_;
+  bool recv_inflight_ = false;
+  bool close_posted_ = false;
+  int ops_ = 0;  // SQEs whose final CQE has not arrived
+
+  int64_t deadline_ms_ = 0;
+  DeliveryJob* job_ = nullptr;
+  bool ready_seen_ = false;  // reached the ready state at least once
+  bool parked_ = false;      // between transactions, waiting for a job
+};
+
+// The worker's connections, addressed by {slot, generation}. Slot i is also index i of the
+// ring's file table. Connections never move (pointers stay valid while the slot is used).
+class ConnectionSlab {
+ public:
+  explicit ConnectionSlab(const ConnectionEnv* env) : env_(env) {}
+  uint32_t Alloc();
+  void Free(uint32_t slot);
+  Connection& At(uint32_t slot) { return *slab_[slot]; }
+  const Connection& At(uint32_t slot) const { return *slab_[slot]; }
+  // The connection in `slot` if it is used and of generation `gen`.
+  Connection* Find(uint32_t slot, uint32_t gen) {
+    if (slot >= slab_.size() || !slab_[slot]->used() || slab_[slot]->gen() != gen) return nullptr;
+    return slab_[slot].get();
+  }
+  size_t live() const { return live_; }
+
+ private:
+  const ConnectionEnv* env_;
+  std::vector<std::unique_ptr<Connection>> slab_;
+  std::vector<uint32_t> free_slots_;
+  size_t live_ = 0;
+};
+
+}  // namespace mxb

@@ -1,0 +1,528 @@
+// Destination (engine/destination.h): scheduling of one (domain, source pool) of a worker.
+#include "engine/destination.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "engine/config.h"
+
+namespace mxb {
+namespace {
+
+void SetPort(sockaddr_storage* a, uint16_t port) {
+  if (a->ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
+  if (a->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(a)->sin6_port = htons(port);
+}
+
+std::string PauseText(const ShapingBudget& b, int64_t now_ms) {
+  return absl::StrCat("not tried: ", b.PauseReason(), ", resumes in ",
+                      absl::FormatDuration(absl::Milliseconds(b.paused_until_ms() - now_ms)));
+}
+
+// A message rate applies (the domain's or one of its MX rules'): connections open one at a
+// time, or a backlog would open max_connections sessions that each carry one message.
+bool RateLimited(const ShapingBudget& domain, const HopList& hops, const ShapingTable& shaping) {
+  if (!domain.limits().max_message_rate.unlimited()) return true;
+  for (const Hop& t : hops.hops) {
+    const ShapingBudget* mx = shaping.ForMx(t.mx);
+    if (mx != nullptr && !mx->limits().max_message_rate.unlimited()) return true;
+  }
+  return false;
+}
+
+// How many jobs a rate-limited destination keeps in memory: what its slowest rate sends until
+// the first retry of a deferred message (at least rate_burst). More would hold in-flight slots
+// (max_in_flight) that the other destinations need; the excess is deferred to the spool.
+size_t RateQueueCap(const ShapingBudget& domain, const HopList& hops, const ShapingTable& shaping,
+                    const EngineConfig& config) {
+  size_t cap = SIZE_MAX;
+  const absl::Duration horizon =
+      config.retry_delays.empty() ? absl::Minutes(5) : config.retry_delays.front();
+  auto consider = [&](const ShapingBudget* b) {
+    if (b == nullptr || b->limits().max_message_rate.unlimited()) return;
+    const MessageRate& r = b->limits().max_message_rate;
+    const double n = static_cast<double>(r.count) * absl::FDivDuration(horizon, r.period);
+    cap = std::min(cap, std::max(static_cast<size_t>(b->limits().rate_burst),
+                                 static_cast<size_t>(n)));
+  };
+  consider(&domain);
+  for (const Hop& t : hops.hops) consider(shaping.ForMx(t.mx));
+  return cap;
+}
+
+}  // namespace
+
+void SetAllOutcomes(DeliveryJob* job, DeliveryClass klass, int code, absl::string_view enhanced,
+                    absl::string_view text, const AttemptInfo& attempt) {
+  job->outcomes.assign(job->rcpt_index.size(), RecipientOutcome{});
+  for (RecipientOutcome& o : job->outcomes) {
+    o.klass = klass;
+    o.code = code;
+    o.enhanced = std::string(enhanced);
+    o.text = std::string(text);
+    o.attempt = attempt;
+  }
+}
+
+void HopList::MarkFailed(size_t t) {
+  if (t < failed.size() && !failed[t]) {
+    failed[t] = true;
+    ++failed_count;
+  }
+  for (size_t i = 0; i < hops.size(); ++i) {
+    size_t cand = (t + 1 + i) % hops.size();
+    if (!failed[cand]) {
+      next = cand;
+      return;
+    }
+  }
+}
+
+Destination::Destination(DestinationContext* ctx, std::string domain, int pool, const Route* route)
+    : ctx_(ctx), domain_(std::move(domain)), route_(route), pool_(pool) {
+  budget_ = ctx_->shaping->ForDomain(domain_);
+  if (budget_ == nullptr) {
+    ShapingLimits own;
+    own.backoff = ctx_->shaping->config().default_backoff;
+    own_budget_ = std::make_unique<ShapingBudget>(absl::StrCat("domain ", domain_), own);
+    budget_ = own_budget_.get();
+  }
+}
+
+void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
+                            absl::string_view text, const AttemptInfo& attempt) {
+  while (!queue_.empty()) {
+    DeliveryJob* job = queue_.front();
+    queue_.pop_front();
+    SetAllOutcomes(job, klass, code, enhanced, text, attempt);
+    ctx_->host->Complete(job);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs in
+
+void Destination::Accept(DeliveryJob* job) {
+  DestinationHost& host = *ctx_->host;
+  auto fail = [&](absl::string_view enhanced, absl::string_view text) {
+    SetAllOutcomes(job, DeliveryClass::kDeferred, 0, enhanced, text, {});
+    host.Complete(job);
+  };
+  if (host.stopping()) {
+    fail("4.3.2", "engine shutting down");
+    return;
+  }
+  if (now() < dead_until_ms_) {
+    fail("4.4.1", absl::StrCat("destination not tried: all next hops failed recently (",
+                               last_failure_, ")"));
+    return;
+  }
+  if (const ShapingBudget* paused = PausedFor()) {
+    fail("4.4.5", PauseText(*paused, now()));
+    return;
+  }
+  if (const size_t cap = RateQueueCap(*budget_, hops_, *ctx_->shaping, *ctx_->config);
+      queue_.size() >= cap) {
+    fail("4.4.5", absl::StrCat("not tried: ", cap, " messages for ", domain_,
+                               " already wait for max_message_rate"));
+    return;
+  }
+  queue_.push_back(job);
+  ResumeIdle();
+  if (NeedsResolve()) {
+    Resolve();
+    return;
+  }
+  Pump();
+}
+
+void Destination::Shutdown() {
+  FailQueue(DeliveryClass::kDeferred, 0, "4.3.2", "engine shutting down", {});
+  while (!idle_.empty()) {
+    ConnRef c = idle_.back();
+    idle_.pop_back();
+    if (ctx_->host->Unpark(c)) ctx_->host->Quit(c.slot);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Next hops
+
+// A destination looks its MX hosts up again once its answer may have expired; the resolver's
+// cache makes that cheap, and its TTL is the authority.
+bool Destination::NeedsResolve() const {
+  if (state_ == State::kResolving) return false;
+  if (state_ == State::kUnresolved) return true;
+  return route_ == nullptr && connections_ == 0 && now() - resolved_at_ms_ > 30000;
+}
+
+void Destination::Resolve() {
+  if (route_ != nullptr) {
+    hops_.hops.clear();
+    for (const NextHop& h : route_->hops) {
+      for (const sockaddr_storage& a : h.addresses) {
+        Hop t;
+        t.mx = h.host;
+        t.addr = a;
+        t.port = h.explicit_port ? h.port : ctx_->config->smtp_port;
+        hops_.hops.push_back(std::move(t));
+      }
+    }
+    state_ = State::kReady;
+    resolved_at_ms_ = now();
+    hops_.ResetFailures();
+    Pump();
+    return;
+  }
+  state_ = State::kResolving;
+  ctx_->host->ResolveMx(this);
+}
+
+void Destination::OnMx(const MxResult& mx) {
+  state_ = State::kReady;
+  resolved_at_ms_ = now();
+  hops_.hops.clear();
+  hops_.next = 0;
+  if (mx.status == DnsStatus::kOk) {
+    for (const MxHost& h : mx.hosts) {
+      for (const sockaddr_storage& a : h.addresses) {
+        Hop t;
+        t.mx = h.name;
+        t.addr = a;
+        t.port = ctx_->config->smtp_port;
+        t.mx_dnssec = mx.dnssec;
+        hops_.hops.push_back(std::move(t));
+      }
+    }
+  }
+  hops_.ResetFailures();
+  if (!hops_.empty()) {
+    Pump();
+    return;
+  }
+  // No usable host: RFC 7505 null MX and non-existent domains bounce at once; anything that
+  // might be temporary defers (a DNS failure never bounces).
+  DeliveryClass klass = DeliveryClass::kDeferred;
+  int code = 451;
+  std::string enhanced = "4.4.3";
+  std::string text;
+  switch (mx.status) {
+    case DnsStatus::kNullMx:
+      klass = DeliveryClass::kBounced;
+      code = 556;
+      enhanced = "5.1.10";
+      text = absl::StrCat("recipient domain ", domain_, " has a null MX (RFC 7505)");
+      break;
+    case DnsStatus::kNxDomain:
+    case DnsStatus::kNoData:
+    case DnsStatus::kBadName:
+      klass = DeliveryClass::kBounced;
+      code = 550;
+      enhanced = "5.1.2";
+      text = absl::StrCat("host or domain name not found: ", domain_, " (", ToString(mx.status),
+                          mx.error.empty() ? "" : ": ", mx.error, ")");
+      break;
+    case DnsStatus::kOk:
+      text = absl::StrCat("no MX host of ", domain_, " has an address");
+      break;
+    case DnsStatus::kTempFail:
+      text = absl::StrCat("DNS temporary failure for ", domain_, mx.error.empty() ? "" : ": ",
+                          mx.error);
+      break;
+  }
+  AttemptInfo attempt;
+  attempt.dnssec = mx.dnssec;
+  FailQueue(klass, code, enhanced, text, attempt);
+  state_ = State::kUnresolved;  // ask again (the resolver's negative cache answers)
+}
+
+// A connection to hop `hop` failed before it could deliver anything: the next connection tries
+// the next MX / address (RFC 5321 §5.1).
+void Destination::HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt) {
+  last_failure_ = std::string(reason);
+  hops_.MarkFailed(hop);
+  if (connections_ > 0) return;  // others are still trying; the last one decides
+  if (hops_.failed_count < hops_.size()) {
+    Pump();
+    return;
+  }
+  // Every next hop failed: defer what waits (RFC 5321 §4.5.4.1 retry later), and what
+  // arrives for a while, without new attempts.
+  hops_.ResetFailures();
+  dead_until_ms_ = now() + absl::ToInt64Milliseconds(ctx_->config->dead_destination_time);
+  FailQueue(DeliveryClass::kDeferred, 0, "4.4.1", last_failure_, attempt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic shaping (engine/shaping.h)
+
+// The back-off that stops this destination now: its domain budget's, or — once its next hops
+// are known — its MX rules' when every next hop is behind a paused one. nullptr = not paused.
+const ShapingBudget* Destination::PausedFor() const {
+  if (budget_->Paused(now())) return budget_;
+  if (state_ != State::kReady || hops_.empty()) return nullptr;
+  const ShapingBudget* paused = nullptr;
+  for (const Hop& t : hops_.hops) {
+    const ShapingBudget* mx = ctx_->shaping->ForMx(t.mx);
+    if (mx == nullptr || !mx->Paused(now())) return nullptr;
+    paused = mx;
+  }
+  return paused;
+}
+
+// A paused destination hands back what waits (deferred with the reason; the retry schedule
+// brings it back), so a throttled domain never holds in-flight slots others could use.
+bool Destination::DeferIfPaused() {
+  const ShapingBudget* paused = PausedFor();
+  if (paused == nullptr) return false;
+  FailQueue(DeliveryClass::kDeferred, 0, "4.4.5", PauseText(*paused, now()), {});
+  return true;
+}
+
+// Waits for a rate slot: true when the next message must wait; then the host re-pumps this
+// destination once the slot is due.
+bool Destination::RateBlocked(const Lease& l) {
+  const int64_t wait_us = l.budgets.WaitBeforeMessageUs(now() * 1000);
+  if (wait_us <= 0) return false;
+  shaping_wake_ms_ = now() + (wait_us + 999) / 1000;
+  ctx_->host->Throttle(this);
+  ctx_->host->WakeAt(shaping_wake_ms_);
+  return true;
+}
+
+// Takes one connection from every budget that applies (domain, MX, source) and picks the
+// source address: the pool's addresses in rotation, skipping those whose source rule is full.
+// kFull: nothing taken, the destination tries again on the next tick.
+Destination::BudgetResult Destination::TakeBudgets(const Hop& hop, BudgetSet* set,
+                                                   std::optional<sockaddr_storage>* source) {
+  const ShapingTable& shaping = *ctx_->shaping;
+  set->budgets = {budget_, shaping.ForMx(hop.mx), nullptr};
+  source->reset();
+  if (pool_ < 0) {
+    if (set->TryOpenConnection(now())) return BudgetResult::kOk;
+  } else {
+    const SourcePool& pool = shaping.config().pools[pool_];
+    bool family = false;
+    for (size_t i = 0; i < pool.sockaddrs.size(); ++i) {
+      size_t k = (ctx_->source_rr + i) % pool.sockaddrs.size();
+      if (pool.sockaddrs[k].ss_family != hop.addr.ss_family) continue;
+      family = true;
+      set->budgets[BudgetSet::kSource] = shaping.ForSource(pool.addresses[k]);
+      if (set->TryOpenConnection(now())) {
+        ctx_->source_rr = k + 1;
+        *source = pool.sockaddrs[k];
+        return BudgetResult::kOk;
+      }
+    }
+    if (!family) return BudgetResult::kNoSource;
+  }
+  ctx_->host->Throttle(this);
+  return BudgetResult::kFull;
+}
+
+// Idle connections holding a budget somebody waits for say QUIT at once instead of after idle.
+void Destination::ReleaseContendedIdle() {
+  if (!queue_.empty()) return;
+  std::vector<ConnRef> quit;
+  for (const auto& [slot, l] : leases_) {
+    if (ctx_->host->IsParked(slot) && l.budgets.HasWaiters(now())) quit.push_back({slot, l.gen});
+  }
+  for (ConnRef c : quit) {
+    if (ctx_->host->Unpark(c)) ctx_->host->Quit(c.slot);  // its idle_ entry goes stale
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pool
+
+void Destination::Pump() {
+  if (state_ != State::kReady || hops_.empty()) return;
+  if (DeferIfPaused()) return;
+  if (now() < shaping_wake_ms_) {  // no new connections while waiting for a rate slot
+    if (!queue_.empty()) ctx_->host->Throttle(this);
+    return;
+  }
+  while (!queue_.empty() && connections_ < ctx_->config->max_connections_per_destination &&
+         static_cast<int>(queue_.size()) > connecting_ &&
+         (hops_.failed_count == 0 || connecting_ == 0) &&
+         (connecting_ == 0 || !RateLimited(*budget_, hops_, *ctx_->shaping))) {
+    if (!OpenConnection()) break;
+  }
+}
+
+bool Destination::OpenConnection() {
+  if (hops_.empty()) return false;
+  const ShapingTable& shaping = *ctx_->shaping;
+  size_t index = hops_.next % hops_.size();
+  // Skip next hops behind a backing-off MX rule (PausedFor() said one is not).
+  for (size_t i = 0; i < hops_.size(); ++i) {
+    size_t t = (hops_.next + i) % hops_.size();
+    const ShapingBudget* mx = shaping.ForMx(hops_.hops[t].mx);
+    if (mx == nullptr || !mx->Paused(now())) {
+      index = t;
+      break;
+    }
+  }
+  const Hop& hop = hops_.hops[index];
+  BudgetSet budgets;
+  std::optional<sockaddr_storage> source;
+  switch (TakeBudgets(hop, &budgets, &source)) {
+    case BudgetResult::kOk:
+      break;
+    case BudgetResult::kFull:
+      return false;
+    case BudgetResult::kNoSource: {
+      AttemptInfo a;
+      a.mx = hop.mx;
+      HopFailed(index,
+                absl::StrCat("source pool ", shaping.config().pools[pool_].name,
+                             " has no address of ", hop.mx, "'s family"),
+                a);
+      return false;
+    }
+  }
+  // The hop's TLS policy is decided in tls/ (cached per MX host); this only carries it out.
+  HopQuery query;
+  query.recipient_domain = domain_;
+  query.mx_host = hop.mx;
+  query.dns.mx_dnssec = hop.mx_dnssec;
+  PolicyEntry& policy = HopPolicyFor(ctx_->policy_cache, query, *ctx_->tls_rules, absl::Now());
+  const bool implicit =
+      policy.policy.implicit_tls_first && policy.implicit_tls_failed_until < absl::Now();
+  ConnectSpec spec;
+  spec.mx = hop.mx;
+  spec.mx_dnssec = hop.mx_dnssec;
+  spec.addr = hop.addr;
+  SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
+  spec.policy = policy.policy;
+  spec.implicit_tls = implicit;
+  spec.source = source;
+  absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));
+  if (!c.ok()) {
+    budgets.CloseConnection();
+    AttemptInfo a;
+    a.mx = hop.mx;
+    HopFailed(index, c.status().message(), a);
+    return false;
+  }
+  ++policy.connections;
+  Lease& l = leases_[c->slot];
+  l = Lease();
+  l.gen = c->gen;
+  l.hop = index;
+  l.budgets = budgets;
+  l.max_messages = budgets.MaxMessagesPerConnection(ctx_->config->max_messages_per_connection);
+  ++connections_;
+  ++connecting_;
+  return true;
+}
+
+void Destination::StartTransaction(uint32_t slot) {
+  DestinationHost& host = *ctx_->host;
+  Lease& l = leases_[slot];
+  // Keep the session (and its TLS state) for the next job of this destination, or until
+  // the rate budget allows the next message.
+  auto park = [&] {
+    idle_.push_back({slot, l.gen});
+    host.Park(slot, now() + absl::ToInt64Milliseconds(ctx_->config->idle_timeout));
+  };
+  const bool may_send = !host.stopping() && l.messages < l.max_messages &&
+                        l.budgets.PausedBy(now()) == nullptr;
+  if (may_send && !queue_.empty() && RateBlocked(l)) {
+    park();
+    return;
+  }
+  // An idle connection gives its budget back at once when another destination waits for it
+  // (several domains behind one MX rule): idling would hold their mail up for idle_timeout.
+  if (may_send && queue_.empty() && !l.budgets.HasWaiters(now())) {
+    park();
+    return;
+  }
+  if (queue_.empty() || !may_send) {
+    host.Quit(slot);
+    return;
+  }
+  // A loop, not recursion: a job the session finishes synchronously (all its addresses
+  // invalid, too big for SIZE) hands the connection straight to the next one.
+  while (!queue_.empty()) {
+    DeliveryJob* job = queue_.front();
+    queue_.pop_front();
+    ++l.messages;
+    l.budgets.TakeMessage(now() * 1000);
+    if (host.Transfer(slot, job)) return;
+    if (l.messages >= l.max_messages) break;
+    if (!queue_.empty() && RateBlocked(l)) {
+      park();
+      return;
+    }
+  }
+  host.Quit(slot);
+}
+
+void Destination::ResumeIdle() {
+  while (!queue_.empty() && !idle_.empty()) {
+    if (now() < shaping_wake_ms_) {  // a connection just parked for a rate slot
+      ctx_->host->Throttle(this);
+      return;
+    }
+    ConnRef c = idle_.back();
+    idle_.pop_back();
+    if (!ctx_->host->Unpark(c)) continue;
+    StartTransaction(c.slot);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConnectionOwner
+
+void Destination::OnReady(uint32_t slot, bool first) {
+  if (first) {
+    if (connecting_ > 0) --connecting_;
+    hops_.ResetFailures();
+  }
+  StartTransaction(slot);
+}
+
+// A reply (or a failed greeting) feeds the back-off of the domain and MX budgets.
+void Destination::OnReplyCode(uint32_t slot, int code) {
+  auto it = leases_.find(slot);
+  if (it == leases_.end()) return;
+  BudgetSet& budgets = it->second.budgets;
+  if (code <= 0 || !budgets.OnReply(code, now())) return;
+  if (!ctx_->config->quiet) {
+    const ShapingBudget* b = budgets.PausedBy(now());
+    std::fprintf(stderr, "mxburst: %s: %s\n", domain_.c_str(),
+                 b != nullptr ? b->PauseReason().c_str() : "back-off");
+  }
+  DeferIfPaused();
+}
+
+void Destination::OnJobDone(DeliveryJob* job) { ctx_->host->Complete(job); }
+
+void Destination::OnClosing(uint32_t /*slot*/, bool was_connecting) {
+  --connections_;
+  if (was_connecting && connecting_ > 0) --connecting_;
+}
+
+void Destination::OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
+                                      const AttemptInfo& attempt) {
+  auto it = leases_.find(slot);
+  HopFailed(it != leases_.end() ? it->second.hop : hops_.next, reason, attempt);
+}
+
+void Destination::OnImplicitTlsFailed(uint32_t /*slot*/) { OpenConnection(); }
+
+void Destination::OnClosed(uint32_t slot) {
+  if (auto it = leases_.find(slot); it != leases_.end()) {
+    it->second.budgets.CloseConnection();  // after close(): the peer saw it go
+    leases_.erase(it);
+  }
+  // Jobs still waiting get a new connection now that this one is gone.
+  Pump();
+}
+
+}  // namespace mxb

@@ -1,0 +1,209 @@
+// Destination: one (recipient domain, source pool) of a worker — the jobs waiting for it, its
+// next hops (HopList, from a static route or the MX answer), the connections it opened (its
+// pool), when to open another (Pump), the dead / paused state, the rate-queue cap and the reuse
+// of idle connections. It decides; its DestinationHost (the worker) carries the decisions out on
+// the ring. The TLS policy of a hop comes from tls/hop_policy.h, not from here.
+//
+// Owns: the job queue (jobs it holds until a connection takes them or it fails them), the hop
+// list and its failure marks, one Lease per connection it opened (hop index, shaping budgets
+// held, messages sent), the idle list, its own shaping budget when no domain rule has one.
+// Connections report to it as their ConnectionOwner (engine/connection.h).
+//
+// Thread: the worker thread that owns it, for everything. Destinations are never erased while
+// the worker runs (connections, the resolver callback and the throttled set point at them).
+//
+//   DestinationContext ctx{&config, &shaping, &policy_cache, &tls_rules, &host};
+//   Destination d(&ctx, "dest.example", /*pool=*/-1, routes.Find("dest.example"));
+//   d.Accept(job);            // queue it; resolve, reuse an idle connection or open one
+//   ... host.ResolveMx(&d) answers with d.OnMx(result); connections call d.OnReady(...) ...
+//   ... every tick, when throttled: d.ResumeIdle(); d.Pump();
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "dns/resolver.h"
+#include "dns/static_routes.h"
+#include "engine/connection.h"
+#include "engine/delivery.h"
+#include "engine/shaping.h"
+#include "tls/hop_policy.h"
+#include "tls/policy.h"
+
+namespace mxb {
+
+struct EngineConfig;
+class Destination;
+
+// Fills every outcome of `job` with one result (the job has not been tried, or failed whole).
+void SetAllOutcomes(DeliveryJob* job, DeliveryClass klass, int code, absl::string_view enhanced,
+                    absl::string_view text, const AttemptInfo& attempt);
+
+// {slot, generation} of a connection: stays meaningful after the slot is reused.
+struct ConnRef {
+  uint32_t slot = 0;
+  uint32_t gen = 0;
+};
+
+// What a destination asks of its worker. The worker implements it on its ring and connection
+// slab; tests implement it without a ring.
+class DestinationHost {
+ public:
+  virtual ~DestinationHost() = default;
+  virtual int64_t now_ms() const = 0;
+  virtual bool stopping() const = 0;
+  // `job` has all its outcomes: back to the scanner.
+  virtual void Complete(DeliveryJob* job) = 0;
+  // Call d->ResumeIdle() and d->Pump() on the next tick once d->shaping_wake_ms() is due ...
+  virtual void Throttle(Destination* d) = 0;
+  // ... and wake up no later than `at_ms` for it (a rate slot), not only at the 100 ms tick.
+  virtual void WakeAt(int64_t at_ms) = 0;
+  // Look d->domain() up; answer with d->OnMx().
+  virtual void ResolveMx(Destination* d) = 0;
+  // Opens a connection owned by `owner`; the error is the reason logged for the hop.
+  virtual absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) = 0;
+  // Connection::Transfer / Quit / Park of a connection this destination owns.
+  virtual bool Transfer(uint32_t slot, DeliveryJob* job) = 0;
+  virtual void Quit(uint32_t slot) = 0;
+  virtual void Park(uint32_t slot, int64_t until_ms) = 0;
+  // True (and no longer parked) if `c` is still that connection and parked.
+  virtual bool Unpark(ConnRef c) = 0;
+  virtual bool IsParked(uint32_t slot) const = 0;
+};
+
+// Shared by every destination of one worker.
+struct DestinationContext {
+  const EngineConfig* config = nullptr;
+  const ShapingTable* shaping = nullptr;
+  PolicyCache* policy_cache = nullptr;
+  const TlsPolicyRules* tls_rules = nullptr;
+  DestinationHost* host = nullptr;
+  size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
+};
+
+// One address of one MX host (or static next hop), in the order delivery tries them.
+struct Hop {
+  std::string mx;          // MX host name: keys the TLS policy, checked against certificates
+  sockaddr_storage addr{};
+  uint16_t port = 25;      // the SMTP (STARTTLS) port
+  bool mx_dnssec = false;  // the MX answer that named this host was DNSSEC-validated
+};
+
+// The next hops with the ones that failed since the destination last reached a ready session.
+// Per hop, not a count: several parallel connections failing on one dead host are still one.
+struct HopList {
+  std::vector<Hop> hops;
+  std::vector<bool> failed;
+  size_t failed_count = 0;
+  size_t next = 0;
+
+  size_t size() const { return hops.size(); }
+  bool empty() const { return hops.empty(); }
+  void ResetFailures() {
+    failed.assign(hops.size(), false);
+    failed_count = 0;
+  }
+  // Marks hop `t` failed and moves `next` to the next one that has not failed.
+  void MarkFailed(size_t t);
+};
+
+class Destination : public ConnectionOwner {
+ public:
+  enum class State { kUnresolved, kResolving, kReady };
+
+  // `pool`: index into the shaping config's source pools, -1 = no bind. `route`: the static
+  // route (transport map) for the domain, nullptr = DNS MX.
+  Destination(DestinationContext* ctx, std::string domain, int pool, const Route* route);
+
+  // A new job: queued (then resolve, reuse or connect), or failed at once when the destination
+  // is dead, paused, over its rate-queue cap or the worker stops.
+  void Accept(DeliveryJob* job);
+  void OnMx(const MxResult& mx);
+  // Opens connections while jobs wait and the destination is under its limits. After a failure
+  // only one attempt at a time probes the next hop, so a dead host is not hammered.
+  void Pump();
+  // Hands waiting jobs to idle connections before any new connection is opened.
+  void ResumeIdle();
+  // Idle connections holding a budget somebody else waits for say QUIT (every tick).
+  void ReleaseContendedIdle();
+  // Stop: defer what waits, QUIT the idle connections.
+  void Shutdown();
+
+  const std::string& domain() const { return domain_; }
+  size_t queued() const { return queue_.size(); }
+  int connections() const { return connections_; }
+  State state() const { return state_; }
+  const HopList& hops() const { return hops_; }
+  int64_t shaping_wake_ms() const { return shaping_wake_ms_; }
+  int64_t dead_until_ms() const { return dead_until_ms_; }
+
+  // ConnectionOwner
+  void OnReady(uint32_t slot, bool first) override;
+  void OnReplyCode(uint32_t slot, int code) override;
+  void OnJobDone(DeliveryJob* job) override;
+  void OnClosing(uint32_t slot, bool was_connecting) override;
+  void OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
+                           const AttemptInfo& attempt) override;
+  void OnImplicitTlsFailed(uint32_t slot) override;
+  void OnClosed(uint32_t slot) override;
+
+ private:
+  // What this destination keeps about one connection it opened.
+  struct Lease {
+    uint32_t gen = 0;
+    size_t hop = 0;        // index into hops_ when it opened
+    BudgetSet budgets;     // released when the slot is freed (after close: the peer saw it go)
+    int max_messages = 0;  // messages-per-connection limit
+    int messages = 0;
+  };
+  enum class BudgetResult { kOk, kFull, kNoSource };
+
+  bool NeedsResolve() const;
+  void Resolve();
+  const ShapingBudget* PausedFor() const;
+  bool DeferIfPaused();
+  bool RateBlocked(const Lease& l);
+  BudgetResult TakeBudgets(const Hop& hop, BudgetSet* set, std::optional<sockaddr_storage>* src);
+  bool OpenConnection();
+  void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt);
+  void StartTransaction(uint32_t slot);
+  void FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
+                 absl::string_view text, const AttemptInfo& attempt);
+  int64_t now() const { return ctx_->host->now_ms(); }
+
+  DestinationContext* const ctx_;
+  const std::string domain_;
+  const Route* const route_;
+  State state_ = State::kUnresolved;
+  int64_t resolved_at_ms_ = 0;
+  HopList hops_;
+  std::deque<DeliveryJob*> queue_;
+  int connections_ = 0;  // open or opening
+  int connecting_ = 0;   // not yet ready to take a job
+  std::string last_failure_;
+  // Every next hop failed: jobs are deferred without a connection attempt until then.
+  int64_t dead_until_ms_ = 0;
+  // Connections between transactions, most recent last; checked with Unpark() when popped (a
+  // closed or re-used one leaves a stale entry).
+  std::vector<ConnRef> idle_;
+  // Traffic shaping (engine/shaping.h). Jobs of different pools never share a connection, so
+  // the connection pool key is (MX host, source IP).
+  const int pool_;
+  ShapingBudget* budget_ = nullptr;  // the domain rule's budget, else own_budget_
+  std::unique_ptr<ShapingBudget> own_budget_;
+  int64_t shaping_wake_ms_ = 0;  // waits for a rate slot or a connection budget until then
+  // Node-based: a Lease& stays valid while other connections open and close.
+  std::unordered_map<uint32_t, Lease> leases_;
+};
+
+}  // namespace mxb
