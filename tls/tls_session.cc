@@ -373,7 +373,10 @@ std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_nam
   std::unique_ptr<TlsSession> session(new TlsSession(ssl, is_server_));
   wolfSSL_SetIOReadCtx(ssl, session.get());
   wolfSSL_SetIOWriteCtx(ssl, session.get());
-  if (is_server_) return session;
+  if (is_server_) {
+    if (!params.issue_tickets) wolfSSL_no_ticket_TLSv13(ssl);
+    return session;
+  }
 
   session->server_name_ = absl::AsciiStrToLower(server_name);
   session->verify_ = params.verify;
@@ -404,6 +407,8 @@ std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_nam
     wolfSSL_set_app_data(ssl, session.get());
     wolfSSL_set_verify(ssl, WOLFSSL_VERIFY_PEER, &TlsSession::VerifyCb);
   }
+  // SaveSession() needs to know whether this connection got a ticket of its own.
+  wolfSSL_set_SessionTicket_cb(ssl, &TlsSession::TicketCb, session.get());
   if (const TlsSessionTicket* t = params.resume; t != nullptr) {
     // A resumed handshake shows no certificate: a verifying session may only resume what a
     // verified session for the same name produced.
@@ -470,6 +475,12 @@ int TlsSession::RecvCb(WOLFSSL* /*ssl*/, char* buf, int sz, void* ctx) {
 int TlsSession::SendCb(WOLFSSL* /*ssl*/, char* buf, int sz, void* ctx) {
   static_cast<TlsSession*>(ctx)->out_.append(buf, static_cast<size_t>(sz));
   return sz;
+}
+
+int TlsSession::TicketCb(WOLFSSL* /*ssl*/, const unsigned char* /*ticket*/, int /*len*/,
+                         void* ctx) {
+  ++static_cast<TlsSession*>(ctx)->tickets_received_;
+  return 0;
 }
 
 void TlsSession::NoteVerifyFailure(TlsFailure f, std::string detail) {
@@ -685,6 +696,12 @@ std::shared_ptr<TlsSessionTicket> TlsSession::SaveSession() {
   // TLS 1.3 resumes only by ticket (RFC 8446 §2.2), and the ticket comes after the handshake.
   const bool tls13 = wolfSSL_version(ssl_) == TLS1_3_VERSION;
   if (tls13 && wolfSSL_SESSION_has_ticket(current) != 1) return nullptr;
+  // RFC 8446 §4.6.1: a ticket's PSK derives from the resumption_master_secret of the connection
+  // that received it. When the handshake completes, wolfSSL overwrites the session's secret
+  // with this connection's resumption secret but keeps the ticket it resumed with until a new
+  // one arrives; servers need not send one after a resumption (OpenSSL, hence Postfix 3.7, do
+  // not), and that pair yields a binder no server can verify ("binder does not verify").
+  if (tls13 && tickets_received_ == 0) return nullptr;
   // Our own copy: the WOLFSSL object keeps updating its session (newer tickets) and dies with
   // the connection; the ticket must outlive both.
   WOLFSSL_SESSION* copy = wolfSSL_SESSION_dup(current);

@@ -149,6 +149,10 @@ struct SessionParams {
   // Resume from this ticket if it fits (same server name; verified if `verify`); otherwise a
   // full handshake. Only read during NewSession(): the session keeps its own reference.
   const TlsSessionTicket* resume = nullptr;
+  // Server sessions only: send TLS 1.3 NewSessionTickets (wolfSSL sends one after a resumed
+  // handshake). false = none on this session, the way OpenSSL-based receivers such as Postfix
+  // 3.7 resume without re-issuing (their ticket key callback renews only after a key rotation).
+  bool issue_tickets = true;
 };
 
 // RFC 6125 §6.4 host name check against a certificate's dNSName list, done by us (wolfSSL's
@@ -182,7 +186,7 @@ class TlsContext {
   // Thread-safe: any worker may create sessions from a shared context.
   [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name = "");
   // Client sessions with their own verification and resumption settings (see SessionParams).
-  // Thread-safe like the one above. For a server context the params are ignored.
+  // Thread-safe like the one above. For a server context only `issue_tickets` is read.
   [[nodiscard]] std::unique_ptr<TlsSession> NewSession(const std::string& server_name,
                                                        const SessionParams& params);
 
@@ -259,7 +263,9 @@ class TlsSession {
   // none yet. Client only, after the handshake. TLS 1.2 tickets come inside the handshake; a
   // TLS 1.3 NewSessionTicket comes after it, so call this after ReadPlaintext() decrypted the
   // server's first reply (the 250 to EHLO); nullptr until the ticket was processed. Each call
-  // returns a fresh copy (of the newest ticket).
+  // returns a fresh copy (of the newest ticket). A resumed TLS 1.3 connection on which the
+  // server sent no new ticket (Postfix/OpenSSL do not re-issue) returns nullptr: keep the ticket
+  // it resumed with, which stays valid; what wolfSSL holds then is unusable (see TicketCb).
   [[nodiscard]] std::shared_ptr<TlsSessionTicket> SaveSession();
 
  private:
@@ -268,6 +274,8 @@ class TlsSession {
   static int RecvCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
   static int SendCb(WOLFSSL* ssl, char* buf, int sz, void* ctx);
   static int VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store);
+  // Client: a NewSessionTicket arrived on this connection (wolfSSL_set_SessionTicket_cb).
+  static int TicketCb(WOLFSSL* ssl, const unsigned char* ticket, int len, void* ctx);
   // Records the first verification problem (kept: the first is the cause).
   void NoteVerifyFailure(TlsFailure f, std::string detail);
   // Records a fatal wolfSSL failure for `ret` (return value of the call named by `what`).
@@ -288,6 +296,7 @@ class TlsSession {
   bool log_only_ = false;
   bool resume_from_verified_ = false;  // the ticket we offered came from a verified session
   bool leaf_checked_ = false;          // the verify callback saw the server certificate
+  int tickets_received_ = 0;           // NewSessionTickets seen on this connection
   TlsFailure failure_ = TlsFailure::kNone;
   std::string verify_detail_;  // what the verify callback found
 };

@@ -421,6 +421,65 @@ TEST_F(TlsSessionTest, ReadPlaintextDrivesTheHandshake) {
   EXPECT_EQ(got, "EHLO early.test\r\n");
 }
 
+// Handshake with `params` (server: `server_params`), then one reply from the server: a TLS 1.3
+// NewSessionTicket, if the server sends one, arrives with it (as the engine's first reply does).
+struct Pair {
+  std::unique_ptr<TlsSession> client;
+  std::unique_ptr<TlsSession> server;
+};
+Pair Connect(TlsContext& client_ctx, TlsContext& server_ctx, const SessionParams& params,
+             const SessionParams& server_params = SessionParams()) {
+  Pair p{client_ctx.NewSession("sink.test", params), server_ctx.NewSession("", server_params)};
+  const auto r = PumpHandshake(p.client.get(), p.server.get());
+  EXPECT_EQ(r.client, TlsStatus::kOk) << p.client->last_error();
+  EXPECT_EQ(r.server, TlsStatus::kOk) << p.server->last_error();
+  if (r.client != TlsStatus::kOk || r.server != TlsStatus::kOk) return p;
+  EXPECT_EQ(p.server->Write("250 sink.test\r\n"), TlsStatus::kOk);
+  std::string plain;
+  EXPECT_EQ(Transfer(p.server.get(), p.client.get(), &plain), TlsStatus::kWantIo);
+  EXPECT_EQ(plain, "250 sink.test\r\n");
+  return p;
+}
+
+// Issue 10 item 13 (Postfix 3.7 logged "binder does not verify"). RFC 8446 §4.6.1: a ticket's PSK
+// derives from the resumption_master_secret of the connection that received the ticket. Postfix
+// (OpenSSL) resumes without sending a new ticket; wolfSSL's client session then pairs the old
+// ticket with the resumed connection's own resumption secret, so a session saved from it offers
+// a binder no server can verify. The resumed connection must save nothing (the caller keeps the
+// ticket it resumed with), and that ticket must resume again.
+TEST_F(TlsSessionTest, ResumedWithoutNewTicketSavesNothingAndOldTicketStillResumes) {
+  auto server_ctx = ServerCtx(*cert_);
+  auto client_ctx = ClientCtx();
+  Pair first = Connect(*client_ctx, *server_ctx, SessionParams());
+  std::shared_ptr<TlsSessionTicket> ticket = first.client->SaveSession();
+  ASSERT_NE(ticket, nullptr);
+  ASSERT_EQ(ticket->version(), "TLSv1.3");
+
+  SessionParams resume;
+  resume.resume = ticket.get();
+  SessionParams no_tickets;
+  no_tickets.issue_tickets = false;
+  for (int i = 0; i < 3; ++i) {
+    Pair again = Connect(*client_ctx, *server_ctx, resume, no_tickets);
+    ASSERT_TRUE(again.client->handshake_done()) << i;
+    EXPECT_TRUE(again.client->resumed()) << i;
+    EXPECT_TRUE(again.server->resumed()) << i;
+    // What the engine does: keep the newest ticket, i.e. replace it by whatever was saved.
+    if (std::shared_ptr<TlsSessionTicket> saved = again.client->SaveSession()) {
+      ADD_FAILURE() << i << ": saved a session although no ticket arrived";
+      ticket = std::move(saved);
+      resume.resume = ticket.get();
+    }
+  }
+  // A server that does send a ticket after resumption still gets it used.
+  Pair renewed = Connect(*client_ctx, *server_ctx, resume);
+  ASSERT_TRUE(renewed.client->resumed());
+  std::shared_ptr<TlsSessionTicket> newer = renewed.client->SaveSession();
+  ASSERT_NE(newer, nullptr);
+  resume.resume = newer.get();
+  EXPECT_TRUE(Connect(*client_ctx, *server_ctx, resume).client->resumed());
+}
+
 TEST_F(TlsSessionTest, ManySessionsFromOneContext) {
   auto server_ctx = ServerCtx(*cert_);
   auto client_ctx = ClientCtx();
