@@ -7,6 +7,9 @@
 //   BM_TlsHandshake         full / resumed TLS 1.3 handshakes (X25519 + ECDSA P-256), with the
 //                           CPU time of the client side alone (client_us) and of the server
 //   BM_TlsBulk              16 KiB records client -> server (encrypt + decrypt), per cipher
+//   BM_TlsAuthHandshake     full TLS 1.3 handshakes against a leaf + CA chain, by how the
+//                           client authenticates: none (opportunistic), PKIX (CA file + RFC 6125
+//                           name), DANE-EE 3 1 1, DANE-TA 2 0 1 (RFC 7672); client_us / server_us
 //
 //   build/<dir>/bench/mxb_micro_bench --benchmark_filter=BM_Tls --benchmark_repetitions=3
 #include <malloc.h>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "tls/dane.h"
 #include "tls/tls_session.h"
 
 namespace mxb {
@@ -183,6 +187,90 @@ void BM_TlsHandshake(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_TlsHandshake)->ArgName("resumed")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+
+// A private CA, a leaf it signed for mx.bench.example, a server presenting leaf + CA, a client
+// context trusting the CA (PKIX) and one trusting nothing (opportunistic and DANE).
+struct AuthFixture {
+  std::unique_ptr<TlsContext> server, pkix_client, plain_client;
+  std::shared_ptr<const DaneAuthority> dane_ee, dane_ta;
+};
+AuthFixture* MakeAuthFixture() {
+  CertOptions ca_opts;
+  ca_opts.common_name = "bench CA";
+  ca_opts.dns_names = {"ca.invalid"};
+  absl::StatusOr<GeneratedCert> ca = GenerateSelfSignedCert(ca_opts);
+  if (!ca.ok()) return nullptr;
+  CertOptions leaf_opts;
+  leaf_opts.common_name = "mx.bench.example";
+  leaf_opts.is_ca = false;
+  leaf_opts.issuer = &*ca;
+  absl::StatusOr<GeneratedCert> leaf = GenerateSelfSignedCert(leaf_opts);
+  if (!leaf.ok()) return nullptr;
+  const std::string ca_file = "/tmp/mxb_tls_bench_ca_" + std::to_string(getpid()) + ".pem";
+  FILE* f = std::fopen(ca_file.c_str(), "w");
+  if (f == nullptr) return nullptr;
+  std::fputs(ca->cert_pem.c_str(), f);
+  std::fclose(f);
+  auto* fx = new AuthFixture;
+  TlsServerOptions so;
+  so.cert_pem = leaf->cert_pem + ca->cert_pem;
+  so.key_pem = leaf->key_pem;
+  TlsClientOptions pkix;
+  pkix.ca_file = ca_file;
+  auto s = TlsContext::NewServer(so);
+  auto p = TlsContext::NewClient(pkix);
+  auto c = TlsContext::NewClient(TlsClientOptions());
+  unlink(ca_file.c_str());
+  if (!s.ok() || !p.ok() || !c.ok()) return nullptr;
+  fx->server = *std::move(s);
+  fx->pkix_client = *std::move(p);
+  fx->plain_client = *std::move(c);
+  const std::string leaf_der = PemCertificatesToDer(leaf->cert_pem).at(0);
+  const std::string ca_der = PemCertificatesToDer(ca->cert_pem).at(0);
+  DaneRecord ee{kTlsaUsageDaneEe, kTlsaSelectorSpki, kTlsaMatchSha256,
+                TlsaAssociationData(leaf_der, kTlsaSelectorSpki, kTlsaMatchSha256)};
+  DaneRecord ta{kTlsaUsageDaneTa, kTlsaSelectorCert, kTlsaMatchSha256,
+                TlsaAssociationData(ca_der, kTlsaSelectorCert, kTlsaMatchSha256)};
+  fx->dane_ee = DaneAuthority::Make({ee}, {"mx.bench.example"});
+  fx->dane_ta = DaneAuthority::Make({ta}, {"mx.bench.example"});
+  return fx;
+}
+
+// range(0): 0 = no authentication, 1 = PKIX, 2 = DANE-EE 3 1 1, 3 = DANE-TA 2 0 1.
+void BM_TlsAuthHandshake(benchmark::State& state) {
+  static AuthFixture* fx = MakeAuthFixture();
+  if (fx == nullptr) {
+    state.SkipWithError("fixture failed");
+    return;
+  }
+  const int mode = static_cast<int>(state.range(0));
+  SessionParams params;
+  params.verify = mode == 1;
+  params.dane = mode == 2 ? fx->dane_ee : mode == 3 ? fx->dane_ta : nullptr;
+  TlsContext& client_ctx = mode == 1 ? *fx->pkix_client : *fx->plain_client;
+  SideTimes t;
+  for (auto _ : state) {
+    std::unique_ptr<TlsSession> client = client_ctx.NewSession("mx.bench.example", params);
+    std::unique_ptr<TlsSession> server = fx->server->NewSession();
+    if (!Handshake(client.get(), server.get(), &t) || (mode != 0 && !client->verified())) {
+      state.SkipWithError(("handshake failed: " + client->last_error()).c_str());
+      return;
+    }
+  }
+  const double iters = static_cast<double>(state.iterations());
+  state.counters["client_us"] =
+      std::chrono::duration<double, std::micro>(t.client).count() / iters;
+  state.counters["server_us"] =
+      std::chrono::duration<double, std::micro>(t.server).count() / iters;
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TlsAuthHandshake)
+    ->ArgName("auth")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(3)
+    ->Unit(benchmark::kMicrosecond);
 
 // 1 MiB per iteration in 16 KiB records, encrypted by the client and decrypted by the server.
 void BM_TlsBulk(benchmark::State& state, const char* cipher) {

@@ -379,8 +379,9 @@ std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_nam
   }
 
   session->server_name_ = absl::AsciiStrToLower(server_name);
-  session->verify_ = params.verify;
-  session->log_only_ = params.verify && params.log_only;
+  session->dane_ = params.dane;
+  session->verify_ = params.verify || params.dane != nullptr;
+  session->log_only_ = session->verify_ && params.log_only;
   if (!server_name.empty() && !IsIpLiteral(server_name) &&
       wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, server_name.data(),
                      static_cast<unsigned short>(server_name.size())) != WOLFSSL_SUCCESS) {
@@ -394,8 +395,9 @@ std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_nam
   // the handshake (OUT_OF_ORDER_E) when a server rejects an offered TLS 1.2 ticket and does a
   // full handshake (fixed upstream in wolfSSL PR #8108, 5.7.4), which would turn every ticket
   // key rotation on a receiving MX into a failed connection. TLS 1.3 tickets are unaffected.
-  if (params.verify) {
-    if (!trust_anchor_error_.empty()) {
+  if (session->verify_) {
+    // DANE needs no trust anchors: the TLSA records are the anchors (RFC 7672 §3).
+    if (session->dane_ == nullptr && !trust_anchor_error_.empty()) {
       session->failure_ = TlsFailure::kValidationFailure;
       session->last_error_ = absl::StrCat(ToString(session->failure_), ": ", trust_anchor_error_);
       if (!session->log_only_) {
@@ -411,11 +413,15 @@ std::unique_ptr<TlsSession> TlsContext::NewSession(const std::string& server_nam
   wolfSSL_set_SessionTicket_cb(ssl, &TlsSession::TicketCb, session.get());
   if (const TlsSessionTicket* t = params.resume; t != nullptr) {
     // A resumed handshake shows no certificate: a verifying session may only resume what a
-    // verified session for the same name produced.
+    // session verified the same way (PKIX, or DANE under the same TLSA records) for the same
+    // name produced — never an opportunistic ticket where authentication is required.
     const bool same_name = t->server_name() == session->server_name_;
-    const bool acceptable = same_name && (!params.verify || t->verified());
+    const bool acceptable =
+        same_name && (!session->verify_ ||
+                      (t->verified() && t->authentication() == session->Authentication()));
     if (acceptable && wolfSSL_set_session(ssl, t->session_) == WOLFSSL_SUCCESS) {
       session->resume_from_verified_ = t->verified();
+      session->resume_dane_record_ = t->dane_record();
     }
   }
   return session;
@@ -499,6 +505,7 @@ int TlsSession::VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store) {
       wolfSSL_X509_STORE_CTX_get_ex_data(store, wolfSSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* self = ssl != nullptr ? static_cast<TlsSession*>(wolfSSL_get_app_data(ssl)) : nullptr;
   if (self == nullptr) return 0;  // cannot attribute the certificate: fail closed
+  if (self->dane_ != nullptr) return self->DaneVerify(store);
   const int accept = self->log_only_ ? 1 : 0;
   if (!preverify) {
     const int err = store->error;
@@ -535,6 +542,28 @@ int TlsSession::VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store) {
           : absl::StrCat("certificate names [", absl::StrJoin(names, ", "),
                          "] do not match \"", self->server_name_, "\" (RFC 6125)"));
   return accept;
+}
+
+// wolfSSL's PKIX verdict (`preverify`) does not matter here: there are no trust anchors, and
+// DANE-EE ignores dates and names (RFC 7672 §3.1.1). store->certs is the chain as sent.
+int TlsSession::DaneVerify(WOLFSSL_X509_STORE_CTX* store) {
+  if (store->error_depth != 0) return 1;
+  leaf_checked_ = true;
+  std::vector<absl::string_view> chain;
+  for (int i = 0; i < store->totalCerts && store->certs != nullptr; ++i) {
+    chain.emplace_back(reinterpret_cast<const char*>(store->certs[i].buffer),
+                       store->certs[i].length);
+  }
+  dane_match_ = MatchDane(*dane_, chain);
+  if (dane_match_.matched) return 1;
+  NoteVerifyFailure(TlsFailure::kValidationFailure,
+                    absl::StrCat(dane_match_.reason, ": ", dane_match_.detail));
+  return log_only_ ? 1 : 0;
+}
+
+std::string TlsSession::Authentication() const {
+  if (!verify_) return std::string();
+  return dane_ != nullptr ? absl::StrCat("dane:", dane_->binding) : std::string("pkix");
 }
 
 void TlsSession::FeedCiphertext(absl::string_view bytes) {
@@ -598,6 +627,13 @@ TlsStatus TlsSession::Handshake() {
         Shutdown();
         return TlsStatus::kError;
       }
+    }
+    if (dane_ != nullptr && resumed()) {
+      // No certificate in a resumed handshake: the ticket's authentication stands (it was
+      // accepted in NewSession only under the same TLSA records).
+      dane_match_ = DaneMatch();
+      dane_match_.matched = true;
+      dane_match_.record = resume_dane_record_;
     }
     handshake_done_ = true;
     TrimInput();
@@ -706,8 +742,13 @@ std::shared_ptr<TlsSessionTicket> TlsSession::SaveSession() {
   // the connection; the ticket must outlive both.
   WOLFSSL_SESSION* copy = wolfSSL_SESSION_dup(current);
   if (copy == nullptr) return nullptr;
-  return std::shared_ptr<TlsSessionTicket>(
+  auto ticket = std::shared_ptr<TlsSessionTicket>(
       new TlsSessionTicket(copy, server_name_, verified(), version()));
+  if (ticket->verified_) {
+    ticket->authentication_ = Authentication();
+    if (dane_ != nullptr) ticket->dane_record_ = dane_match_.record;
+  }
+  return ticket;
 }
 
 }  // namespace mxb

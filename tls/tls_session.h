@@ -15,6 +15,10 @@
 //   params.log_only = policy.log_only;        // verify and report via failure(), never abort
 //   params.resume = entry.session.get();      // newest ticket for this MX, or nullptr
 //   auto strict = (*ctx)->NewSession("mx.example.com", params);
+//   // DANE (RFC 7672): authenticated by the TLSA records only, no CA store involved.
+//   mxb::SessionParams dane;
+//   dane.dane = mxb::DaneAuthority::Make(tlsa_rrset, {"mx.example.com"});
+//   auto d = (*ctx)->NewSession("mx.example.com", dane);   // d->dane_match().record: "3 1 1"
 //   tls->FeedCiphertext(bytes_from_socket);
 //   switch (tls->Handshake()) {
 //     case TlsStatus::kOk: ...                                // established
@@ -35,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tls/dane.h"
 #include "tls/policy.h"
 
 struct WOLFSSL_CTX;
@@ -117,10 +122,17 @@ class TlsSessionTicket {
 
   // The server name (lower case) of the session that produced it.
   const std::string& server_name() const { return server_name_; }
-  // Whether the original full handshake verified the certificate (PKIX + name) for
+  // Whether the original full handshake verified the certificate (PKIX + name, or DANE) for
   // server_name(). A verifying session resumes only from a verified ticket for the same name:
   // a resumed handshake shows no certificate, so an unverified ticket would skip the check.
   bool verified() const { return verified_; }
+  // The authentication that produced the ticket: "" (none), "pkix", or "dane:<binding>" with
+  // DaneAuthority::binding. A session resumes only a ticket of the authentication it requires
+  // (SessionParams): an opportunistic ticket never serves a DANE or PKIX session, a PKIX one
+  // never a DANE session, a DANE one only under the same TLSA records and names.
+  const std::string& authentication() const { return authentication_; }
+  // The TLSA record that authenticated the original handshake ("3 1 1"), DANE tickets only.
+  const std::string& dane_record() const { return dane_record_; }
   const std::string& version() const { return version_; }  // "TLSv1.3" / "TLSv1.2"
 
  private:
@@ -136,6 +148,8 @@ class TlsSessionTicket {
   std::string server_name_;
   bool verified_;
   std::string version_;
+  std::string authentication_;
+  std::string dane_record_;
 };
 
 // Per-session choices on a shared client context.
@@ -153,6 +167,11 @@ struct SessionParams {
   // handshake). false = none on this session, the way OpenSSL-based receivers such as Postfix
   // 3.7 resume without re-issuing (their ticket key callback renews only after a key rotation).
   bool issue_tickets = true;
+  // DANE mode (RFC 7672 §3): the chain is authenticated by these TLSA records alone (MatchDane
+  // from the verify callback; `verify` and the context's trust anchors are not used). SNI is
+  // server_name, the MX host. With log_only the result is recorded, never enforced. A resumed
+  // session needs a ticket made under the same authority (TlsSessionTicket::authentication).
+  std::shared_ptr<const DaneAuthority> dane;
 };
 
 // RFC 6125 §6.4 host name check against a certificate's dNSName list, done by us (wolfSSL's
@@ -256,8 +275,12 @@ class TlsSession {
   // signature, broken chain, no trust anchors -> kValidationFailure; anything else ->
   // kHandshakeFailed.
   TlsFailure failure() const { return failure_; }
-  // The certificate was verified (PKIX + name, or resumed from a verified ticket).
+  // The certificate was verified (PKIX + name, DANE, or resumed from a ticket of the same
+  // authentication).
   bool verified() const;
+  // DANE mode: what the verify callback found (matched record or reason); a resumed session
+  // reports the ticket's record. Empty (matched false, reason "") before the check ran.
+  const DaneMatch& dane_match() const { return dane_match_; }
 
   // The session for resuming a later connection to the same server, or nullptr when there is
   // none yet. Client only, after the handshake. TLS 1.2 tickets come inside the handshake; a
@@ -276,6 +299,10 @@ class TlsSession {
   static int VerifyCb(int preverify, WOLFSSL_X509_STORE_CTX* store);
   // Client: a NewSessionTicket arrived on this connection (wolfSSL_set_SessionTicket_cb).
   static int TicketCb(WOLFSSL* ssl, const unsigned char* ticket, int len, void* ctx);
+  // VerifyCb in DANE mode: the whole chain is judged once, at the server certificate.
+  int DaneVerify(WOLFSSL_X509_STORE_CTX* store);
+  // The authentication this session requires of a ticket / gives the tickets it saves.
+  std::string Authentication() const;
   // Records the first verification problem (kept: the first is the cause).
   void NoteVerifyFailure(TlsFailure f, std::string detail);
   // Records a fatal wolfSSL failure for `ret` (return value of the call named by `what`).
@@ -299,6 +326,9 @@ class TlsSession {
   int tickets_received_ = 0;           // NewSessionTickets seen on this connection
   TlsFailure failure_ = TlsFailure::kNone;
   std::string verify_detail_;  // what the verify callback found
+  std::shared_ptr<const DaneAuthority> dane_;  // DANE mode when set
+  DaneMatch dane_match_;
+  std::string resume_dane_record_;  // the offered ticket's TlsSessionTicket::dane_record()
 };
 
 // Call once per process before any other tls/ function (wolfSSL_Init); idempotent, thread-safe.
