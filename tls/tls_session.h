@@ -113,7 +113,9 @@ struct CertOptions {
 // resuming later connections to the same MX (wolfSSL_set_session). Owns a WOLFSSL_SESSION copy,
 // freed in the destructor. Immutable after creation: may be shared between connections of one
 // worker (PolicyEntry::session); not for concurrent use from several threads.
-// RFC 8446 §C.4: a TLS 1.3 ticket should be used once — keep only the newest per MX.
+// RFC 8446 §C.4: a TLS 1.3 ticket should be used once — keep only the newest per MX. A server
+// that resumes without re-issuing (OpenSSL, so Postfix) leaves the old ticket as the newest:
+// SaveSession() then returns nullptr and the old ticket is offered again, as OpenSSL clients do.
 class TlsSessionTicket {
  public:
   ~TlsSessionTicket();

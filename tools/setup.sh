@@ -12,6 +12,8 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libidn2-dev
   openssl ca-certificates python3
   unbound nsd ldnsutils
+  # tests/integration/postfix_*: a private Postfix 3.7 instance as a real (OpenSSL) receiver
+  postfix
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )
@@ -53,6 +55,9 @@ fi
 
 $SUDO apt-get update -qq
 if [ ${#missing[@]} -gt 0 ]; then
+  # Debian's postfix asks for a mailer type: none. The tests run their own instance with its own
+  # configuration directory; the system's Postfix stays unconfigured and stopped.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
