@@ -10,6 +10,8 @@
 // it reports upward to its ConnectionOwner (engine/destination.h) — ready for a job, a reply code
 // (for back-off), a finished job, a failure before it was ever ready — and takes jobs with
 // Transfer(). The ring is reached through ConnectionEnv (engine/ring.h, the timer wheel) only.
+// connection.cc holds the bytes, the dialog and the close protocol; connection_tls.cc the TLS
+// step (session, handshake, implicit-TLS fallback).
 //
 // Thread: the worker thread that owns the ring, for everything.
 //

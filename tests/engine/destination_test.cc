@@ -437,5 +437,59 @@ TEST_F(DestinationTest, ShutdownDefersWaitingJobsAndQuitsIdleConnections) {
   EXPECT_EQ(host_.completed[1]->outcomes[0].text, "engine shutting down");
 }
 
+TEST_F(DestinationTest, BackOffAfter421DefersWhatWaitsAndWhatArrives) {
+  shaping_config_.default_backoff.enabled = true;
+  config_.quiet = true;
+  config_.max_connections_per_destination = 1;
+  Build({"d.example=127.0.0.2:2525"});
+  auto d = Make("d.example");
+  for (int i = 0; i < 3; ++i) d->Accept(Job("d.example"));
+  ASSERT_EQ(host_.connected.size(), 1u);
+  host_.connected[0].owner->OnReady(0, true);
+  ASSERT_EQ(host_.transfers.size(), 1u);
+  // The receiver says 421 (RFC 5321 §3.8): the domain pauses, the two waiting jobs go back.
+  host_.connected[0].owner->OnReplyCode(0, 421);
+  ASSERT_EQ(host_.completed.size(), 2u);
+  for (DeliveryJob* j : host_.completed) {
+    EXPECT_EQ(j->outcomes[0].enhanced, "4.4.5");
+    EXPECT_TRUE(absl::StrContains(j->outcomes[0].text, "not tried: domain d.example paused"))
+        << j->outcomes[0].text;
+  }
+  d->Accept(Job("d.example"));  // paused: deferred at once
+  ASSERT_EQ(host_.completed.size(), 3u);
+  EXPECT_EQ(host_.completed[2]->outcomes[0].enhanced, "4.4.5");
+  EXPECT_EQ(host_.connected.size(), 1u);
+}
+
+TEST_F(DestinationTest, IdleConnectionHoldingAContendedBudgetQuits) {
+  ShapingRule rule;
+  rule.match = ShapingMatch::kMxSuffix;
+  rule.pattern = "shared.example";
+  rule.limits.max_connections = 1;
+  shaping_config_.rules.push_back(rule);
+  Build({"a.example=mx.shared.example@127.0.0.2:2525",
+         "b.example=mx.shared.example@127.0.0.2:2525"});
+  auto a = Make("a.example");
+  auto b = Make("b.example");
+  DeliveryJob* ja = Job("a.example");
+  a->Accept(ja);
+  host_.connected[0].owner->OnReady(0, true);
+  host_.FinishTransaction(0, ja);
+  ASSERT_TRUE(host_.parked[0]);  // nobody waits: a keeps its connection idle
+  b->Accept(Job("b.example"));   // the MX budget is full: b waits
+  EXPECT_EQ(host_.connected.size(), 1u);
+  ASSERT_FALSE(host_.throttled.empty());
+  EXPECT_EQ(host_.throttled.back(), b.get());
+  // The next tick: a's idle connection gives the budget back at once instead of after idle.
+  a->ReleaseContendedIdle();
+  EXPECT_EQ(host_.quits, std::vector<uint32_t>{0});
+  host_.connected[0].owner->OnClosing(0, false);
+  host_.connected[0].owner->OnClosed(0);
+  b->ResumeIdle();
+  b->Pump();
+  ASSERT_EQ(host_.connected.size(), 2u);
+  EXPECT_EQ(host_.connected[1].owner, b.get());
+}
+
 }  // namespace
 }  // namespace mxb

@@ -1,0 +1,82 @@
+// Connection (engine/connection.h), the TLS step: a client session per the hop's policy with
+// resumption from the policy cache, the handshake over the connection's buffers, and the
+// implicit-TLS (smtps-, port 26) fallback. The policy itself is decided in tls/hop_policy.h;
+// this only carries it out. Like Postfix's smtp_tls.c next to smtp_proto.c.
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "engine/config.h"
+#include "engine/connection.h"
+#include "engine/worker.h"
+
+namespace mxb {
+
+// A client TLS session for the MX host: verification per policy, resumption when the policy
+// cache holds a session for this host.
+bool Connection::NewTls() {
+  SessionParams params;
+  params.verify = spec_.policy.verify;
+  params.log_only = spec_.policy.log_only;  // verify, but let the handshake finish
+  PolicyEntry* e = env_->policy_cache->Find(spec_.mx);
+  if (env_->config->tls_resumption && e != nullptr && e->session != nullptr) {
+    params.resume = e->session.get();
+  }
+  tls_ = env_->tls_client->NewSession(spec_.mx, params);
+  return tls_ != nullptr;
+}
+
+void Connection::DriveHandshake() {
+  TlsStatus st = tls_->Handshake();
+  MoveCiphertext();
+  FlushSend();
+  if (st == TlsStatus::kOk) {
+    phase_ = Phase::kSmtp;
+    if (spec_.policy.log_only && tls_->failure() != TlsFailure::kNone) {
+      violation_ = ToString(tls_->failure());  // log-only: logged, not enforced
+    }
+    env_->stats->tls_sessions.fetch_add(1, std::memory_order_relaxed);
+    if (tls_->resumed()) {
+      env_->stats->tls_resumed.fetch_add(1, std::memory_order_relaxed);
+      if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) ++e->resumed;
+    }
+    if (spec_.implicit_tls) {
+      // TLS from the first byte: the greeting comes next, inside TLS.
+      ArmDeadline(DefaultReplyTimeout(SmtpState::kGreeting));
+      return;
+    }
+    Handle(session_->OnTlsReady());
+  } else if (st != TlsStatus::kWantIo) {
+    TlsFailure f = tls_->failure();
+    if (spec_.implicit_tls && f == TlsFailure::kHandshakeFailed) {
+      ImplicitTlsFailed(tls_->last_error());
+      return;
+    }
+    if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
+      ++e->recent_failures;
+      e->last_failure = f;
+      e->session.reset();  // never resume into a session that just failed
+    }
+    Handle(session_->OnTlsFailed(absl::StrCat(ToString(f), ": ", tls_->last_error())));
+  }
+}
+
+// The implicit-TLS port (26) refused, reset, timed out or did not speak TLS: remember it in
+// the policy cache (negative entry with expiry); the owner goes to port 25 with mandatory
+// STARTTLS for the same host right away — never plaintext, and not a failure of the hop.
+void Connection::ImplicitTlsFailed(absl::string_view why) {
+  const EngineConfig& config = *env_->config;
+  if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
+    e->implicit_tls_failed_until = absl::Now() + config.tls_global.implicit_tls_negative_ttl;
+  }
+  if (!config.quiet) {
+    std::fprintf(stderr, "mxburst: %s port %u (implicit TLS) failed: %s; using STARTTLS on %u\n",
+                 spec_.mx.c_str(), config.tls_global.smtps_port, std::string(why).c_str(),
+                 config.tls_global.smtp_port);
+  }
+  ConnectionOwner* owner = owner_;
+  StartClose();
+  owner->OnImplicitTlsFailed(slot_);
+}
+
+}  // namespace mxb
