@@ -12,6 +12,7 @@
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/worker.h"
+#include "queue/spool_lock.h"
 
 namespace {
 
@@ -73,6 +74,13 @@ int main(int argc, char** argv) {
   if (!config.ok()) {
     std::fprintf(stderr, "mxburst: %s\n", std::string(config.status().message()).c_str());
     return 2;
+  }
+  // One engine per spool (two would recover and deliver each other's messages): the lock is
+  // held until the process exits, kill -9 included.
+  absl::StatusOr<mxb::SpoolLock> lock = mxb::SpoolLock::Acquire(config->spool_dir);
+  if (!lock.ok()) {
+    std::fprintf(stderr, "mxburst: %s\n", std::string(lock.status().message()).c_str());
+    return 1;
   }
   RaiseFileLimit(*config);
   signal(SIGPIPE, SIG_IGN);

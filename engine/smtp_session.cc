@@ -50,7 +50,11 @@ const StateRow& Row(SmtpState s) {
 
 constexpr absl::Duration kDataInitiationTimeout = absl::Minutes(2);  // §4.5.3.2.3
 
-bool IsPositive(const SmtpReply& r) { return r.klass() == 2; }
+// RFC 5321 §4.3.2 lists the success replies of each command; only those count. A 2xx the RFC
+// does not allow (a 250 to DATA, a 251 to the final ".") is the server breaking the protocol,
+// and the client must not guess what it meant — a message is never taken as delivered on one.
+bool IsPositive(const SmtpReply& r) { return r.code == 250; }          // EHLO HELO MAIL RSET "."
+bool IsRcptPositive(const SmtpReply& r) { return r.code == 250 || r.code == 251; }  // RCPT
 
 // "421 4.3.2 busy" — the first line, for failure reasons.
 std::string Summary(const SmtpReply& r) {
@@ -106,9 +110,11 @@ bool IsTooManyRecipients(const SmtpReply& r) {
   return r.code == 552 && absl::StrContains(absl::AsciiStrToLower(r.text), "too many recipients");
 }
 
-// 2xx delivered (or accepted), 5xx bounced, anything else deferred.
-DeliveryClass ClassOf(const SmtpReply& r) {
-  if (r.klass() == 2) return DeliveryClass::kDelivered;
+// The verdict a reply gives a recipient: delivered only by the final reply's 250, 5xx bounced,
+// anything else deferred — a 4xx as the server meant it, a reply the RFC does not allow for the
+// command (a 2xx to DATA, a 3xx to RCPT, a 251 to the final ".") as a protocol error.
+DeliveryClass ClassOf(const SmtpReply& r, bool final_reply) {
+  if (final_reply && r.code == 250) return DeliveryClass::kDelivered;
   if (r.klass() == 5) return DeliveryClass::kBounced;
   return DeliveryClass::kDeferred;
 }
@@ -517,19 +523,19 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
   const Pending cmd = commands_[answered_++];
   switch (cmd.cmd) {
     case Command::kMail:
-      if (!IsPositive(reply)) {
+      if (!IsPositive(reply)) {  // RFC 5321 §4.3.2: MAIL succeeds with 250 only
         // Every recipient shares MAIL's verdict; the RCPT replies that follow in a pipeline
         // (503 "need MAIL") say nothing about the recipients.
         mail_rejected_ = true;
         for (size_t i = 0; i < rcpts_.size(); ++i) {
-          if (!rcpts_[i].final) Decide(i, reply);
+          if (!rcpts_[i].final) Decide(i, "MAIL", reply);
         }
         if (!pipelining_) return EndTransactionWithRset();
       }
       break;
     case Command::kRcpt:
       if (mail_rejected_) break;
-      if (IsPositive(reply)) {
+      if (IsRcptPositive(reply)) {
         rcpts_[cmd.rcpt].accepted = true;
         ++accepted_;
       } else if (IsTooManyRecipients(reply)) {
@@ -541,7 +547,7 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
         Carry(cmd.rcpt, reply);
         if (!pipelining_) CarryRemainingRcpts(reply);
       } else {
-        Decide(cmd.rcpt, reply);
+        Decide(cmd.rcpt, "RCPT", reply);
       }
       if (!pipelining_ && accepted_ == 0 && commands_[answered_].cmd == Command::kData) {
         return EndTransactionWithRset();  // nobody accepted: no DATA (RFC 5321 §3.3)
@@ -563,16 +569,24 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
       // DATA refused (554 "no valid recipients", 554 5.7.1 policy, 451 ...): the accepted
       // recipients get its verdict. Those waiting for another transaction keep their deferral:
       // this one made no progress, so there is no next one on this connection.
+      // RFC 5321 §4.1.1.4 / §4.3.2: 354 is the only positive reply to DATA. Any other 2xx or a
+      // 3xx means the body was never sent: a failure of this transaction, never a delivery.
       for (size_t i = 0; i < rcpts_.size(); ++i) {
-        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, reply);
+        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, "DATA", reply);
       }
+      // A 2xx/3xx there leaves the server's state unknown — it may be reading a message now,
+      // and an RSET or the next MAIL would become its content. Hang up instead.
+      if (reply.klass() != 4 && reply.klass() != 5) return FailAfterProtocolError("DATA", reply);
       return EndTransactionWithRset();
     case Command::kDot:
       if (dot_only_) return EndTransactionWithRset();
       // RFC 5321 §4.1.1.4: the final reply decides for every accepted recipient, and ends the
       // transaction either way (the server has cleared its buffers, so no RSET is needed).
       for (size_t i = 0; i < rcpts_.size(); ++i) {
-        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, reply);
+        if (rcpts_[i].accepted && !rcpts_[i].final) Decide(i, "end of data", reply, true);
+      }
+      if (reply.code != 250 && reply.klass() != 4 && reply.klass() != 5) {
+        return FailAfterProtocolError("end of data", reply);
       }
       // RFC 5321 §3.3: recipients refused with "too many" go in a new transaction on this
       // connection — but only after one that delivered something, so a server that refuses
@@ -592,6 +606,12 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
   return SendNextCommands();
 }
 
+Action SmtpSession::FailAfterProtocolError(absl::string_view phase, const SmtpReply& reply) {
+  EndTransaction();  // every recipient has its verdict already
+  return Fail(reply.code, absl::StrCat("protocol error: unexpected reply to ", phase),
+              Summary(reply), Deferral{});
+}
+
 Action SmtpSession::EndTransactionWithRset() {
   // The server may still hold a reverse-path or forward-paths: clear them before the next
   // transaction (RFC 5321 §4.1.1.5).
@@ -607,10 +627,17 @@ void SmtpSession::Carry(size_t rcpt, const SmtpReply& reply) {
         absl::StrReplaceAll(reply.text, {{"\n", " "}}));
 }
 
-void SmtpSession::Decide(size_t rcpt, const SmtpReply& reply) {
-  const DeliveryClass k = ClassOf(reply);
-  Decide(rcpt, k, reply.code, EnhancedFor(k, reply),
-         absl::StrReplaceAll(reply.text, {{"\n", " "}}));
+void SmtpSession::Decide(size_t rcpt, absl::string_view phase, const SmtpReply& reply,
+                         bool final_reply) {
+  const DeliveryClass k = ClassOf(reply, final_reply);
+  std::string text = absl::StrReplaceAll(reply.text, {{"\n", " "}});
+  if (k == DeliveryClass::kDeferred && reply.klass() != 4) {
+    // Not the server's temporary failure but its protocol error: say so, or an operator reads
+    // "deferred: 250 Ok" and cannot tell why.
+    text = absl::StrCat("protocol error: unexpected reply ", reply.code, " to ", phase,
+                        text.empty() ? "" : ": ", text);
+  }
+  Decide(rcpt, k, reply.code, EnhancedFor(k, reply), std::move(text));
 }
 
 void SmtpSession::Decide(size_t rcpt, DeliveryClass klass, int code, std::string enhanced,

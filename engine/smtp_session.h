@@ -193,6 +193,9 @@ class SmtpSession {
   Action OnTransactionReply(const SmtpReply& reply);
   Action SendNextCommands();
   Action EndTransactionWithRset();
+  // The server answered `phase` with a code RFC 5321 §4.3.2 does not allow there (decided
+  // already as a deferral): end the transaction and the session.
+  Action FailAfterProtocolError(absl::string_view phase, const SmtpReply& reply);
   void AppendCommand(const Pending& p, std::string* out) const;
   // Fills commands_ with MAIL, the next carried recipients (at most max_rcpts_per_transaction)
   // and DATA; false when nobody is left to send to.
@@ -201,7 +204,10 @@ class SmtpSession {
   void Carry(size_t rcpt, const SmtpReply& reply);
   void Carry(size_t rcpt, int code, std::string enhanced, std::string text);
   void CarryRemainingRcpts(const SmtpReply& reply);
-  void Decide(size_t rcpt, const SmtpReply& reply);
+  // The verdict of `reply` to the command named `phase`; only a 250 that is the final reply
+  // (`final_reply`: the answer to the end of data) delivers.
+  void Decide(size_t rcpt, absl::string_view phase, const SmtpReply& reply,
+              bool final_reply = false);
   void Decide(size_t rcpt, DeliveryClass klass, int code, std::string enhanced, std::string text);
   void EndTransaction();
   absl::string_view Phase() const;
