@@ -25,12 +25,56 @@ absl::Status FsyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::string_view FileTypeName(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return "regular file";
+    case S_IFLNK:
+      return "symbolic link";
+    case S_IFDIR:
+      return "directory";
+    case S_IFIFO:
+      return "FIFO";
+    case S_IFSOCK:
+      return "socket";
+    case S_IFCHR:
+      return "character device";
+    case S_IFBLK:
+      return "block device";
+  }
+  return "unknown file type";
+}
+
+namespace {
+
+absl::Status NotRegular(const std::string& path, unsigned mode) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(path, ": not a regular file (", FileTypeName(mode), ")"));
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open", path);
   struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);
+  if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    // ELOOP: the name became a symbolic link after the lstat.
+    if (errno == ELOOP) return NotRegular(path, S_IFLNK);
+    return ErrnoError(errno, "open", path);
+  }
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoError(err, "fstat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return NotRegular(path, st.st_mode);
+  }
   size_t expected = 0;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) expected = static_cast<size_t>(st.st_size);
+  if (st.st_size > 0) expected = static_cast<size_t>(st.st_size);
   if (expected >= max_bytes) expected = max_bytes - 1;
   // One byte more than the size so the EOF read needs no resize; grows if the file does.
   std::string out(expected + 1, '\0');

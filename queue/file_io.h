@@ -19,7 +19,14 @@ absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path);
 absl::Status FsyncDir(const std::string& dir);
 
 // The whole file (at most `max_bytes`), sized by fstat up front so a normal file costs one read
-// plus the EOF read.
+// plus the EOF read. Only regular files are read, and a symbolic link is never followed: lstat
+// first (so a FIFO or device is never even opened: opening one may block or have side effects),
+// then open with O_NOFOLLOW | O_NONBLOCK and check fstat again (the name may have been swapped in
+// between). Anything else is FailedPrecondition "<path>: not a regular file (symbolic link)".
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX);
+
+// "symbolic link", "directory", "FIFO", "socket", "character device", "block device" or
+// "regular file" for a st_mode.
+absl::string_view FileTypeName(unsigned mode);
 
 }  // namespace mxb::file_io

@@ -26,6 +26,9 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -93,7 +96,9 @@ using file_io::ReadFile;
 // fsyncs it. On failure the partial file is removed.
 absl::Status WriteFile(const std::string& path, absl::string_view contents, int open_flags,
                        bool do_fsync) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | open_flags, 0640);
+  // O_NOFOLLOW: every target is a name we chose in a spool directory; a symbolic link planted
+  // there (say bad/NAME.why, quarantined from incoming/) must not redirect our write.
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | open_flags, 0640);
   if (fd < 0) return ErrnoError(errno, "create", path);
   const char* p = contents.data();
   size_t left = contents.size();
@@ -117,16 +122,17 @@ absl::Status WriteFile(const std::string& path, absl::string_view contents, int 
 
 enum class ListFilter { kAll, kSkipWhy };
 
-// Visits the names in `dir` that are regular files (or of unknown type) and not dotfiles until
-// `visit` returns false. Errors opening the directory are reported as an empty listing: the
-// callers are status queries and scans that retry on their next round.
+// Visits the names in `dir` that are not dotfiles until `visit` returns false. Every file type
+// is listed: a symbolic link, directory or FIFO a producer left in incoming/ must reach Claim,
+// which refuses to read it (file_io::ReadFile) so the engine can quarantine it, instead of
+// sitting there unnoticed forever. Errors opening the directory are reported as an empty
+// listing: the callers are status queries and scans that retry on their next round.
 template <typename Visit>
 void ForEachName(const std::string& dir, ListFilter filter, Visit visit) {
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return;
   while (const dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
     const absl::string_view name(e->d_name);
     if (filter == ListFilter::kSkipWhy && absl::EndsWith(name, kWhySuffix)) continue;
     if (!visit(name)) break;
@@ -299,16 +305,30 @@ absl::Status Spool::Quarantine(const std::string& name, absl::string_view reason
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   const std::string target = PathIn(root_, kBad, name);
   std::string from = PathIn(root_, kActive, name);
+  // rename(2) moves a symbolic link itself, never what it points to.
   if (rename(from.c_str(), target.c_str()) != 0) {
-    if (errno != ENOENT) return ErrnoError(errno, absl::StrCat("rename to ", target), from);
-    from = PathIn(root_, kIncoming, name);
-    if (rename(from.c_str(), target.c_str()) != 0) {
-      if (errno == ENOENT) {
+    int err = errno;
+    if (err == ENOENT) {
+      from = PathIn(root_, kIncoming, name);
+      if (rename(from.c_str(), target.c_str()) == 0) err = 0;
+      else err = errno;
+      if (err == ENOENT) {
         return absl::NotFoundError(absl::StrCat(name, ": neither in ", DirOf(root_, kActive),
                                                 " nor in ", DirOf(root_, kIncoming)));
       }
-      return ErrnoError(errno, absl::StrCat("rename to ", target), from);
     }
+    struct stat st;
+    if (err != 0 && lstat(from.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      // Not a message and cannot be moved (bad/NAME is a directory of that name, say): remove
+      // it rather than leave it to be listed again forever. remove_all deletes links, never
+      // their targets. A regular file is never removed here: it may be a message.
+      std::error_code ec;
+      std::filesystem::remove_all(from, ec);
+      if (ec) return ErrnoError(err, absl::StrCat("rename to ", target), from);
+      return absl::DataLossError(absl::StrCat(from, ": could not be moved to ", target, " (",
+                                              std::strerror(err), "): removed; ", reason));
+    }
+    if (err != 0) return ErrnoError(err, absl::StrCat("rename to ", target), from);
   }
   const std::string why = absl::StrCat(target, kWhySuffix);
   return WriteFile(why, absl::StrCat(reason, "\n"), O_TRUNC, /*do_fsync=*/false);

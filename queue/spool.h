@@ -71,7 +71,10 @@ class Spool {
   // segment whose records justified those operations.
   [[nodiscard]] absl::Status SyncDirs() const;
   // Malformed: active/name (or incoming/name if not yet claimed) -> bad/name, and writes
-  // bad/name.why containing `reason` plus a newline.
+  // bad/name.why containing `reason` plus a newline. Works on any file type (a symbolic link is
+  // moved, not followed). If it cannot be moved it is removed and DataLoss says so.
+  // Claim/ReadActive/ReadDeferred return FailedPrecondition for anything that is not a regular
+  // file (symbolic links are never followed): the caller quarantines it with that message.
   [[nodiscard]] absl::Status Quarantine(const std::string& name, absl::string_view reason);
 
   // Counts for status output.

@@ -242,6 +242,60 @@ TEST_F(SpoolTest, ListingsSkipDotfilesAndHonourMax) {
   EXPECT_EQ(spool_->CountIncoming(), 5u);
 }
 
+// Issue 10 item 7: a symbolic link (to a file outside the spool, to a device), a directory and a
+// FIFO in incoming/ are listed, refused by Claim without being followed or opened, and can be
+// quarantined into bad/ (the link itself moves; its target is untouched).
+TEST_F(SpoolTest, NonRegularFilesAreListedRefusedAndQuarantined) {
+  const std::string outside = dir_ + "/outside.eml";
+  std::ofstream(outside) << kMessage;
+  ASSERT_EQ(symlink(outside.c_str(), Path("incoming", "link-outside.eml").c_str()), 0);
+  ASSERT_EQ(symlink("/dev/zero", Path("incoming", "link-device.eml").c_str()), 0);
+  ASSERT_EQ(symlink("/nonexistent/x", Path("incoming", "link-dangling.eml").c_str()), 0);
+  ASSERT_EQ(mkdir(Path("incoming", "dir.eml").c_str(), 0750), 0);
+  ASSERT_EQ(mkfifo(Path("incoming", "fifo.eml").c_str(), 0640), 0);  // opening it would block
+
+  std::vector<std::string> names = spool_->ListIncoming(100);
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names, (std::vector<std::string>{"dir.eml", "fifo.eml", "link-dangling.eml",
+                                             "link-device.eml", "link-outside.eml"}));
+  for (const std::string& name : names) {
+    absl::StatusOr<std::string> got = spool_->Claim(name);
+    ASSERT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition) << name;
+    EXPECT_NE(got.status().message().find("not a regular file"), absl::string_view::npos);
+    ASSERT_TRUE(spool_->Quarantine(name, std::string(got.status().message())).ok()) << name;
+    struct stat st;
+    ASSERT_EQ(lstat(Path("bad", name).c_str(), &st), 0) << name;
+    EXPECT_FALSE(S_ISREG(st.st_mode)) << name;
+    EXPECT_NE(ReadAll(Path("bad", name + ".why")).find("not a regular file"), std::string::npos);
+  }
+  EXPECT_NE(ReadAll(Path("bad", "link-outside.eml.why")).find("symbolic link"), std::string::npos);
+  EXPECT_NE(ReadAll(Path("bad", "fifo.eml.why")).find("FIFO"), std::string::npos);
+  EXPECT_EQ(ReadAll(outside), kMessage);  // never followed, never moved
+  EXPECT_EQ(spool_->CountIncoming(), 0u);
+  EXPECT_EQ(spool_->CountActive(), 0u);
+}
+
+// A planted bad/NAME.why symbolic link does not redirect the .why write.
+TEST_F(SpoolTest, QuarantineDoesNotFollowAPlantedWhyLink) {
+  const std::string victim = dir_ + "/victim";
+  std::ofstream(victim) << "keep";
+  const std::string name = Inject("junk");
+  ASSERT_EQ(symlink(victim.c_str(), Path("bad", name + ".why").c_str()), 0);
+  EXPECT_FALSE(spool_->Quarantine(name, "binary junk").ok());
+  EXPECT_EQ(ReadAll(victim), "keep");
+}
+
+// What cannot be moved into bad/ (a non-empty directory of the same name is there) is removed.
+TEST_F(SpoolTest, NonRegularFileThatCannotBeMovedIsRemoved) {
+  ASSERT_EQ(mkdir(Path("incoming", "d.eml").c_str(), 0750), 0);
+  ASSERT_EQ(mkdir(Path("bad", "d.eml").c_str(), 0750), 0);
+  std::ofstream(Path("bad", "d.eml/keep")) << "x";
+  absl::Status s = spool_->Quarantine("d.eml", "not a regular file (directory)");
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_FALSE(Exists(Path("incoming", "d.eml")));
+  EXPECT_TRUE(Exists(Path("bad", "d.eml/keep")));
+}
+
 TEST(NewSpoolFileNameTest, UniqueAcrossThreadsAndWellFormed) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 5000;
