@@ -14,7 +14,9 @@
 namespace mxb {
 
 absl::StatusOr<std::unique_ptr<AccountingLog>> AccountingLog::Open(const std::string& path) {
-  if (path == "-") return std::unique_ptr<AccountingLog>(new AccountingLog(STDOUT_FILENO, false));
+  if (path == "-") {
+    return std::unique_ptr<AccountingLog>(new AccountingLog(STDOUT_FILENO, false, 0, 0));
+  }
   std::error_code ec;
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
@@ -23,7 +25,26 @@ absl::StatusOr<std::unique_ptr<AccountingLog>> AccountingLog::Open(const std::st
     return absl::InvalidArgumentError(
         absl::StrCat("--log ", path, ": cannot open: ", std::strerror(errno)));
   }
-  return std::unique_ptr<AccountingLog>(new AccountingLog(fd, true));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log ", path, ": fstat: ", std::strerror(err)));
+  }
+  return std::unique_ptr<AccountingLog>(new AccountingLog(
+      fd, true, static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_ino)));
+}
+
+absl::StatusOr<size_t> AccountingLog::Repair(uint64_t offset, uint64_t inode,
+                                             absl::string_view bytes) {
+  if (!sync_ || inode != inode_ || end_ < offset || end_ >= offset + bytes.size()) return 0;
+  // The log ends inside (or right before) the batch: append the rest of it. O_APPEND puts it at
+  // end_, which is where the missing part starts.
+  std::string rest(bytes.substr(end_ - offset));
+  buf_.insert(0, rest);
+  if (absl::Status s = Flush(); !s.ok()) return s;
+  return rest.size();
 }
 
 AccountingLog::~AccountingLog() {
@@ -75,19 +96,60 @@ void AccountingLog::AppendQuarantine(absl::Time t, absl::string_view file,
 }
 
 absl::Status AccountingLog::Flush() {
+  if (rewrite_) {
+    // The last fdatasync failed: the kernel may have dropped those dirty pages and marked them
+    // clean, so a second fdatasync could succeed without them. Write them again where they
+    // belong (O_APPEND off: pwrite on an O_APPEND descriptor always appends on Linux).
+    const int flags = fcntl(fd_, F_GETFL);
+    if (flags < 0 || fcntl(fd_, F_SETFL, flags & ~O_APPEND) != 0) {
+      return absl::InternalError(absl::StrCat("accounting log fcntl: ", std::strerror(errno)));
+    }
+    const uint64_t at = end_ - unsynced_.size();
+    size_t off = 0;
+    int err = 0;
+    while (off < unsynced_.size()) {
+      const ssize_t n = pwrite(fd_, unsynced_.data() + off, unsynced_.size() - off,
+                               static_cast<off_t>(at + off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        err = errno;
+        break;
+      }
+      off += static_cast<size_t>(n);
+    }
+    (void)fcntl(fd_, F_SETFL, flags);
+    if (err != 0) {
+      return absl::InternalError(absl::StrCat("accounting log write: ", std::strerror(err)));
+    }
+    rewrite_ = false;
+  }
   size_t off = 0;
   while (off < buf_.size()) {
     ssize_t n = write(fd_, buf_.data() + off, buf_.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return absl::InternalError(absl::StrCat("accounting log write: ", std::strerror(errno)));
+      const int err = errno;
+      // Keep what was not written for the next Flush (disk full: the engine retries later).
+      if (sync_) unsynced_.append(buf_, 0, off);
+      buf_.erase(0, off);
+      return absl::InternalError(absl::StrCat("accounting log write: ", std::strerror(err)));
     }
     off += static_cast<size_t>(n);
+    end_ += static_cast<uint64_t>(n);
   }
+  if (!sync_) {
+    buf_.clear();
+    return absl::OkStatus();
+  }
+  unsynced_.append(buf_);
   buf_.clear();
-  if (sync_ && off > 0 && fdatasync(fd_) != 0) {
-    return absl::InternalError(absl::StrCat("accounting log fdatasync: ", std::strerror(errno)));
+  if (unsynced_.empty()) return absl::OkStatus();
+  if (fdatasync(fd_) != 0) {
+    const int err = errno;
+    rewrite_ = true;
+    return absl::InternalError(absl::StrCat("accounting log fdatasync: ", std::strerror(err)));
   }
+  unsynced_.clear();
   return absl::OkStatus();
 }
 

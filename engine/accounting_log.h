@@ -1,8 +1,11 @@
 // AccountingLog: the JSON-lines record of every recipient outcome (DESIGN.md "Interfaces").
 //
 // One record per recipient per attempt. Records are buffered and made durable by Flush()
-// (write + fdatasync) — group commit: the scanner appends a batch of outcomes, flushes once, and
-// only then removes or moves the spool files those outcomes finished. Scanner thread only.
+// (write + fdatasync) — group commit: the scanner appends a batch of outcomes, hands the buffered
+// bytes to the journal (Journal::SetLogTail, the commit point), commits the journal, flushes the
+// log, and only then removes or moves the spool files those outcomes finished. After a crash
+// between the journal commit and the log write, Repair() appends what the log lacks, so each
+// journaled outcome has exactly one record (queue/journal.h, type 3). Scanner thread only.
 //
 //   auto log = mxb::AccountingLog::Open("/var/log/mxburst/acct.jsonl");
 //   log->Append(record);           // buffered
@@ -42,14 +45,33 @@ class AccountingLog {
   void Append(const LogRecord& r);
   // Quarantined spool file: one record with the reason.
   void AppendQuarantine(absl::Time t, absl::string_view file, absl::string_view reason);
+  // Writes the buffered records and fdatasyncs. On an error (disk full) nothing is lost: the
+  // unwritten rest stays buffered, and after a failed fdatasync the next Flush writes the
+  // unsynced bytes again before syncing, so calling Flush again later is the retry.
   [[nodiscard]] absl::Status Flush();
   uint64_t records() const { return records_; }
 
+  // For the journal's log tail: the bytes the next Flush() appends, the log's size before them
+  // and its inode (0 for stdout: nothing to repair).
+  absl::string_view buffered() const { return buf_; }
+  uint64_t end_offset() const { return end_; }
+  uint64_t inode() const { return inode_; }
+  // Start-up: appends the part of `tail` the log lacks (a crash after the journal commit, before
+  // or during the log write) and makes it durable. Returns the bytes appended; 0 when the log is
+  // complete, is another file now (rotated: inode differs) or is shorter than tail.offset.
+  [[nodiscard]] absl::StatusOr<size_t> Repair(uint64_t offset, uint64_t inode,
+                                              absl::string_view bytes);
+
  private:
-  AccountingLog(int fd, bool sync) : fd_(fd), sync_(sync) {}
+  AccountingLog(int fd, bool sync, uint64_t end, uint64_t inode)
+      : fd_(fd), sync_(sync), end_(end), inode_(inode) {}
   int fd_;
   bool sync_;
-  std::string buf_;
+  uint64_t end_;    // bytes in the file (written, maybe not yet synced)
+  uint64_t inode_;
+  std::string buf_;       // appended, not yet written
+  std::string unsynced_;  // written since the last successful fdatasync
+  bool rewrite_ = false;  // an fdatasync failed: write unsynced_ again before the next one
   uint64_t records_ = 0;
 };
 

@@ -74,6 +74,8 @@ class Engine {
 
   void ClaimBatch();
   void Dispatch(const std::string& name, std::string contents);
+  // bad/ with a .why (or removed if it cannot be moved), a log record and one stderr line.
+  void QuarantineFile(const std::string& name, const std::string& reason);
   void FlushOverflow();
   [[nodiscard]] absl::Status ProcessCompletions();
   void RequeueDeferred();
@@ -115,6 +117,8 @@ class Engine {
   absl::Time first_claim_ = absl::InfinitePast();
   absl::Time last_finish_;
   absl::Time last_progress_;
+  absl::Time last_pop_ = absl::InfinitePast();
+  std::vector<uint32_t> commit_window_us_;  // per commit with outcomes: previous pop -> durable
 
 };
 

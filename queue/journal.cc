@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,9 @@ constexpr absl::string_view kSegmentSuffix = ".log";
 constexpr size_t kSegmentDigits = 12;
 constexpr uint8_t kTypeFinal = 1;
 constexpr uint8_t kTypeRetired = 2;
+constexpr uint8_t kTypeLogTail = 3;
+constexpr size_t kTailFixed = 16;     // log offset, log inode
+constexpr size_t kMaxTail = 1u << 30; // a batch's log bytes; no writer comes near it
 constexpr size_t kPrefixBytes = 8;  // crc + length
 constexpr size_t kFixedBody = 12;   // type, class, name length, generation, recipient
 constexpr size_t kMaxName = 255;    // NAME_MAX
@@ -48,6 +52,9 @@ void PutU16(std::string* out, uint16_t v) {
 void PutU32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
 void SetU32(char* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
 }
@@ -59,6 +66,9 @@ uint32_t GetU32(const char* p) {
   uint32_t v = 0;
   for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
   return v;
+}
+uint64_t GetU64(const char* p) {
+  return static_cast<uint64_t>(GetU32(p)) | (static_cast<uint64_t>(GetU32(p + 4)) << 32);
 }
 
 using file_io::FsyncDir;
@@ -73,6 +83,25 @@ absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
     data.remove_prefix(static_cast<size_t>(n));
   }
   return absl::OkStatus();
+}
+
+// `first` then `second` with as few write(2) calls as the kernel allows (usually one writev).
+absl::Status WriteAll2(int fd, absl::string_view first, absl::string_view second,
+                       const std::string& path) {
+  while (!first.empty()) {
+    iovec iov[2] = {{const_cast<char*>(first.data()), first.size()},
+                    {const_cast<char*>(second.data()), second.size()}};
+    const ssize_t n = writev(fd, iov, second.empty() ? 1 : 2);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "write", path);
+    }
+    size_t done = static_cast<size_t>(n);
+    const size_t from_first = std::min(done, first.size());
+    first.remove_prefix(from_first);
+    second.remove_prefix(done - from_first);
+  }
+  return WriteAll(fd, second, path);
 }
 
 // Segment numbers in `dir`, ascending. A missing directory is an empty list.
@@ -120,7 +149,9 @@ void ScanSegment(absl::string_view data, RecoveredJournal* r) {
     const char* p = data.data() + pos;
     const uint32_t crc = GetU32(p);
     const uint32_t len = GetU32(p + 4);
-    if (len < kFixedBody || len > kFixedBody + kMaxName) {
+    const bool tail = static_cast<uint8_t>(p[kPrefixBytes]) == kTypeLogTail;
+    if (len < kFixedBody || len > (tail ? kFixedBody + kTailFixed + kMaxTail : kFixedBody + kMaxName) ||
+        (tail && len < kFixedBody + kTailFixed)) {
       // A length no writer produces: the rest of the segment cannot be framed.
       if (len == 0 && crc == 0) {
         r->torn_bytes += left;  // zero fill after a crash (ext4 may extend before data lands)
@@ -146,6 +177,15 @@ void ScanSegment(absl::string_view data, RecoveredJournal* r) {
     const uint16_t name_len = GetU16(b + 2);
     const uint32_t generation = GetU32(b + 4);
     const uint32_t recipient = GetU32(b + 8);
+    if (type == kTypeLogTail) {
+      ++r->records;
+      LogTail t;
+      t.offset = GetU64(b + kFixedBody);
+      t.inode = GetU64(b + kFixedBody + 8);
+      t.bytes.assign(b + kFixedBody + kTailFixed, len - kFixedBody - kTailFixed);
+      r->log_tail = std::move(t);
+      continue;
+    }
     if (name_len == 0 || kFixedBody + name_len != len ||
         (type == kTypeFinal && !ValidClass(cls)) || (type != kTypeFinal && type != kTypeRetired)) {
       ++r->corrupted_records;
@@ -269,6 +309,23 @@ void Journal::AppendRecord(uint8_t type, FinalClass c, absl::string_view name,
   SetU32(buffer_.data() + start, crc);
 }
 
+void Journal::SetLogTail(uint64_t offset, uint64_t inode, absl::string_view bytes) {
+  tail_.clear();
+  if (bytes.empty()) return;
+  ABSL_HARDENING_ASSERT(bytes.size() <= kMaxTail);
+  tail_.append(4, '\0');  // crc, filled below
+  PutU32(&tail_, static_cast<uint32_t>(kFixedBody + kTailFixed + bytes.size()));
+  tail_.push_back(static_cast<char>(kTypeLogTail));
+  tail_.push_back('\0');
+  PutU16(&tail_, 0);
+  PutU32(&tail_, 0);
+  PutU32(&tail_, 0);
+  PutU64(&tail_, offset);
+  PutU64(&tail_, inode);
+  tail_.append(bytes.data(), bytes.size());
+  SetU32(tail_.data(), Crc32c(absl::string_view(tail_).substr(4)));
+}
+
 void Journal::AppendFinal(const JournalRecord& record) {
   AppendRecord(kTypeFinal, record.final_class, record.name, record.generation, record.recipient);
   std::vector<uint64_t>& segs = name_segments_[record.name];
@@ -294,9 +351,10 @@ void Journal::AppendRetired(absl::string_view name, uint32_t generation) {
 
 absl::Status Journal::Commit() {
   if (!failed_.ok()) return failed_;
-  if (buffer_.empty()) return absl::OkStatus();
+  if (buffer_.empty() && tail_.empty()) return absl::OkStatus();
   const std::string path = absl::StrCat(dir_, "/", JournalSegmentName(current_));
-  absl::Status s = WriteAll(fd_, buffer_, path);
+  absl::Status s = tail_.empty() ? WriteAll(fd_, buffer_, path)
+                                 : WriteAll2(fd_, tail_, buffer_, path);
   if (!s.ok()) {
     // Cut a partial batch off so the segment stays framed; the journal stays failed regardless.
     if (ftruncate(fd_, static_cast<off_t>(current_size_)) != 0) {
@@ -310,8 +368,9 @@ absl::Status Journal::Commit() {
     failed_ = ErrnoError(errno, "fdatasync", path);
     return failed_;
   }
-  current_size_ += buffer_.size();
+  current_size_ += buffer_.size() + tail_.size();
   buffer_.clear();
+  tail_.clear();
   if (current_size_ >= options_.segment_bytes) {
     if (absl::Status r = StartSegment(current_ + 1); !r.ok()) {
       // Keep appending to the old segment; rotation is retried after the next commit.

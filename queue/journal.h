@@ -20,7 +20,16 @@
 //   u32 recipient index (0 for retired)
 //   name bytes
 //
-// little-endian. A record whose length runs past the end of the segment is a torn tail (a crash
+// little-endian. Type 3 ("log tail") carries the accounting-log bytes of its batch instead of a
+// name: class, name length, generation and recipient are 0, then u64 log offset (the log's size
+// before these bytes), u64 log inode, and the bytes. It is the first record of its batch and the
+// log is written only after the journal commit, so the journal is the commit point of both: a
+// crash between the two leaves a log shorter than offset + bytes, and the start-up recovery
+// appends the missing part (AccountingLog::Repair), so every outcome the journal knows has its
+// log record exactly once (issue 10). Only the newest tail can be missing: the log is made
+// durable before the next batch is written to the journal.
+//
+// A record whose length runs past the end of the segment is a torn tail (a crash
 // mid-write): it and anything after it are ignored. A record with a bad checksum is skipped and
 // counted (ignoring a final record only means that recipient is delivered again: at-least-once).
 //
@@ -56,6 +65,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,6 +97,13 @@ struct FinalSet {
   absl::flat_hash_map<uint32_t, FinalClass> recipients;  // index -> class
 };
 
+// The accounting-log bytes of one committed batch (see the type-3 record above).
+struct LogTail {
+  uint64_t offset = 0;  // log size before `bytes` were appended
+  uint64_t inode = 0;   // the log file's inode then (a rotated log is not repaired)
+  std::string bytes;
+};
+
 struct RecoveredJournal {
   // Per spool file name, the final recipients of its newest journaled generation that has not
   // been retired. Names whose newest generation was retired are absent.
@@ -96,6 +113,7 @@ struct RecoveredJournal {
   size_t corrupted_records = 0;  // skipped: checksum mismatch or malformed body
   size_t torn_bytes = 0;         // ignored bytes at the end of segments (crash mid-write)
   uint64_t last_segment = 0;     // highest segment number found (0 = none)
+  std::optional<LogTail> log_tail;  // the newest batch's log bytes, if it carried any
 };
 
 struct JournalOptions {
@@ -123,6 +141,10 @@ class Journal {
   // Buffers "NAME at generation no longer in active/". Call after the spool operation that
   // finished the message (Complete, Defer, Quarantine) succeeded.
   void AppendRetired(absl::string_view name, uint32_t generation);
+  // The accounting-log bytes this batch will append at `offset` of the log with `inode`; written
+  // as the batch's first record by the next Commit (so a batch torn by a crash never keeps a
+  // final record without its log bytes). Replaces an earlier call in the same batch.
+  void SetLogTail(uint64_t offset, uint64_t inode, absl::string_view bytes);
 
   // One write() + one fdatasync() for everything buffered; then rotation and deletion of fully
   // retired sealed segments. No-op when nothing is buffered. Errors name the segment path and
@@ -135,7 +157,7 @@ class Journal {
 
   const std::string& dir() const { return dir_; }
   uint64_t current_segment() const { return current_; }
-  size_t buffered_bytes() const { return buffer_.size(); }
+  size_t buffered_bytes() const { return buffer_.size() + tail_.size(); }
   // Sealed + current segments this instance created and still holds.
   size_t live_segments() const { return segment_live_.size(); }
 
@@ -153,6 +175,7 @@ class Journal {
   uint64_t first_own_ = 0;        // first segment this instance created
   size_t current_size_ = 0;       // committed bytes in the current segment
   std::string buffer_;            // records appended since the last Commit
+  std::string tail_;              // the batch's type-3 record (SetLogTail), written first
   absl::Status failed_;           // sticky write/fsync error
   // Segment number -> number of names mentioned in it and not yet retired.
   absl::flat_hash_map<uint64_t, size_t> segment_live_;

@@ -152,6 +152,51 @@ TEST_F(JournalTest, TornTailAtEveryOffsetKeepsEarlierBatches) {
   }
 }
 
+// Issue 10 item 3: a batch carries its accounting-log bytes as its first record, so a batch torn
+// by a crash can keep a final record only together with those bytes; recovery reports the newest
+// batch's tail for AccountingLog::Repair.
+TEST_F(JournalTest, LogTailIsTheBatchsFirstRecordAndTheNewestIsRecovered) {
+  uint64_t seg_no = 0;
+  off_t first_batch_end = 0;
+  const std::string line1 = "{\"status\":\"delivered\",\"msgid\":\"a.eml\"}\n";
+  const std::string line2 = "{\"status\":\"delivered\",\"msgid\":\"b.eml\"}\n";
+  {
+    auto j = OpenOrDie();
+    seg_no = j->current_segment();
+    j->AppendFinal({"a.eml", 0, 0, FinalClass::kDelivered});
+    j->SetLogTail(100, 77, "replaced by the next call");
+    j->SetLogTail(100, 77, line1);
+    ASSERT_TRUE(j->Commit().ok());
+    first_batch_end = SizeOf(SegmentPath(seg_no));
+    j->AppendFinal({"b.eml", 0, 0, FinalClass::kDelivered});
+    j->SetLogTail(100 + line1.size(), 77, line2);
+    ASSERT_TRUE(j->Commit().ok());
+    j->SetLogTail(0, 77, "");  // nothing logged: no record
+    ASSERT_TRUE(j->Commit().ok());
+  }
+  RecoveredJournal r = RecoverOrDie();
+  EXPECT_EQ(r.records, 4u);
+  ASSERT_TRUE(r.log_tail.has_value());
+  EXPECT_EQ(r.log_tail->offset, 100 + line1.size());
+  EXPECT_EQ(r.log_tail->inode, 77u);
+  EXPECT_EQ(r.log_tail->bytes, line2);
+  EXPECT_EQ(r.messages.count("b.eml"), 1u);
+
+  // The second batch torn at every byte: b.eml's final is never recovered without its tail.
+  const std::string full = Slurp(SegmentPath(seg_no));
+  for (size_t cut = static_cast<size_t>(first_batch_end); cut < full.size(); ++cut) {
+    Spit(SegmentPath(seg_no), full.substr(0, cut));
+    RecoveredJournal t = RecoverOrDie();
+    EXPECT_EQ(t.corrupted_records, 0u) << "cut at " << cut;
+    ASSERT_TRUE(t.log_tail.has_value()) << "cut at " << cut;
+    if (t.messages.count("b.eml") != 0) {
+      EXPECT_EQ(t.log_tail->bytes, line2) << "cut at " << cut;
+    } else {
+      EXPECT_TRUE(t.log_tail->bytes == line1 || t.log_tail->bytes == line2) << "cut at " << cut;
+    }
+  }
+}
+
 TEST_F(JournalTest, ZeroFilledTailIsTornNotCorrupt) {
   uint64_t seg_no = 0;
   {
