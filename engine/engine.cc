@@ -104,7 +104,7 @@ absl::Status Engine::Start() {
   journal_ = *std::move(journal);
   absl::StatusOr<RecoveryReport> rep = RecoverSpool(*spool_, *old, *journal_);
   if (!rep.ok()) return rep.status();
-  for (std::string& name : rep->redeliver) pending_.push_back({std::move(name), true});
+  for (std::string& name : rep->redeliver) pending_.push_back({std::move(name), Source::kActive});
   if (!config_.quiet &&
       (rep->redeliver.size() + rep->completed + rep->rewritten + log_repaired) > 0) {
     std::fprintf(stderr,
@@ -127,6 +127,12 @@ void Engine::Dispatch(const std::string& name, std::string contents) {
     return;
   }
   if (first_claim_ == absl::InfinitePast()) first_claim_ = absl::Now();
+  // A message deferred without a rewrite carries its retry state on the file (the envelope's
+  // x-attempts stays the generation the journal's indexes refer to).
+  if (std::optional<RetryMark> mark = spool_->ReadRetryMark("active", name); mark.has_value()) {
+    if (mark->attempts > env->attempts) tries_[name] = mark->attempts;
+    if (env->first_attempt == 0) env->first_attempt = mark->first_attempt;
+  }
   auto* msg = new MessageRecord;
   msg->spool_name = name;
   msg->envelope = *std::move(env);
@@ -185,6 +191,7 @@ void Engine::FlushOverflow() {
 
 void Engine::ClaimBatch() {
   size_t claimed = 0;
+  bool listed = false;
   const absl::Time start = absl::Now();
   // Memory is bounded by count and by bytes; one message is always allowed, however large.
   // Time is bounded too: outcomes that arrive meanwhile wait for this loop to end before they
@@ -193,17 +200,32 @@ void Engine::ClaimBatch() {
   while (claimed < kClaimBatch && in_flight_ < config_.max_messages_in_flight &&
          (in_flight_ == 0 || in_flight_bytes_ < config_.max_bytes_in_flight)) {
     if (claimed % 8 == 7 && absl::Now() - start > kClaimSlice) break;
-    if (pending_.empty()) {
+    if (pending_.empty() && !listed) {
+      listed = true;  // one directory scan per round at most
       for (std::string& name : spool_->ListIncoming(kListBatch)) {
-        pending_.push_back({std::move(name), false});
+        pending_.push_back({std::move(name), Source::kIncoming});
       }
       incoming_empty_ = pending_.empty();
-      if (pending_.empty()) break;
     }
-    PendingFile f = std::move(pending_.front());
-    pending_.pop_front();
+    // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
+    // incoming and deferred queues: a backlog of retries never starves new mail, nor the
+    // reverse. Files recovered from active/ sit at the front of pending_ and go first.
+    const bool retry_turn =
+        !due_.empty() && (pending_.empty() || (retry_turn_ && pending_.front().source != Source::kActive));
+    if (!retry_turn && pending_.empty()) break;
+    PendingFile f;
+    if (retry_turn) {
+      f = {std::move(due_.front()), Source::kDeferred};
+      due_.pop_front();
+    } else {
+      f = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    retry_turn_ = !retry_turn;
     absl::StatusOr<std::string> contents =
-        f.from_active ? spool_->ReadActive(f.name) : spool_->Claim(f.name);
+        f.source == Source::kActive     ? spool_->ReadActive(f.name)
+        : f.source == Source::kDeferred ? spool_->ClaimDeferred(f.name)
+                                        : spool_->Claim(f.name);
     if (!contents.ok()) {
       if (absl::IsFailedPrecondition(contents.status())) {
         // Not a regular file (a symbolic link, directory, FIFO, device): never followed or
@@ -287,8 +309,30 @@ absl::Status Engine::ProcessCompletions() {
   }
   for (const Finish& f : plans) {
     MessageRecord* msg = f.msg;
-    absl::Status s = f.complete ? spool_->Complete(msg->spool_name)
-                                : spool_->Defer(msg->spool_name, f.deferred_file);
+    absl::Status s;
+    if (f.complete) {
+      s = spool_->Complete(msg->spool_name);
+    } else if (f.unchanged && xattr_ok_) {
+      s = spool_->DeferUnchanged(msg->spool_name, f.mark);
+      if (absl::IsUnimplemented(s)) {
+        xattr_ok_ = false;  // this file system: rewrite from now on
+        std::fprintf(stderr, "mxburst: %s: deferrals rewrite the file\n",
+                     std::string(s.message()).c_str());
+      }
+    }
+    if (!f.complete && (!f.unchanged || !xattr_ok_)) {
+      Envelope next = msg->envelope;
+      if (f.unchanged) {
+        next.attempts = f.mark.attempts;
+        next.first_attempt = f.mark.first_attempt;
+        next.next_attempt = f.mark.next_attempt;
+      }
+      s = spool_->Defer(msg->spool_name,
+                        f.unchanged ? SerializeEnvelope(next, absl::string_view(msg->file).substr(
+                                                                  msg->envelope.body_offset))
+                                    : f.deferred_file);
+    }
+    tries_.erase(msg->spool_name);
     if (s.ok()) {
       journal_->AppendRetired(msg->spool_name, msg->envelope.attempts);
       if (!f.complete && !config_.drain) deferred_.Schedule(msg->spool_name, f.next_attempt);
@@ -321,10 +365,19 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
   absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
   f.complete = pending.empty();
   if (!f.complete) {
-    std::optional<Envelope> next = PlanRetry(msg->envelope, pending, msg->queued_at, schedule_);
+    // The schedule counts delivery passes (tries), which may be ahead of the generation.
+    Envelope current = msg->envelope;
+    current.attempts = Tries(*msg);
+    const size_t all = msg->envelope.recipients.size();
+    std::optional<Envelope> next = PlanRetry(current, std::move(pending), msg->queued_at, schedule_);
     if (next.has_value()) {
-      f.deferred_file = SerializeEnvelope(*next, body);
       f.next_attempt = absl::FromUnixSeconds(next->next_attempt);
+      // No recipient became final: the file stays as it is, only the schedule moves (cheap,
+      // no fsync; issue 10). Otherwise the pending recipients are re-numbered: a rewrite with a
+      // new generation (tries + 1 > the old generation).
+      f.unchanged = next->recipients.size() == all;
+      f.mark = {next->attempts, next->first_attempt, next->next_attempt};
+      if (!f.unchanged) f.deferred_file = SerializeEnvelope(*next, body);
     } else {
       // RFC 5321 §4.5.4.1: gave up after the maximum queue age.
       f.complete = true;
@@ -347,6 +400,11 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
 }
 
 // RFC 3464 DSN to the sender for bounced and expired recipients (none for the null sender).
+uint32_t Engine::Tries(const MessageRecord& msg) const {
+  auto it = tries_.find(msg.spool_name);
+  return it == tries_.end() ? msg.envelope.attempts : std::max(it->second, msg.envelope.attempts);
+}
+
 void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_view domain,
                         const RecipientOutcome& o, absl::Time now,
                         absl::string_view status_override) {
@@ -360,7 +418,7 @@ void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_vie
   r.domain = domain;
   r.outcome = &o;
   r.queue_time = now - msg.queued_at;
-  r.attempt = static_cast<int>(msg.envelope.attempts) + 1;
+  r.attempt = static_cast<int>(Tries(msg)) + 1;
   r.status_override = status_override;
   log_->Append(r);
 }
@@ -368,7 +426,7 @@ void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_vie
 void Engine::JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class) {
   JournalRecord jr;
   jr.name = msg.spool_name;
-  jr.generation = msg.envelope.attempts;
+  jr.generation = msg.envelope.attempts;  // the generation, not the tries
   jr.recipient = idx;
   jr.final_class = final_class;
   journal_->AppendFinal(jr);
@@ -406,11 +464,11 @@ void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
   ++summary_.dsns;
 }
 
-void Engine::RequeueDeferred() {
-  for (const std::string& name : deferred_.PopDue(absl::Now(), kClaimBatch)) {
-    if (absl::Status s = spool_->Requeue(name); !s.ok() && !absl::IsNotFound(s)) {
-      std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
-    }
+void Engine::CollectDueRetries() {
+  // Only what the next claim rounds can take: the rest stays in the heap (and on disk).
+  if (due_.size() >= kClaimBatch) return;
+  for (std::string& name : deferred_.PopDue(absl::Now(), kClaimBatch - due_.size())) {
+    due_.push_back(std::move(name));
   }
 }
 
@@ -441,8 +499,8 @@ absl::Status Engine::Run() {
     bool stopping = stop_.load(std::memory_order_relaxed);
     size_t before = in_flight_;
     if (!stopping) {
+      if (!config_.drain) CollectDueRetries();
       ClaimBatch();
-      if (!config_.drain) RequeueDeferred();
     }
     FlushOverflow();
     Progress(false);

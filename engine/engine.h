@@ -67,9 +67,10 @@ class Engine {
   std::string SummaryLine() const;
 
  private:
+  enum class Source { kIncoming, kActive, kDeferred };  // kActive: recovered from a previous run
   struct PendingFile {
     std::string name;
-    bool from_active;  // recovered from a previous run
+    Source source = Source::kIncoming;
   };
 
   void ClaimBatch();
@@ -78,12 +79,17 @@ class Engine {
   void QuarantineFile(const std::string& name, const std::string& reason);
   void FlushOverflow();
   [[nodiscard]] absl::Status ProcessCompletions();
-  void RequeueDeferred();
+  // Moves due retries from the heap into due_, which ClaimBatch interleaves with fresh mail.
+  void CollectDueRetries();
+  // Delivery passes so far (the retry mark's count when ahead of the envelope's generation).
+  uint32_t Tries(const MessageRecord& msg) const;
   // Deferred recipients: the next attempt's envelope, or expiry (journaled, logged, DSN).
   struct Finish {
     MessageRecord* msg;
     bool complete;             // every recipient final: remove from active/
-    std::string deferred_file; // else: the envelope+body for deferred/
+    std::string deferred_file; // else: the envelope+body for deferred/ (when !unchanged)
+    bool unchanged = false;    // no recipient became final: only the schedule moves
+    RetryMark mark;            // that schedule
     absl::Time next_attempt;
   };
   Finish PlanFinish(MessageRecord* msg, absl::Time now);
@@ -110,6 +116,10 @@ class Engine {
   std::vector<bool> wake_;
 
   std::deque<PendingFile> pending_;
+  std::deque<std::string> due_;  // retries due now, claimed from deferred/
+  bool retry_turn_ = false;
+  bool xattr_ok_ = true;         // Spool::DeferUnchanged works on this file system
+  absl::flat_hash_map<std::string, uint32_t> tries_;  // in-flight messages whose mark is ahead
   bool incoming_empty_ = false;
   size_t in_flight_ = 0;
   size_t in_flight_bytes_ = 0;

@@ -137,6 +137,13 @@ size_t DeferredQueue::LoadFromSpool(const Spool& spool, absl::Time now) {
   size_t n = 0;
   for (const std::string& name : spool.ListDeferred()) {
     absl::Time due = now;
+    // Deferred without a rewrite: the schedule is on the file (Spool::DeferUnchanged), newer
+    // than the envelope's fields; no read needed.
+    if (std::optional<RetryMark> mark = spool.ReadRetryMark("deferred", name); mark.has_value()) {
+      Schedule(name, absl::FromUnixSeconds(mark->next_attempt));
+      ++n;
+      continue;
+    }
     absl::StatusOr<std::string> head = spool.ReadDeferred(name, kEnvelopeHead);
     if (head.ok()) {
       absl::StatusOr<Envelope> env = ParseEnvelope(*head);

@@ -95,7 +95,8 @@ class DeferredQueue {
   size_t size() const { return live_.size(); }
   bool empty() const { return live_.empty(); }
 
-  // Start-up: schedules every file of spool/deferred/ at its x-next-attempt (or `now` when the
+  // Start-up: schedules every file of spool/deferred/ at its retry mark's next attempt
+  // (Spool::ReadRetryMark), else at its x-next-attempt (or `now` when the
   // field is absent or the file cannot be read or parsed: the claim then quarantines it).
   // Returns the number scheduled. Reads only the envelope head of each file.
   size_t LoadFromSpool(const Spool& spool, absl::Time now);

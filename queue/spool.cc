@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/xattr.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -31,6 +32,8 @@
 #include <system_error>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -44,6 +47,7 @@ constexpr absl::string_view kDeferred = "deferred";
 constexpr absl::string_view kBad = "bad";
 constexpr absl::string_view kBounces = "bounces";
 constexpr absl::string_view kWhySuffix = ".why";
+constexpr const char* kRetryAttr = "user.mxburst.retry";
 // NAME_MAX (255) minus room for ".why" in bad/ and the ".defer." prefix in tmp/.
 constexpr size_t kMaxNameLength = 240;
 
@@ -272,6 +276,57 @@ absl::Status Spool::Requeue(const std::string& name) {
     return ErrnoError(errno, absl::StrCat("rename to ", to), from);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Spool::ClaimDeferred(const std::string& name) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string from = PathIn(root_, kDeferred, name);
+  const std::string to = PathIn(root_, kActive, name);
+  if (RenameNoReplace(from, to) != 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(from, ": not found"));
+    return ErrnoError(err, absl::StrCat("rename to ", to), from);
+  }
+  return ReadFile(to);
+}
+
+absl::Status Spool::DeferUnchanged(const std::string& name, const RetryMark& mark) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  const std::string active = PathIn(root_, kActive, name);
+  const std::string target = PathIn(root_, kDeferred, name);
+  const std::string value =
+      absl::StrFormat("%d %d %d", mark.attempts, mark.first_attempt, mark.next_attempt);
+  if (lsetxattr(active.c_str(), kRetryAttr, value.data(), value.size(), 0) != 0) {
+    const int err = errno;
+    if (err == ENOTSUP || err == EPERM) {
+      return absl::UnimplementedError(
+          absl::StrCat(active, ": no user extended attributes here (", std::strerror(err), ")"));
+    }
+    return ErrnoError(err, "setxattr", active);
+  }
+  if (rename(active.c_str(), target.c_str()) != 0) {
+    return ErrnoError(errno, absl::StrCat("rename to ", target), active);
+  }
+  return absl::OkStatus();
+}
+
+std::optional<RetryMark> Spool::ReadRetryMark(absl::string_view subdir,
+                                              const std::string& name) const {
+  if (!CheckName(name).ok()) return std::nullopt;
+  char buf[96];
+  const std::string path = PathIn(root_, subdir, name);
+  const ssize_t n = lgetxattr(path.c_str(), kRetryAttr, buf, sizeof(buf) - 1);
+  if (n <= 0) return std::nullopt;
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::string_view(buf, static_cast<size_t>(n)), ' ');
+  RetryMark m;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &m.attempts) ||
+      !absl::SimpleAtoi(parts[1], &m.first_attempt) ||
+      !absl::SimpleAtoi(parts[2], &m.next_attempt) || m.first_attempt < 0 ||
+      m.next_attempt < 0) {
+    return std::nullopt;  // not ours or damaged: the envelope's fields apply
+  }
+  return m;
 }
 
 absl::Status Spool::Complete(const std::string& name) {

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,17 @@
 #include "absl/strings/string_view.h"
 
 namespace mxb {
+
+// The retry state of a message deferred without a rewrite (Spool::DeferUnchanged): kept in the
+// file's extended attribute "user.mxburst.retry" ("ATTEMPTS FIRST NEXT", decimal), because only
+// the schedule changed and rewriting plus fsyncing the whole file per deferral made a dead
+// destination's backlog fsync-bound (issue 10). Same fields as the envelope's x-attempts,
+// x-first-attempt, x-next-attempt; a later rewrite (new inode) carries them in the envelope.
+struct RetryMark {
+  uint32_t attempts = 0;      // delivery passes so far
+  int64_t first_attempt = 0;  // Unix seconds
+  int64_t next_attempt = 0;   // Unix seconds
+};
 
 class Spool {
  public:
@@ -55,14 +67,26 @@ class Spool {
   // Reads deferred/name, at most `max_bytes` of it (the retry loader needs only the envelope).
   [[nodiscard]] absl::StatusOr<std::string> ReadDeferred(const std::string& name,
                                                          size_t max_bytes = SIZE_MAX) const;
-  // Moves deferred/name back into incoming/ (retry).
+  // Moves deferred/name back into incoming/ (retry; mxburstctl flush).
   [[nodiscard]] absl::Status Requeue(const std::string& name);
+  // Claims a due retry straight from deferred/ (deferred/name -> active/name) and returns its
+  // content, so retries never queue in incoming/ in front of fresh mail. NotFound if it is gone
+  // (flushed to incoming/ by hand).
+  [[nodiscard]] absl::StatusOr<std::string> ClaimDeferred(const std::string& name);
 
   // Every recipient is final and logged: unlink active/name.
   [[nodiscard]] absl::Status Complete(const std::string& name);
   // Some recipients are still pending: writes `contents` (envelope with only the pending
   // recipients + body) to tmp/, fsyncs, renames to deferred/name, then unlinks active/name.
   [[nodiscard]] absl::Status Defer(const std::string& name, absl::string_view contents);
+  // Nothing but the schedule changed (no recipient became final): records `mark` on
+  // active/name and renames it to deferred/name. No data is written and nothing is fsynced: a
+  // crash that undoes the rename leaves the message in active/ (delivered again at start-up,
+  // at-least-once); one that undoes the attribute makes the retry come earlier. Unimplemented
+  // when the file system has no user extended attributes (the caller then uses Defer).
+  [[nodiscard]] absl::Status DeferUnchanged(const std::string& name, const RetryMark& mark);
+  // The mark of `subdir`/name ("active" or "deferred"), if it has one.
+  std::optional<RetryMark> ReadRetryMark(absl::string_view subdir, const std::string& name) const;
   // Recovery: replaces active/name with `contents` (tmp/, fsync, rename over, fsync active/), so
   // a crash leaves either the old or the new file, never a partial one.
   [[nodiscard]] absl::Status RewriteActive(const std::string& name, absl::string_view contents);

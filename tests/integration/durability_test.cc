@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -90,6 +91,46 @@ TEST_F(DurabilityTest, NonRegularFilesInIncomingAreQuarantinedNeverFollowed) {
   const std::string err = ReadFileOrDie(dir_ + "/engine.out.err");
   EXPECT_TRUE(absl::StrContains(err, "quarantined: ")) << err;
   EXPECT_TRUE(absl::StrContains(err, "(symbolic link)")) << err;
+}
+
+// Issue 10 item 4: deferring a message whose recipients did not change (here: nothing listens,
+// so the destination is dead and the rest is "not tried") used to rewrite and fsync the whole
+// file per message, which made a dead destination's backlog fsync-bound for everybody. Now the
+// file stays byte-identical (same inode) and only its retry mark moves; a retry pass counts on.
+TEST_F(DurabilityTest, DeferralWithoutRecipientChangesKeepsTheFile) {
+  port_ = testing::FreePort("127.0.0.1");  // nothing listens: connection refused
+  Inject({"--count", "200", "--domains", "2", "--no-fsync"});
+  std::map<std::string, std::string> before;
+  std::map<std::string, ino_t> inodes;
+  for (const std::string& n : ListDir(spool_ + "/incoming")) {
+    before[n] = ReadFileOrDie(spool_ + "/incoming/" + n);
+    struct stat st;
+    ASSERT_EQ(stat((spool_ + "/incoming/" + n).c_str(), &st), 0);
+    inodes[n] = st.st_ino;
+  }
+  ASSERT_EQ(RunCommand(EngineArgs({"--drain", "--quiet"}), dir_ + "/engine.out"), 0)
+      << ReadFileOrDie(dir_ + "/engine.out.err");
+  ASSERT_EQ(Count("deferred"), 200u);
+  for (const auto& [n, bytes] : before) {
+    const std::string path = spool_ + "/deferred/" + n;
+    EXPECT_EQ(ReadFileOrDie(path), bytes) << n;
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_ino, inodes[n]) << n;
+  }
+  // A second pass (flushed by hand) is attempt 2 although the file still says nothing.
+  ASSERT_EQ(RunCommand({Bin("tools/mxburstctl"), "flush", "--spool", spool_}, dir_ + "/ctl.out"), 0);
+  ASSERT_EQ(RunCommand(EngineArgs({"--drain", "--quiet"}), dir_ + "/engine2.out"), 0)
+      << ReadFileOrDie(dir_ + "/engine2.out.err");
+  std::map<int, int> attempts;
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
+    EXPECT_EQ(r["status"], "deferred");
+    ++attempts[r["attempt"].get<int>()];
+  }
+  EXPECT_EQ(attempts, (std::map<int, int>{{1, 200}, {2, 200}}));
+  for (const auto& [n, bytes] : before) {
+    EXPECT_EQ(ReadFileOrDie(spool_ + "/deferred/" + n), bytes) << n;
+  }
 }
 
 }  // namespace

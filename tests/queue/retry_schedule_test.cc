@@ -222,10 +222,23 @@ TEST(DeferredQueueTest, LoadFromSpoolUsesNextAttempt) {
   put("late.eml", absl::ToUnixSeconds(kT0 + absl::Minutes(40)));
   put("soon.eml", absl::ToUnixSeconds(kT0 + absl::Minutes(5)));
   put("nofield.eml", 0);
+  // Deferred without a rewrite: the retry mark on the file wins over its (absent) fields.
+  env.next_attempt = 0;
+  ASSERT_TRUE(InjectFile(root, "marked.eml", SerializeEnvelope(env, "Subject: x\n\nbody\n"), false).ok());
+  ASSERT_TRUE(spool->Claim("marked.eml").ok());
+  const bool xattrs =
+      spool->DeferUnchanged("marked.eml", {3, absl::ToUnixSeconds(kT0),
+                                           absl::ToUnixSeconds(kT0 + absl::Minutes(20))})
+          .ok();
+  if (!xattrs) {
+    env.next_attempt = absl::ToUnixSeconds(kT0 + absl::Minutes(20));
+    ASSERT_TRUE(spool->Defer("marked.eml", SerializeEnvelope(env, "Subject: x\n\nbody\n")).ok());
+  }
   DeferredQueue q;
-  EXPECT_EQ(q.LoadFromSpool(*spool, kT0), 3u);
+  EXPECT_EQ(q.LoadFromSpool(*spool, kT0), 4u);
   EXPECT_EQ(q.PopDue(kT0), std::vector<std::string>{"nofield.eml"});
   EXPECT_EQ(q.PopDue(kT0 + absl::Minutes(10)), std::vector<std::string>{"soon.eml"});
+  EXPECT_EQ(q.PopDue(kT0 + absl::Minutes(30)), std::vector<std::string>{"marked.eml"});
   EXPECT_EQ(q.PopDue(kT0 + absl::Hours(1)), std::vector<std::string>{"late.eml"});
   ASSERT_EQ(std::system(absl::StrCat("rm -rf '", tmpl, "'").c_str()), 0);
 }

@@ -296,6 +296,35 @@ TEST_F(SpoolTest, NonRegularFileThatCannotBeMovedIsRemoved) {
   EXPECT_TRUE(Exists(Path("bad", "d.eml/keep")));
 }
 
+// Issue 10 item 4: a deferral that changes only the schedule keeps the file (same inode, same
+// bytes) and records the schedule on it; a due retry is claimed straight from deferred/.
+TEST_F(SpoolTest, DeferUnchangedKeepsTheFileAndMarksTheSchedule) {
+  const std::string name = Inject();
+  ASSERT_TRUE(spool_->Claim(name).ok());
+  struct stat before;
+  ASSERT_EQ(stat(Path("active", name).c_str(), &before), 0);
+  EXPECT_FALSE(spool_->ReadRetryMark("active", name).has_value());
+  absl::Status s = spool_->DeferUnchanged(name, {3, 1700000000, 1700000600});
+  if (absl::IsUnimplemented(s)) GTEST_SKIP() << "no user xattrs on " << dir_ << ": " << s;
+  ASSERT_TRUE(s.ok()) << s;
+  struct stat after;
+  ASSERT_EQ(stat(Path("deferred", name).c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(ReadAll(Path("deferred", name)), kMessage);
+  EXPECT_FALSE(Exists(Path("active", name)));
+  std::optional<RetryMark> mark = spool_->ReadRetryMark("deferred", name);
+  ASSERT_TRUE(mark.has_value());
+  EXPECT_EQ(mark->attempts, 3u);
+  EXPECT_EQ(mark->first_attempt, 1700000000);
+  EXPECT_EQ(mark->next_attempt, 1700000600);
+
+  absl::StatusOr<std::string> got = spool_->ClaimDeferred(name);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, kMessage);
+  EXPECT_TRUE(spool_->ReadRetryMark("active", name).has_value());  // travels with the file
+  EXPECT_EQ(spool_->ClaimDeferred(name).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(NewSpoolFileNameTest, UniqueAcrossThreadsAndWellFormed) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 5000;
