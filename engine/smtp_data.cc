@@ -1,5 +1,6 @@
 #include "engine/smtp_data.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace mxb {
@@ -17,6 +18,68 @@ inline void AppendWithoutNul(const char* p, const char* end, std::string* out) {
     out->append(p, nul - p);
     p = nul + 1;
   }
+}
+
+// RFC 5321 §4.5.3.1.6: a text line is at most 1,000 octets including the CRLF.
+constexpr size_t kMaxLineOctets = 998;
+
+inline bool IsWsp(char c) { return c == ' ' || c == '\t'; }
+
+// Where to fold an over-long header line (RFC 5322 §2.2.3: a CRLF may be inserted before any
+// WSP): the index of the last WSP within the first `budget` octets such that neither the piece
+// before it nor the rest is all whitespace (a whitespace-only line in the header section is
+// obsolete syntax that some parsers read as the end of the header). 0 when there is none.
+size_t FoldPoint(absl::string_view rest, size_t budget) {
+  const size_t first = rest.find_first_not_of(" \t");
+  const size_t last = rest.find_last_not_of(" \t");
+  if (first == absl::string_view::npos) return 0;
+  size_t k = std::min(budget, last);  // a fold at `last` would leave no text after it
+  for (; k > first; --k) {
+    if (IsWsp(rest[k])) return k;
+  }
+  return 0;
+}
+
+// A hard break at `budget` octets, moved back (at most 3 octets) so that it does not split a
+// UTF-8 sequence (SMTPUTF8 mail, RFC 6531); input that is not UTF-8 breaks at `budget`.
+size_t HardCut(absl::string_view rest, size_t budget) {
+  size_t cut = budget;
+  for (int i = 0; i < 3 && cut > 1 && (static_cast<unsigned char>(rest[cut]) & 0xC0) == 0x80;
+       ++i) {
+    --cut;
+  }
+  return (static_cast<unsigned char>(rest[cut]) & 0xC0) == 0xC0 ? cut : budget;
+}
+
+// Writes one logical line that is too long for the wire as several wire lines (without the
+// final CRLF, which the caller appends). `budget` is the room of the first piece (one less when
+// the line starts with '.', so the stuffed and the unstuffed form break at the same places).
+// Header lines fold at whitespace (unfolding restores them exactly); otherwise — body lines, or
+// a header line without usable whitespace — the line is broken and the continuation starts with
+// a space, as Postfix does (smtp_line_length_limit: "<CR><LF><SPACE>", chosen "to minimize the
+// damage to MIME formatted mail": base64 decoders skip the space, a header stays one field).
+void AppendWrapped(absl::string_view rest, size_t budget, bool header, std::string* out) {
+  while (rest.size() > budget) {
+    size_t cut = header ? FoldPoint(rest, budget) : 0;
+    const bool folded = cut > 0;
+    if (!folded) cut = HardCut(rest, budget);
+    if (header && rest.find_first_not_of(" \t", cut) == absl::string_view::npos) {
+      // Only whitespace would follow: a whitespace-only continuation line may read as the end
+      // of the header section, and trailing WSP of a field carries no meaning. Dropped.
+      rest = rest.substr(0, cut);
+      break;
+    }
+    out->append(rest.data(), cut);
+    out->append("\r\n", 2);
+    rest.remove_prefix(cut);
+    if (folded) {
+      budget = kMaxLineOctets;  // the continuation starts with the WSP it was folded at
+    } else {
+      out->push_back(' ');
+      budget = kMaxLineOctets - 1;
+    }
+  }
+  out->append(rest.data(), rest.size());
 }
 
 // The one line splitter behind AppendDataWire and NormalizeLineEndings, so the two can never
@@ -40,12 +103,15 @@ void Normalize(absl::string_view body, std::string* out) {
   const char* next_lf = nullptr;  // the next LF at or after p, or end
   bool ended_a_line = false;
   bool unterminated = false;
+  bool in_header = true;  // lines before the first empty one: RFC 5322 header fields
   while (p < end) {
     // At a line start. Skip NULs first so that "\0." is still seen as a line starting with '.'.
     while (p < end && *p == '\0') ++p;
     if (p == end) break;
     // RFC 5321 §4.5.2: a line starting with "." gets one more "." on the wire.
-    if (kDotStuff && *p == '.') out->push_back('.');
+    const bool dot = *p == '.';
+    if (kDotStuff && dot) out->push_back('.');
+    const size_t content_start = out->size();
     if (next_lf == nullptr || next_lf < p) {
       next_lf = static_cast<const char*>(std::memchr(p, '\n', end - p));
       if (next_lf == nullptr) next_lf = end;
@@ -53,6 +119,15 @@ void Normalize(absl::string_view body, std::string* out) {
     const char* cr = static_cast<const char*>(std::memchr(p, '\r', next_lf - p));
     const char* eol = cr != nullptr ? cr : next_lf;
     AppendWithoutNul(p, eol, out);
+    const size_t length = out->size() - content_start;
+    if (length + (dot ? 1 : 0) > kMaxLineOctets) {
+      // Rare: re-emit the line in pieces (RFC 5321 §4.5.3.1.6).
+      const std::string line = out->substr(content_start);
+      out->resize(content_start);
+      AppendWrapped(line, kMaxLineOctets - (dot ? 1 : 0), in_header, out);
+    } else if (length == 0) {
+      in_header = false;  // RFC 5322 §2.1: the first empty line ends the header section
+    }
     if (eol == end) {
       unterminated = true;
       break;

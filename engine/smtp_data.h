@@ -12,6 +12,14 @@
 //   - NUL is dropped; NULs at a line start do not hide a '.' ("\0.x" goes out as "..x").
 //   - A last line without a line end gets CRLF. An empty (or all-NUL) body becomes one empty
 //     line, so the wire is "\r\n.\r\n" and always ends with CRLF "." CRLF.
+//   - No wire line is longer than 1,000 octets with its CRLF (RFC 5321 §4.5.3.1.6). A longer
+//     line is re-cut, never bounced (the way Postfix's smtp_line_length_limit = 998 does it):
+//     in the header section (the lines before the first empty one) it is folded before
+//     whitespace (RFC 5322 §2.2.3, so unfolding restores it); a body line, or a header line
+//     without usable whitespace, is broken after 998 octets (never inside a UTF-8 sequence)
+//     and the continuation line starts with one inserted space ("\r\n "). Such a message
+//     changes in transit (a DKIM body hash over it breaks), but it arrives; RFC 5322 §2.1.1
+//     already forbids the long line, so the sender's message was broken before.
 //   - NormalizeLineEndings(x) == DecodeDataWire(AppendDataWire(x)) for every x.
 //
 //   std::string wire; mxb::AppendDataWire(body, &wire);   // then send `wire` after 354

@@ -36,6 +36,13 @@ void ExpectWireInvariants(absl::string_view body, absl::string_view wire) {
     }
     ASSERT_NE(wire[i], '\0') << "NUL at " << i;
   }
+  // RFC 5321 §4.5.3.1.6: no line over 1,000 octets including its CRLF.
+  for (size_t start = 0; start < wire.size();) {
+    size_t lf = wire.find('\n', start);
+    ASSERT_NE(lf, absl::string_view::npos);
+    ASSERT_LE(lf + 1 - start, 1000u) << "line at " << start;
+    start = lf + 1;
+  }
   ASSERT_TRUE(absl::EndsWith(wire, "\r\n.\r\n"));
   EXPECT_EQ(wire.find("\r\n.\r\n"), wire.size() - 5);
   EXPECT_FALSE(absl::StartsWith(wire, ".\r\n")) << "terminator as the first line";
@@ -67,7 +74,28 @@ std::vector<Case> Cases() {
       {"dot_only_body", ".", "..\r\n.\r\n"},
       {"dot_mid_line", "a.b\r\n", "a.b\r\n.\r\n"},
       {"empty_lines", "\r\n\r\n", "\r\n\r\n.\r\n"},
-      {"long_line_kept", std::string(2000, 'x'), std::string(2000, 'x') + "\r\n.\r\n"},
+      // RFC 5321 §4.5.3.1.6: lines are cut to 998 octets + CRLF, the way Postfix does it.
+      {"body_line_of_998_kept", "h: v\n\n" + std::string(998, 'x'),
+       "h: v\r\n\r\n" + std::string(998, 'x') + "\r\n.\r\n"},
+      {"body_line_broken_with_space", "h: v\n\n" + std::string(2000, 'x'),
+       "h: v\r\n\r\n" + std::string(998, 'x') + "\r\n " + std::string(997, 'x') +
+           "\r\n " + std::string(5, 'x') + "\r\n.\r\n"},
+      {"body_line_with_spaces_is_not_folded", "h: v\n\n" + std::string(990, 'x') + " yyyyyyyyyyy",
+       "h: v\r\n\r\n" + std::string(990, 'x') + " yyyyyyy\r\n yyyy\r\n.\r\n"},
+      {"dot_line_counts_the_stuffed_dot", "\n." + std::string(998, 'x'),
+       "\r\n.." + std::string(996, 'x') + "\r\n xx\r\n.\r\n"},
+      {"header_folded_at_last_space", "Subject: " + std::string(985, 'a') + " bb cc\n\nbody",
+       "Subject: " + std::string(985, 'a') + " bb\r\n cc\r\n\r\nbody\r\n.\r\n"},
+      {"header_folded_at_tab", "X: " + std::string(990, 'a') + "\t" + std::string(10, 'b') + "\n",
+       "X: " + std::string(990, 'a') + "\r\n\t" + std::string(10, 'b') + "\r\n.\r\n"},
+      {"header_without_space_broken", "X:" + std::string(1000, 'a') + "\n\nb",
+       "X:" + std::string(996, 'a') + "\r\n " + std::string(4, 'a') + "\r\n\r\nb\r\n.\r\n"},
+      // Folding never leaves a whitespace-only line (it could end the header section).
+      {"header_trailing_spaces_not_folded_alone", "X:" + std::string(996, 'a') + std::string(10, ' '),
+       "X:" + std::string(996, 'a') + "\r\n.\r\n"},
+      // UTF-8 (SMTPUTF8): the break moves back to the start of the sequence.
+      {"utf8_not_split", "\n" + std::string(997, 'x') + "\xc3\xbc" + "z",
+       "\r\n" + std::string(997, 'x') + "\r\n \xc3\xbcz\r\n.\r\n"},
       // SMTP smuggling: each of these is an end-of-data that some receiver accepts. Every one
       // must come out as an ordinary, dot-stuffed line.
       {"smuggle_lf_dot_lf", "a\n.\nMAIL FROM:<x>\n", "a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"},
@@ -116,6 +144,47 @@ TEST(SmtpData, DecodeDataWire) {
   EXPECT_EQ(DecodeDataWire("a\r\n.\r\nafter\r\n"), "a\r\n");  // stops at the terminator
   EXPECT_EQ(DecodeDataWire(".\r\n"), "");
   EXPECT_EQ(DecodeDataWire("a\r\n..\r\n"), "a\r\n.\r\n");  // no terminator: all decoded
+}
+
+// The 10 MiB header line of issue 10: folded into lines of at most 1,000 octets, and unfolding
+// (RFC 5322 §2.2.3: remove each CRLF that precedes WSP) gives the original line back.
+TEST(SmtpData, HugeHeaderLineFoldsAndUnfolds) {
+  std::string value;
+  while (value.size() < (size_t{10} << 20)) absl::StrAppend(&value, " word", value.size() % 97);
+  const std::string body = absl::StrCat("Subject:", value, "\r\nFrom: a@b\r\n\r\nhi\r\n");
+  const std::string wire = Wire(body);
+  ExpectWireInvariants(body, wire);
+  std::string header = DecodeDataWire(wire);
+  header.resize(header.find("\r\nFrom:"));
+  std::string unfolded;
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (header.compare(i, 2, "\r\n") == 0 && i + 2 < header.size() &&
+        (header[i + 2] == ' ' || header[i + 2] == '\t')) {
+      ++i;
+      continue;
+    }
+    unfolded.push_back(header[i]);
+  }
+  EXPECT_EQ(unfolded, absl::StrCat("Subject:", value));
+}
+
+// Random bodies with long lines (spaces, tabs, dots, UTF-8, NULs) keep every invariant.
+TEST(SmtpData, RandomisedLongLines) {
+  std::mt19937 rng(20261201);
+  const std::string alphabet[] = {"a", " ", "\t", ".", "\xc3\xbc", "\0"s, "\r\n", "\n", "\r"};
+  std::uniform_int_distribution<int> pick(0, 8);
+  std::uniform_int_distribution<int> length(900, 4000);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string body;
+    const int n = length(rng);
+    for (int i = 0; i < n; ++i) {
+      const int k = pick(rng);
+      // Line ends are rare, so most lines are long.
+      body += (k >= 6 && rng() % 64 != 0) ? alphabet[0] : alphabet[k];
+    }
+    ExpectWireInvariants(body, Wire(body));
+    if (HasFatalFailure() || HasFailure()) return;
+  }
 }
 
 // Random bodies over the octets that matter for framing.
