@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace mxb::dns_wire {
@@ -18,7 +19,6 @@ namespace {
 
 constexpr uint16_t kClassIn = 1;
 constexpr size_t kHeaderSize = 12;
-constexpr int kMaxCnameHops = 16;
 
 uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 uint32_t Get32(const uint8_t* p) {
@@ -245,7 +245,8 @@ ParsedAnswer ParseAnswer(const uint8_t* abuf, size_t alen, absl::string_view qna
   std::string name = absl::AsciiStrToLower(qname);
   if (!name.empty() && name.back() == '.') name.pop_back();
   uint32_t ttl = std::numeric_limits<uint32_t>::max();
-  for (int hop = 0; hop <= kMaxCnameHops; ++hop) {
+  out.cname_chain.push_back(name);
+  for (int hop = 0;; ++hop) {
     for (const Rr& rr : answers) {
       if (rr.type != qtype || rr.klass != kClassIn || rr.owner != name) continue;
       if (DecodeRdata(abuf, alen, rr, &out)) {
@@ -264,9 +265,21 @@ ParsedAnswer ParseAnswer(const uint8_t* abuf, size_t alen, absl::string_view qna
     if (cname == nullptr) break;
     std::string target;
     size_t enclen = 0;
-    if (!ExpandName(abuf, alen, cname->rdata, &target, &enclen) || target == name) break;
+    if (!ExpandName(abuf, alen, cname->rdata, &target, &enclen)) break;
+    if (std::find(out.cname_chain.begin(), out.cname_chain.end(), target) !=
+        out.cname_chain.end()) {
+      out.cname_error = absl::StrCat("CNAME loop: ", absl::StrJoin(out.cname_chain, " -> "),
+                                     " -> ", target);
+      break;
+    }
+    if (hop == kMaxCnameHops) {
+      out.cname_error = absl::StrCat("CNAME chain longer than ", kMaxCnameHops, " from ",
+                                     out.cname_chain.front());
+      break;
+    }
     ttl = std::min(ttl, cname->ttl);
     name = std::move(target);
+    out.cname_chain.push_back(name);
   }
   out.canonical = std::move(name);
   out.ttl = out.records > 0 ? ttl : 0;

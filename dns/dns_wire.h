@@ -34,9 +34,13 @@ inline constexpr uint16_t kTypeAaaa = 28;
 inline constexpr uint16_t kTypeTlsa = 52;  // RFC 6698 §7.1
 const char* TypeName(uint16_t type);       // "MX", "TLSA", "TYPE99"
 
+inline constexpr int kMaxCnameHops = 16;
+
 inline constexpr int kRcodeNoError = 0;
 inline constexpr int kRcodeServFail = 2;
 inline constexpr int kRcodeNxDomain = 3;
+inline constexpr int kRcodeNotImp = 4;
+inline constexpr int kRcodeRefused = 5;
 const char* RcodeName(int rcode);  // "SERVFAIL", "RCODE11"
 
 // EDNS0 UDP payload size we advertise (the DNS flag day 2020 value: no IP fragmentation).
@@ -52,6 +56,11 @@ struct ParsedAnswer {
   bool authenticated = false;  // AD bit (RFC 4035 §3.2.3)
   bool truncated = false;      // TC bit
   std::string canonical;       // qname after the CNAMEs of the answer section were followed
+  std::vector<std::string> cname_chain;  // qname, then each CNAME target followed (canonical last)
+  // Non-empty when the CNAMEs of the answer form a loop ("CNAME loop: a -> b -> a") or a chain
+  // longer than 16: a resolution failure, temporary like SERVFAIL (RFC 1034 §3.6.2 forbids
+  // loops; the zone's owner can fix it), never a reason to bounce.
+  std::string cname_error;
   size_t records = 0;          // RRs of the asked type at `canonical`
   uint32_t ttl = 0;            // min TTL over those RRs and the CNAMEs followed
   std::optional<uint32_t> negative_ttl;  // RFC 2308 §5: min(SOA TTL, SOA MINIMUM), if a SOA came
@@ -70,7 +79,8 @@ absl::StatusOr<std::vector<uint8_t>> BuildQuery(absl::string_view name, uint16_t
                                                 bool dnssec_ok = false);
 
 // Parses an answer to the query (qname, qtype, class IN). Records of other types, other classes
-// and other owners are ignored; CNAMEs are followed from qname (at most 16).
+// and other owners are ignored; CNAMEs are followed from qname (at most kMaxCnameHops; a loop or
+// a longer chain sets cname_error).
 ParsedAnswer ParseAnswer(const uint8_t* abuf, size_t alen, absl::string_view qname,
                          uint16_t qtype);
 

@@ -58,8 +58,12 @@ struct RrLookup {
   ResolverImpl* resolver = nullptr;
   RrKey key;
   int cname_depth = 0;  // > 0: chasing a CNAME target for another lookup
+  // The names a CNAME chase came through before this lookup (its key is the next one): a
+  // target among them is a loop.
+  std::vector<std::string> chain;
   std::vector<RrWaiter> waiters;
-  std::vector<uint8_t> query;  // kept only while waiting for a slot (Options::max_in_flight)
+  std::vector<uint8_t> query;  // kept for a re-send on the diagnosis channel
+  bool diagnosing = false;     // sent again on ResolverImpl::diagnose_channel_
 };
 
 // How many CNAMEs the resolver chases itself when a server answers with the chain but not its
@@ -134,6 +138,30 @@ class ResolverImpl final : public Resolver {
     // away and stops watching our fds itself; pending MxCallbacks are dropped, not called.
     destroying_ = true;
     if (channel_ != nullptr) ares_destroy(channel_);
+    if (diagnose_channel_ != nullptr) ares_destroy(diagnose_channel_);
+  }
+
+  // The text an operator reads for a failed lookup: what happened, in DNS terms, and where.
+  std::string FailureText(int ares_status, absl::string_view what) const {
+    const std::string servers =
+        opts_.servers.empty() ? std::string("the resolv.conf servers")
+                              : absl::StrJoin(opts_.servers, ", ");
+    switch (ares_status) {
+      case ARES_ETIMEOUT:
+        return absl::StrCat("DNS timeout: no answer from ", servers, " for ", what, " (",
+                            opts_.tries, " tries)");
+      case ARES_ECONNREFUSED:
+        return absl::StrCat("DNS server unreachable (connection refused by ", servers,
+                            ") for ", what);
+      case ARES_ESERVFAIL:
+        return absl::StrCat("SERVFAIL from ", servers, " for ", what);
+      case ARES_EREFUSED:
+        return absl::StrCat("REFUSED by ", servers, " for ", what);
+      case ARES_ENOTIMP:
+        return absl::StrCat("NOTIMP from ", servers, " for ", what);
+      default:
+        return absl::StrCat("DNS error (", ares_strerror(ares_status), ") for ", what);
+    }
   }
 
   absl::Status Init() {
@@ -143,23 +171,37 @@ class ResolverImpl final : public Resolver {
     if (timeout_ms < 1) return absl::InvalidArgumentError("Resolver: query_timeout < 1 ms");
     if (opts_.max_cache_entries < 8) opts_.max_cache_entries = 8;
 
+    // STAYOPEN: keep the UDP sockets between bursts, so the ring's watch set stays stable.
+    if (absl::Status s = MakeChannel(ARES_FLAG_STAYOPEN | ARES_FLAG_NOSEARCH, &channel_);
+        !s.ok()) {
+      return s;
+    }
+    // c-ares 1.18 reports a query whose every server answered SERVFAIL/REFUSED/NOTIMP as
+    // ARES_ECONNREFUSED ("Could not contact DNS servers"). Such a query is asked once more on
+    // this channel, which passes those answers through (NOCHECKRESP), so the log can say what
+    // the server said. Only failures pay for it, and they are cached for tempfail_ttl.
+    return MakeChannel(ARES_FLAG_STAYOPEN | ARES_FLAG_NOSEARCH | ARES_FLAG_NOCHECKRESP,
+                       &diagnose_channel_);
+  }
+
+  absl::Status MakeChannel(int flags, ares_channel* out) {
     ares_options o{};
     int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB;
-    // STAYOPEN: keep the UDP sockets between bursts, so the ring's watch set stays stable.
-    o.flags = ARES_FLAG_STAYOPEN | ARES_FLAG_NOSEARCH;
-    o.timeout = static_cast<int>(std::min<int64_t>(timeout_ms, 1 << 30));
+    o.flags = flags;
+    o.timeout = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(opts_.query_timeout),
+                                                   1 << 30));
     o.tries = opts_.tries;
     o.sock_state_cb = &ResolverImpl::SockState;
     o.sock_state_cb_data = this;
-    int rc = ares_init_options(&channel_, &o, mask);
+    int rc = ares_init_options(out, &o, mask);
     if (rc != ARES_SUCCESS) {
-      channel_ = nullptr;
+      *out = nullptr;
       return absl::InternalError(absl::StrCat("ares_init_options: ", ares_strerror(rc)));
     }
     if (!opts_.servers.empty()) {
       // NOTES.md: servers can only be set while no query is pending, i.e. now.
       std::string csv = absl::StrJoin(opts_.servers, ",");
-      rc = ares_set_servers_ports_csv(channel_, csv.c_str());
+      rc = ares_set_servers_ports_csv(*out, csv.c_str());
       if (rc != ARES_SUCCESS) {
         return absl::InvalidArgumentError(
             absl::StrCat("DNS servers '", csv, "': ", ares_strerror(rc)));
@@ -245,16 +287,30 @@ class ResolverImpl final : public Resolver {
     });
   }
 
-  void OnReadable(int fd) override { ares_process_fd(channel_, fd, ARES_SOCKET_BAD); }
-  void OnWritable(int fd) override { ares_process_fd(channel_, ARES_SOCKET_BAD, fd); }
+  // Each channel ignores fds that are not its own. The diagnosis channel is idle unless a
+  // query failed, and then costs one more walk of its (short) query list.
+  void OnReadable(int fd) override {
+    ares_process_fd(channel_, fd, ARES_SOCKET_BAD);
+    ares_process_fd(diagnose_channel_, fd, ARES_SOCKET_BAD);
+  }
+  void OnWritable(int fd) override {
+    ares_process_fd(channel_, ARES_SOCKET_BAD, fd);
+    ares_process_fd(diagnose_channel_, ARES_SOCKET_BAD, fd);
+  }
   void ProcessTimeouts() override {
     ares_process_fd(channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    ares_process_fd(diagnose_channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
   }
 
   absl::Duration NextTimeout() const override {
-    timeval tv{};
-    if (ares_timeout(channel_, nullptr, &tv) == nullptr) return absl::InfiniteDuration();
-    return absl::DurationFromTimeval(tv);
+    absl::Duration next = absl::InfiniteDuration();
+    for (ares_channel ch : {channel_, diagnose_channel_}) {
+      timeval tv{};
+      if (ares_timeout(ch, nullptr, &tv) != nullptr) {
+        next = std::min(next, absl::DurationFromTimeval(tv));
+      }
+    }
+    return next;
   }
 
   Stats stats() const override { return stats_; }
@@ -280,7 +336,8 @@ class ResolverImpl final : public Resolver {
 
   // --- RRset layer: cache, de-duplication, c-ares ------------------------------------------------
 
-  void Lookup(std::string name, uint16_t type, RrWaiter waiter, int cname_depth = 0) {
+  void Lookup(std::string name, uint16_t type, RrWaiter waiter, int cname_depth = 0,
+              std::vector<std::string> chain = {}) {
     RrKey key(std::move(name), type);
     auto hit = rr_cache_.find(key);
     if (hit != rr_cache_.end()) {
@@ -315,6 +372,7 @@ class ResolverImpl final : public Resolver {
     lp->resolver = this;
     lp->key = key;
     lp->cname_depth = cname_depth;
+    lp->chain = std::move(chain);
     lp->waiters.push_back(std::move(waiter));
     if (running != rr_inflight_.end()) {
       // A chase for a key in flight: owned by chases_, never found by key.
@@ -339,13 +397,14 @@ class ResolverImpl final : public Resolver {
       RrLookup* lp = send_queue_.front();
       send_queue_.pop_front();
       --stats_.queued;
-      std::vector<uint8_t> q = std::move(lp->query);
+      const std::vector<uint8_t>& q = lp->query;
       ++stats_.queries_sent;
       ++stats_.in_flight;
       stats_.peak_in_flight = std::max(stats_.peak_in_flight, stats_.in_flight);
       // ares_send copies the query. It may call OnAresAnswer before returning (no server,
       // socket error): `lp` may be gone then, so nothing after this line may touch it.
-      ares_send(channel_, q.data(), static_cast<int>(q.size()), &ResolverImpl::OnAresAnswer, lp);
+      ares_send(lp->diagnosing ? diagnose_channel_ : channel_, q.data(),
+                static_cast<int>(q.size()), &ResolverImpl::OnAresAnswer, lp);
     }
     pumping_ = false;
   }
@@ -356,10 +415,37 @@ class ResolverImpl final : public Resolver {
     ResolverImpl* self = lp->resolver;
     if (self->destroying_) return;
     --self->stats_.in_flight;
+    if (!lp->diagnosing && (status == ARES_ECONNREFUSED || status == ARES_ESERVFAIL ||
+                            status == ARES_EREFUSED || status == ARES_ENOTIMP)) {
+      // Every server failed (see Init): ask once more to learn what they answered.
+      lp->diagnosing = true;
+      self->send_queue_.push_front(lp);
+      ++self->stats_.queued;
+      self->PumpSends();
+      return;
+    }
     RrAnswer answer = self->MakeAnswer(lp->key, status, abuf, alen);
-    if (answer.status == DnsStatus::kNoData && answer.data.canonical != lp->key.first &&
-        !answer.data.canonical.empty() && lp->cname_depth < kMaxCnameChase) {
-      self->ChaseCname(lp, std::move(answer));
+    const std::string& canonical = answer.data.canonical;
+    if (answer.status == DnsStatus::kNoData && canonical != lp->key.first && !canonical.empty()) {
+      // The answer stopped at a CNAME. RFC 1034 §3.6.2: a chain must not loop; a loop (or a
+      // chain too long to be real) is a temporary failure — the zone's owner can fix it, so
+      // the mail waits (defer), it is never bounced as "no such host".
+      std::vector<std::string> chain = lp->chain;
+      chain.insert(chain.end(), answer.data.cname_chain.begin(), answer.data.cname_chain.end());
+      const bool loop = std::find(lp->chain.begin(), lp->chain.end(), canonical) != lp->chain.end();
+      if (loop || lp->cname_depth >= kMaxCnameChase) {
+        answer.status = DnsStatus::kTempFail;
+        answer.error = absl::StrCat(
+            loop ? "CNAME loop: " : absl::StrCat("CNAME chain longer than ", kMaxCnameChase,
+                                                 " lookups: "),
+            absl::StrJoin(chain, " -> "), " for ", dns_wire::TypeName(lp->key.second), " ",
+            chain.front());
+        answer.expires = self->Now() + self->opts_.tempfail_ttl;
+        self->CompleteLookup(lp, std::move(answer));
+      } else {
+        chain.pop_back();  // the target is the chase's own key
+        self->ChaseCname(lp, std::move(answer), std::move(chain));
+      }
     } else {
       self->CompleteLookup(lp, std::move(answer));
     }
@@ -368,8 +454,8 @@ class ResolverImpl final : public Resolver {
 
   // The answer ended at a CNAME without the records: ask for the target, then complete `lp`
   // with the target's answer (TTL and AD of both).
-  void ChaseCname(RrLookup* lp, RrAnswer&& chain) {
-    auto head = std::make_shared<RrAnswer>(std::move(chain));
+  void ChaseCname(RrLookup* lp, RrAnswer&& answer, std::vector<std::string> chain) {
+    auto head = std::make_shared<RrAnswer>(std::move(answer));
     std::string target = head->data.canonical;
     Lookup(
         std::move(target), lp->key.second,
@@ -381,17 +467,17 @@ class ResolverImpl final : public Resolver {
           }
           CompleteLookup(lp, std::move(merged));
         },
-        lp->cname_depth + 1);
+        lp->cname_depth + 1, std::move(chain));
   }
 
   RrAnswer MakeAnswer(const RrKey& key, int status, const unsigned char* abuf, int alen) {
     RrAnswer a;
     const char* type = dns_wire::TypeName(key.second);
+    const std::string what = absl::StrCat(type, " ", key.first);
     if (status != ARES_SUCCESS) {
-      // ares_send reports SERVFAIL/REFUSED/NOTIMP (after trying every server), timeouts and
-      // socket errors as status codes: all temporary.
+      // Timeouts and socket errors (server failures come as answers: NOCHECKRESP): temporary.
       a.status = DnsStatus::kTempFail;
-      a.error = absl::StrCat(ares_strerror(status), " for ", type, " ", key.first);
+      a.error = FailureText(status, what);
     } else {
       a.data = dns_wire::ParseAnswer(abuf, alen > 0 ? static_cast<size_t>(alen) : 0, key.first,
                                      key.second);
@@ -405,11 +491,22 @@ class ResolverImpl final : public Resolver {
       } else {
         a.status = DnsStatus::kTempFail;
       }
-      if (a.status != DnsStatus::kOk) {
-        a.error = absl::StrCat(a.status == DnsStatus::kNoData ? "no records (NODATA)"
-                                                               : dns_wire::RcodeName(rcode),
-                               a.data.error.empty() ? "" : ": ", a.data.error, " for ", type,
-                               " ", key.first);
+      if (a.status != DnsStatus::kOk && !a.data.cname_error.empty()) {
+        a.status = DnsStatus::kTempFail;  // a loop inside one answer (RFC 1034 §3.6.2)
+        a.error = absl::StrCat(a.data.cname_error, " for ", what);
+      } else if (a.status == DnsStatus::kNoData) {
+        a.error = absl::StrCat("no records (NODATA) for ", what);
+      } else if (rcode == dns_wire::kRcodeNxDomain) {
+        a.error = absl::StrCat("NXDOMAIN (no such name) for ", what);
+      } else if (rcode == dns_wire::kRcodeServFail) {
+        // A validating resolver also answers SERVFAIL when DNSSEC validation fails.
+        a.error = absl::StrCat(FailureText(ARES_ESERVFAIL, what),
+                               " (the resolver could not get a valid answer)");
+      } else if (rcode == dns_wire::kRcodeRefused) {
+        a.error = FailureText(ARES_EREFUSED, what);
+      } else if (a.status != DnsStatus::kOk) {
+        a.error = absl::StrCat(dns_wire::RcodeName(rcode), a.data.error.empty() ? "" : ": ",
+                               a.data.error, " from the DNS server for ", what);
       }
     }
     a.expires = Now() + CacheTime(a);
@@ -638,6 +735,7 @@ class ResolverImpl final : public Resolver {
   Options opts_;
   WatchFn watch_;
   ares_channel channel_ = nullptr;
+  ares_channel diagnose_channel_ = nullptr;  // NOCHECKRESP: see Init()
   bool destroying_ = false;
   bool pumping_ = false;
   Stats stats_;

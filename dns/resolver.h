@@ -34,6 +34,11 @@
 //     else kNoData (bounce, as Postfix does). Hosts without address stay in the list with
 //     address_status kNoData/kTempFail. Implicit MX whose A/AAAA do not exist: kNoData
 //     (kNxDomain if the name vanished). A DNSSEC validation failure is SERVFAIL -> kTempFail.
+//   - A CNAME loop or a chain longer than 16 CNAMEs (in one answer) / 8 chased lookups is
+//     kTempFail ("CNAME loop: a -> b -> a"), like SERVFAIL: the mail waits, it never bounces.
+//   - Error texts say what the DNS said, and which servers: "SERVFAIL from 127.0.0.1:53 for MX
+//     x", "REFUSED by ...", "DNS timeout: no answer from ...", "NXDOMAIN (no such name) for ...",
+//     "no records (NODATA) for ...".
 //   - dnssec flags are the AD bit of the answers (queries carry AD, RFC 6840 §5.7; no DO):
 //     only meaningful when the configured server is a validating resolver on a trusted path
 //     (loopback unbound).
@@ -64,7 +69,7 @@ enum class DnsStatus {
   kNxDomain,   // the domain does not exist: bounce (5.1.2)
   kNoData,     // exists, no usable MX and no A/AAAA: bounce (5.1.2... RFC 5321 §5.1)
   kNullMx,     // RFC 7505 "0 ." : bounce at once, 556 5.1.10
-  kTempFail,   // SERVFAIL, timeout, refused, network error: always defer, never bounce
+  kTempFail,   // SERVFAIL, timeout, refused, CNAME loop, network error: defer, never bounce
   kBadName,    // syntactically invalid domain / IDN conversion failed: bounce (5.1.2)
 };
 const char* ToString(DnsStatus s);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace mxb::dns_wire {
@@ -147,6 +148,28 @@ TEST(ParseAnswerTest, CnameLoopTerminates) {
   ParsedAnswer a = Parse(p, "a.example", kTypeA);
   EXPECT_EQ(a.rcode, 0);
   EXPECT_EQ(a.records, 0u);
+  EXPECT_EQ(a.cname_error, "CNAME loop: a.example -> b.example -> a.example");
+}
+
+TEST(ParseAnswerTest, CnameChainLongerThanTheLimit) {
+  Packet p("c0.example", kTypeA, 0);
+  for (int i = 0; i <= kMaxCnameHops; ++i) {
+    p.Answer(absl::StrCat("c", i, ".example"), kTypeCname, 50,
+             Packet::Encode(absl::StrCat("c", i + 1, ".example")));
+  }
+  ParsedAnswer a = Parse(p, "c0.example", kTypeA);
+  EXPECT_EQ(a.records, 0u);
+  EXPECT_NE(a.cname_error.find("CNAME chain longer than 16"), std::string::npos) << a.cname_error;
+  // Exactly the limit is fine.
+  Packet q("c0.example", kTypeA, 0);
+  for (int i = 0; i < kMaxCnameHops; ++i) {
+    q.Answer(absl::StrCat("c", i, ".example"), kTypeCname, 50,
+             Packet::Encode(absl::StrCat("c", i + 1, ".example")));
+  }
+  q.Answer(absl::StrCat("c", kMaxCnameHops, ".example"), kTypeA, 50, {127, 0, 0, 1});
+  a = Parse(q, "c0.example", kTypeA);
+  EXPECT_EQ(a.records, 1u);
+  EXPECT_EQ(a.cname_error, "");
 }
 
 TEST(ParseAnswerTest, NegativeTtlFromSoa) {

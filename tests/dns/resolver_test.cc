@@ -44,6 +44,29 @@ constexpr char kLocalData[] = R"(
   local-data: "loop1.test. 300 IN MX 10 a.loop.test."
   local-data: "a.loop.test. 300 IN CNAME b.loop.test."
   local-data: "b.loop.test. 300 IN CNAME a.loop.test."
+  local-data: "dloop.test. 300 IN CNAME dloop2.test."
+  local-data: "dloop2.test. 300 IN CNAME dloop.test."
+  local-data: "longchain.test. 300 IN MX 10 c1.chain.test."
+  local-data: "c1.chain.test. 300 IN CNAME c2.chain.test."
+  local-data: "c2.chain.test. 300 IN CNAME c3.chain.test."
+  local-data: "c3.chain.test. 300 IN CNAME c4.chain.test."
+  local-data: "c4.chain.test. 300 IN CNAME c5.chain.test."
+  local-data: "c5.chain.test. 300 IN CNAME c6.chain.test."
+  local-data: "c6.chain.test. 300 IN CNAME c7.chain.test."
+  local-data: "c7.chain.test. 300 IN CNAME c8.chain.test."
+  local-data: "c8.chain.test. 300 IN CNAME c9.chain.test."
+  local-data: "c9.chain.test. 300 IN CNAME c10.chain.test."
+  local-data: "c10.chain.test. 300 IN CNAME c11.chain.test."
+  local-data: "c11.chain.test. 300 IN CNAME c12.chain.test."
+  local-data: "c12.chain.test. 300 IN CNAME c13.chain.test."
+  local-data: "c13.chain.test. 300 IN CNAME c14.chain.test."
+  local-data: "c14.chain.test. 300 IN CNAME c15.chain.test."
+  local-data: "c15.chain.test. 300 IN CNAME c16.chain.test."
+  local-data: "c16.chain.test. 300 IN CNAME c17.chain.test."
+  local-data: "c17.chain.test. 300 IN CNAME c18.chain.test."
+  local-data: "c18.chain.test. 300 IN CNAME c19.chain.test."
+  local-data: "c19.chain.test. 300 IN CNAME c20.chain.test."
+  local-data: "c20.chain.test. 300 IN A 127.0.0.41"
   local-data: "implicit.test. 300 IN A 127.0.0.40"
   local-data: "implicit.test. 300 IN AAAA ::1"
   local-data: "nullmx.test. 300 IN MX 0 ."
@@ -348,6 +371,7 @@ TEST_F(ResolverTest, NxDomainIsCachedNegatively) {
   auto r = Make(Opts());
   MxResult m = Mx(*r, "nosuch.test");
   EXPECT_EQ(m.status, DnsStatus::kNxDomain) << m.error;
+  EXPECT_NE(m.error.find("NXDOMAIN"), std::string::npos) << m.error;
   EXPECT_EQ(Mx(*r, "nosuch.test").status, DnsStatus::kNxDomain);
   EXPECT_EQ(r->stats().queries_sent, 1u);
 }
@@ -384,10 +408,27 @@ TEST_F(ResolverTest, MxTargetThatIsACnameIsFollowed) {
   EXPECT_EQ(Ip(m.hosts[0].addresses[0]), "127.0.0.60");
 }
 
-TEST_F(ResolverTest, CnameLoopEndsWithoutHanging) {
+// Issue 10 item 9: a CNAME loop is a temporary DNS failure (defer), never "no MX and no
+// A/AAAA records" (a bounce), and the text names the loop.
+TEST_F(ResolverTest, CnameLoopIsTempFailWithTheLoopNamed) {
   auto r = Make(Opts());
-  MxResult m = Mx(*r, "loop1.test");
-  EXPECT_NE(m.status, DnsStatus::kOk) << m.error;
+  MxResult m = Mx(*r, "loop1.test");  // MX target a.loop.test -> b.loop.test -> a.loop.test
+  EXPECT_EQ(m.status, DnsStatus::kTempFail) << m.error;
+  EXPECT_NE(m.error.find("CNAME loop"), std::string::npos) << m.error;
+  EXPECT_NE(m.error.find("a.loop.test"), std::string::npos) << m.error;
+  EXPECT_EQ(r->stats().in_flight, 0u);
+  // The domain itself is a loop: the MX query (and the implicit-MX fallback) must not bounce.
+  m = Mx(*r, "dloop.test");
+  EXPECT_EQ(m.status, DnsStatus::kTempFail) << m.error;
+  EXPECT_NE(m.error.find("CNAME loop"), std::string::npos) << m.error;
+  EXPECT_EQ(r->stats().in_flight, 0u);
+}
+
+TEST_F(ResolverTest, CnameChainTooLongIsTempFail) {
+  auto r = Make(Opts());
+  MxResult m = Mx(*r, "longchain.test");  // c1 -> ... -> c20 (19 CNAMEs)
+  EXPECT_EQ(m.status, DnsStatus::kTempFail) << m.error;
+  EXPECT_NE(m.error.find("CNAME chain longer than"), std::string::npos) << m.error;
   EXPECT_EQ(r->stats().in_flight, 0u);
 }
 
@@ -458,7 +499,9 @@ TEST_F(ResolverTest, ServFailIsTempFailNeverABounce) {
   auto r = Make(o);
   MxResult m = Mx(*r, "bogus");
   EXPECT_EQ(m.status, DnsStatus::kTempFail) << m.error;
-  EXPECT_FALSE(m.error.empty());
+  // Issue 10 item 12: it says SERVFAIL, not "Could not contact DNS servers".
+  EXPECT_NE(m.error.find("SERVFAIL"), std::string::npos) << m.error;
+  EXPECT_EQ(m.error.find("Could not contact"), std::string::npos) << m.error;
   uint64_t sent = r->stats().queries_sent;
   EXPECT_EQ(Mx(*r, "bogus").status, DnsStatus::kTempFail);  // cached briefly: no stampede
   EXPECT_EQ(r->stats().queries_sent, sent);
@@ -682,6 +725,52 @@ TEST(ResolverFaultTest, AdBitFromTheAnswerIsRecorded) {
     });
     ASSERT_TRUE(loop.RunUntil(**r, [&] { return done; }, absl::Seconds(5)));
     EXPECT_EQ(m.status, DnsStatus::kTempFail) << m.error;
+  }
+}
+
+// A server that answers REFUSED: the text says so, and the next configured server is still
+// asked (c-ares' failover), whatever the order.
+TEST(ResolverFaultTest, RefusedIsNamedAndTheNextServerIsTried) {
+  auto refuse = [](const std::vector<uint8_t>& q) {
+    std::vector<uint8_t> a = ScriptedAnswer(q, false);
+    if (a.size() < 12) return a;
+    a[3] = 0x80 | dns_wire::kRcodeRefused;
+    a[6] = a[7] = 0;
+    return a;
+  };
+  absl::StatusOr<std::unique_ptr<testing::ScriptedResponder>> bad =
+      testing::ScriptedResponder::Start(refuse);
+  absl::StatusOr<std::unique_ptr<testing::ScriptedResponder>> good =
+      testing::ScriptedResponder::Start(
+          [](const std::vector<uint8_t>& q) { return ScriptedAnswer(q, false); });
+  ASSERT_TRUE(bad.ok() && good.ok());
+  for (int order = 0; order < 3; ++order) {
+    SCOPED_TRACE(order);
+    PollLoop loop;
+    loop.AddReader((*bad)->fd(), [s = bad->get()] { s->OnReadable(); });
+    loop.AddReader((*good)->fd(), [s = good->get()] { s->OnReadable(); });
+    Resolver::Options o;
+    if (order == 0) o.servers = {(*bad)->address()};
+    if (order == 1) o.servers = {(*bad)->address(), (*good)->address()};
+    if (order == 2) o.servers = {(*good)->address(), (*bad)->address()};
+    o.query_timeout = absl::Milliseconds(500);
+    absl::StatusOr<std::unique_ptr<Resolver>> r = Resolver::Create(o, loop.Watcher());
+    ASSERT_TRUE(r.ok());
+    for (const char* domain : {"one.test", "two.test", "three.test"}) {
+      MxResult m;
+      bool done = false;
+      (*r)->ResolveMx(domain, [&](const MxResult& x) {
+        m = x;
+        done = true;
+      });
+      ASSERT_TRUE(loop.RunUntil(**r, [&] { return done; }, absl::Seconds(5)));
+      if (order == 0) {
+        EXPECT_EQ(m.status, DnsStatus::kTempFail);
+        EXPECT_NE(m.error.find("REFUSED by " + (*bad)->address()), std::string::npos) << m.error;
+      } else {
+        EXPECT_EQ(m.status, DnsStatus::kOk) << m.error;
+      }
+    }
   }
 }
 
