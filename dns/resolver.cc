@@ -1,6 +1,7 @@
 #include "dns/resolver.h"
 
 #include <ares.h>
+#include <arpa/inet.h>
 #include <time.h>
 
 #include <algorithm>
@@ -13,6 +14,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dns/dns_wire.h"
@@ -749,6 +752,48 @@ class ResolverImpl final : public Resolver {
 };
 
 }  // namespace
+
+absl::Status CheckDnsServer(absl::string_view spec) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("DNS server '", spec, "': ", why));
+  };
+  if (spec.empty()) return bad("empty");
+  absl::string_view host = spec;
+  absl::string_view port;
+  bool has_port = false;
+  if (spec.front() == '[') {
+    const size_t close = spec.find(']');
+    if (close == absl::string_view::npos) return bad("unterminated '['");
+    host = spec.substr(1, close - 1);
+    absl::string_view rest = spec.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return bad("expected ':PORT' after ']'");
+      port = rest.substr(1);
+      has_port = true;
+    }
+  } else if (std::count(spec.begin(), spec.end(), ':') == 1) {
+    const size_t colon = spec.find(':');
+    host = spec.substr(0, colon);
+    port = spec.substr(colon + 1);
+    has_port = true;
+  }
+  const std::string h(host);
+  in_addr a4;
+  in6_addr a6;
+  const bool v6 = inet_pton(AF_INET6, h.c_str(), &a6) == 1;
+  if (inet_pton(AF_INET, h.c_str(), &a4) != 1 && !v6) {
+    return bad("not an IP address (write the resolver's address, e.g. 127.0.0.1:53)");
+  }
+  if (spec.front() == '[' && !v6) return bad("only IPv6 addresses go in brackets");
+  if (has_port) {
+    uint32_t p = 0;
+    if (port.empty() || !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(port, &p) || p == 0 || p > 65535) {
+      return bad(absl::StrCat("port '", port, "' is not in 1..65535"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const Options& opts, WatchFn watch) {
   // Process-wide, once; a function-local static is initialised thread-safely.

@@ -111,6 +111,11 @@ struct TxtResult {
   std::string error;
 };
 
+// Checks one DNS server spec as Resolver::Options::servers takes it: an IPv4 or IPv6 address
+// literal with an optional port 1..65535 ("127.0.0.1", "127.0.0.1:5353", "::1",
+// "[::1]:5353"). The error names the value and what is wrong, for start-up messages.
+[[nodiscard]] absl::Status CheckDnsServer(absl::string_view spec);
+
 class Resolver {
  public:
   struct Options {

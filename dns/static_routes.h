@@ -8,8 +8,9 @@
 // A hop is HOST[:PORT], [IPv6]:PORT or NAME@ADDR[:PORT]; the port defaults to `default_port`.
 // HOST (or NAME) is kept as the MX host name: it keys the TLS policy (starttls-/smtps- prefixes),
 // certificate name checks and logs. NAME@ADDR pins the address while keeping the name. Addresses
-// are resolved once when the table is built (getaddrinfo, at start-up only — the delivery path
-// never blocks on DNS).
+// are resolved once when the table is built, at start-up only (the delivery path never blocks
+// on DNS): through the configured DNS servers (--dns) when there are any — the same resolver
+// the MX lookups use, no /etc/hosts —, else with getaddrinfo (the system resolver).
 //
 // Built once at start-up, then read-only: any thread may call Find().
 //
@@ -45,9 +46,11 @@ struct Route {
 
 class StaticRoutes {
  public:
-  // Errors name the spec and what is wrong ("--route 'x=': empty next hop").
-  [[nodiscard]] static absl::StatusOr<StaticRoutes> Parse(const std::vector<std::string>& specs,
-                                                          uint16_t default_port);
+  // Errors name the spec and what is wrong ("--route 'x=': empty next hop"). `dns_servers` as
+  // in Resolver::Options::servers ("127.0.0.1:5353"); empty = the system resolver.
+  [[nodiscard]] static absl::StatusOr<StaticRoutes> Parse(
+      const std::vector<std::string>& specs, uint16_t default_port,
+      const std::vector<std::string>& dns_servers = {});
   // Exact match, then the longest ".suffix" match, then "*". nullptr when nothing matches.
   const Route* Find(absl::string_view domain) const;
   bool empty() const { return exact_.empty() && suffix_.empty() && !has_default_; }

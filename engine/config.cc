@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "dns/resolver.h"
 
 namespace mxb {
 namespace {
@@ -127,7 +129,9 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
     } else if (flag == "--dns") {
       if (!(st = need(v)).ok()) return st;
       c.dns_servers.clear();
-      for (absl::string_view server : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      if (*v == '\0') return Bad(flag, "empty value (leave --dns out to use /etc/resolv.conf)");
+      for (absl::string_view server : absl::StrSplit(v, ',')) {
+        if (absl::Status bad = CheckDnsServer(server); !bad.ok()) return Bad(flag, bad.message());
         c.dns_servers.emplace_back(server);
       }
     } else if (flag == "--prefix-signals") {
@@ -199,8 +203,9 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.idle_timeout = absl::Seconds(secs);
     } else if (flag == "--timeout-scale") {
       if (!(st = need(v)).ok()) return st;
-      if (!absl::SimpleAtod(v, &c.reply_timeout_scale) || c.reply_timeout_scale <= 0 ||
-          c.reply_timeout_scale > 100) {
+      // nan compares false with everything: without isfinite it would pass both checks.
+      if (!absl::SimpleAtod(v, &c.reply_timeout_scale) || !std::isfinite(c.reply_timeout_scale) ||
+          c.reply_timeout_scale <= 0 || c.reply_timeout_scale > 100) {
         return Bad(flag, absl::StrCat("expected a number in (0, 100], got '", v, "'"));
       }
     } else if (flag == "--retry") {
@@ -211,13 +216,18 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.retry_delays.clear();
       for (absl::string_view d : absl::StrSplit(parts[0], ',', absl::SkipEmpty())) {
         int64_t secs = 0;
-        if (!absl::SimpleAtoi(d, &secs) || secs <= 0) return Bad(flag, absl::StrCat("bad delay '", d, "'"));
+        if (!absl::SimpleAtoi(d, &secs) || secs <= 0 || secs > kMaxRetrySeconds) {
+          return Bad(flag, absl::StrCat("bad delay '", d, "' (seconds, 1 to ", kMaxRetrySeconds,
+                                        ")"));
+        }
         c.retry_delays.push_back(absl::Seconds(secs));
       }
       int64_t repeat = 0, age = 0;
       if (c.retry_delays.empty() || !absl::SimpleAtoi(parts[1], &repeat) || repeat <= 0 ||
-          !absl::SimpleAtoi(parts[2], &age) || age <= 0) {
-        return Bad(flag, "expected DELAYS/REPEAT/MAX_AGE in seconds, e.g. 300,600/3600/345600");
+          repeat > kMaxRetrySeconds || !absl::SimpleAtoi(parts[2], &age) || age <= 0 ||
+          age > kMaxRetrySeconds) {
+        return Bad(flag, absl::StrCat("expected DELAYS/REPEAT/MAX_AGE in seconds (1 to ",
+                                      kMaxRetrySeconds, "), e.g. 300,600/3600/345600"));
       }
       c.retry_repeat = absl::Seconds(repeat);
       c.max_queue_age = absl::Seconds(age);

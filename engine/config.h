@@ -77,6 +77,9 @@ struct EngineConfig {
   bool quiet = false;
 };
 
+// Upper bound of every retry time (a delay, the repeat interval, the maximum queue age): 60 days.
+inline constexpr int64_t kMaxRetrySeconds = int64_t{86400} * 60;
+
 // "bounces" | "spool" (the values of `[queue] dsn` and --dsn); false for anything else.
 [[nodiscard]] bool ParseDsnDestination(absl::string_view v, DsnDestination* out);
 

@@ -6,12 +6,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cmath>
 #include <set>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "dns/resolver.h"
 #include "engine/config.h"
 
 namespace mxb {
@@ -59,7 +61,11 @@ class Reader {
                    T* out) const {
     const toml::node* n = t.get(key);
     if (n == nullptr) return absl::OkStatus();
-    std::optional<int64_t> v = n->value<int64_t>();
+    // Integers only: toml++'s float-to-integer conversion casts out-of-range values (1e300) to
+    // int64_t, which is undefined behaviour, and nan/inf/2.5 are no counts anyway.
+    const toml::value<int64_t>* i = n->as_integer();
+    std::optional<int64_t> v;
+    if (i != nullptr) v = i->get();
     if (!v || *v < static_cast<int64_t>(min) || *v > static_cast<int64_t>(max)) {
       return Error(absl::StrCat(prefix, key),
                    absl::StrCat("expected an integer in [", min, ", ", max, "]"));
@@ -141,6 +147,16 @@ class Reader {
     if (!(s = String(root, "", "helo", &c_->helo_name)).ok()) return s;
     if (!(s = StringList(root, "", "route", &c_->routes)).ok()) return s;
     if (!(s = StringList(root, "", "dns", &c_->dns_servers)).ok()) return s;
+    if (root.contains("dns")) {
+      if (c_->dns_servers.empty()) {
+        return Error("dns", "empty list (leave `dns` out to use /etc/resolv.conf)");
+      }
+      for (const std::string& server : c_->dns_servers) {
+        if (absl::Status bad = CheckDnsServer(server); !bad.ok()) {
+          return Error("dns", std::string(bad.message()));
+        }
+      }
+    }
     if (!(s = Bool(root, "", "drain", &c_->drain)).ok()) return s;
 
     if (const toml::table* t = root["limits"].as_table()) {
@@ -186,7 +202,10 @@ class Reader {
         return s;
       if (const toml::node* n = t->get("scale")) {
         std::optional<double> v = n->value<double>();
-        if (!v || *v <= 0 || *v > 100) return Error("timeouts.scale", "expected a number in (0, 100]");
+        // nan compares false with everything: without isfinite it would pass both checks.
+        if (!v || !std::isfinite(*v) || *v <= 0 || *v > 100) {
+          return Error("timeouts.scale", "expected a number in (0, 100]");
+        }
         c_->reply_timeout_scale = *v;
       }
     } else if (root.contains("timeouts")) {
@@ -219,13 +238,16 @@ class Reader {
         if (a == nullptr || a->empty()) return Error("queue.retry_delays", "expected a non-empty array of seconds");
         c_->retry_delays.clear();
         for (const toml::node& e : *a) {
-          std::optional<int64_t> v = e.value<int64_t>();
-          if (!v || *v <= 0) return Error("queue.retry_delays", "expected positive integers (seconds)");
-          c_->retry_delays.push_back(absl::Seconds(*v));
+          const toml::value<int64_t>* v = e.as_integer();
+          if (v == nullptr || v->get() <= 0 || v->get() > kMaxRetrySeconds) {
+            return Error("queue.retry_delays",
+                         absl::StrCat("expected integers in [1, ", kMaxRetrySeconds, "] (seconds)"));
+          }
+          c_->retry_delays.push_back(absl::Seconds(v->get()));
         }
       }
       if (!(s = Seconds(*t, p, "retry_repeat", 86400 * 7, &c_->retry_repeat)).ok()) return s;
-      if (!(s = Seconds(*t, p, "max_age", 86400 * 60, &c_->max_queue_age)).ok()) return s;
+      if (!(s = Seconds(*t, p, "max_age", kMaxRetrySeconds, &c_->max_queue_age)).ok()) return s;
       if (t->contains("dsn")) {
         std::string dsn;
         if (!(s = String(*t, p, "dsn", &dsn)).ok()) return s;

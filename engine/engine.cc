@@ -48,7 +48,8 @@ absl::Status Engine::Start() {
   if (!spool.ok()) return spool.status();
   spool_ = std::make_unique<Spool>(*std::move(spool));
 
-  absl::StatusOr<StaticRoutes> routes = StaticRoutes::Parse(config_.routes, config_.smtp_port);
+  absl::StatusOr<StaticRoutes> routes =
+      StaticRoutes::Parse(config_.routes, config_.smtp_port, config_.dns_servers);
   if (!routes.ok()) return routes.status();
   routes_ = std::make_unique<StaticRoutes>(*std::move(routes));
 

@@ -140,12 +140,19 @@ absl::Status ParseAddress(absl::string_view value, absl::string_view key, bool n
   return absl::OkStatus();
 }
 
-// A decimal integer >= 0 (retry-state fields); a leading '+' or '-' is rejected.
+// A decimal integer in [0, max] (retry-state fields); a leading '+' or '-' is rejected. The
+// bound keeps the engine's arithmetic on them defined: recovery and every deferral add one to
+// x-attempts (4294967295 would wrap to 0, and the generation with it), and times are added to
+// x-first-attempt.
 template <typename Int>
-absl::Status ParseCount(absl::string_view value, absl::string_view key, size_t line_no, Int* out) {
+absl::Status ParseCount(absl::string_view value, absl::string_view key, size_t line_no, Int max,
+                        Int* out) {
   if (value.empty() || value.front() < '0' || value.front() > '9' ||
       !absl::SimpleAtoi(value, out)) {
     return LineError(line_no, absl::StrCat(key, " is not a decimal integer >= 0: ", Quote(value)));
+  }
+  if (*out > max) {
+    return LineError(line_no, absl::StrCat(key, " out of range (at most ", max, "): ", Quote(value)));
   }
   return absl::OkStatus();
 }
@@ -257,21 +264,21 @@ absl::StatusOr<Envelope> ParseEnvelope(absl::string_view file) {
       case EnvelopeKey::kAttempts:
         if (attempts_line != 0) return Duplicate(line_no, key->name, attempts_line);
         attempts_line = line_no;
-        if (absl::Status s = ParseCount(value, key->name, line_no, &env.attempts); !s.ok()) {
+        if (absl::Status s = ParseCount(value, key->name, line_no, kMaxAttempts, &env.attempts); !s.ok()) {
           return s;
         }
         break;
       case EnvelopeKey::kFirstAttempt:
         if (first_attempt_line != 0) return Duplicate(line_no, key->name, first_attempt_line);
         first_attempt_line = line_no;
-        if (absl::Status s = ParseCount(value, key->name, line_no, &env.first_attempt); !s.ok()) {
+        if (absl::Status s = ParseCount(value, key->name, line_no, kMaxUnixSeconds, &env.first_attempt); !s.ok()) {
           return s;
         }
         break;
       case EnvelopeKey::kNextAttempt:
         if (next_attempt_line != 0) return Duplicate(line_no, key->name, next_attempt_line);
         next_attempt_line = line_no;
-        if (absl::Status s = ParseCount(value, key->name, line_no, &env.next_attempt); !s.ok()) {
+        if (absl::Status s = ParseCount(value, key->name, line_no, kMaxUnixSeconds, &env.next_attempt); !s.ok()) {
           return s;
         }
         break;

@@ -28,7 +28,7 @@
 //    in total <= kMaxEnvelopeOctets, x-envid <= 100 printable ASCII (RFC 3461 §4.4),
 //    x-job <= kMaxJobOctets without control characters, x-priority a decimal int,
 //    x-requiretls `yes` or `no`; x-attempts, x-first-attempt and x-next-attempt decimal
-//    integers >= 0 (the last two are Unix seconds).
+//    integers >= 0 (the last two are Unix seconds), at most kMaxAttempts / kMaxUnixSeconds.
 //  - The retry-state keys are written by the engine when it defers a message (SerializeEnvelope
 //    omits them when zero, so files without them read as attempts 0 / never attempted).
 //    x-attempts is also the message's *generation*: every rewrite of the recipient list (defer,
@@ -59,6 +59,11 @@ inline constexpr size_t kMaxRecipients = 10'000;
 inline constexpr size_t kMaxEnvelopeOctets = 1 << 20;  // all envelope lines together
 inline constexpr size_t kMaxJobOctets = 256;
 inline constexpr size_t kMaxEnvidOctets = 100;  // RFC 3461 §4.4
+// Retry-state bounds (engine-written fields, checked when read): a billion passes is far past
+// any schedule (hourly for 60 days is 1,440) and far from uint32_t wrap-around; Unix seconds
+// up to 9999-12-31T23:59:59Z.
+inline constexpr uint32_t kMaxAttempts = 1'000'000'000;
+inline constexpr int64_t kMaxUnixSeconds = 253'402'300'799;
 
 struct Envelope {
   std::string sender;                   // without <>; empty for the null sender "<>"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "engine/config.h"
 #include "gtest/gtest.h"
 
@@ -115,6 +116,131 @@ TEST(Flags, BadFlagsAreNamed) {
     absl::StatusOr<EngineConfig> cfg = Parse(args);
     ASSERT_FALSE(cfg.ok());
     EXPECT_TRUE(absl::StartsWith(cfg.status().message(), "--")) << cfg.status();
+  }
+}
+
+// Issue 10 item 11: every numeric key rejects non-finite, negative, fractional (for counts)
+// and out-of-range values with one line naming the key. timeouts.scale = nan used to pass
+// (nan compares false with both bounds) and then stopped all mail.
+TEST(ConfigFile, EveryNumericKeyRejectsNonFiniteAndOutOfRange) {
+  struct Key {
+    const char* table;  // "" = top level; "[[shaping]]" gets a domain = line
+    const char* key;
+    const char* named;
+  };
+  const Key keys[] = {
+      {"", "workers", "workers"},
+      {"[limits]", "max_connections", "limits.max_connections"},
+      {"[limits]", "max_messages_per_connection", "limits.max_messages_per_connection"},
+      {"[limits]", "max_recipients", "limits.max_recipients"},
+      {"[limits]", "max_in_flight", "limits.max_in_flight"},
+      {"[limits]", "max_in_flight_mb", "limits.max_in_flight_mb"},
+      {"[limits]", "policy_cache_entries", "limits.policy_cache_entries"},
+      {"[timeouts]", "connect", "timeouts.connect"},
+      {"[timeouts]", "idle", "timeouts.idle"},
+      {"[timeouts]", "scale", "timeouts.scale"},
+      {"[timeouts]", "dead_destination", "timeouts.dead_destination"},
+      {"[dns_cache]", "ttl_floor", "dns_cache.ttl_floor"},
+      {"[dns_cache]", "ttl_ceiling", "dns_cache.ttl_ceiling"},
+      {"[dns_cache]", "negative_ttl", "dns_cache.negative_ttl"},
+      {"[dns_cache]", "tempfail_ttl", "dns_cache.tempfail_ttl"},
+      {"[dns_cache]", "max_mx_hosts", "dns_cache.max_mx_hosts"},
+      {"[queue]", "retry_repeat", "queue.retry_repeat"},
+      {"[queue]", "max_age", "queue.max_age"},
+      {"[tls]", "smtp_port", "tls.smtp_port"},
+      {"[tls]", "smtps_port", "tls.smtps_port"},
+      {"[tls]", "implicit_tls_retry", "tls.implicit_tls_retry"},
+      {"[backoff]", "after_4xx", "backoff.after_4xx"},
+      {"[backoff]", "base", "backoff.base"},
+      {"[backoff]", "max", "backoff.max"},
+      {"[[shaping]]", "max_connections", "shaping[0].max_connections"},
+      {"[[shaping]]", "max_messages_per_connection", "shaping[0].max_messages_per_connection"},
+      {"[[shaping]]", "backoff_after_4xx", "shaping[0].backoff_after_4xx"},
+      {"[[shaping]]", "backoff_base", "shaping[0].backoff_base"},
+      {"[[shaping]]", "backoff_max", "shaping[0].backoff_max"},
+  };
+  const char* values[] = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "-1", "1e300",
+                          "-1e300", "9223372036854775807", "-9223372036854775808"};
+  for (const Key& k : keys) {
+    for (const char* v : values) {
+      std::string text = "spool = \"/s\"\n";
+      if (*k.table != '\0') absl::StrAppend(&text, k.table, "\n");
+      if (std::string(k.table) == "[[shaping]]") text += "domain = \"x.example\"\n";
+      absl::StrAppend(&text, k.key, " = ", v, "\n");
+      std::string path = WriteTemp(text);
+      absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+      std::remove(path.c_str());
+      ASSERT_FALSE(cfg.ok()) << text;
+      std::string msg(cfg.status().message());
+      EXPECT_TRUE(absl::StrContains(msg, k.named)) << text << " -> " << msg;
+      EXPECT_FALSE(absl::StrContains(msg, "\n")) << msg;
+    }
+  }
+  // Retry delays: each element.
+  for (const char* v : {"nan", "inf", "-1", "0", "1.5", "1e300", "9223372036854775807"}) {
+    std::string path = WriteTemp(absl::StrCat("spool = \"/s\"\n[queue]\nretry_delays = [60, ", v, "]\n"));
+    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_FALSE(cfg.ok()) << v;
+    EXPECT_TRUE(absl::StrContains(cfg.status().message(), "queue.retry_delays")) << cfg.status();
+  }
+  // In range is still fine, and an integer is a number for scale.
+  std::string path = WriteTemp("spool = \"/s\"\n[timeouts]\nscale = 2\nconnect = 10\n");
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+  std::remove(path.c_str());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->reply_timeout_scale, 2.0);
+}
+
+// The same for every numeric flag, and --dns / the `dns` key (issue 10 item 11: a port of 99999,
+// a non-address and an empty value were accepted and the engine then deferred all mail).
+TEST(Flags, NumericFlagsRejectNonFiniteAndOutOfRange) {
+  const char* flags[] = {"--workers", "--smtp-port", "--smtps-port", "--max-connections",
+                         "--max-messages-per-connection", "--max-recipients", "--max-in-flight",
+                         "--max-in-flight-mb", "--connect-timeout", "--idle-timeout",
+                         "--timeout-scale"};
+  const char* values[] = {"nan", "NaN", "-nan", "inf", "-inf", "infinity", "-1", "1e300", "",
+                          "99999999999999999999", "1x"};
+  for (const char* f : flags) {
+    for (const char* v : values) {
+      absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s", f, v});
+      ASSERT_FALSE(cfg.ok()) << f << " " << v;
+      EXPECT_TRUE(absl::StartsWith(cfg.status().message(), f)) << cfg.status();
+    }
+  }
+  for (const char* v : {"nan/3600/345600", "300/inf/345600", "300/3600/-1", "1e300/1/1",
+                        "99999999999999999999/1/1", "300/3600/99999999999", "300,nan/1/1"}) {
+    absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s", "--retry", v});
+    ASSERT_FALSE(cfg.ok()) << v;
+    EXPECT_TRUE(absl::StartsWith(cfg.status().message(), "--retry")) << cfg.status();
+  }
+  absl::StatusOr<EngineConfig> ok = Parse({"--spool", "/s", "--timeout-scale", "0.25"});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->reply_timeout_scale, 0.25);
+}
+
+TEST(Flags, DnsServersAreValidated) {
+  for (const char* v : {"", "127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:", "dns.example",
+                        "dns.example:53", "localhost", "127.0.0.1:53x", "[::1]:99999", "[::1",
+                        "[127.0.0.1]:53", "127.0.0.1:53,", ",127.0.0.1", "127.0.0.1:-53",
+                        "1.2.3:53"}) {
+    absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s", "--dns", v});
+    ASSERT_FALSE(cfg.ok()) << "'" << v << "'";
+    std::string msg(cfg.status().message());
+    EXPECT_TRUE(absl::StartsWith(msg, "--dns: ")) << msg;
+    EXPECT_FALSE(absl::StrContains(msg, "\n")) << msg;
+  }
+  for (const char* v : {"127.0.0.1", "127.0.0.1:53", "[::1]:5353", "::1",
+                        "127.0.0.1:53,127.0.0.2:5353"}) {
+    absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s", "--dns", v});
+    EXPECT_TRUE(cfg.ok()) << v << ": " << cfg.status();
+  }
+  for (const char* list : {"[]", "[\"127.0.0.1:99999\"]", "[\"resolver.example\"]", "[\"\"]"}) {
+    std::string path = WriteTemp(absl::StrCat("spool = \"/s\"\ndns = ", list, "\n"));
+    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_FALSE(cfg.ok()) << list;
+    EXPECT_TRUE(absl::StrContains(cfg.status().message(), ": dns: ")) << cfg.status();
   }
 }
 

@@ -185,6 +185,18 @@ std::vector<BadCase> BadCases() {
        "line 3: x-envid must be 1..100 octets"},
       {"JobWithControl", s + r + "x-job: a\x1b[31m\n" + body,
        "line 3: x-job contains a control character"},
+      // Issue 10 item 11: engine-written fields are range-checked when read. 4294967295 fits a
+      // uint32_t, and recovery's +1 wrapped it to 0 (generation 0 again).
+      {"AttemptsAtUint32Max", s + r + "x-attempts: 4294967295\n" + body,
+       "line 3: x-attempts out of range (at most 1000000000)"},
+      {"AttemptsOverUint32", s + r + "x-attempts: 4294967296\n" + body,
+       "line 3: x-attempts is not a decimal integer"},
+      {"FirstAttemptPastYear9999", s + r + "x-first-attempt: 9223372036854775807\n" + body,
+       "line 3: x-first-attempt out of range"},
+      {"NextAttemptPastYear9999", s + r + "x-next-attempt: 253402300800\n" + body,
+       "line 3: x-next-attempt out of range"},
+      {"NegativeAttempts", s + r + "x-attempts: -1\n" + body,
+       "line 3: x-attempts is not a decimal integer >= 0"},
   };
 }
 
@@ -214,6 +226,15 @@ TEST(EnvelopeTest, ErrorQuotesOffendingValueEscaped) {
   ASSERT_FALSE(env.ok());
   EXPECT_NE(env.status().message().find("\"a\\tb@d.example\""), absl::string_view::npos)
       << env.status().message();
+}
+
+TEST(EnvelopeTest, RetryFieldsAtTheirBoundsAccepted) {
+  absl::StatusOr<Envelope> env = ParseEnvelope(
+      "x-sender: <s@e.example>\nx-receiver: <r@d.example>\nx-attempts: 1000000000\n"
+      "x-first-attempt: 253402300799\nx-next-attempt: 253402300799\nSubject: x\n\nbody\n");
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(env->attempts, kMaxAttempts);
+  EXPECT_EQ(env->next_attempt, kMaxUnixSeconds);
 }
 
 TEST(EnvelopeTest, MaxRecipientsAccepted) {
