@@ -87,6 +87,10 @@ inline constexpr int64_t kMaxRetrySeconds = int64_t{86400} * 60;
 // one line naming the file, the key and what is wrong: "mxburst.toml: tls.prefix_signals:
 // expected enforce|log-only|off, got 'strict'".
 [[nodiscard]] absl::Status LoadConfigFile(const std::string& path, EngineConfig* config);
+// The same for TOML text already in memory (`name` stands for the file in messages); the fuzz
+// target's entry point. Non-ASCII outside strings and comments is rejected before toml++ sees it.
+[[nodiscard]] absl::Status LoadConfigString(absl::string_view text, const std::string& name,
+                                            EngineConfig* config);
 
 // Parses argv into a config (a --config file is read first, flags override it). Returns an error naming the bad flag; `help` is set for --help.
 [[nodiscard]] absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help,

@@ -244,6 +244,38 @@ TEST(Flags, DnsServersAreValidated) {
   }
 }
 
+// Issue 10 item 15: Debian's toml++ 3.3 reaches `unreachable` on a non-ASCII bare key. Such
+// input is rejected before toml++ with one line naming the line; non-ASCII inside strings and
+// comments (TOML allows it there) is still fine.
+TEST(ConfigFile, NonAsciiBareKeyIsRejectedWithItsLine) {
+  for (const char* text : {"spool = \"/s\"\n[domain.b\xc3\xbc" "cher.example]\ntls = \"required\"\n",
+                           "spool = \"/s\"\n\n[domain]\nb\xc3\xbc" "cher = 1\n",
+                           "spool = \"/s\"\n\"\"\"x\"\"\" = 1\n\xe2\x82\xac = 2\n"}) {
+    std::string path = WriteTemp(text);
+    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+    ASSERT_FALSE(cfg.ok()) << text;
+    std::string msg(cfg.status().message());
+    EXPECT_TRUE(absl::StrContains(msg, "non-ASCII character outside a string")) << msg;
+    EXPECT_TRUE(absl::StartsWith(msg, path + ":")) << msg;
+    EXPECT_FALSE(absl::StrContains(msg, "\n")) << msg;
+    std::remove(path.c_str());
+  }
+  EngineConfig c;
+  absl::Status s = LoadConfigString("spool = \"/s\"\n# caf\xc3\xa9\n[domain.x]\ntls = \"required\"\n"
+                                    "[domain.b\xc3\xbc" "cher]\n", "t.toml", &c);
+  EXPECT_EQ(s.message(), "t.toml:5: non-ASCII character outside a string (a bare key must be "
+                         "ASCII; quote it: [domain.\"b\xc3\xbc" "cher.example\"])");
+  // Quoted, in strings (basic, literal, multi-line) and comments: accepted.
+  c = EngineConfig{};
+  s = LoadConfigString("spool = \"/sp\xc3\xb6ol\" # \xc3\xa9\nhelo = 'h\xc3\xa9'\n"
+                       "log = \"\"\"\nl\xc3\xb6g\\\n\"\"\"\n"
+                       "[domain.\"b\xc3\xbc" "cher.example\"]\ntls = \"required\"\n",
+                       "t.toml", &c);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(c.spool_dir, "/sp\xc3\xb6ol");
+  EXPECT_EQ(c.domain_tls.count("b\xc3\xbc" "cher.example"), 1u);
+}
+
 // [queue] dsn picks where DSNs go; the flag overrides the file; the default is bounces/.
 TEST(ConfigFile, DsnDestination) {
   absl::StatusOr<EngineConfig> cfg = Parse({"--spool", "/s"});
