@@ -50,6 +50,9 @@ class AccountingLog {
   // unsynced bytes again before syncing, so calling Flush again later is the retry.
   [[nodiscard]] absl::Status Flush();
   uint64_t records() const { return records_; }
+  // Drops what is buffered and not written (the engine stops with outcomes the journal could
+  // not commit: their messages are delivered and logged again after the restart).
+  void Discard() { buf_.clear(); }
 
   // For the journal's log tail: the bytes the next Flush() appends, the log's size before them
   // and its inode (0 for stdout: nothing to repair).

@@ -39,6 +39,9 @@ struct EngineConfig {
   // After every next hop of a destination failed, its new jobs are deferred without a
   // connection attempt for this long (Postfix: a "dead" destination).
   absl::Duration dead_destination_time = absl::Seconds(60);
+  // After SIGTERM/SIGINT, in-flight transactions may finish for this long; then they are aborted
+  // and deferred ("shutdown"), so a stalled peer cannot hold the process for its RFC timeout.
+  absl::Duration shutdown_timeout = absl::Seconds(15);
   double reply_timeout_scale = 1.0;        // multiplies the RFC 5321 §4.5.3.2 timeouts
   // RFC 5321 §4.5.4.1 retry schedule: waits after attempt 1, 2, ...; then `retry_repeat`; give
   // up (expire, DSN) when the next attempt would be past `max_queue_age` after the first.

@@ -564,6 +564,13 @@ bool Connection::Transfer(DeliveryJob* job) {
 
 void Connection::Quit() { Handle(session_->Quit()); }
 
+void Connection::Abort(absl::string_view why) {
+  if (!used_ || phase_ == Phase::kClosing) return;
+  CollectResults();  // replies already read count; only the rest is deferred
+  if (job_ != nullptr) FinishJob(why);
+  StartClose();
+}
+
 void Connection::Park(int64_t until_ms) {
   parked_ = true;
   deadline_ms_ = until_ms;

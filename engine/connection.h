@@ -148,6 +148,9 @@ class Connection {
   // the job has been handed back — the connection is ready for the next one.
   bool Transfer(DeliveryJob* job);
   void Quit();
+  // Shutdown past its bound: the job (if any) is handed back with every recipient not reported
+  // yet deferred with `why`, and the connection closes without waiting for the peer.
+  void Abort(absl::string_view why);
   // Keeps the ready session until `until_ms` (then QUIT) while no job is there for it.
   void Park(int64_t until_ms);
   bool parked() const { return parked_; }
@@ -222,6 +225,8 @@ class ConnectionSlab {
     return slab_[slot].get();
   }
   size_t live() const { return live_; }
+  // Every slot ever allocated (used or free), for visiting all connections.
+  uint32_t capacity() const { return static_cast<uint32_t>(slab_.size()); }
 
  private:
   const ConnectionEnv* env_;

@@ -287,9 +287,13 @@ absl::Status Engine::ProcessCompletions() {
   }
   // Decide each finished message's fate; expiries are journaled and logged, DSNs written
   // before the commit (their names are deterministic, so a crash rewrites the same file).
-  std::vector<Finish> plans;
-  plans.reserve(finished.size());
-  for (MessageRecord* msg : finished) plans.push_back(PlanFinish(msg, now));
+  for (MessageRecord* msg : finished) held_.push_back(PlanFinish(msg, now));
+  if (held_.empty() && log_->buffered().empty() && journal_->buffered_bytes() == 0) {
+    return absl::OkStatus();
+  }
+  // Disk full (or another failed durable write): everything stays in memory and is retried
+  // with back-off; claiming is paused meanwhile (issue 10).
+  if (durable_blocked_ && now < durable_retry_at_) return absl::OkStatus();
   // Group commit: every outcome above is durable before any spool file changes below. The
   // journal goes first and carries the batch's log bytes: a crash between the two writes is
   // repaired from the journal at start-up (never a second "delivered" record for an outcome
@@ -300,15 +304,16 @@ absl::Status Engine::ProcessCompletions() {
   absl::Status durable = journal_->Commit();
   if (durable.ok()) durable = log_->Flush();
   if (!durable.ok()) {
-    for (MessageRecord* m : finished) delete m;  // files stay in active/: recovered next start
-    return durable;
+    BlockDurable(durable, now);
+    return absl::OkStatus();
   }
   if (outcomes > 0 && commit_window_us_.size() < (1u << 20)) {
-    commit_window_us_.push_back(
-        static_cast<uint32_t>(std::min<int64_t>(absl::ToInt64Microseconds(absl::Now() - window_start),
-                                                UINT32_MAX)));
+    commit_window_us_.push_back(static_cast<uint32_t>(std::min<int64_t>(
+        absl::ToInt64Microseconds(absl::Now() - window_start), UINT32_MAX)));
   }
-  for (const Finish& f : plans) {
+  std::vector<Finish> retry;
+  absl::Status first_error;
+  for (Finish& f : held_) {
     MessageRecord* msg = f.msg;
     absl::Status s;
     if (f.complete) {
@@ -333,6 +338,13 @@ absl::Status Engine::ProcessCompletions() {
                                                                   msg->envelope.body_offset))
                                     : f.deferred_file);
     }
+    if (absl::IsResourceExhausted(s) || absl::IsUnavailable(s)) {
+      // No space for deferred/ (ENOSPC, EDQUOT) or an I/O error: keep it, retry with the
+      // journal's back-off. Its outcomes are durable already.
+      if (first_error.ok()) first_error = s;
+      retry.push_back(std::move(f));
+      continue;
+    }
     tries_.erase(msg->spool_name);
     if (s.ok()) {
       journal_->AppendRetired(msg->spool_name, msg->envelope.attempts);
@@ -346,7 +358,30 @@ absl::Status Engine::ProcessCompletions() {
     delete msg;
     last_finish_ = now;
   }
+  held_ = std::move(retry);
+  if (!first_error.ok()) {
+    BlockDurable(first_error, now);
+  } else if (durable_blocked_) {
+    durable_blocked_ = false;
+    std::fprintf(stderr, "mxburst: spool writes succeed again: claiming resumed\n");
+  }
   return absl::OkStatus();
+}
+
+void Engine::BlockDurable(const absl::Status& error, absl::Time now) {
+  if (!durable_blocked_) {
+    // Said once per episode, not once per retry.
+    durable_blocked_ = true;
+    durable_backoff_ = absl::Milliseconds(100);
+    ++summary_.durable_pauses;
+    std::fprintf(stderr,
+                 "mxburst: %s — claiming paused; %zu finished message(s) kept in memory, "
+                 "retrying the spool writes with back-off until they succeed\n",
+                 std::string(error.message()).c_str(), held_.size());
+  } else {
+    durable_backoff_ = std::min(durable_backoff_ * 2, absl::Seconds(5));
+  }
+  durable_retry_at_ = now + durable_backoff_;
 }
 
 Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
@@ -499,7 +534,34 @@ absl::Status Engine::Run() {
     }
     bool stopping = stop_.load(std::memory_order_relaxed);
     size_t before = in_flight_;
-    if (!stopping) {
+    if (stopping) {
+      // The shutdown bound: in-flight transactions get shutdown_timeout to finish, then the
+      // workers abort them (deferred "shutdown"), the outcomes are committed and we exit —
+      // a peer that never answers cannot hold us for its RFC 5321 §4.5.3.2 timeout.
+      const absl::Time now = absl::Now();
+      if (stop_seen_ == absl::InfinitePast()) stop_seen_ = now;
+      if (!abort_sent_ && now - stop_seen_ >= config_.shutdown_timeout && in_flight_ > 0) {
+        abort_sent_ = true;
+        if (!config_.quiet) {
+          std::fprintf(stderr,
+                       "mxburst: shutdown: %zu message(s) still in flight after %s: aborting "
+                       "and deferring them\n",
+                       in_flight_, absl::FormatDuration(config_.shutdown_timeout).c_str());
+        }
+        for (auto& w : workers_) w->RequestAbort();
+      }
+    }
+    if (stopping && durable_blocked_ && in_flight_ == held_.size()) {
+      // SIGTERM while the spool cannot be written: nothing more will finish. The held messages
+      // are still in active/ and are delivered again at the next start (at-least-once).
+      std::fprintf(stderr,
+                   "mxburst: stopping with %zu message(s) whose outcomes could not be made "
+                   "durable: they stay in active/ and are delivered again at the next start\n",
+                   held_.size());
+      result = absl::UnavailableError("stopped while the spool could not be written");
+      break;
+    }
+    if (!stopping && !durable_blocked_) {
       if (!config_.drain) CollectDueRetries();
       ClaimBatch();
     }
@@ -517,8 +579,15 @@ absl::Status Engine::Run() {
   }
   for (auto& w : workers_) w->RequestStop();
   for (auto& w : workers_) w->Join();
+  durable_retry_at_ = absl::InfinitePast();  // one last attempt, whatever the back-off says
   if (absl::Status s = ProcessCompletions(); !s.ok() && result.ok()) result = s;
-  if (absl::Status s = log_->Flush(); !s.ok() && result.ok()) result = s;
+  // Never write log records the journal has not committed (they would be logged again after
+  // the restart delivers those messages once more).
+  if (!durable_blocked_) {
+    if (absl::Status s = log_->Flush(); !s.ok() && result.ok()) result = s;
+  } else if (journal_->buffered_bytes() > 0) {
+    log_->Discard();
+  }
   Progress(true);
   if (!config_.quiet && !commit_window_us_.empty()) {
     std::vector<uint32_t>& w = commit_window_us_;
@@ -570,7 +639,11 @@ std::string Engine::SummaryLine() const {
       s.messages, secs, rate, s.delivered, s.deferred, s.bounced + s.expired, s.expired, s.dsns,
       s.quarantined, tls_share,
       suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed,
-      policies.empty() ? "none" : policies);
+      policies.empty() ? "none" : policies) +
+         (s.durable_pauses > 0
+              ? absl::StrCat("; claiming paused ", s.durable_pauses,
+                             " time(s) because spool writes failed")
+              : std::string());
 }
 
 }  // namespace mxb

@@ -48,6 +48,7 @@ struct EngineSummary {
   uint64_t tls_sessions = 0;
   uint64_t tls_resumed = 0;
   uint64_t stale_completions = 0;
+  uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
   absl::flat_hash_map<std::string, uint64_t> policies;    // TLS policy name -> delivered rcpts
@@ -64,6 +65,8 @@ class Engine {
   void RequestStop() { stop_.store(true, std::memory_order_relaxed); }
 
   EngineSummary summary() const;
+  // Claiming is paused because a durable write failed (for the metrics endpoint).
+  bool claiming_paused() const { return durable_blocked_; }
   std::string SummaryLine() const;
 
  private:
@@ -100,6 +103,8 @@ class Engine {
   // The recipient's final outcome in the journal (recovery will not send it again).
   void JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class);
   void Progress(bool final);
+  // A journal/log/spool write failed: pause claiming (said once), retry with back-off.
+  void BlockDurable(const absl::Status& error, absl::Time now);
 
   EngineConfig config_;
   std::atomic<bool> stop_{false};
@@ -118,6 +123,10 @@ class Engine {
   std::deque<PendingFile> pending_;
   std::deque<std::string> due_;  // retries due now, claimed from deferred/
   bool retry_turn_ = false;
+  std::vector<Finish> held_;     // finished, waiting for a durable commit or spool write
+  bool durable_blocked_ = false;
+  absl::Duration durable_backoff_;
+  absl::Time durable_retry_at_;
   bool xattr_ok_ = true;         // Spool::DeferUnchanged works on this file system
   absl::flat_hash_map<std::string, uint32_t> tries_;  // in-flight messages whose mark is ahead
   bool incoming_empty_ = false;
@@ -128,6 +137,8 @@ class Engine {
   absl::Time last_finish_;
   absl::Time last_progress_;
   absl::Time last_pop_ = absl::InfinitePast();
+  absl::Time stop_seen_ = absl::InfinitePast();  // when Run() first saw the stop request
+  bool abort_sent_ = false;
   std::vector<uint32_t> commit_window_us_;  // per commit with outcomes: previous pop -> durable
 
 };

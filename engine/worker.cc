@@ -475,6 +475,7 @@ struct Worker::Impl : public DestinationHost {
   }
 
   void Loop() {
+    bool aborted = false;
     now_ms_ = NowMs();
     wheel.Start(now_ms_);
     PostWake();
@@ -483,6 +484,12 @@ struct Worker::Impl : public DestinationHost {
       DrainInbound();
       if (w.stop_.load(std::memory_order_acquire)) {
         for (auto& [name, d] : dests) d->Shutdown();
+        if (!aborted && w.abort_.load(std::memory_order_acquire)) {
+          aborted = true;
+          for (uint32_t s = 0; s < slab.capacity(); ++s) {
+            slab.At(s).Abort("shutdown: aborted after the shutdown timeout");
+          }
+        }
       }
       FlushCompletions();
       if (w.stop_.load(std::memory_order_acquire) && Idle()) {
@@ -557,6 +564,11 @@ void Worker::Wake() {
 void Worker::RequestStop() {
   stop_.store(true, std::memory_order_release);
   Wake();
+}
+
+void Worker::RequestAbort() {
+  abort_.store(true, std::memory_order_release);
+  RequestStop();  // queued jobs are deferred too ("engine shutting down")
 }
 
 void Worker::Join() {

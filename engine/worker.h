@@ -79,6 +79,9 @@ class Worker {
   [[nodiscard]] bool Enqueue(DeliveryJob* job) { return inbound_.TryPush(job); }
   void Wake();
   void RequestStop();
+  // Scanner thread: the shutdown bound passed. Stops the worker (queued jobs are deferred) and
+  // aborts every connection, deferring what it carried ("shutdown").
+  void RequestAbort();
   void Join();
 
   const WorkerStats& stats() const { return stats_; }
@@ -99,6 +102,7 @@ class Worker {
   MpscQueue<DeliveryJob*> inbound_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> abort_{false};
   std::thread thread_;
   WorkerStats stats_;
   std::unique_ptr<Impl> impl_;

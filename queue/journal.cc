@@ -350,23 +350,32 @@ void Journal::AppendRetired(absl::string_view name, uint32_t generation) {
 }
 
 absl::Status Journal::Commit() {
-  if (!failed_.ok()) return failed_;
   if (buffer_.empty() && tail_.empty()) return absl::OkStatus();
+  if (abandon_) {
+    // The last attempt left the segment in doubt: the batch goes into a fresh one.
+    if (absl::Status s = StartSegment(current_ + 1); !s.ok()) return s;
+    abandon_ = false;
+  }
   const std::string path = absl::StrCat(dir_, "/", JournalSegmentName(current_));
   absl::Status s = tail_.empty() ? WriteAll(fd_, buffer_, path)
                                  : WriteAll2(fd_, tail_, buffer_, path);
   if (!s.ok()) {
-    // Cut a partial batch off so the segment stays framed; the journal stays failed regardless.
+    // Cut a partial batch off so the segment stays framed, and keep the batch for the retry
+    // (disk full). If even that fails, later records could sit behind a torn one: abandon it.
     if (ftruncate(fd_, static_cast<off_t>(current_size_)) != 0) {
+      abandon_ = true;
       s = absl::Status(s.code(), absl::StrCat(s.message(), "; and ftruncate failed: ",
                                               std::strerror(errno)));
     }
-    failed_ = s;
     return s;
   }
   if (fdatasync(fd_) != 0) {
-    failed_ = ErrnoError(errno, "fdatasync", path);
-    return failed_;
+    // After a failed fdatasync the kernel may have dropped those dirty pages and marked them
+    // clean, so a second fdatasync of the same file could succeed without them. The batch is
+    // kept and written again into a new segment by the retry; the records are idempotent, so
+    // whatever of this attempt reached the disk does no harm.
+    abandon_ = true;
+    return ErrnoError(errno, "fdatasync", path);
   }
   current_size_ += buffer_.size() + tail_.size();
   buffer_.clear();

@@ -35,9 +35,11 @@
 //
 // Group commit: Append*() only buffer. Commit() writes the buffer with one write() and makes it
 // durable with one fdatasync(); the engine calls it once per batch *before* it touches any spool
-// file for that batch. A failed write or fdatasync poisons the journal (every later Commit fails):
-// after a failed fsync the kernel may already have dropped the dirty pages, so retrying could
-// report success for data that never reached the disk. The engine must stop and recover.
+// file for that batch. A failed Commit (disk full, I/O error) keeps the batch buffered, and
+// calling Commit again is the retry: a failed write is cut off the segment again, and after a
+// failed fdatasync (when the kernel may already have dropped the dirty pages, so a second
+// fdatasync could report success for data that never reached the disk) the batch is written
+// into a new segment instead. Nothing of a failed batch counts as committed.
 //
 // Segments: a segment is sealed when it grows past JournalOptions::segment_bytes (rotation
 // happens between batches, so a batch never spans two segments). Sealed segments are deleted
@@ -148,7 +150,7 @@ class Journal {
 
   // One write() + one fdatasync() for everything buffered; then rotation and deletion of fully
   // retired sealed segments. No-op when nothing is buffered. Errors name the segment path and
-  // errno; after a write/fdatasync error the journal stays failed.
+  // errno; the batch stays buffered (more may be appended) and the next Commit retries it.
   [[nodiscard]] absl::Status Commit();
 
   // Deletes the segments that existed before Open() (after running before_delete) and fsyncs the
@@ -176,7 +178,7 @@ class Journal {
   size_t current_size_ = 0;       // committed bytes in the current segment
   std::string buffer_;            // records appended since the last Commit
   std::string tail_;              // the batch's type-3 record (SetLogTail), written first
-  absl::Status failed_;           // sticky write/fsync error
+  bool abandon_ = false;          // a failed commit left the segment in doubt: start a new one
   // Segment number -> number of names mentioned in it and not yet retired.
   absl::flat_hash_map<uint64_t, size_t> segment_live_;
   // Name -> segments mentioning it (a name's records usually sit in one or two segments).

@@ -1,9 +1,15 @@
 // Durability and flow under an unlucky operator (issue 10): non-regular files in incoming/, a
 // full spool file system, a dead destination's backlog, shutdown with stalled peers. Each test
 // runs the real mxburst against mxburst-sink or a fault listener on 127.0.0.0/8.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -21,6 +27,7 @@ namespace mxb {
 namespace {
 
 using testing::Bin;
+using testing::CountSpool;
 using testing::ListDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
@@ -131,6 +138,160 @@ TEST_F(DurabilityTest, DeferralWithoutRecipientChangesKeepsTheFile) {
   for (const auto& [n, bytes] : before) {
     EXPECT_EQ(ReadFileOrDie(spool_ + "/deferred/" + n), bytes) << n;
   }
+}
+
+// How often `needle` occurs in the file at `path` (0 while it does not exist yet).
+int Occurrences(const std::string& path, const std::string& needle) {
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int n = 0;
+  for (size_t pos = text.find(needle); pos != std::string::npos;
+       pos = text.find(needle, pos + needle.size())) {
+    ++n;
+  }
+  return n;
+}
+
+// Polls until `done()` or the timeout (a bound for a hung engine, not a timing assertion).
+template <typename F>
+bool WaitUntil(F done, absl::Duration timeout = absl::Seconds(60)) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (done()) return true;
+    usleep(20000);
+  }
+  return done();
+}
+
+// Writes zeros into `path` until the file system is full (ENOSPC).
+void FillUp(const std::string& path) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::string chunk(64 << 10, '\0');
+  while (write(fd, chunk.data(), chunk.size()) > 0) {
+  }
+  close(fd);
+}
+
+// Issue 10 item 5: with the spool's file system full the engine used to print the same error
+// over a thousand times, keep delivering, never finish the delivered messages in active/ once
+// space returned, and ignore SIGTERM. Now it says so once, stops claiming, keeps the finished
+// messages in memory, retries with back-off, resumes by itself when space returns, and honours
+// SIGTERM while the disk is still full (what it held is delivered again at the next start).
+// The spool and the log are on a small tmpfs mounted here (root only; skipped otherwise).
+TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
+  const std::string fs = dir_ + "/fs";
+  ASSERT_EQ(mkdir(fs.c_str(), 0750), 0);
+  if (mount("mxb-test", fs.c_str(), "tmpfs", 0, "size=6m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << fs << ": " << std::strerror(errno)
+                 << " (needs root or CAP_SYS_ADMIN)";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{fs};
+  const std::string spool = fs + "/spool", log = fs + "/acct.jsonl", filler = fs + "/filler";
+  ASSERT_TRUE(Spool::Open(spool).ok());
+  StartSink("127.0.0.1");
+  auto inject = [&](int count, int seed) {
+    ASSERT_EQ(RunCommand({Bin("tools/mxburst-inject"), "--spool", spool, "--count",
+                          std::to_string(count), "--size", "1500", "--domains", "4", "--seed",
+                          std::to_string(seed), "--no-fsync"},
+                         dir_ + "/inject.out"),
+              0);
+  };
+  // Hard links keep the messages' pages allocated after the engine removes them from the spool,
+  // so finishing messages cannot free the space the journal and the log need.
+  const std::string keep = fs + "/keep";
+  ASSERT_EQ(mkdir(keep.c_str(), 0750), 0);
+  auto pin = [&] {
+    for (const std::string& n : ListDir(spool + "/incoming")) {
+      link((spool + "/incoming/" + n).c_str(), (keep + "/" + n).c_str());
+    }
+  };
+  inject(300, 1);
+  pin();
+  {
+    // Leave ~48 KiB: the engine starts, delivers a little, then every durable write fails.
+    FillUp(filler);
+    struct stat st;
+    ASSERT_EQ(stat(filler.c_str(), &st), 0);
+    ASSERT_EQ(truncate(filler.c_str(), st.st_size - (48 << 10)), 0);
+  }
+  const std::string err = dir_ + "/engine-full.err";
+  std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool, "--route",
+                                   absl::StrCat("*=127.0.0.1:", port_), "--log", log,
+                                   "--workers", "2", "--max-in-flight", "40", "--quiet"};
+  {
+    testing::Subprocess engine(argv, dir_ + "/engine-full.out", err);
+    ASSERT_TRUE(WaitUntil([&] { return Occurrences(err, "claiming paused") > 0; }))
+        << ReadFileOrDie(err);
+    usleep(1500 * 1000);  // several retries with back-off happen meanwhile
+    EXPECT_EQ(Occurrences(err, "claiming paused"), 1) << ReadFileOrDie(err);
+    const std::string text = ReadFileOrDie(err);
+    EXPECT_LT(std::count(text.begin(), text.end(), '\n'), 4) << text;  // no error per retry
+    EXPECT_GT(CountSpool(spool, "incoming"), 0u);  // claiming stopped
+    ASSERT_EQ(unlink(filler.c_str()), 0);           // space returns
+    ASSERT_TRUE(WaitUntil([&] {
+      return CountSpool(spool, "incoming") + CountSpool(spool, "active") == 0;
+    })) << ReadFileOrDie(err);
+    EXPECT_EQ(Occurrences(err, "claiming resumed"), 1) << ReadFileOrDie(err);
+
+    // Full again, more mail, then SIGTERM while the writes still fail: it must exit.
+    inject(60, 2);
+    pin();
+    FillUp(filler);
+    ASSERT_TRUE(WaitUntil([&] { return Occurrences(err, "claiming paused") > 1; }))
+        << ReadFileOrDie(err);
+    engine.Signal(SIGTERM);
+    EXPECT_EQ(engine.Wait(absl::Seconds(60)), 1) << ReadFileOrDie(err);
+    EXPECT_EQ(Occurrences(err, "stopping with"), 1) << ReadFileOrDie(err);
+  }
+  ASSERT_EQ(unlink(filler.c_str()), 0);
+  std::vector<std::string> drain = argv;
+  drain.push_back("--drain");
+  ASSERT_EQ(RunCommand(drain, dir_ + "/engine-drain.out"), 0)
+      << ReadFileOrDie(dir_ + "/engine-drain.out.err");
+  StopSink();
+  EXPECT_EQ(CountSpool(spool, "incoming") + CountSpool(spool, "active") +
+                CountSpool(spool, "deferred"),
+            0u);
+  // Nothing lost, nothing logged twice: one delivered record per message.
+  std::map<std::string, int> delivered;
+  for (const nlohmann::json& r : ReadJsonLines(log)) {
+    if (r["status"] == "delivered") ++delivered[r["msgid"].get<std::string>()];
+  }
+  EXPECT_EQ(delivered.size(), 360u);
+  for (const auto& [id, n] : delivered) EXPECT_EQ(n, 1) << id;
+}
+
+// Issue 10 item 6: after SIGTERM a peer that never sends its greeting used to keep the process
+// alive for the full RFC 5321 §4.5.3.2 greeting timeout (5 minutes). Now in-flight work gets
+// `[timeouts] shutdown` (1 s here, 15 s by default), then it is aborted and deferred
+// ("shutdown"), committed, and the engine exits 0.
+TEST_F(DurabilityTest, ShutdownIsBoundedWhenThePeerNeverGreets) {
+  port_ = testing::FreePort("127.0.0.1");
+  testing::FaultServer silent(port_, testing::FaultServer::Mode::kSilent);
+  ASSERT_TRUE(silent.ok());
+  Inject({"--count", "5", "--domains", "1", "--no-fsync"});
+  const std::string config = dir_ + "/mxburst.toml";
+  testing::WriteFileOrDie(config, "[timeouts]\nshutdown = 1\n");
+  const std::string err = dir_ + "/engine.err";
+  testing::Subprocess engine(EngineArgs({"--config", config}), dir_ + "/engine.out", err);
+  ASSERT_TRUE(WaitUntil([&] { return silent.accepts() > 0; }));
+  ASSERT_TRUE(WaitUntil([&] { return Count("incoming") == 0; }));
+  engine.Signal(SIGTERM);
+  EXPECT_EQ(engine.Wait(absl::Seconds(60)), 0) << ReadFileOrDie(err);
+  EXPECT_TRUE(absl::StrContains(ReadFileOrDie(err), "shutdown: ")) << ReadFileOrDie(err);
+  EXPECT_EQ(Count("active"), 0u);
+  EXPECT_EQ(Count("deferred"), 5u);
+  int deferred = 0;
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
+    EXPECT_EQ(r["status"], "deferred");
+    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "shut")) << r.dump();
+    ++deferred;
+  }
+  EXPECT_EQ(deferred, 5);
 }
 
 }  // namespace
