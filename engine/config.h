@@ -67,6 +67,13 @@ struct EngineConfig {
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain
   size_t policy_cache_entries = 100000;
   bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
+  // MTA-STS (RFC 8461, engine/sts_fetcher.h), the [mta_sts] table: applied to MX delivery (not
+  // static routes); policies cached in SPOOL/policy/mta-sts/. `wait`: how long jobs of a domain
+  // whose first check is still running wait before they are deferred.
+  bool mta_sts = true;
+  uint16_t mta_sts_https_port = 443;
+  absl::Duration mta_sts_wait = absl::Seconds(10);
+  absl::Duration mta_sts_recheck = absl::Minutes(5);
 
   // Traffic shaping and source IP pools (engine/shaping.h): the [[shaping]], [backoff],
   // [source_pools.NAME], [[source_select]] and default_source_pool keys. `shaping` is built from

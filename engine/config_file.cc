@@ -143,7 +143,7 @@ class Reader {
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
-                                   "default_source_pool"}))
+                                   "default_source_pool", "mta_sts"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -298,6 +298,18 @@ class Reader {
         return s;
     } else if (root.contains("tls")) {
       return Error("tls", "expected a table");
+    }
+
+    if (const toml::table* t = root["mta_sts"].as_table()) {
+      const std::string p = "mta_sts.";
+      if (!(s = CheckKeys(*t, p, {"enabled", "https_port", "wait", "recheck"})).ok()) return s;
+      if (!(s = Bool(*t, p, "enabled", &c_->mta_sts)).ok()) return s;
+      if (!(s = Int<uint16_t>(*t, p, "https_port", 1, 65535, &c_->mta_sts_https_port)).ok())
+        return s;
+      if (!(s = Seconds(*t, p, "wait", 3600, &c_->mta_sts_wait)).ok()) return s;
+      if (!(s = Seconds(*t, p, "recheck", 86400, &c_->mta_sts_recheck)).ok()) return s;
+    } else if (root.contains("mta_sts")) {
+      return Error("mta_sts", "expected a table");
     }
 
     if (const toml::table* domains = root["domain"].as_table()) {

@@ -339,8 +339,42 @@ void Destination::ReleaseContendedIdle() {
 // ---------------------------------------------------------------------------------------------
 // The pool
 
+// RFC 8461 applies to MX delivery: a static route is the operator's choice of next hop. The
+// policy is the recipient domain's (never the MX host's), so it lives here and not in the
+// per-MX PolicyCache: two domains sharing MX hosts keep their own policies (DESIGN.md).
+bool Destination::StsReady() {
+  sts_.reset();
+  if (ctx_->sts == nullptr || route_ != nullptr) return true;
+  StsLookup l = ctx_->sts->Lookup(domain_, absl::Now());
+  if (l.state == StsLookup::State::kPending) {
+    if (sts_wait_since_ms_ < 0) sts_wait_since_ms_ = now();
+    if (now() - sts_wait_since_ms_ >=
+        absl::ToInt64Milliseconds(ctx_->config->mta_sts_wait)) {
+      sts_wait_since_ms_ = -1;
+      FailQueue(DeliveryClass::kDeferred, 451, "4.7.0",
+                absl::StrCat("MTA-STS policy of ", domain_, " not known yet (fetch in progress)"),
+                {});
+      return false;
+    }
+    ctx_->host->Throttle(this);  // pumped again on the next tick
+    return false;
+  }
+  sts_wait_since_ms_ = -1;
+  if (l.state == StsLookup::State::kPolicy && l.policy->mode != StsMode::kNone) {
+    sts_ = std::move(l.policy);
+  }
+  return true;
+}
+
+// RFC 8461 §4.1/§5: in enforce mode only MX hosts matching the policy may be used.
+bool Destination::StsCandidate(const Hop& hop) const {
+  return sts_ == nullptr || sts_->mode != StsMode::kEnforce || sts_->MatchesMx(hop.mx);
+}
+
 void Destination::Pump() {
   if (state_ != State::kReady || hops_.empty()) return;
+  if (queue_.empty()) return;
+  if (!StsReady()) return;
   if (DeferIfPaused()) return;
   if (now() < shaping_wake_ms_) {  // no new connections while waiting for a rate slot
     if (!queue_.empty()) ctx_->host->Throttle(this);
@@ -357,10 +391,23 @@ void Destination::Pump() {
 bool Destination::OpenConnection() {
   if (hops_.empty()) return false;
   const ShapingTable& shaping = *ctx_->shaping;
-  size_t index = hops_.next % hops_.size();
+  size_t index = hops_.size();
+  for (size_t i = 0; i < hops_.size() && index == hops_.size(); ++i) {
+    const size_t t = (hops_.next + i) % hops_.size();
+    if (StsCandidate(hops_.hops[t])) index = t;
+  }
+  if (index == hops_.size()) {
+    // RFC 8461 §5: enforce, and no MX host matches: no delivery (no fallback to another MX).
+    FailQueue(DeliveryClass::kDeferred, 451, "4.7.0",
+              absl::StrCat("no MX host of ", domain_, " matches its MTA-STS policy (id ", sts_->id,
+                           ")"),
+              {});
+    return false;
+  }
   // Skip next hops behind a backing-off MX rule (PausedFor() said one is not).
   for (size_t i = 0; i < hops_.size(); ++i) {
     size_t t = (hops_.next + i) % hops_.size();
+    if (!StsCandidate(hops_.hops[t])) continue;
     const ShapingBudget* mx = shaping.ForMx(hops_.hops[t].mx);
     if (mx == nullptr || !mx->Paused(now())) {
       index = t;
@@ -398,7 +445,8 @@ bool Destination::OpenConnection() {
   spec.mx_dnssec = hop.mx_dnssec;
   spec.addr = hop.addr;
   SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
-  spec.policy = policy.policy;
+  // The domain's MTA-STS policy on top of the per-MX one (tls/mta_sts.h: DANE still wins).
+  spec.policy = sts_ != nullptr ? ApplyStsPolicy(policy.policy, *sts_) : policy.policy;
   spec.implicit_tls = implicit;
   spec.source = source;
   absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));

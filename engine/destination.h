@@ -38,6 +38,7 @@
 #include "engine/delivery.h"
 #include "engine/shaping.h"
 #include "tls/hop_policy.h"
+#include "tls/mta_sts.h"
 #include "tls/policy.h"
 
 namespace mxb {
@@ -88,6 +89,7 @@ struct DestinationContext {
   PolicyCache* policy_cache = nullptr;
   const TlsPolicyRules* tls_rules = nullptr;
   DestinationHost* host = nullptr;
+  StsSource* sts = nullptr;  // MTA-STS policies (engine/sts_fetcher.h); nullptr = off
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
 };
 
@@ -169,6 +171,8 @@ class Destination : public ConnectionOwner {
   enum class BudgetResult { kOk, kFull, kNoSource };
 
   bool NeedsResolve() const;
+  bool StsReady();
+  bool StsCandidate(const Hop& hop) const;
   void Resolve();
   const ShapingBudget* PausedFor() const;
   bool DeferIfPaused();
@@ -191,6 +195,10 @@ class Destination : public ConnectionOwner {
   int connections_ = 0;  // open or opening
   int connecting_ = 0;   // not yet ready to take a job
   std::string last_failure_;
+  // The domain's MTA-STS policy (RFC 8461) for this pump, mode testing/enforce only; when the
+  // first check is pending, since when jobs wait for it.
+  std::shared_ptr<const StsPolicy> sts_;
+  int64_t sts_wait_since_ms_ = -1;
   // Every next hop failed: jobs are deferred without a connection attempt until then.
   int64_t dead_until_ms_ = 0;
   // Connections between transactions, most recent last; checked with Unpark() when popped (a

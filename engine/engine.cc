@@ -64,12 +64,25 @@ absl::Status Engine::Start() {
   if (!ctx.ok()) return ctx.status();
   tls_client_ = *std::move(ctx);
 
+  if (config_.mta_sts) {
+    StsFetcher::Options so;
+    so.dns_servers = config_.dns_servers;
+    so.ca_file = config_.ca_file;
+    so.https_port = config_.mta_sts_https_port;
+    so.recheck = config_.mta_sts_recheck;
+    absl::StatusOr<std::unique_ptr<StsFetcher>> sts =
+        StsFetcher::Create(so, config_.spool_dir + "/policy/mta-sts");
+    if (!sts.ok()) return sts.status();
+    sts_ = *std::move(sts);
+  }
+
   int n = config_.workers;
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   completions_ = std::make_unique<CompletionQueue>(kCompletionCapacity);
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>(static_cast<uint32_t>(i), config_, *routes_,
                                       tls_client_.get(), completions_.get());
+    w->set_sts(sts_.get());
     if (absl::Status s = w->Init(); !s.ok()) return s;
     if (absl::Status s = w->Start(); !s.ok()) return s;
     workers_.push_back(std::move(w));

@@ -27,6 +27,7 @@
 #include "dns/static_routes.h"
 #include "engine/accounting_log.h"
 #include "engine/config.h"
+#include "engine/sts_fetcher.h"
 #include "engine/worker.h"
 #include "queue/journal.h"
 #include "queue/retry_schedule.h"
@@ -115,6 +116,7 @@ class Engine {
   RetrySchedule schedule_;
   DeferredQueue deferred_;
   std::unique_ptr<TlsContext> tls_client_;
+  std::unique_ptr<StsFetcher> sts_;  // MTA-STS; outlives the workers that ask it
   std::unique_ptr<CompletionQueue> completions_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full

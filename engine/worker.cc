@@ -218,6 +218,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.policy_cache = &policy_cache;
     dctx.tls_rules = &tls_rules;
     dctx.host = this;
+    dctx.sts = w.sts_;
   }
 
   absl::Status InitRing() {

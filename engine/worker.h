@@ -33,6 +33,7 @@
 #include "engine/config.h"
 #include "engine/delivery.h"
 #include "queue/mpsc_queue.h"
+#include "tls/mta_sts.h"
 #include "tls/tls_session.h"
 
 namespace mxb {
@@ -85,6 +86,8 @@ class Worker {
   void Join();
 
   const WorkerStats& stats() const { return stats_; }
+  // MTA-STS policies for this worker's destinations (before Init; nullptr = off).
+  void set_sts(StsSource* sts) { sts_ = sts; }
 
   // Sockets one worker can hold as io_uring direct descriptors (engine/ring.h): its
   // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
@@ -99,6 +102,7 @@ class Worker {
   const StaticRoutes& routes_;
   TlsContext* tls_client_;
   CompletionQueue* done_;
+  StsSource* sts_ = nullptr;
   MpscQueue<DeliveryJob*> inbound_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};

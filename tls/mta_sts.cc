@@ -139,6 +139,18 @@ const char* ToString(StsMode m) {
   return "unknown";
 }
 
+const char* ToString(StsLookup::State s) {
+  switch (s) {
+    case StsLookup::State::kPending:
+      return "pending";
+    case StsLookup::State::kNoPolicy:
+      return "no-policy";
+    case StsLookup::State::kPolicy:
+      return "policy";
+  }
+  return "unknown";
+}
+
 const char* ToString(StsCacheAction a) {
   switch (a) {
     case StsCacheAction::kNoPolicy:
@@ -308,6 +320,27 @@ StsCacheAction DecideStsAction(const StsPolicy* cached, const std::optional<std:
     return StsCacheAction::kUseCachedRefresh;
   }
   return StsCacheAction::kUseCached;
+}
+
+TlsPolicy ApplyStsPolicy(TlsPolicy base, const StsPolicy& sts) {
+  if (base.source == PolicySource::kDane || sts.mode == StsMode::kNone) return base;
+  TlsPolicy p = base;
+  p.source = PolicySource::kMtaSts;
+  p.name = absl::StrCat("mta-sts-", ToString(sts.mode), " id=", sts.id);
+  p.verify = true;
+  if (sts.mode == StsMode::kEnforce) {
+    p.requirement = TlsRequirement::kRequired;
+    p.log_only = false;
+    return p;
+  }
+  // testing (§5): deliver as the other rules allow, never stricter; verify and log failures.
+  if (base.requirement == TlsRequirement::kRequired && !base.log_only) {
+    // A configured or prefix requirement stays in force; it keeps its own name and source.
+    return base;
+  }
+  if (p.requirement == TlsRequirement::kDisabled) p.requirement = TlsRequirement::kOpportunistic;
+  p.log_only = true;
+  return p;
 }
 
 std::string StsPolicyStore::ToJson(absl::string_view domain, const StsPolicy& p) {

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tls/policy.h"
 
 namespace mxb {
 
@@ -89,6 +90,37 @@ enum class StsCacheAction {
 const char* ToString(StsCacheAction a);
 StsCacheAction DecideStsAction(const StsPolicy* cached, const std::optional<std::string>& txt_id,
                                absl::Time now);
+
+// §4/§5 the policy to carry out on an MX host the domain's policy lists (the caller has already
+// dropped hosts that do not match in enforce mode). DANE wins (RFC 8461 §2: a DANE TLSA record
+// for the MX takes precedence). enforce -> STARTTLS required with a PKIX-valid certificate for
+// the MX name (implicit TLS first is kept from an smtps- prefix); testing -> what `base` says,
+// but verified and logged (TlsPolicy::log_only) so every failure is recorded; none -> base.
+// The name carries mode and id for the log: "mta-sts-enforce id=<id>".
+TlsPolicy ApplyStsPolicy(TlsPolicy base, const StsPolicy& sts);
+
+// What delivery knows about a domain's MTA-STS right now (StsSource::Lookup).
+struct StsLookup {
+  enum class State {
+    kPending,   // never checked yet: the check is queued; the caller waits (bounded) or defers
+    kNoPolicy,  // checked: no TXT record, or no policy could be fetched and none is cached
+    kPolicy,    // `policy` applies (possibly mode none); cached and unexpired
+  };
+  State state = State::kPending;
+  std::shared_ptr<const StsPolicy> policy;
+  // RFC 8460 §4.3 result type of the last failed check ("sts-policy-fetch-error",
+  // "sts-policy-invalid", "sts-webpki-invalid"), with the detail; empty when it succeeded.
+  std::string failure;
+};
+const char* ToString(StsLookup::State s);  // "pending", "no-policy", "policy"
+
+// Where workers ask for a domain's policy. Lookup() never blocks on the network: it answers from
+// what is known and, when a (re)check is due, queues one. Thread: any.
+class StsSource {
+ public:
+  virtual ~StsSource() = default;
+  virtual StsLookup Lookup(absl::string_view domain, absl::Time now) = 0;
+};
 
 class StsPolicyStore {
  public:

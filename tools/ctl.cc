@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "queue/envelope.h"
 #include "queue/spool.h"
+#include "tls/mta_sts.h"
 
 namespace {
 
@@ -24,6 +25,8 @@ const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
   policy           the TLS policy cache per MX host (JSON lines, from SPOOL/log/policy-w*.jsonl)
   shaping          the traffic-shaping budgets: open connections, message rate and back-off
                    (throttle) state per [[shaping]] rule (JSON lines, from SPOOL/log/shaping.jsonl)
+  sts DOMAIN       DOMAIN's cached MTA-STS policy (RFC 8461): mode, mx patterns, id, fetched and
+                   expiry time (one JSON object, from SPOOL/policy/mta-sts/DOMAIN)
   flush            move deferred messages back to incoming/ for an immediate retry
     --domain D     only messages with a recipient at domain D
   --help           this text
@@ -83,6 +86,20 @@ int Shaping(const mxb::Spool& spool) {
   return 0;
 }
 
+int Sts(const mxb::Spool& spool, const std::string& domain) {
+  if (domain.empty()) return Fail("sts: a DOMAIN is required (mxburstctl sts DOMAIN --spool DIR)");
+  absl::StatusOr<mxb::StsPolicy> p =
+      mxb::StsPolicyStore::ReadFile(spool.root() + "/policy/mta-sts", domain);
+  if (!p.ok()) {
+    return Fail(absl::StrCat("sts: no cached MTA-STS policy for ", domain, " (",
+                             p.status().message(), ")"));
+  }
+  std::string json = mxb::StsPolicyStore::ToJson(domain, *p);
+  json.pop_back();  // add whether it is still in force
+  std::printf("%s,\"expired\":%s}\n", json.c_str(), p->Expired(absl::Now()) ? "true" : "false");
+  return 0;
+}
+
 int Flush(mxb::Spool& spool, const std::string& domain) {
   size_t moved = 0;
   for (const std::string& name : spool.ListDeferred()) {
@@ -112,7 +129,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string command = argv[1], spool_dir, domain;
-  for (int i = 2; i < argc; ++i) {
+  int first = 2;
+  if (command == "sts" && argc > 2 && argv[2][0] != '-') domain = argv[first++];
+  for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--spool" || a == "--domain") && i + 1 < argc) {
       (a == "--spool" ? spool_dir : domain) = argv[++i];
@@ -127,5 +146,6 @@ int main(int argc, char** argv) {
   if (command == "policy") return Policy(*spool);
   if (command == "shaping") return Shaping(*spool);
   if (command == "flush") return Flush(*spool, domain);
+  if (command == "sts") return Sts(*spool, domain);
   return Fail(absl::StrCat(command, ": unknown command (see --help)"));
 }

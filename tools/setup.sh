@@ -10,6 +10,8 @@ PACKAGES=(
   liburing-dev libwolfssl-dev libc-ares-dev libabsl-dev
   libbenchmark-dev libgtest-dev libgmock-dev
   libtomlplusplus-dev nlohmann-json3-dev libidn2-dev
+  # engine/sts_fetcher: MTA-STS policy fetches (RFC 8461 §3.3) over HTTPS
+  libcurl4-openssl-dev
   openssl ca-certificates python3
   unbound nsd ldnsutils
   # tests/integration/postfix_*: a private Postfix 3.7 instance as a real (OpenSSL) receiver
