@@ -48,6 +48,7 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --dsn bounces|spool      DSNs into DIR/bounces/ (default) or DIR/incoming/ (delivered by
                            mxburst itself, null sender: a DSN never causes another DSN)
   --no-tls-resumption      full handshake on every connection (for benchmarks)
+  --http HOST:PORT         control API, /metrics and the status page ("" = off, the default)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
   --version                print the version and exit
@@ -236,6 +237,9 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       if (!ParseDsnDestination(v, &c.dsn_destination)) {
         return Bad(flag, absl::StrCat("expected bounces|spool, got '", v, "'"));
       }
+    } else if (flag == "--http") {
+      if (!(st = need(v)).ok()) return st;
+      c.http_listen = v;
     } else if (flag == "--no-tls-resumption") {
       c.tls_resumption = false;
     } else if (flag == "--drain") {

@@ -82,6 +82,11 @@ struct EngineConfig {
   ShapingConfig shaping_config;
   std::shared_ptr<const ShapingTable> shaping;
 
+  // Control plane (engine/control_plane.h, `[http]`, --http): "" = off; "127.0.0.1:8025".
+  std::string http_listen;
+  std::string http_token_file;        // bearer token for mutating calls (mode 0600)
+  size_t http_top_destinations = 20;  // per-destination metric series: the top N by queue
+
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
   bool quiet = false;

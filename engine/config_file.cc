@@ -143,7 +143,7 @@ class Reader {
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
-                                   "default_source_pool", "mta_sts"}))
+                                   "default_source_pool", "mta_sts", "http"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -263,6 +263,18 @@ class Reader {
       }
     } else if (root.contains("queue")) {
       return Error("queue", "expected a table");
+    }
+
+    if (const toml::table* t = root["http"].as_table()) {
+      const std::string p = "http.";
+      if (!(s = CheckKeys(*t, p, {"listen", "token_file", "top_destinations"})).ok()) return s;
+      if (!(s = String(*t, p, "listen", &c_->http_listen)).ok()) return s;
+      if (!(s = String(*t, p, "token_file", &c_->http_token_file)).ok()) return s;
+      if (!(s = Int<size_t>(*t, p, "top_destinations", 0, 10000, &c_->http_top_destinations))
+               .ok())
+        return s;
+    } else if (root.contains("http")) {
+      return Error("http", "expected a table");
     }
 
     if (const toml::table* t = root["tls"].as_table()) {

@@ -255,6 +255,7 @@ void Connection::OnConnect(int res) {
   }
   if (res < 0) {
     env_->stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
+    env_->stats->CountConnectFailure(-res);
     ConnectionOwner* owner = owner_;
     AttemptInfo attempt = Attempt();
     std::string reason =

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "engine/config.h"
+#include "engine/control_plane.h"
 
 namespace mxb {
 namespace {
@@ -101,6 +102,16 @@ void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enh
     SetAllOutcomes(job, klass, code, enhanced, text, attempt);
     ctx_->host->Complete(job);
   }
+}
+
+void Destination::BounceQueued(absl::string_view reason) {
+  FailQueue(DeliveryClass::kBounced, 0, "5.0.0", reason, {});
+}
+
+absl::Time Destination::oldest_queued_at() const { return queue_.front()->message->queued_at; }
+
+bool Destination::Suspended() const {
+  return ctx_->suspensions != nullptr && ctx_->suspensions->Suspended(domain_, now());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +383,7 @@ bool Destination::StsCandidate(const Hop& hop) const {
 }
 
 void Destination::Pump() {
-  if (state_ != State::kReady || hops_.empty()) return;
+  if (state_ != State::kReady || hops_.empty() || Suspended()) return;
   if (queue_.empty()) return;
   if (!StsReady()) return;
   if (DeferIfPaused()) return;
@@ -478,7 +489,7 @@ void Destination::StartTransaction(uint32_t slot) {
     idle_.push_back({slot, l.gen});
     host.Park(slot, now() + absl::ToInt64Milliseconds(ctx_->config->idle_timeout));
   };
-  const bool may_send = !host.stopping() && l.messages < l.max_messages &&
+  const bool may_send = !host.stopping() && !Suspended() && l.messages < l.max_messages &&
                         l.budgets.PausedBy(now()) == nullptr;
   if (may_send && !queue_.empty() && RateBlocked(l)) {
     park();
@@ -512,7 +523,7 @@ void Destination::StartTransaction(uint32_t slot) {
 }
 
 void Destination::ResumeIdle() {
-  while (!queue_.empty() && !idle_.empty()) {
+  while (!queue_.empty() && !idle_.empty() && !Suspended()) {
     if (now() < shaping_wake_ms_) {  // a connection just parked for a rate slot
       ctx_->host->Throttle(this);
       return;

@@ -45,6 +45,7 @@ namespace mxb {
 
 struct EngineConfig;
 class Destination;
+class Suspensions;
 
 // Fills every outcome of `job` with one result (the job has not been tried, or failed whole).
 void SetAllOutcomes(DeliveryJob* job, DeliveryClass klass, int code, absl::string_view enhanced,
@@ -91,6 +92,8 @@ struct DestinationContext {
   DestinationHost* host = nullptr;
   StsSource* sts = nullptr;  // MTA-STS policies (engine/sts_fetcher.h); nullptr = off
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
+  // Operator suspensions (engine/control_plane.h); nullptr when the control plane is off.
+  const Suspensions* suspensions = nullptr;
 };
 
 // One address of one MX host (or static next hop), in the order delivery tries them.
@@ -140,6 +143,9 @@ class Destination : public ConnectionOwner {
   void ReleaseContendedIdle();
   // Stop: defer what waits, QUIT the idle connections.
   void Shutdown();
+  // The operator's administrative bounce (control plane): every queued job bounces with
+  // 5.0.0 and `reason`; jobs already in a transaction finish it.
+  void BounceQueued(absl::string_view reason);
 
   const std::string& domain() const { return domain_; }
   size_t queued() const { return queue_.size(); }
@@ -148,6 +154,9 @@ class Destination : public ConnectionOwner {
   const HopList& hops() const { return hops_; }
   int64_t shaping_wake_ms() const { return shaping_wake_ms_; }
   int64_t dead_until_ms() const { return dead_until_ms_; }
+  int pool() const { return pool_; }
+  const std::string& last_failure() const { return last_failure_; }
+  absl::Time oldest_queued_at() const;  // queued() > 0
 
   // ConnectionOwner
   void OnReady(uint32_t slot, bool first) override;
@@ -170,6 +179,8 @@ class Destination : public ConnectionOwner {
   };
   enum class BudgetResult { kOk, kFull, kNoSource };
 
+  // Suspended by the operator: jobs stay queued, no connection opens, no transaction starts.
+  bool Suspended() const;
   bool NeedsResolve() const;
   bool StsReady();
   bool StsCandidate(const Hop& hop) const;

@@ -11,6 +11,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/control_plane.h"
 #include "engine/smtp_data.h"
 #include "queue/dsn.h"
 #include "queue/envelope.h"
@@ -37,6 +38,7 @@ bool HasEightBit(absl::string_view body) {
 Engine::Engine(EngineConfig config) : config_(std::move(config)) {}
 
 Engine::~Engine() {
+  if (control_) control_->Stop();  // its handlers read the workers
   for (auto& w : workers_) {
     w->RequestStop();
     w->Join();
@@ -79,16 +81,24 @@ absl::Status Engine::Start() {
   int n = config_.workers;
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   completions_ = std::make_unique<CompletionQueue>(kCompletionCapacity);
+  if (!config_.http_listen.empty()) {
+    control_ = std::make_unique<ControlPlane>(config_, static_cast<size_t>(n));
+  }
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>(static_cast<uint32_t>(i), config_, *routes_,
                                       tls_client_.get(), completions_.get());
     w->set_sts(sts_.get());
+    if (control_) w->AttachControl(control_->channel(static_cast<size_t>(i)));
     if (absl::Status s = w->Init(); !s.ok()) return s;
     if (absl::Status s = w->Start(); !s.ok()) return s;
     workers_.push_back(std::move(w));
   }
   overflow_.resize(workers_.size());
   wake_.assign(workers_.size(), false);
+  if (control_) {
+    if (absl::Status s = control_->Start(&workers_); !s.ok()) return s;
+    if (!config_.quiet) std::fprintf(stderr, "mxburst: dashboard %s\n", control_->url().c_str());
+  }
 
   absl::StatusOr<RetrySchedule> schedule =
       RetrySchedule::Create(config_.retry_delays, config_.retry_repeat, config_.max_queue_age);
@@ -176,6 +186,7 @@ void Engine::Dispatch(const std::string& name, std::string contents) {
   }
   ++in_flight_;
   in_flight_bytes_ += msg->file.size() + msg->wire.size();
+  if (control_) control_->counters().claimed.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::QuarantineFile(const std::string& name, const std::string& reason) {
@@ -187,6 +198,7 @@ void Engine::QuarantineFile(const std::string& name, const std::string& reason) 
   }
   log_->AppendQuarantine(absl::Now(), name, reason);
   ++summary_.quarantined;
+  if (control_) control_->counters().quarantined.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::FlushOverflow() {
@@ -470,6 +482,7 @@ void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_vie
   r.attempt = static_cast<int>(Tries(msg)) + 1;
   r.status_override = status_override;
   log_->Append(r);
+  if (control_) control_->counters().OnOutcome(o, status_override, r.queue_time);
 }
 
 void Engine::JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class) {
@@ -546,6 +559,7 @@ absl::Status Engine::Run() {
       stop_.store(true);
     }
     bool stopping = stop_.load(std::memory_order_relaxed);
+    if (stopping && control_) control_->OnStopping();
     size_t before = in_flight_;
     if (stopping) {
       // The shutdown bound: in-flight transactions get shutdown_timeout to finish, then the
@@ -580,6 +594,7 @@ absl::Status Engine::Run() {
     }
     FlushOverflow();
     Progress(false);
+    if (control_) control_->PublishInFlight(in_flight_, in_flight_bytes_);
     if (in_flight_ == 0) {
       if (stopping) break;
       if (config_.drain && incoming_empty_ && pending_.empty()) break;

@@ -36,6 +36,8 @@
 
 namespace mxb {
 
+class ControlPlane;
+
 struct EngineSummary {
   uint64_t messages = 0;         // spool files finished (completed or deferred)
   uint64_t delivered = 0;        // recipients
@@ -142,6 +144,8 @@ class Engine {
   absl::Time stop_seen_ = absl::InfinitePast();  // when Run() first saw the stop request
   bool abort_sent_ = false;
   std::vector<uint32_t> commit_window_us_;  // per commit with outcomes: previous pop -> durable
+  // [http] (engine/control_plane.h); nullptr when off.
+  std::unique_ptr<ControlPlane> control_;
 
 };
 

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "dns/resolver.h"
 #include "engine/connection.h"
+#include "engine/control_plane.h"
 #include "engine/destination.h"
 #include "engine/ring.h"
 #include "engine/shaping.h"
@@ -48,6 +49,22 @@ constexpr int64_t kPolicyDumpMs = 30000;
 // Ring timeouts for the earliest rate-slot wake-up: the 100 ms tick alone would cap every
 // rate at one message per tick. Tagged kTick with this slot.
 constexpr uint32_t kShapingTimerSlot = 1;
+
+}  // namespace
+
+void WorkerStats::CountConnectFailure(int err) {
+  size_t r = 4;
+  switch (err) {
+    case ECONNREFUSED: r = 0; break;
+    case ECANCELED: case ETIMEDOUT: r = 1; break;
+    case ENETUNREACH: case EHOSTUNREACH: case EADDRNOTAVAIL: r = 2; break;
+    case ECONNRESET: r = 3; break;
+    default: break;
+  }
+  connect_failures_by[r].fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
 
 int64_t NowMs() {
   timespec ts;
@@ -200,6 +217,9 @@ struct Worker::Impl : public DestinationHost {
   std::unique_ptr<Resolver> resolver;
   DnsPoller dns{&ring};
 
+  // Domains an operator suspended (the control plane; empty and unused when [http] is off).
+  Suspensions suspensions;
+
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;
 
@@ -219,6 +239,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.tls_rules = &tls_rules;
     dctx.host = this;
     dctx.sts = w.sts_;
+    if (w.control_ != nullptr) dctx.suspensions = &suspensions;
   }
 
   absl::Status InitRing() {
@@ -429,7 +450,50 @@ struct Worker::Impl : public DestinationHost {
     RepumpThrottled();
     if (resolver != nullptr) resolver->ProcessTimeouts();
     if (now_ms_ - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
+    if (w.control_ != nullptr) ServeControl();
     PostTick();
+  }
+
+  // The control plane (engine/control_plane.h), every tick: apply the operator's commands, let
+  // expired suspensions go, and answer a request for a snapshot. Nothing here blocks.
+  void ServeControl() {
+    WorkerChannel& ch = *w.control_;
+    ControlCommand* raw;
+    std::vector<std::string> to_pump;
+    while (ch.commands.TryPop(raw)) {
+      std::unique_ptr<ControlCommand> cmd(raw);
+      if (cmd->kind == ControlCommand::Kind::kRelease) {
+        for (auto& [key, d] : dests) {
+          if (suspensions.Suspended(d->domain(), now_ms_)) d->Shutdown();
+        }
+        continue;
+      }
+      suspensions.Apply(*cmd);
+      for (auto& [key, d] : dests) {
+        if (d->domain() != cmd->domain) continue;
+        if (cmd->kind == ControlCommand::Kind::kBounce) d->BounceQueued(cmd->reason);
+      }
+      if (cmd->kind == ControlCommand::Kind::kResume) to_pump.push_back(cmd->domain);
+    }
+    for (std::string& domain : suspensions.Expire(now_ms_)) to_pump.push_back(std::move(domain));
+    for (const std::string& domain : to_pump) {
+      for (auto& [key, d] : dests) {
+        if (d->domain() != domain) continue;
+        d->ResumeIdle();
+        d->Pump();
+      }
+    }
+    const uint64_t wanted = ch.wanted.load(std::memory_order_relaxed);
+    if (wanted == ch.answered) return;
+    ch.answered = wanted;
+    std::vector<const Destination*> list;
+    list.reserve(dests.size());
+    for (const auto& [key, d] : dests) list.push_back(d.get());
+    WorkerSnapshot* s = TakeSnapshot(w.index_, now_ms_, absl::Now(), list, suspensions,
+                                     slab.live(), resolver.get(),
+                                     policy_cache.DumpJson(absl::Now()));
+    s->serial = wanted;
+    if (!ch.snapshots.TryPush(s)) delete s;  // nobody reads: drop it
   }
 
   void Dispatch(io_uring_cqe* cqe) {

@@ -59,11 +59,20 @@ class CompletionQueue {
 struct WorkerStats {
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> connect_failures{0};
+  // The same failures by errno class (the control plane's mxburst_connection_failures_total).
+  static constexpr size_t kConnectFailureReasons = 5;
+  static constexpr const char* kConnectFailureNames[kConnectFailureReasons] = {
+      "refused", "timeout", "unreachable", "reset", "other"};
+  std::atomic<uint64_t> connect_failures_by[kConnectFailureReasons] = {};
+  // `err`: the positive errno of the failed connect (ECANCELED = its link timeout fired).
+  void CountConnectFailure(int err);
   std::atomic<uint64_t> tls_sessions{0};
   std::atomic<uint64_t> tls_resumed{0};
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> stale_completions{0};  // a CQE for a freed slot: always a bug
 };
+
+struct WorkerChannel;
 
 class Worker {
  public:
@@ -88,6 +97,8 @@ class Worker {
   const WorkerStats& stats() const { return stats_; }
   // MTA-STS policies for this worker's destinations (before Init; nullptr = off).
   void set_sts(StsSource* sts) { sts_ = sts; }
+  // The control plane's queues (engine/control_plane.h); before Start(), never with [http] off.
+  void AttachControl(WorkerChannel* channel) { control_ = channel; }
 
   // Sockets one worker can hold as io_uring direct descriptors (engine/ring.h): its
   // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
@@ -109,6 +120,7 @@ class Worker {
   std::atomic<bool> abort_{false};
   std::thread thread_;
   WorkerStats stats_;
+  WorkerChannel* control_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,178 @@
+// ControlPlane: the engine's side of the live control and metrics endpoint (DESIGN.md
+// "Interfaces"; issue 14). It owns the HTTP server (control/http_server.h, its own threads,
+// never a worker ring), the counters the scanner thread publishes (EngineCounters: relaxed
+// atomics), and one WorkerChannel per worker: commands (suspend, resume, bounce) go to the
+// worker through an MpscQueue and are applied on its next tick (100 ms); the worker answers a
+// request for its state with a WorkerSnapshot through another MpscQueue. Workers never lock and
+// do no control work unless asked; with `[http] listen = ""` none of this exists.
+//
+// Threads: the scanner constructs it, attaches the channels before the workers start, calls
+// Start()/Stop() and writes counters(); workers call ServeControl-side helpers (Suspensions,
+// TakeSnapshot) on their own thread; HTTP handlers run on the server's threads.
+//
+//   ControlPlane cp(config, workers.size());
+//   worker[i]->AttachControl(cp.channel(i));   // before Worker::Start
+//   cp.Start(&workers);                         // serving
+//   cp.counters().OnOutcome(outcome, "", queue_time);   // scanner, per log record
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "control/prometheus.h"
+#include "dns/resolver.h"
+#include "engine/config.h"
+#include "engine/delivery.h"
+#include "queue/mpsc_queue.h"
+
+namespace mxb {
+
+class Destination;
+class Worker;
+namespace control {
+class ControlHttpServer;
+}
+
+// An operator's command for the destinations of one recipient domain, on every worker.
+struct ControlCommand {
+  // kRelease: the engine stops; suspended destinations hand their jobs back (deferred), or
+  // the scanner would wait for them until the suspension ends.
+  enum class Kind { kSuspend, kResume, kBounce, kRelease };
+  Kind kind = Kind::kSuspend;
+  std::string domain;  // lower case
+  int64_t until_ms = 0;  // kSuspend: CLOCK_MONOTONIC ms (the workers' clock)
+  std::string reason;
+};
+
+// Suspended domains of one worker (worker thread only). A suspended destination keeps its jobs
+// queued in memory and opens no connection and starts no transaction; mail stays in active/
+// and never enters the retry schedule. Destinations consult it through DestinationContext.
+class Suspensions {
+ public:
+  struct Entry {
+    int64_t until_ms = 0;
+    std::string reason;
+  };
+  bool Suspended(absl::string_view domain, int64_t now_ms) const;
+  void Apply(const ControlCommand& c);
+  // Entries past their time are removed; their domains returned (to be pumped again).
+  std::vector<std::string> Expire(int64_t now_ms);
+  const absl::flat_hash_map<std::string, Entry>& entries() const { return by_domain_; }
+
+ private:
+  absl::flat_hash_map<std::string, Entry> by_domain_;
+};
+
+// What one destination looks like to an operator, taken on its worker's thread.
+struct DestinationView {
+  std::string domain;
+  int pool = -1;
+  uint32_t worker = 0;
+  size_t queued = 0;
+  int connections = 0;
+  std::string state;  // "unresolved" | "resolving" | "ready" | "dead" | "suspended"
+  std::string last_error;
+  double oldest_age_seconds = 0;  // the oldest queued job's message, since it was claimed
+  double dead_for_seconds = 0;
+  double suspended_for_seconds = 0;
+  std::string suspend_reason;
+};
+
+struct WorkerSnapshot {
+  uint32_t worker = 0;
+  uint64_t serial = 0;
+  size_t open_connections = 0;
+  Resolver::Stats dns;
+  std::vector<DestinationView> destinations;
+  std::string policy_jsonl;  // the policy cache, one JSON object per line
+};
+
+// One worker's two queues with the HTTP side.
+struct WorkerChannel {
+  MpscQueue<ControlCommand*> commands{256};
+  MpscQueue<WorkerSnapshot*> snapshots{8};
+  std::atomic<uint64_t> wanted{0};  // the HTTP side's request serial; the worker answers once
+  uint64_t answered = 0;            // worker thread only
+};
+
+// Counters the scanner thread updates (relaxed atomics) and the HTTP threads read.
+struct EngineCounters {
+  enum Outcome { kDelivered, kDeferred, kBounced, kExpired, kOutcomes };
+  static constexpr const char* kOutcomeNames[kOutcomes] = {"delivered", "deferred", "bounced",
+                                                           "expired"};
+  // tls/policy.h ToString(PolicySource), and "other" for anything else.
+  static constexpr const char* kSourceNames[] = {"opportunistic", "prefix", "config", "dane",
+                                                 "mta-sts", "other"};
+  static constexpr size_t kSources = sizeof(kSourceNames) / sizeof(kSourceNames[0]);
+
+  std::atomic<uint64_t> claimed{0};
+  std::atomic<uint64_t> finished{0};
+  std::atomic<uint64_t> quarantined{0};
+  std::atomic<uint64_t> recipients[kOutcomes] = {};
+  std::atomic<uint64_t> by_source[kOutcomes][kSources] = {};
+  std::atomic<uint64_t> over_tls[kOutcomes] = {};
+  std::atomic<int64_t> in_flight_messages{0};
+  std::atomic<int64_t> in_flight_bytes{0};
+  control::Histogram queue_time;  // claimed -> final outcome (delivered, bounced, expired)
+
+  // One accounting-log record (status_override: "expired" or empty).
+  void OnOutcome(const RecipientOutcome& o, absl::string_view status_override,
+                 absl::Duration queue_time);
+};
+
+// Worker thread: the snapshot of its destinations and caches.
+WorkerSnapshot* TakeSnapshot(uint32_t worker, int64_t now_ms, absl::Time now,
+                             const std::vector<const Destination*>& dests,
+                             const Suspensions& suspensions, size_t open_connections,
+                             const Resolver* resolver, const std::string& policy_jsonl);
+
+class ControlPlane {
+ public:
+  ControlPlane(const EngineConfig& config, size_t workers);
+  ~ControlPlane();
+  WorkerChannel* channel(size_t i) { return channels_[i].get(); }
+  EngineCounters& counters() { return counters_; }
+
+  // Registers the routes and starts listening; `workers` outlives the server.
+  [[nodiscard]] absl::Status Start(const std::vector<std::unique_ptr<Worker>>* workers);
+  void Stop();
+  std::string url() const;
+  // Scanner thread, once when it starts stopping (see ControlCommand::kRelease).
+  void OnStopping();
+  // Scanner thread, every loop.
+  void PublishInFlight(size_t messages, size_t bytes) {
+    counters_.in_flight_messages.store(static_cast<int64_t>(messages), std::memory_order_relaxed);
+    counters_.in_flight_bytes.store(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  }
+
+ private:
+  // The newest snapshot of every worker, at most `wait` old-ish: asks each worker, waits for
+  // the answers (a stopped worker keeps its last one).
+  std::vector<std::shared_ptr<const WorkerSnapshot>> Snapshots(absl::Duration wait);
+  std::string RenderMetrics();
+  std::string RenderDestinations(bool all);
+  std::string RenderStatus();
+  std::string RenderPolicy();
+  void Broadcast(const ControlCommand& c);
+
+  const EngineConfig& config_;
+  const std::vector<std::unique_ptr<Worker>>* workers_ = nullptr;
+  std::vector<std::unique_ptr<WorkerChannel>> channels_;
+  EngineCounters counters_;
+  std::unique_ptr<control::ControlHttpServer> http_;
+  absl::Time started_ = absl::Now();
+  std::mutex snapshot_mu_;  // HTTP threads only: the snapshot queues have one consumer
+  uint64_t serial_ = 0;
+  bool stopping_ = false;  // scanner thread
+  std::vector<std::shared_ptr<const WorkerSnapshot>> latest_;
+};
+
+}  // namespace mxb
