@@ -8,6 +8,7 @@ not installed (the test skips), 1 on any failure (reason on stderr).
   control_browser.py URL DOMAIN TOKEN SCREENSHOT.png
 """
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -28,8 +29,12 @@ profile = tempfile.mkdtemp(prefix="mxb-chromium-")
 
 
 def child_fds():
-    os.dup2(to_chrome_r, 3)
-    os.dup2(from_chrome_w, 4)
+    # Chromium reads commands on fd 3 and writes on fd 4. Move both ends above 4 first, so
+    # neither dup2 overwrites the other.
+    a = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+    b = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+    os.dup2(a, 3)
+    os.dup2(b, 4)
 
 
 args = [chromium, "--headless=new", "--remote-debugging-pipe", "--no-first-run",
@@ -37,7 +42,7 @@ args = [chromium, "--headless=new", "--remote-debugging-pipe", "--no-first-run",
         f"--user-data-dir={profile}", "about:blank"]
 if os.geteuid() == 0:
     args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-proc = subprocess.Popen(args, preexec_fn=child_fds, pass_fds=(to_chrome_r, from_chrome_w),
+proc = subprocess.Popen(args, preexec_fn=child_fds, close_fds=False,
                         stdout=subprocess.DEVNULL, stderr=open(shot + ".chromium.log", "w"))
 os.close(to_chrome_r)
 os.close(from_chrome_w)
