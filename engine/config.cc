@@ -49,6 +49,8 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
                            mxburst itself, null sender: a DSN never causes another DSN)
   --no-tls-resumption      full handshake on every connection (for benchmarks)
   --http HOST:PORT         control API, /metrics and the status page ("" = off, the default)
+  --allow-private-mx       accept MX hosts on loopback/private/link-local addresses (tests, labs;
+                           [dns] allow_private_mx); static --route targets are always allowed
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
   --version                print the version and exit
@@ -242,6 +244,8 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.http_listen = v;
     } else if (flag == "--no-tls-resumption") {
       c.tls_resumption = false;
+    } else if (flag == "--allow-private-mx") {
+      c.allow_private_mx = true;
     } else if (flag == "--drain") {
       c.drain = true;
     } else if (flag == "--quiet") {

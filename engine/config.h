@@ -62,6 +62,10 @@ struct EngineConfig {
   absl::Duration dns_negative_ttl = absl::Minutes(5);
   absl::Duration dns_tempfail_ttl = absl::Seconds(30);
   size_t dns_max_mx_hosts = 10;
+  // MX hosts whose addresses are loopback, private, link-local or unspecified are refused
+  // (dns/address_scope.h): a recipient domain must not steer the engine at internal services.
+  // `[dns] allow_private_mx` / --allow-private-mx for tests and lab setups.
+  bool allow_private_mx = false;
   // TLS policy (tls/policy.h): prefix signals, ports, per-domain rules.
   GlobalTlsConfig tls_global;
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain

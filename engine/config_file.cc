@@ -151,14 +151,24 @@ class Reader {
     if (!(s = Int(root, "", "workers", 1, 256, &c_->workers)).ok()) return s;
     if (!(s = String(root, "", "helo", &c_->helo_name)).ok()) return s;
     if (!(s = StringList(root, "", "route", &c_->routes)).ok()) return s;
-    if (!(s = StringList(root, "", "dns", &c_->dns_servers)).ok()) return s;
-    if (root.contains("dns")) {
+    // `dns = [...]` at the top, or [dns] servers = [...], allow_private_mx = bool.
+    const toml::table* dns_table = root["dns"].as_table();
+    if (dns_table != nullptr) {
+      const std::string p = "dns.";
+      if (!(s = CheckKeys(*dns_table, p, {"servers", "allow_private_mx"})).ok()) return s;
+      if (!(s = StringList(*dns_table, p, "servers", &c_->dns_servers)).ok()) return s;
+      if (!(s = Bool(*dns_table, p, "allow_private_mx", &c_->allow_private_mx)).ok()) return s;
+    } else if (!(s = StringList(root, "", "dns", &c_->dns_servers)).ok()) {
+      return s;
+    }
+    const char* dns_key = dns_table != nullptr ? "dns.servers" : "dns";
+    if (dns_table != nullptr ? dns_table->contains("servers") : root.contains("dns")) {
       if (c_->dns_servers.empty()) {
-        return Error("dns", "empty list (leave `dns` out to use /etc/resolv.conf)");
+        return Error(dns_key, "empty list (leave `dns` out to use /etc/resolv.conf)");
       }
       for (const std::string& server : c_->dns_servers) {
         if (absl::Status bad = CheckDnsServer(server); !bad.ok()) {
-          return Error("dns", std::string(bad.message()));
+          return Error(dns_key, std::string(bad.message()));
         }
       }
     }

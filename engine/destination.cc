@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "dns/address_scope.h"
+#include "dns/static_routes.h"
 #include "engine/config.h"
 #include "engine/control_plane.h"
 
@@ -198,9 +200,24 @@ void Destination::OnMx(const MxResult& mx) {
   resolved_at_ms_ = now();
   hops_.hops.clear();
   hops_.next = 0;
+  // The first address refused for its scope, for the bounce text when nothing else is left.
+  std::string refused_mx;
+  std::string refused_addr;
+  AddressScope refused_scope = AddressScope::kGlobal;
   if (mx.status == DnsStatus::kOk) {
     for (const MxHost& h : mx.hosts) {
       for (const sockaddr_storage& a : h.addresses) {
+        // A published MX (or implicit-MX address) on a loopback/private network would point
+        // our engine at our own internal services: not a target unless the operator allows it.
+        if (const AddressScope scope = ScopeOf(a);
+            IsNonPublic(scope) && !ctx_->config->allow_private_mx) {
+          if (refused_mx.empty()) {
+            refused_mx = h.name;
+            refused_addr = SockaddrIp(a);
+            refused_scope = scope;
+          }
+          continue;
+        }
         Hop t;
         t.mx = h.name;
         t.addr = a;
@@ -239,6 +256,20 @@ void Destination::OnMx(const MxResult& mx) {
       break;
     case DnsStatus::kOk:
       text = absl::StrCat("no MX host of ", domain_, " has an address");
+      if (!refused_mx.empty()) {
+        // Postfix's "mail for X loops back to myself" (5.4.6) for our own addresses; a private
+        // network can never be reached from here either (5.4.4 unable to route).
+        klass = DeliveryClass::kBounced;
+        code = 550;
+        const bool local = refused_scope == AddressScope::kLoopback ||
+                           refused_scope == AddressScope::kUnspecified;
+        enhanced = local ? "5.4.6" : "5.4.4";
+        text = absl::StrCat(local ? "mail for " : "unroutable: mail for ", domain_,
+                            local ? " loops back to myself" : " goes to a non-public network",
+                            ": MX host ", refused_mx, " has the ", ToString(refused_scope),
+                            " address ", refused_addr,
+                            " (refused; [dns] allow_private_mx = true permits it in a lab)");
+      }
       break;
     case DnsStatus::kTempFail:
       text = absl::StrCat("DNS temporary failure for ", domain_, mx.error.empty() ? "" : ": ",

@@ -86,7 +86,8 @@ if [ -n "${MXB_DEMO_ROUTE:-}" ]; then
   routing=(--route "$MXB_DEMO_ROUTE")
   echo "== delivering with the static route $MXB_DEMO_ROUTE"
 else
-  routing=(--dns "127.0.0.1:$DNS_PORT")
+  # The demo zone's MX hosts live on 127.0.0.2: a lab setup, so private MX targets are allowed.
+  routing=(--dns "127.0.0.1:$DNS_PORT" --allow-private-mx)
   echo "== delivering by MX (unbound on 127.0.0.1:$DNS_PORT) to mxburst-sink on 127.0.0.2" \
        "(STARTTLS :$SMTP_PORT, implicit TLS :$SMTPS_PORT)"
 fi

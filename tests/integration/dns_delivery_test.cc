@@ -49,6 +49,8 @@ constexpr char kZones[] = R"(
   local-data: "v6only.dnstest. 300 IN MX 10 mx.v6only.dnstest."
   local-data: "mx.v6only.dnstest. 300 IN AAAA ::1"
   local-data: "xn--bcher-kva.dnstest. 300 IN MX 10 mx1.multi.dnstest."
+  local-data: "localmx.dnstest. 300 IN MX 10 mx.localmx.dnstest."
+  local-data: "mx.localmx.dnstest. 300 IN A 127.0.0.2"
 )";
 
 class DnsDeliveryTest : public ::testing::Test {
@@ -114,12 +116,15 @@ class DnsDeliveryTest : public ::testing::Test {
     return "";
   }
 
-  std::vector<nlohmann::json> Deliver() {
-    int rc = RunCommand({Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log", log_,
-                         "--quiet", "--workers", "1", "--helo", "dns.mxburst.example", "--dns",
-                         unbound_->address(), "--smtp-port", std::to_string(port_),
-                         "--connect-timeout", "5"},
-                        dir_ + "/engine.out", absl::Minutes(2));
+  // Every MX of the test zone is on 127.0.0.0/8: allowed unless `allow_private_mx` is false.
+  std::vector<nlohmann::json> Deliver(bool allow_private_mx = true) {
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log",
+                                     log_, "--quiet", "--workers", "1", "--helo",
+                                     "dns.mxburst.example", "--dns", unbound_->address(),
+                                     "--smtp-port", std::to_string(port_), "--connect-timeout",
+                                     "5"};
+    if (allow_private_mx) argv.push_back("--allow-private-mx");
+    int rc = RunCommand(argv, dir_ + "/engine.out", absl::Minutes(2));
     EXPECT_EQ(rc, 0) << ReadFileOrDie(dir_ + "/engine.out.err");
     return ReadJsonLines(log_);
   }
@@ -186,6 +191,23 @@ TEST_F(DnsDeliveryTest, NullMxBouncesAtOnceWithADsn) {
   std::string dsn = ReadFileOrDie(spool_ + "/bounces/" + dsns[0]);
   EXPECT_TRUE(absl::StrContains(dsn, "x-receiver: <bounce@esp.example>")) << dsn;
   EXPECT_TRUE(absl::StrContains(dsn, "Status: 5.1.10")) << dsn;
+}
+
+// Issue 10 item 10: a recipient domain whose MX resolves to our own loopback must not make the
+// engine connect there (here the sink on 127.0.0.2 would have taken it): bounced like Postfix's
+// "loops back to myself", with the reason, and never sent.
+TEST_F(DnsDeliveryTest, LoopbackMxIsRefusedUnlessAllowed) {
+  InjectTo("a@localmx.dnstest");
+  std::vector<nlohmann::json> log = Deliver(/*allow_private_mx=*/false);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0]["status"], "bounced") << log[0].dump();
+  EXPECT_EQ(log[0]["code"], 550);
+  EXPECT_EQ(log[0]["enhanced"], "5.4.6");
+  const std::string text = log[0].value("text", "");
+  EXPECT_TRUE(absl::StrContains(text, "loops back to myself")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "mx.localmx.dnstest has the loopback address 127.0.0.2"))
+      << text;
+  EXPECT_EQ(ReceivedOn("a@localmx.dnstest"), "") << "never sent";
 }
 
 TEST_F(DnsDeliveryTest, NxDomainBounces) {
