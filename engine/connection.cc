@@ -264,8 +264,9 @@ void Connection::OnConnect(int res) {
                            "]: timed out")
             : absl::StrCat("connect to ", attempt.mx, " [", SockaddrToString(spec_.addr),
                            "]: ", ErrnoText(-res));
+    NoteHopFailure(reason);
     StartClose();
-    owner->OnFailedBeforeReady(slot_, reason, attempt);
+    owner->OnFailedBeforeReady(slot_, reason, "4.4.1", attempt);  // RFC 3463: no answer
     return;
   }
   phase_ = Phase::kSmtp;
@@ -519,6 +520,7 @@ void Connection::Handle(Action a) {
           e->last_used = absl::Now();
         }
       }
+      if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) e->recent_failures = 0;
       owner_->OnReady(slot_, first);
       break;
     }
@@ -531,8 +533,10 @@ void Connection::Handle(Action a) {
         ConnectionOwner* owner = owner_;
         AttemptInfo attempt = Attempt();
         std::string reason = f.reason;
+        std::string enhanced = f.enhanced.empty() ? "4.4.1" : f.enhanced;
+        NoteHopFailure(reason);
         StartClose();
-        owner->OnFailedBeforeReady(slot_, reason, attempt);
+        owner->OnFailedBeforeReady(slot_, reason, enhanced, attempt);
         return;
       }
       StartClose();

@@ -79,9 +79,10 @@ class ConnectionOwner {
   // Closing started. `was_connecting`: it had not been ready yet.
   virtual void OnClosing(uint32_t slot, bool was_connecting) = 0;
   // It failed before it was ever ready (connect, greeting, TLS): try the next hop. Closing has
-  // already started.
+  // already started. `enhanced` is the RFC 3463 code the recipients get if this was the last
+  // hop ("4.4.1" no answer, "4.7.5" certificate/handshake failure, "4.7.4" no STARTTLS, ...).
   virtual void OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
-                                   const AttemptInfo& attempt) = 0;
+                                   absl::string_view enhanced, const AttemptInfo& attempt) = 0;
   // The implicit-TLS port failed (remembered in the policy cache); closing has started and the
   // owner opens the STARTTLS connection to the same host now.
   virtual void OnImplicitTlsFailed(uint32_t slot) = 0;
@@ -178,6 +179,8 @@ class Connection {
   bool NewTls();
   void DriveHandshake();
   void ImplicitTlsFailed(absl::string_view why);
+  // The policy cache's view of this MX: one more failure before a ready session, and its text.
+  void NoteHopFailure(absl::string_view reason);
   void StartClose();
   void MaybeFinishClose();
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/config.h"
 #include "engine/connection.h"
@@ -53,11 +54,15 @@ void Connection::DriveHandshake() {
       return;
     }
     if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
-      ++e->recent_failures;
-      e->last_failure = f;
+      e->last_failure = f;  // counted in recent_failures when the session closes (NoteHopFailure)
       e->session.reset();  // never resume into a session that just failed
     }
-    Handle(session_->OnTlsFailed(absl::StrCat(ToString(f), ": ", tls_->last_error())));
+    // The TLS layer's text may already start with the label: say it once.
+    const std::string label = ToString(f);
+    const std::string& detail = tls_->last_error();
+    Handle(session_->OnTlsFailed(absl::StartsWith(detail, label)
+                                     ? detail
+                                     : absl::StrCat(label, ": ", detail)));
   }
 }
 
@@ -77,6 +82,13 @@ void Connection::ImplicitTlsFailed(absl::string_view why) {
   ConnectionOwner* owner = owner_;
   StartClose();
   owner->OnImplicitTlsFailed(slot_);
+}
+
+void Connection::NoteHopFailure(absl::string_view reason) {
+  if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
+    ++e->recent_failures;
+    e->last_error = std::string(reason);
+  }
 }
 
 }  // namespace mxb

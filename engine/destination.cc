@@ -284,8 +284,10 @@ void Destination::OnMx(const MxResult& mx) {
 
 // A connection to hop `hop` failed before it could deliver anything: the next connection tries
 // the next MX / address (RFC 5321 §5.1).
-void Destination::HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt) {
+void Destination::HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt,
+                            absl::string_view enhanced) {
   last_failure_ = std::string(reason);
+  last_failure_enhanced_ = std::string(enhanced);
   hops_.MarkFailed(hop);
   if (connections_ > 0) return;  // others are still trying; the last one decides
   if (hops_.failed_count < hops_.size()) {
@@ -296,7 +298,7 @@ void Destination::HopFailed(size_t hop, absl::string_view reason, const AttemptI
   // arrives for a while, without new attempts.
   hops_.ResetFailures();
   dead_until_ms_ = now() + absl::ToInt64Milliseconds(ctx_->config->dead_destination_time);
-  FailQueue(DeliveryClass::kDeferred, 0, "4.4.1", last_failure_, attempt);
+  FailQueue(DeliveryClass::kDeferred, 0, last_failure_enhanced_, last_failure_, attempt);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,9 +601,9 @@ void Destination::OnClosing(uint32_t /*slot*/, bool was_connecting) {
 }
 
 void Destination::OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
-                                      const AttemptInfo& attempt) {
+                                      absl::string_view enhanced, const AttemptInfo& attempt) {
   auto it = leases_.find(slot);
-  HopFailed(it != leases_.end() ? it->second.hop : hops_.next, reason, attempt);
+  HopFailed(it != leases_.end() ? it->second.hop : hops_.next, reason, attempt, enhanced);
 }
 
 void Destination::OnImplicitTlsFailed(uint32_t /*slot*/) { OpenConnection(); }

@@ -163,7 +163,7 @@ class Destination : public ConnectionOwner {
   void OnReplyCode(uint32_t slot, int code) override;
   void OnJobDone(DeliveryJob* job) override;
   void OnClosing(uint32_t slot, bool was_connecting) override;
-  void OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
+  void OnFailedBeforeReady(uint32_t slot, absl::string_view reason, absl::string_view enhanced,
                            const AttemptInfo& attempt) override;
   void OnImplicitTlsFailed(uint32_t slot) override;
   void OnClosed(uint32_t slot) override;
@@ -190,7 +190,8 @@ class Destination : public ConnectionOwner {
   bool RateBlocked(const Lease& l);
   BudgetResult TakeBudgets(const Hop& hop, BudgetSet* set, std::optional<sockaddr_storage>* src);
   bool OpenConnection();
-  void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt);
+  void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt,
+                 absl::string_view enhanced = "4.4.1");
   void StartTransaction(uint32_t slot);
   void FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
                  absl::string_view text, const AttemptInfo& attempt);
@@ -206,6 +207,7 @@ class Destination : public ConnectionOwner {
   int connections_ = 0;  // open or opening
   int connecting_ = 0;   // not yet ready to take a job
   std::string last_failure_;
+  std::string last_failure_enhanced_ = "4.4.1";  // RFC 3463 code of last_failure_
   // The domain's MTA-STS policy (RFC 8461) for this pump, mode testing/enforce only; when the
   // first check is pending, since when jobs wait for it.
   std::shared_ptr<const StsPolicy> sts_;

@@ -227,6 +227,7 @@ Action SmtpSession::Fail(int code, std::string reason, std::string reply,
     failure_.code = code;
     failure_.reason = std::move(reason);
     failure_.reply = std::move(reply);
+    failure_.enhanced = deferral.enhanced;
   }
   return Close();
 }
@@ -310,7 +311,8 @@ Action SmtpSession::AfterHello() {
   if (!tls_active_ && opts_.tls != TlsMode::kDisabled) {
     if (caps_.starttls) return Send("STARTTLS\r\n", SmtpState::kStartTls);
     if (opts_.tls == TlsMode::kRequired) {
-      return Fail(0, "starttls-not-offered", "", Deferral{0, "4.7.0", "starttls-not-offered"});
+      // RFC 3463 X.7.4: security features not supported (Postfix says the same).
+      return Fail(0, "starttls-not-offered", "", Deferral{0, "4.7.4", "starttls-not-offered"});
     }
   }
   return NeedTransaction();
@@ -328,8 +330,11 @@ Action SmtpSession::OnTlsReady() {
 
 Action SmtpSession::OnTlsFailed(absl::string_view reason) {
   if (state_ == SmtpState::kClosed) return Close();
-  std::string why = absl::StrCat("handshake-failed: ", reason);
-  return Fail(0, why, "", Deferral{0, "4.7.0", why});
+  // `reason` carries its own label ("validation-failure: ...", "handshake-failed: ..."): the
+  // session adds none (it once said "handshake-failed: validation-failure: validation-failure:").
+  // RFC 3463 X.7.5: cryptographic failure, as Postfix reports a failed TLS handshake or check.
+  std::string why(reason.empty() ? absl::string_view("handshake-failed") : reason);
+  return Fail(0, why, "", Deferral{0, "4.7.5", why});
 }
 
 Action SmtpSession::OnTimeout() {

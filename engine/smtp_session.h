@@ -127,6 +127,7 @@ struct SessionFailure {
   int code = 0;          // the server's reply code if the failure was a reply
   std::string reason;    // e.g. "greeting: 421 4.3.2 busy", "starttls-not-offered", "timeout in RCPT"
   std::string reply;     // the server's reply ("454 4.7.0 TLS not available") when one caused it
+  std::string enhanced;  // RFC 3463 code the undecided recipients got ("4.7.5", "4.4.2", ...)
 };
 
 class SmtpSession {
@@ -135,6 +136,7 @@ class SmtpSession {
 
   [[nodiscard]] Action OnReply(const SmtpReply& reply);
   [[nodiscard]] Action OnTlsReady();
+  // `reason` starts with its label ("handshake-failed: ...", "certificate-expired: ...").
   [[nodiscard]] Action OnTlsFailed(absl::string_view reason);
   // The reply deadline passed: in-flight recipients deferred, kClose.
   [[nodiscard]] Action OnTimeout();

@@ -198,6 +198,7 @@ std::string PolicyCache::DumpJson(absl::Time now) const {
     j["ehlo"] = e.ehlo_keywords;
     j["recent_failures"] = e.recent_failures;
     j["last_failure"] = ToString(e.last_failure);
+    j["last_error"] = e.last_error;
     j["last_used"] = FormatLogTime(e.last_used);
     j["connections"] = e.connections;
     j["resumed"] = e.resumed;

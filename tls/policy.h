@@ -107,8 +107,9 @@ struct PolicyEntry {
   absl::Time implicit_tls_failed_until = absl::InfinitePast();  // port 26 negative cache
   std::shared_ptr<TlsSessionTicket> session;  // newest session for resumption (one per MX)
   std::string ehlo_keywords;      // space-separated, as last seen after TLS
-  int recent_failures = 0;
+  int recent_failures = 0;  // connections that failed before a ready session since the last one
   TlsFailure last_failure = TlsFailure::kNone;
+  std::string last_error;   // text of the newest such failure (connect refused, greeting, TLS)
   absl::Time last_used;
   uint64_t connections = 0, resumed = 0;
 };

@@ -15,7 +15,9 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -263,10 +265,19 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::NewClientImpl(
   if (!load_trust_anchors) {
     trust_anchor_error = "no trust anchors loaded (self-test context)";
   } else if (!opts.ca_file.empty()) {
+    // wolfSSL reports a missing or unreadable file as "-4: unknown error number": ask the
+    // file system first so the operator reads the real reason.
+    if (FILE* f = std::fopen(opts.ca_file.c_str(), "rb"); f == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("tls: cannot read CA file ", opts.ca_file,
+                                                     ": ", std::strerror(errno)));
+    } else {
+      std::fclose(f);
+    }
     const int ret = wolfSSL_CTX_load_verify_locations(ctx.get(), opts.ca_file.c_str(), nullptr);
     if (ret != WOLFSSL_SUCCESS) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tls: cannot load CA certificates from ", opts.ca_file, ": ", WolfErrorText(ret)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls: cannot load CA certificates from ", opts.ca_file, ": ",
+                       WolfErrorText(ret), " (not a PEM file of certificates?)"));
     }
   } else {
     std::string source = "system CA store";

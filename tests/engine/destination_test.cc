@@ -86,7 +86,7 @@ class TestWorker : public DestinationHost {
     o->OnClosing(slot, /*was_connecting=*/true);
     AttemptInfo a;
     a.mx = connected.at(slot).spec.mx;
-    o->OnFailedBeforeReady(slot, why, a);
+    o->OnFailedBeforeReady(slot, why, "4.4.1", a);
     o->OnClosed(slot);
   }
   // The transaction of `slot` ended: its job goes back, the session is ready again.
@@ -386,13 +386,13 @@ TEST_F(DestinationTest, MxAnswerGivesHopsAndNullMxBounces) {
   ok.dnssec = true;
   MxHost h;
   h.name = "mx1.d.example";
-  h.addresses = {Addr("127.0.0.2")};
+  h.addresses = {Addr("192.0.2.10")};
   ok.hosts.push_back(h);
   d->OnMx(ok);
   ASSERT_EQ(host_.connected.size(), 1u);
   EXPECT_EQ(host_.connected[0].spec.mx, "mx1.d.example");
   EXPECT_TRUE(host_.connected[0].spec.mx_dnssec);
-  EXPECT_EQ(SockaddrToString(host_.connected[0].spec.addr), "127.0.0.2:25");
+  EXPECT_EQ(SockaddrToString(host_.connected[0].spec.addr), "192.0.2.10:25");
 }
 
 TEST_F(DestinationTest, ConnectionCarriesTheHopsTlsPolicy) {
@@ -489,6 +489,37 @@ TEST_F(DestinationTest, IdleConnectionHoldingAContendedBudgetQuits) {
   b->Pump();
   ASSERT_EQ(host_.connected.size(), 2u);
   EXPECT_EQ(host_.connected[1].owner, b.get());
+}
+
+// Issue 10 item 10: an MX answer that points at loopback or a private network gives no hop
+// (no connection is even asked for) and bounces with the reason, unless allow_private_mx.
+TEST_F(DestinationTest, MxOnLoopbackOrPrivateAddressIsRefusedUnlessAllowed) {
+  Build({});
+  auto d = Make("d.example");
+  d->Accept(Job("d.example"));
+  MxResult mx;
+  mx.status = DnsStatus::kOk;
+  MxHost h;
+  h.name = "mx.d.example";
+  h.addresses = {Addr("127.0.0.1")};
+  mx.hosts.push_back(h);
+  MxHost p;
+  p.name = "mx2.d.example";
+  p.addresses = {Addr("10.1.2.3")};
+  mx.hosts.push_back(p);
+  d->OnMx(mx);
+  EXPECT_TRUE(host_.connected.empty());
+  ASSERT_EQ(host_.completed.size(), 1u);
+  const RecipientOutcome& o = host_.completed[0]->outcomes[0];
+  EXPECT_EQ(o.klass, DeliveryClass::kBounced);
+  EXPECT_EQ(o.enhanced, "5.4.6");
+  EXPECT_NE(o.text.find("loops back to myself"), std::string::npos) << o.text;
+
+  config_.allow_private_mx = true;
+  d->Accept(Job("d.example"));
+  d->OnMx(mx);
+  ASSERT_EQ(host_.connected.size(), 1u);
+  EXPECT_EQ(SockaddrToString(host_.connected[0].spec.addr), "127.0.0.1:25");
 }
 
 }  // namespace

@@ -124,6 +124,32 @@ TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
   }
 }
 
+// Issue 10 item 12: a refused MX shows in the policy cache as a failure with its reason (it was
+// listed with recent_failures 0), and the recipients read "no answer" (4.4.1), not a TLS code.
+TEST_F(DeliveryTest, RefusedMxIsCountedInThePolicyCache) {
+  Inject({"--count", "2", "--domains", "1"});
+  const int closed = FreePort("127.0.0.1");  // nobody listens: connect() is refused
+  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--spool", spool_, "--route",
+                        absl::StrCat("*=mx.refused.example@127.0.0.1:", closed), "--drain",
+                        "--log", log_, "--quiet", "--workers", "1", "--retry", "3600/3600/7200"},
+                       dir_ + "/engine.out", absl::Minutes(2)),
+            0)
+      << ReadFileOrDie(dir_ + "/engine.out.err");
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
+    EXPECT_EQ(r["status"], "deferred") << r.dump();
+    EXPECT_EQ(r["enhanced"], "4.4.1") << r.dump();
+    EXPECT_NE(r["text"].get<std::string>().find("Connection refused"), std::string::npos)
+        << r.dump();
+  }
+  std::vector<nlohmann::json> cache = ReadJsonLines(spool_ + "/log/policy-w0.jsonl");
+  ASSERT_EQ(cache.size(), 1u);
+  EXPECT_EQ(cache[0]["mx"], "mx.refused.example");
+  EXPECT_GE(cache[0]["recent_failures"].get<int>(), 1) << cache[0].dump();
+  EXPECT_NE(cache[0]["last_error"].get<std::string>().find("Connection refused"),
+            std::string::npos)
+      << cache[0].dump();
+}
+
 TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
   StartSink("127.0.0.1", {"--tempfail-rcpt", "defer-"});
   Inject({"--count", "50", "--domains", "5", "--seed", "1", "--no-fsync"});

@@ -209,7 +209,14 @@ TEST_F(TlsPolicyTest, UntrustedCertificateDefersStrictHostOnly) {
   auto by = ByDomain();
   for (const nlohmann::json& r : by["d1.example"]) {
     EXPECT_EQ(r["status"], "deferred") << r.dump();
-    EXPECT_TRUE(absl::StrContains(r["text"].get<std::string>(), "validation-failure")) << r.dump();
+    // Issue 10 item 12: the record reads right — a certificate failure is X.7.5 (not 4.4.1 "no
+    // answer"), and its label is said once (it was "handshake-failed: validation-failure:
+    // validation-failure: ...").
+    const std::string text = r["text"].get<std::string>();
+    EXPECT_TRUE(absl::StartsWith(text, "validation-failure: ")) << r.dump();
+    EXPECT_EQ(text.find("validation-failure", 1), std::string::npos) << r.dump();
+    EXPECT_FALSE(absl::StrContains(text, "handshake-failed")) << r.dump();
+    EXPECT_EQ(r["enhanced"], "4.7.5") << r.dump();
   }
   for (const nlohmann::json& r : by["d3.example"]) EXPECT_EQ(r["status"], "delivered");
 }

@@ -284,14 +284,14 @@ TEST(PolicyCache, DumpJsonOneObjectPerLineMostRecentFirst) {
             "{\"mx\":\"mx.example.org\",\"policy\":\"opportunistic\",\"source\":\"opportunistic\","
             "\"requirement\":\"opportunistic\",\"verify\":false,\"implicit_tls_first\":false,"
             "\"log_only\":false,\"implicit_tls_failed\":false,\"implicit_tls_retry_in_s\":0,"
-            "\"has_session\":false,\"ehlo\":\"\",\"recent_failures\":0,\"last_failure\":\"none\","
+            "\"has_session\":false,\"ehlo\":\"\",\"recent_failures\":0,\"last_failure\":\"none\",\"last_error\":\"\","
             "\"last_used\":\"2023-11-14T22:13:21.000Z\",\"connections\":0,\"resumed\":0}");
   EXPECT_EQ(lines[1],
             "{\"mx\":\"smtps-mx.example.net\",\"policy\":\"smtps-prefix\",\"source\":\"prefix\","
             "\"requirement\":\"required\",\"verify\":true,\"implicit_tls_first\":true,"
             "\"log_only\":false,\"implicit_tls_failed\":true,\"implicit_tls_retry_in_s\":1740,"
             "\"has_session\":false,\"ehlo\":\"PIPELINING \\\"8BITMIME\\\"\\\\ SIZE\","
-            "\"recent_failures\":2,\"last_failure\":\"certificate-expired\","
+            "\"recent_failures\":2,\"last_failure\":\"certificate-expired\",\"last_error\":\"\","
             "\"last_used\":\"2023-11-14T22:13:20.000Z\",\"connections\":5,\"resumed\":4}");
 }
 

@@ -298,6 +298,10 @@ TEST_F(TlsSessionTest, MissingCaFileIsAnError) {
   auto ctx = TlsContext::NewClient(ClientOpts(true, "/nonexistent/ca.pem"));
   ASSERT_FALSE(ctx.ok());
   EXPECT_NE(ctx.status().message().find("/nonexistent/ca.pem"), std::string::npos);
+  // Issue 10 item 12: the reason is the file system's, not "wolfSSL error -4: unknown error".
+  EXPECT_NE(ctx.status().message().find("No such file or directory"), std::string::npos)
+      << ctx.status();
+  EXPECT_EQ(ctx.status().message().find("unknown error"), std::string::npos) << ctx.status();
 }
 
 TEST_F(TlsSessionTest, SystemStoreLoads) {
