@@ -53,6 +53,8 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
                            [dns] allow_private_mx); static --route targets are always allowed
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
+  --user NAME              started as root: own the spool as NAME and run as NAME (`user` key)
+  --allow-root             run as root without dropping privileges (not recommended)
   --version                print the version and exit
   --help                   this text
 )";
@@ -250,6 +252,12 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.drain = true;
     } else if (flag == "--quiet") {
       c.quiet = true;
+    } else if (flag == "--user") {
+      if (!(st = need(v)).ok()) return st;
+      c.user = v;
+      if (c.user.empty()) return Bad(flag, "expected a user name");
+    } else if (flag == "--allow-root") {
+      c.allow_root = true;
     } else {
       return Bad(flag, "unknown option (see --help)");
     }

@@ -94,6 +94,11 @@ struct EngineConfig {
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
   bool quiet = false;
+  // Privileges (engine/privileges.h): started as root, mxburst drops to `user` right after it
+  // took the spool lock and raised RLIMIT_NOFILE; without `user` it refuses to run as root
+  // unless `allow_root` (--allow-root).
+  std::string user;
+  bool allow_root = false;
 };
 
 // Upper bound of every retry time (a delay, the repeat interval, the maximum queue age): 60 days.

@@ -143,7 +143,8 @@ class Reader {
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
-                                   "default_source_pool", "mta_sts", "http"}))
+                                   "default_source_pool", "mta_sts", "http", "user",
+                                   "allow_root"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -173,6 +174,8 @@ class Reader {
       }
     }
     if (!(s = Bool(root, "", "drain", &c_->drain)).ok()) return s;
+    if (!(s = String(root, "", "user", &c_->user)).ok()) return s;
+    if (!(s = Bool(root, "", "allow_root", &c_->allow_root)).ok()) return s;
 
     if (const toml::table* t = root["limits"].as_table()) {
       const std::string p = "limits.";

@@ -11,6 +11,7 @@
 
 #include "engine/config.h"
 #include "engine/engine.h"
+#include "engine/privileges.h"
 #include "engine/worker.h"
 #include "queue/spool_lock.h"
 
@@ -75,6 +76,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mxburst: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
+  // Root only long enough to hand the spool to `user`, take the lock and raise RLIMIT_NOFILE.
+  if (absl::Status s = mxb::PrepareSpoolForUser(*config); !s.ok()) {
+    std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   // One engine per spool (two would recover and deliver each other's messages): the lock is
   // held until the process exits, kill -9 included.
   absl::StatusOr<mxb::SpoolLock> lock = mxb::SpoolLock::Acquire(config->spool_dir);
@@ -83,6 +89,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   RaiseFileLimit(*config);
+  if (absl::Status s = mxb::DropPrivileges(*config); !s.ok()) {
+    std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
   signal(SIGPIPE, SIG_IGN);
 
   mxb::Engine engine(*std::move(config));

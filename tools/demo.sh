@@ -91,7 +91,9 @@ else
   echo "== delivering by MX (unbound on 127.0.0.1:$DNS_PORT) to mxburst-sink on 127.0.0.2" \
        "(STARTTLS :$SMTP_PORT, implicit TLS :$SMTPS_PORT)"
 fi
-"$B/engine/mxburst" --spool "$work/spool" "${routing[@]}" --drain \
+# mxburst refuses to run as root without a `user` to drop to; the demo is a lab run.
+root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)
+"$B/engine/mxburst" --spool "$work/spool" "${routing[@]}" "${root_flag[@]}" --drain \
   --smtp-port "$SMTP_PORT" --smtps-port "$SMTPS_PORT" --ca-file "$work/ca.pem" \
   --log "$work/accounting.jsonl" --helo demo.mxburst.example | tee "$work/summary.txt"
 

@@ -75,7 +75,7 @@ TEST(Crash, KillNineAtRandomMomentsLosesNothing) {
   ASSERT_EQ(injected.size(), static_cast<size_t>(messages));
 
   std::vector<std::string> engine = {
-      Bin("engine/mxburst"), "--spool", spool, "--route", absl::StrCat("*=127.0.0.1:", port),
+      Bin("engine/mxburst"), "--allow-root", "--spool", spool, "--route", absl::StrCat("*=127.0.0.1:", port),
       "--log", log, "--quiet", "--workers", "2", "--max-in-flight", std::to_string(in_flight),
       "--max-connections", "4", "--helo", "crash.mxburst.example"};
   std::mt19937 rng(12345);

@@ -43,7 +43,7 @@ class DeliveryTest : public SpoolWorld {
   DeliveryTest() : SpoolWorld("delivery") {}
 
   int RunEngine(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
                                      absl::StrCat("*=127.0.0.1:", port_), "--drain", "--log",
                                      log_, "--quiet", "--workers", "2", "--helo",
                                      "test.mxburst.example"};
@@ -129,7 +129,7 @@ TEST_F(DeliveryTest, ThousandMixedMessagesOverStartTlsAreByteExact) {
 TEST_F(DeliveryTest, RefusedMxIsCountedInThePolicyCache) {
   Inject({"--count", "2", "--domains", "1"});
   const int closed = FreePort("127.0.0.1");  // nobody listens: connect() is refused
-  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--spool", spool_, "--route",
+  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
                         absl::StrCat("*=mx.refused.example@127.0.0.1:", closed), "--drain",
                         "--log", log_, "--quiet", "--workers", "1", "--retry", "3600/3600/7200"},
                        dir_ + "/engine.out", absl::Minutes(2)),

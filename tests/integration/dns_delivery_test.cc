@@ -118,7 +118,7 @@ class DnsDeliveryTest : public ::testing::Test {
 
   // Every MX of the test zone is on 127.0.0.0/8: allowed unless `allow_private_mx` is false.
   std::vector<nlohmann::json> Deliver(bool allow_private_mx = true) {
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log",
                                      log_, "--quiet", "--workers", "1", "--helo",
                                      "dns.mxburst.example", "--dns", unbound_->address(),
                                      "--smtp-port", std::to_string(port_), "--connect-timeout",

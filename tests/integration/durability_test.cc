@@ -39,7 +39,7 @@ class DurabilityTest : public SpoolWorld {
   DurabilityTest() : SpoolWorld("durability") {}
 
   std::vector<std::string> EngineArgs(std::vector<std::string> extra = {}) const {
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
                                      absl::StrCat("*=127.0.0.1:", port_), "--log", log_,
                                      "--workers", "2", "--helo", "test.mxburst.example"};
     argv.insert(argv.end(), extra.begin(), extra.end());

@@ -86,7 +86,7 @@ class PostfixInteropTest : public SpoolWorld {
   // mxburst on one worker (one destination shares one policy cache, one ticket store).
   int RunEngine(const std::string& mx, std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {
-        Bin("engine/mxburst"), "--spool", spool_, "--route",
+        Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
         absl::StrCat("*=", mx, "@", server_->ip(), ":", server_->smtp_port()),
         "--smtp-port", std::to_string(server_->smtp_port()),
         "--smtps-port", std::to_string(server_->smtps_port()),

@@ -66,7 +66,7 @@ class ScaleTest : public ::testing::Test {
                                        std::to_string(kSessions), "--size", "1000", "--domains",
                                        std::to_string(kDomains), "--no-fsync"};
     if (RunCommand(inject, dir_ + "/inject.out") != 0) return -1;
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--drain",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain",
                                      "--log", log_, "--quiet", "--workers", "2", "--helo",
                                      "scale.mxburst.example", "--max-connections", "40",
                                      "--max-messages-per-connection", "1", "--max-in-flight",
@@ -123,7 +123,7 @@ TEST_F(ScaleTest, RegularDescriptorsRunOutUnderTheSameLimit) {
 // open (max_in_flight).
 TEST_F(ScaleTest, StartupLineShowsSessionCapacityBelowMaxInFlight) {
   LimitDescriptors(300);
-  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log", log_,
+  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log", log_,
                         "--quiet", "--workers", "2", "--max-in-flight", "1000"},
                        dir_ + "/engine.out"),
             0);
@@ -136,7 +136,7 @@ TEST_F(ScaleTest, StartupLineShowsSessionCapacityBelowMaxInFlight) {
 
 TEST_F(ScaleTest, NoStartupLineWhenCapacitySuffices) {
   LimitDescriptors(1500);
-  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log", log_,
+  ASSERT_EQ(RunCommand({Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log", log_,
                         "--quiet", "--workers", "2", "--max-in-flight", "3000"},
                        dir_ + "/engine.out"),
             0);

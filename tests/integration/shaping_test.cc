@@ -75,7 +75,7 @@ class ShapingTest : public SpoolWorld {
   int RunEngine(const std::string& toml, const std::vector<std::string>& routes,
                 std::vector<std::string> extra = {}) {
     WriteFileOrDie(dir_ + "/mxburst.toml", toml);
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--config", dir_ + "/mxburst.toml",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml",
                                      "--spool", spool_, "--drain", "--log", log_, "--workers",
                                      "2", "--helo", "test.mxburst.example"};
     for (const std::string& r : routes) {

@@ -32,7 +32,7 @@ class SpoolLockTest : public SpoolWorld {
 
   std::vector<std::string> EngineArgv(bool drain) {
     // A route to a port nobody listens on: the engine has nothing to deliver anyway.
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
                                      absl::StrCat("*=127.0.0.1:", FreePort("127.0.0.1")),
                                      "--log", log_, "--quiet", "--workers", "1"};
     if (drain) argv.push_back("--drain");

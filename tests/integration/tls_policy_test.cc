@@ -77,7 +77,7 @@ class TlsPolicyTest : public ::testing::Test {
 
   int RunEngine(std::vector<std::string> extra = {}, bool with_ca = true) {
     std::vector<std::string> argv = {
-        Bin("engine/mxburst"), "--spool", spool_, "--drain", "--log", log_, "--quiet",
+        Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log", log_, "--quiet",
         "--workers", "1", "--helo", "test.mxburst.example",
         "--smtp-port", std::to_string(engine_smtp_port_ ? engine_smtp_port_ : smtp_port_),
         "--smtps-port", std::to_string(smtps_port_),

@@ -48,7 +48,7 @@ class TransactionTest : public SpoolWorld {
 
   // mxburst --drain with a static route of every domain to the sink; returns the exit code.
   int RunEngine(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool_, "--route",
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--route",
                                      absl::StrCat("*=", kSinkIp, ":", port_), "--drain", "--log",
                                      log_, "--workers", "1", "--helo", "mta.test.example",
                                      "--tls", "disabled"};
