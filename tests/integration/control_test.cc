@@ -51,7 +51,7 @@ class ControlTest : public SpoolWorld {
                    absl::StrCat("[http]\nlisten = \"127.0.0.1:", http_port_,
                                 "\"\ntoken_file = \"", token, "\"\ntop_destinations = 2\n"));
     engine_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{Bin("engine/mxburst"), "--config", dir_ + "/mxburst.toml",
+        std::vector<std::string>{Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml",
                                  "--spool", spool_, "--log", log_, "--workers", "2", "--route",
                                  absl::StrCat("*=127.0.0.1:", port_), "--helo",
                                  "test.mxburst.example", "--quiet"},

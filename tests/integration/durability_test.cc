@@ -219,7 +219,7 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
     ASSERT_EQ(truncate(filler.c_str(), st.st_size - (48 << 10)), 0);
   }
   const std::string err = dir_ + "/engine-full.err";
-  std::vector<std::string> argv = {Bin("engine/mxburst"), "--spool", spool, "--route",
+  std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool, "--route",
                                    absl::StrCat("*=127.0.0.1:", port_), "--log", log,
                                    "--workers", "2", "--max-in-flight", "40", "--quiet"};
   {

@@ -108,9 +108,9 @@ class StsDeliveryTest : public ::testing::Test {
   }
 
   std::vector<nlohmann::json> Deliver() {
-    int rc = RunCommand({Bin("engine/mxburst"), "--config", dir_ + "/mxburst.toml", "--spool",
+    int rc = RunCommand({Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml", "--spool",
                          spool_, "--drain", "--log", log_, "--quiet", "--workers", "1", "--helo",
-                         "sts.mxburst.example", "--dns", dns_->address(), "--smtp-port",
+                         "sts.mxburst.example", "--dns", dns_->address(), "--allow-private-mx", "--smtp-port",
                          std::to_string(port_), "--ca-file", server_->ca_file(),
                          "--connect-timeout", "5"},
                         dir_ + "/engine.out", absl::Minutes(2));
