@@ -268,7 +268,8 @@ class Reader {
     if (const toml::table* t = root["tls"].as_table()) {
       const std::string p = "tls.";
       if (!(s = CheckKeys(*t, p, {"mode", "prefix_signals", "ca_file", "smtp_port",
-                                  "smtps_port", "implicit_tls_retry"}))
+                                  "smtps_port", "implicit_tls_retry", "dane",
+                                  "honor_tls_required_no"}))
                .ok())
         return s;
       std::string mode;
@@ -287,6 +288,17 @@ class Reader {
         else if (signals == "off") c_->tls_global.prefix_signals = PrefixSignals::kOff;
         else return Error("tls.prefix_signals", absl::StrCat("expected enforce|log-only|off, got '", signals, "'"));
       }
+      std::string dane;
+      if (!(s = String(*t, p, "dane", &dane)).ok()) return s;
+      if (!dane.empty()) {
+        // RFC 7672 DANE: TLSA lookups for DNSSEC-validated MX hosts (default on).
+        if (dane == "on") c_->tls_global.dane = true;
+        else if (dane == "off") c_->tls_global.dane = false;
+        else return Error("tls.dane", absl::StrCat("expected on|off, got '", dane, "'"));
+      }
+      if (!(s = Bool(*t, p, "honor_tls_required_no", &c_->tls_global.honor_tls_required_no))
+               .ok())
+        return s;
       if (!(s = String(*t, p, "ca_file", &c_->ca_file)).ok()) return s;
       if (!(s = Int<uint16_t>(*t, p, "smtp_port", 1, 65535, &c_->smtp_port)).ok()) return s;
       c_->tls_global.smtp_port = c_->smtp_port;

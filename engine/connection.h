@@ -175,6 +175,8 @@ class Connection {
   void Handle(Action a);
   void CollectResults();
   void FinishJob(absl::string_view why);
+  // Why a REQUIRETLS message may not go over this connection ("" = it may), RFC 8689 §4.2.1.
+  std::string RequireTlsProblem() const;
   bool NewTls();
   void DriveHandshake();
   void ImplicitTlsFailed(absl::string_view why);

@@ -97,6 +97,7 @@ struct Transaction {
   std::vector<std::string> recipients;  // more than max_rcpts_per_transaction: several MAILs
   absl::string_view wire_body;          // AppendDataWire() output; caller keeps it alive
   bool eight_bit = false;               // add BODY=8BITMIME when offered
+  bool require_tls = false;             // RFC 8689 §4.1: MAIL FROM:<...> REQUIRETLS
 };
 
 struct RecipientResult {

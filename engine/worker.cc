@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "dns/resolver.h"
 #include "engine/connection.h"
+#include "engine/dane_lookup.h"
 #include "engine/destination.h"
 #include "engine/ring.h"
 #include "engine/shaping.h"
@@ -321,7 +322,10 @@ struct Worker::Impl : public DestinationHost {
 
   void ResolveMx(Destination* d) override {
     // Destinations are never erased while the worker runs.
-    resolver->ResolveMx(d->domain(), [d](const MxResult& mx) { d->OnMx(mx); });
+    ResolveMxAndTlsa(resolver.get(), d->domain(), w.config_.smtp_port, w.config_.tls_global.dane,
+                     [d](const MxResult& mx, std::vector<HopDnsFacts> facts) {
+                       d->OnMx(mx, facts);
+                     });
   }
 
   absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) override {

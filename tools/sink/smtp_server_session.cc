@@ -207,6 +207,7 @@ void SmtpServerSession::OnEhlo(absl::string_view arg, bool extended, std::string
                   "\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 52428800\r\n"
                   "250-ENHANCEDSTATUSCODES\r\n");
   if (config_->offer_starttls && !in_tls_) absl::StrAppend(replies, "250-STARTTLS\r\n");
+  if (config_->offer_requiretls && in_tls_) absl::StrAppend(replies, "250-REQUIRETLS\r\n");
   absl::StrAppend(replies, "250 SMTPUTF8\r\n");
 }
 
