@@ -353,25 +353,29 @@ std::string ControlPlane::RenderMetrics() {
     return a->queued != b->queued ? a->queued > b->queued : a->domain < b->domain;
   });
   if (dests.size() > config_.http_top_destinations) dests.resize(config_.http_top_destinations);
-  p.Family("mxburst_destination_queued_messages", "gauge",
-           "Jobs waiting at a destination (top destinations by queue only).");
-  for (const DestinationView* v : dests) {
-    p.Sample("mxburst_destination_queued_messages",
-             {{"domain", v->domain}, {"pool", absl::StrCat(v->pool)}},
-             static_cast<double>(v->queued));
-  }
-  p.Family("mxburst_destination_connections", "gauge",
-           "Connections of a destination (top destinations by queue only).");
-  for (const DestinationView* v : dests) {
-    p.Sample("mxburst_destination_connections",
-             {{"domain", v->domain}, {"pool", absl::StrCat(v->pool)}},
-             static_cast<double>(v->connections));
-  }
-  p.Family("mxburst_destination_oldest_age_seconds", "gauge",
-           "Age of a destination's oldest queued message (top destinations by queue only).");
-  for (const DestinationView* v : dests) {
-    p.Sample("mxburst_destination_oldest_age_seconds",
-             {{"domain", v->domain}, {"pool", absl::StrCat(v->pool)}}, v->oldest_age_seconds);
+  // Per-destination series, the top N by queue only (bounded cardinality).
+  struct DestSeries {
+    const char* name;
+    const char* help;
+    double (*value)(const DestinationView&);
+  };
+  static constexpr DestSeries kDestSeries[] = {
+      {"mxburst_destination_queued_messages",
+       "Jobs waiting at a destination (top destinations by queue only).",
+       [](const DestinationView& v) { return static_cast<double>(v.queued); }},
+      {"mxburst_destination_connections",
+       "Connections of a destination (top destinations by queue only).",
+       [](const DestinationView& v) { return static_cast<double>(v.connections); }},
+      {"mxburst_destination_oldest_age_seconds",
+       "Age of a destination's oldest queued message (top destinations by queue only).",
+       [](const DestinationView& v) { return static_cast<double>(v.oldest_age_seconds); }},
+  };
+  for (const DestSeries& series : kDestSeries) {
+    p.Family(series.name, "gauge", series.help);
+    for (const DestinationView* v : dests) {
+      p.Sample(series.name, {{"domain", v->domain}, {"pool", absl::StrCat(v->pool)}},
+               series.value(*v));
+    }
   }
   return p.Take();
 }
