@@ -19,7 +19,7 @@ session target). Definitions:
   CPU s/1k msgs  user+sys CPU of mxburst per 1,000 messages (wait4 rusage); the sink's in sink CPU
   resumed        resumed / TLS sessions from the engine's summary line, "n/a" if it has no count
 
-Usage:  bench/e2e.py [--quick] [--scenarios a,b,c] [--runs N] [--out FILE]
+Usage:  bench/e2e.py [--quick] [--scenarios a,b,c] [--runs N] [--out FILE] [--chunking both]
         bench/e2e.py --scenarios c --sessions 50000      # the 50k-session run alone
 Python 3 standard library only. MXB_BUILD_DIR selects the build (default build/release).
 """
@@ -145,7 +145,7 @@ def wait_rusage(proc, timeout):
 class Sink:
     """One mxburst-sink listening on several 127.0.0.x addresses, free ports."""
 
-    def __init__(self, workdir, addresses, threads, reply_delay_ms):
+    def __init__(self, workdir, addresses, threads, reply_delay_ms, extra=None):
         os.makedirs(workdir, exist_ok=True)
         self.ready = os.path.join(workdir, "sink.ready")
         self.stats = os.path.join(workdir, "sink-stats.json")
@@ -157,6 +157,7 @@ class Sink:
                "--ready-file", self.ready, "--stats-file", self.stats]
         if reply_delay_ms:
             cmd += ["--reply-delay-ms", str(reply_delay_ms)]
+        cmd += extra or []
         self.err = open(os.path.join(workdir, "sink.err"), "w")
         self.out = open(os.path.join(workdir, "sink.out"), "w")
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
@@ -290,7 +291,7 @@ def throughput_scenario(name, label, a, template, extra, sink_extra=None):
     work = os.path.join(a.workdir, name)
     runs = []
     for i in range(a.runs):
-        sink = Sink(work, a.addresses, a.sink_threads, 0)
+        sink = Sink(work, a.addresses, a.sink_threads, 0, sink_extra)
         spool = os.path.join(work, "spool")
         clone_spool(template, spool)
         m = run_engine(work, spool, routes_for(a.domains, sink.hostports), extra)
@@ -496,6 +497,9 @@ def main():
                    help="sink reply delay in c (default max(5000, T/5) ms; --quick 500)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench-e2e"))
     p.add_argument("--out", help="also write the table here")
+    p.add_argument("--chunking", choices=["off", "on", "both"], default="off",
+                   help="a/b: the sink offers CHUNKING (RFC 3030), so mxburst sends BDAT; "
+                        "'both' runs each scenario with DATA and with BDAT (default off)")
     a = p.parse_args()
 
     q = a.quick
@@ -531,17 +535,22 @@ def main():
         template = os.path.join(a.workdir, "template")
         log(f"e2e: injecting {a.messages} x {a.size} B for {a.domains} domains (once, reused)")
         inject(template, a.messages, a.size, a.domains)
-        if "a" in scen:
-            log("e2e: scenario a: many messages per connection")
-            rows.append(throughput_scenario(
-                "a", f"a: STARTTLS, {a.max_connections} conn/dest, reuse", a, template,
-                extra_common + ["--max-connections", str(a.max_connections)]))
-        if "b" in scen:
-            log("e2e: scenario b: one message per connection")
-            rows.append(throughput_scenario(
-                "b", "b: STARTTLS, 1 msg/conn", a, template,
-                extra_common + ["--max-connections", str(a.max_connections),
-                                "--max-messages-per-connection", "1"]))
+        # (work dir suffix, label suffix, sink options) per body transfer to measure.
+        transfers = {"off": [("", "", None)], "on": [("-bdat", ", BDAT", ["--chunking"])],
+                     "both": [("", ", DATA", None), ("-bdat", ", BDAT", ["--chunking"])]}
+        for suffix, label, sink_extra in transfers[a.chunking]:
+            if "a" in scen:
+                log(f"e2e: scenario a{label}: many messages per connection")
+                rows.append(throughput_scenario(
+                    "a" + suffix, f"a: STARTTLS, {a.max_connections} conn/dest, reuse{label}", a,
+                    template, extra_common + ["--max-connections", str(a.max_connections)],
+                    sink_extra))
+            if "b" in scen:
+                log(f"e2e: scenario b{label}: one message per connection")
+                rows.append(throughput_scenario(
+                    "b" + suffix, f"b: STARTTLS, 1 msg/conn{label}", a, template,
+                    extra_common + ["--max-connections", str(a.max_connections),
+                                    "--max-messages-per-connection", "1"], sink_extra))
     if "c" in scen:
         delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
         log(f"e2e: scenario c: slow sink ({delay} ms per reply), targets {a.session_targets}, "

@@ -47,6 +47,7 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
                            5m 10m 20m 40m, then hourly, expire after 4 days with a DSN)
   --dsn bounces|spool      DSNs into DIR/bounces/ (default) or DIR/incoming/ (delivered by
                            mxburst itself, null sender: a DSN never causes another DSN)
+  --no-chunking            send with DATA even where CHUNKING is offered ([smtp] chunking)
   --no-tls-resumption      full handshake on every connection (for benchmarks)
   --http HOST:PORT         control API, /metrics and the status page ("" = off, the default)
   --allow-private-mx       accept MX hosts on loopback/private/link-local addresses (tests, labs;
@@ -244,6 +245,8 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
     } else if (flag == "--http") {
       if (!(st = need(v)).ok()) return st;
       c.http_listen = v;
+    } else if (flag == "--no-chunking") {
+      c.chunking = false;
     } else if (flag == "--no-tls-resumption") {
       c.tls_resumption = false;
     } else if (flag == "--allow-private-mx") {

@@ -70,6 +70,9 @@ struct EngineConfig {
   GlobalTlsConfig tls_global;
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain
   size_t policy_cache_entries = 100000;
+  // RFC 3030: BDAT instead of DATA when the server offers CHUNKING (`[smtp] chunking`,
+  // --no-chunking).
+  bool chunking = true;
   bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
   // MTA-STS (RFC 8461, engine/sts_fetcher.h), the [mta_sts] table: applied to MX delivery (not
   // static routes); policies cached in SPOOL/policy/mta-sts/. `wait`: how long jobs of a domain

@@ -144,7 +144,7 @@ class Reader {
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "http", "user",
-                                   "allow_root"}))
+                                   "allow_root", "smtp"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -323,6 +323,13 @@ class Reader {
         return s;
     } else if (root.contains("tls")) {
       return Error("tls", "expected a table");
+    }
+
+    if (const toml::table* t = root["smtp"].as_table()) {
+      if (!(s = CheckKeys(*t, "smtp.", {"chunking"})).ok()) return s;
+      if (!(s = Bool(*t, "smtp.", "chunking", &c_->chunking)).ok()) return s;
+    } else if (root.contains("smtp")) {
+      return Error("smtp", "expected a table");
     }
 
     if (const toml::table* t = root["mta_sts"].as_table()) {

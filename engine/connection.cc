@@ -279,6 +279,7 @@ void Connection::OnConnect(int res) {
   }
   opts.implicit_tls = spec_.implicit_tls;
   opts.max_rcpts_per_transaction = config.max_recipients_per_transaction;
+  opts.use_chunking = config.chunking;
   session_.emplace(std::move(opts));
   ArmDeadline(DefaultReplyTimeout(SmtpState::kGreeting));
   PostRecv();
@@ -447,17 +448,34 @@ void Connection::FlushSend() {
   send_.inflight = true;
 }
 
-// Queues bytes for the peer: encrypted when TLS is up, as-is otherwise.
-bool Connection::Output(absl::string_view bytes, absl::string_view body) {
+// Queues an action's bytes for the peer (commands, body, BDAT parts in that order): encrypted
+// when TLS is up, as-is otherwise.
+bool Connection::Output(const Action& a) {
   if (tls_ != nullptr) {
-    if ((!bytes.empty() && tls_->Write(bytes) != TlsStatus::kOk) ||
-        (!body.empty() && tls_->Write(body) != TlsStatus::kOk)) {
-      return false;
-    }
+    // Each Write() ends a TLS record: short pieces (commands, "BDAT n LAST", the text between two
+    // stuffed dots) are gathered and go out with the ones after them, not one record each.
+    constexpr size_t kGather = 2048;
+    std::string gathered;
+    auto write = [this](absl::string_view s) {
+      return s.empty() || tls_->Write(s) == TlsStatus::kOk;
+    };
+    auto add = [&](absl::string_view s) {
+      if (s.size() < kGather) {
+        gathered.append(s.data(), s.size());
+        return true;
+      }
+      const bool ok = write(gathered) && write(s);
+      gathered.clear();
+      return ok;
+    };
+    bool ok = add(a.bytes) && add(a.body);
+    for (size_t i = 0; ok && i < a.parts.size(); ++i) ok = add(a.parts[i]);
+    if (!ok || !write(gathered)) return false;
     MoveCiphertext();
   } else {
-    send_.Append(bytes);
-    send_.Append(body);
+    send_.Append(a.bytes);
+    send_.Append(a.body);
+    for (absl::string_view p : a.parts) send_.Append(p);
   }
   FlushSend();
   return true;
@@ -487,7 +505,7 @@ void Connection::Handle(Action a) {
       ArmDeadline(session_->reply_timeout());
       break;
     case Action::Kind::kSend:
-      if (!Output(a.bytes, a.body)) {
+      if (!Output(a)) {
         Handle(session_->OnConnectionLost(absl::StrCat("tls write failed: ", tls_->last_error())));
         return;
       }
@@ -558,6 +576,7 @@ bool Connection::Transfer(DeliveryJob* job) {
   for (uint32_t i : job->rcpt_index) txn.recipients.push_back(m.envelope.recipients[i]);
   txn.wire_body = m.wire;
   txn.eight_bit = m.eight_bit;
+  txn.stuffed_dots = &m.stuffed_dots;
   Action a = session_->StartTransaction(std::move(txn));
   if (a.kind != Action::Kind::kNeedTransaction) {
     Handle(std::move(a));

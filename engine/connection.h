@@ -170,7 +170,7 @@ class Connection {
   void OnSend(int res);
   void PostRecv();
   void FlushSend();
-  bool Output(absl::string_view bytes, absl::string_view body);
+  bool Output(const Action& a);
   void MoveCiphertext();
   void ArmDeadline(absl::Duration d);
   void Handle(Action a);

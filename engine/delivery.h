@@ -48,6 +48,9 @@ struct MessageRecord {
   Envelope envelope;
   std::string file;         // whole spool file (envelope lines + message)
   std::string wire;         // AppendDataWire(message) — what goes after DATA
+  // Offsets in `wire` of the dots AppendDataWire stuffed: BDAT sends `wire` without them
+  // (engine/smtp_bdat.h). Whoever changes `wire` records them again.
+  std::vector<uint32_t> stuffed_dots;
   bool eight_bit = false;
   absl::Time queued_at;     // file mtime at claim: when the producer finished writing it
   int jobs_out = 0;         // scanner thread only

@@ -163,7 +163,7 @@ void Engine::Dispatch(const std::string& name, std::string contents) {
   msg->file = std::move(contents);
   absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
   msg->wire.reserve(body.size() + body.size() / 32 + 8);
-  AppendDataWire(body, &msg->wire);
+  AppendDataWire(body, &msg->wire, &msg->stuffed_dots);
   msg->eight_bit = HasEightBit(body);
   msg->queued_at = absl::Now();
   msg->final_class.assign(msg->envelope.recipients.size(), DeliveryClass::kDeferred);

@@ -97,7 +97,7 @@ void AppendWrapped(absl::string_view rest, size_t budget, bool header, std::stri
 // repeated once the cursor passes it, so bare-CR-only input stays linear), one for CR and one
 // for NUL within the line, then one append.
 template <bool kDotStuff>
-void Normalize(absl::string_view body, std::string* out) {
+void Normalize(absl::string_view body, std::string* out, std::vector<uint32_t>* stuffed_dots) {
   const char* p = body.data();
   const char* const end = p + body.size();
   const char* next_lf = nullptr;  // the next LF at or after p, or end
@@ -110,7 +110,10 @@ void Normalize(absl::string_view body, std::string* out) {
     if (p == end) break;
     // RFC 5321 §4.5.2: a line starting with "." gets one more "." on the wire.
     const bool dot = *p == '.';
-    if (kDotStuff && dot) out->push_back('.');
+    if (kDotStuff && dot) {
+      if (stuffed_dots != nullptr) stuffed_dots->push_back(static_cast<uint32_t>(out->size()));
+      out->push_back('.');
+    }
     const size_t content_start = out->size();
     if (next_lf == nullptr || next_lf < p) {
       next_lf = static_cast<const char*>(std::memchr(p, '\n', end - p));
@@ -144,18 +147,19 @@ void Normalize(absl::string_view body, std::string* out) {
 
 }  // namespace
 
-void AppendDataWire(absl::string_view body, std::string* out) {
+void AppendDataWire(absl::string_view body, std::string* out,
+                    std::vector<uint32_t>* stuffed_dots) {
   // LF-only input grows by one octet per line and a few lines gain a dot; 1/32 covers text
   // with lines of 32+ octets without a second allocation.
   out->reserve(out->size() + body.size() + body.size() / 32 + 8);
-  Normalize<true>(body, out);
+  Normalize<true>(body, out, stuffed_dots);
   out->append(".\r\n", 3);
 }
 
 std::string NormalizeLineEndings(absl::string_view body) {
   std::string out;
   out.reserve(body.size() + body.size() / 32 + 4);
-  Normalize<false>(body, &out);
+  Normalize<false>(body, &out, nullptr);
   return out;
 }
 

@@ -25,13 +25,19 @@
 //   std::string wire; mxb::AppendDataWire(body, &wire);   // then send `wire` after 354
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
 namespace mxb {
 
-void AppendDataWire(absl::string_view body, std::string* out);
+// `stuffed_dots`, when given, receives the offset in *out of every '.' the encoder inserted
+// (RFC 5321 §4.5.2), so BDAT (RFC 3030, no transparency) can send the same buffer without them
+// and without a second encode (engine/smtp_bdat.h).
+void AppendDataWire(absl::string_view body, std::string* out,
+                    std::vector<uint32_t>* stuffed_dots = nullptr);
 
 // Inverse for receivers (the sink, tests): un-dot-stuffs a DATA payload that ends with
 // CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF. Only a

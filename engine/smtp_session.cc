@@ -167,6 +167,11 @@ absl::Duration SmtpSession::reply_timeout() const {
       commands_[answered_].cmd == Command::kData) {
     return kDataInitiationTimeout;
   }
+  // RFC 3030 sets no BDAT timeout; a chunk is data the server may be storing, so it gets the
+  // end-of-data one (RFC 5321 §4.5.3.2.6, as Postfix's smtp_data_done_timeout).
+  if (answered_ < sent_ && commands_[answered_].cmd == Command::kBdat) {
+    return DefaultReplyTimeout(SmtpState::kDataBody);
+  }
   return DefaultReplyTimeout(state_);
 }
 
@@ -181,6 +186,8 @@ absl::string_view SmtpSession::Phase() const {
         return "DATA";
       case Command::kDot:
         return "end of data";
+      case Command::kBdat:
+        return "BDAT";
     }
   }
   return PhaseName(state_);
@@ -390,6 +397,9 @@ Action SmtpSession::StartTransaction(Transaction txn) {
   mail_rejected_ = false;
   dot_only_ = false;
   pipelining_ = opts_.use_pipelining && caps_.pipelining;
+  chunking_ = opts_.use_chunking && caps_.chunking &&
+              absl::EndsWith(txn_.wire_body, "\r\n.\r\n");
+  if (chunking_) PrepareBdat();
 
   // Problems we can see before saying anything: decided here, never sent.
   auto decide_all = [this](DeliveryClass k, const char* enhanced, const std::string& text) {
@@ -399,10 +409,10 @@ Action SmtpSession::StartTransaction(Transaction txn) {
     decide_all(DeliveryClass::kDeferred, "4.3.0", "internal: body is not in DATA wire form");
   } else if (!SafeAddress(txn_.sender)) {
     decide_all(DeliveryClass::kBounced, "5.1.7", "bad sender address syntax");
-  } else if (caps_.size > 0 && txn_.wire_body.size() > caps_.size) {
+  } else if (caps_.size > 0 && MessageSize() > caps_.size) {
     // RFC 1870 §6.1: do not send what the server announced it will refuse.
     decide_all(DeliveryClass::kBounced, "5.3.4",
-               absl::StrCat("message size ", txn_.wire_body.size(),
+               absl::StrCat("message size ", MessageSize(),
                             " exceeds size limit ", caps_.size, " of server"));
   } else {
     // Recipients past the client's own limit wait for the next transaction of this message,
@@ -443,8 +453,15 @@ bool SmtpSession::BuildRound() {
     commands_.clear();
     return false;
   }
-  commands_.push_back({Command::kData, 0});
-  commands_.push_back({Command::kDot, 0});
+  if (chunking_) {
+    bdat_failed_ = false;
+    for (size_t c = 0; c < chunks_.size(); ++c) {
+      commands_.push_back({Command::kBdat, static_cast<uint32_t>(c)});
+    }
+  } else {
+    commands_.push_back({Command::kData, 0});
+    commands_.push_back({Command::kDot, 0});
+  }
   state_ = SmtpState::kMail;
   return true;
 }
@@ -485,7 +502,7 @@ void SmtpSession::AppendCommand(const Pending& p, std::string* out) const {
     case Command::kMail: {
       absl::StrAppend(out, "MAIL FROM:<", txn_.sender, ">");
       // RFC 1870: declare the size so the server can refuse before the data.
-      if (caps_.size_offered) absl::StrAppend(out, " SIZE=", txn_.wire_body.size());
+      if (caps_.size_offered) absl::StrAppend(out, " SIZE=", MessageSize());
       // RFC 6152: 8-bit content only to a server that says it takes it.
       if (txn_.eight_bit && caps_.eightbitmime) out->append(" BODY=8BITMIME");
       if (caps_.smtputf8) {
@@ -504,21 +521,31 @@ void SmtpSession::AppendCommand(const Pending& p, std::string* out) const {
       return;
     case Command::kDot:
       return;  // the body; sent on 354
+    case Command::kBdat:
+      return;  // AppendBdat
+  }
+}
+
+void SmtpSession::AppendNext(Action* a) {
+  const Pending& p = commands_[sent_++];
+  if (p.cmd == Command::kBdat) {
+    AppendBdat(p.rcpt, a);
+  } else {
+    AppendCommand(p, &a->bytes);
   }
 }
 
 Action SmtpSession::SendNextCommands() {
-  std::string bytes;
+  Action a = Send(std::string(), SmtpState::kMail);
   if (pipelining_) {
-    // RFC 2920 §3.1: MAIL, all RCPTs and DATA in one group; DATA ends the group.
-    bytes.reserve(64 + 48 * rcpts_.size());
-    while (sent_ < commands_.size() && commands_[sent_].cmd != Command::kDot) {
-      AppendCommand(commands_[sent_++], &bytes);
-    }
+    // RFC 2920 §3.1: MAIL, all RCPTs and DATA in one group; DATA ends the group. With
+    // CHUNKING the BDAT chunks join it (RFC 3030 §4.2): nothing waits for a 354.
+    a.bytes.reserve(64 + 48 * rcpts_.size());
+    while (sent_ < commands_.size() && commands_[sent_].cmd != Command::kDot) AppendNext(&a);
   } else if (sent_ < commands_.size()) {
-    AppendCommand(commands_[sent_++], &bytes);
+    AppendNext(&a);
   }
-  return Send(std::move(bytes), SmtpState::kMail);
+  return a;
 }
 
 Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
@@ -554,8 +581,9 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
       } else {
         Decide(cmd.rcpt, "RCPT", reply);
       }
-      if (!pipelining_ && accepted_ == 0 && commands_[answered_].cmd == Command::kData) {
-        return EndTransactionWithRset();  // nobody accepted: no DATA (RFC 5321 §3.3)
+      if (!pipelining_ && accepted_ == 0 && (commands_[answered_].cmd == Command::kData ||
+                                             commands_[answered_].cmd == Command::kBdat)) {
+        return EndTransactionWithRset();  // nobody accepted: no DATA/BDAT (RFC 5321 §3.3)
       }
       break;
     case Command::kData:
@@ -593,15 +621,9 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
       if (reply.code != 250 && reply.klass() != 4 && reply.klass() != 5) {
         return FailAfterProtocolError("end of data", reply);
       }
-      // RFC 5321 §3.3: recipients refused with "too many" go in a new transaction on this
-      // connection — but only after one that delivered something, so a server that refuses
-      // every first RCPT (or every message) cannot keep us looping; the rest are deferred.
-      if (IsPositive(reply) && accepted_ > 0 && HasCarried()) {
-        ++transactions_done_;
-        if (BuildRound()) return SendNextCommands();
-      }
-      EndTransaction();
-      return NeedTransaction();
+      return AfterFinalReply(reply);
+    case Command::kBdat:
+      return OnBdatReply(cmd.rcpt, reply);
   }
   if (pipelining_) {
     Action a;  // more replies of the group are on their way; DATA's is the last
@@ -609,6 +631,18 @@ Action SmtpSession::OnTransactionReply(const SmtpReply& reply) {
     return a;
   }
   return SendNextCommands();
+}
+
+Action SmtpSession::AfterFinalReply(const SmtpReply& reply) {
+  // RFC 5321 §3.3: recipients refused with "too many" go in a new transaction on this
+  // connection — but only after one that delivered something, so a server that refuses
+  // every first RCPT (or every message) cannot keep us looping; the rest are deferred.
+  if (IsPositive(reply) && accepted_ > 0 && HasCarried()) {
+    ++transactions_done_;
+    if (BuildRound()) return SendNextCommands();
+  }
+  EndTransaction();
+  return NeedTransaction();
 }
 
 Action SmtpSession::FailAfterProtocolError(absl::string_view phase, const SmtpReply& reply) {
@@ -673,6 +707,7 @@ void SmtpSession::EndTransaction() {
   sent_ = answered_ = accepted_ = 0;
   txn_active_ = false;
   txn_.wire_body = absl::string_view();
+  chunks_.clear();
   ++transactions_done_;
 }
 

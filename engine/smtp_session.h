@@ -4,7 +4,9 @@
 // (OnGreetingReady is implicit — the first reply is the greeting) and carries out the Action it
 // returns. One session lives on one worker thread. Several transactions run over one session,
 // one at a time; PIPELINING (RFC 2920) is used when offered: MAIL, all RCPTs and DATA go in one
-// send, and the replies are matched to a FIFO of commands awaiting replies.
+// send, and the replies are matched to a FIFO of commands awaiting replies. CHUNKING (RFC 3030)
+// replaces DATA when offered: "BDAT n LAST" and the message without dot-stuffing (views into the
+// same wire buffer, engine/smtp_bdat.h), in the same send as MAIL and RCPT when pipelining.
 //
 //   SmtpSession s({.helo_name = "mx.out.example", .tls = TlsMode::kOpportunistic});
 //   Action a = s.OnReply(greeting);          // -> kSend "EHLO ..."
@@ -46,6 +48,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "engine/smtp_bdat.h"
 #include "engine/smtp_reply.h"
 
 namespace mxb {
@@ -88,6 +91,10 @@ struct SessionOptions {
   // The engine did the TLS handshake right after connect (implicit TLS, the smtps- port): the
   // greeting arrives inside TLS, STARTTLS is neither needed nor expected.
   bool implicit_tls = false;
+  // RFC 3030: send the message with BDAT when the server offers CHUNKING (`[smtp] chunking`).
+  bool use_chunking = true;
+  // Largest BDAT chunk; a bigger message goes as several "BDAT n" and a last "BDAT n LAST".
+  uint64_t bdat_chunk_size = uint64_t{1} << 20;
 };
 
 // One message to one or more recipients of the same destination.
@@ -97,6 +104,8 @@ struct Transaction {
   std::vector<std::string> recipients;  // more than max_rcpts_per_transaction: several MAILs
   absl::string_view wire_body;          // AppendDataWire() output; caller keeps it alive
   bool eight_bit = false;               // add BODY=8BITMIME when offered
+  // Offsets of the dots AppendDataWire stuffed into wire_body (for BDAT); null: found by a scan.
+  const std::vector<uint32_t>* stuffed_dots = nullptr;
 };
 
 struct RecipientResult {
@@ -119,6 +128,10 @@ struct Action {
   Kind kind = Kind::kWait;
   std::string bytes;
   absl::string_view body;
+  // kSend, after `bytes` and `body`, in order: BDAT command lines and the message pieces of
+  // each chunk. Views into the session and into the caller's wire body, valid until the next
+  // call into the session — copy (or encrypt) them before that.
+  std::vector<absl::string_view> parts;
 };
 
 // Why a session ended without (or before finishing) its work.
@@ -166,10 +179,10 @@ class SmtpSession {
 
  private:
   // Transaction commands in protocol order; kDot stands for "message sent, final reply awaited".
-  enum class Command : uint8_t { kMail, kRcpt, kData, kDot };
+  enum class Command : uint8_t { kMail, kRcpt, kData, kDot, kBdat };
   struct Pending {
     Command cmd;
-    uint32_t rcpt;  // index into txn_.recipients for kRcpt
+    uint32_t rcpt;  // index into txn_.recipients for kRcpt, into chunks_ for kBdat
   };
   struct RcptState {
     bool final = false;     // result decided
@@ -199,6 +212,17 @@ class SmtpSession {
   // already as a deferral): end the transaction and the session.
   Action FailAfterProtocolError(absl::string_view phase, const SmtpReply& reply);
   void AppendCommand(const Pending& p, std::string* out) const;
+  void AppendNext(Action* a);
+  // The final reply was a success (or a failure of this round): another round for recipients
+  // refused with "too many", or the end of the transaction.
+  Action AfterFinalReply(const SmtpReply& reply);
+  // CHUNKING (smtp_bdat.cc): the chunks and command lines of this message, one chunk's output,
+  // and the verdict of a reply to BDAT.
+  void PrepareBdat();
+  void AppendBdat(uint32_t chunk, Action* a) const;
+  Action OnBdatReply(uint32_t chunk, const SmtpReply& reply);
+  // Octets the body takes on the wire of this transaction (SIZE=, the size limit check).
+  uint64_t MessageSize() const;
   // Fills commands_ with MAIL, the next carried recipients (at most max_rcpts_per_transaction)
   // and DATA; false when nobody is left to send to.
   bool BuildRound();
@@ -235,6 +259,14 @@ class SmtpSession {
   bool pipelining_ = false;      // decided at StartTransaction from caps_ and opts_
   bool mail_rejected_ = false;   // MAIL got a non-2xx: every recipient has MAIL's verdict
   bool dot_only_ = false;        // 354 with nobody accepted: "." sent, its reply decides nothing
+  // CHUNKING: decided at StartTransaction; the message's chunks; their "BDAT n[ LAST]" lines
+  // (bdat_lines_[bdat_line_end_[i-1], bdat_line_end_[i]) is chunk i's); a BDAT of this round
+  // failed, so the replies to the chunks still in the pipeline decide nothing.
+  bool chunking_ = false;
+  std::vector<BdatChunk> chunks_;
+  std::string bdat_lines_;
+  std::vector<size_t> bdat_line_end_;
+  bool bdat_failed_ = false;
   // Recipients the server accepted in a transaction before its first "too many" (0: never
   // said): no transaction of this session sends more RCPTs than that.
   size_t server_rcpt_limit_ = 0;

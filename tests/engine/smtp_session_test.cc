@@ -3,7 +3,8 @@
 // Transcript format, one event per line:
 //   # ...                 comment (kept)
 //   O: key=value ...      session options: helo=, tls=disabled|opportunistic|required,
-//                         pipelining=on|off, max_rcpts=N (before the first event)
+//                         pipelining=on|off, max_rcpts=N, chunking=on|off, chunk=N (largest
+//                         BDAT chunk) (before the first event)
 //   S: <reply line>       server line, fed (with CRLF) through a ReplyParser; every reply it
 //                         completes goes to OnReply()
 //   S| <reply line>       more of the same read as the S: line before (one Feed call)
@@ -12,7 +13,9 @@
 //   E: tls-ready | tls-failed <why> | timeout | lost <why> | quit
 // and the session's output, which the test regenerates and compares:
 //   C: <command line>     bytes sent (one line each)
-//   D: <line>             message body sent after 354 (wire form, one line each)
+//   D: <line>             message body sent after 354 (wire form, one line each), or a BDAT
+//                         chunk's data (no dot-stuffing); "D+ <text>" is a chunk's last,
+//                         unfinished line, continued by the next chunk
 //   A: starttls | need-transaction | close [failure code=N reason="..."] | parser-error ...
 //   R: txn=N rcpt=I <class> <code> <enhanced> <text>   one per recipient result
 // Inputs are echoed in order, so a transcript matches iff every output line is where it is.
@@ -49,6 +52,7 @@ class TranscriptRunner {
     for (absl::string_view line : absl::StrSplit(golden, '\n')) {
       if (line.empty() && out_.empty()) continue;
       if (absl::StartsWith(line, "C: ") || absl::StartsWith(line, "D: ") ||
+          absl::StartsWith(line, "D+ ") ||
           absl::StartsWith(line, "A: ") || absl::StartsWith(line, "R: ") || line == "C:" ||
           line == "D:") {
         continue;  // expected output: regenerated below
@@ -106,6 +110,10 @@ class TranscriptRunner {
         opts_.use_pipelining = p.second == "on";
       } else if (p.first == "max_rcpts") {
         if (!absl::SimpleAtoi(p.second, &opts_.max_rcpts_per_transaction)) return false;
+      } else if (p.first == "chunking") {
+        opts_.use_chunking = p.second == "on";
+      } else if (p.first == "chunk") {
+        if (!absl::SimpleAtoi(p.second, &opts_.bdat_chunk_size)) return false;
       } else {
         return false;
       }
@@ -166,8 +174,10 @@ class TranscriptRunner {
         }
       }
       std::string& wire = bodies_.emplace_back();
-      AppendDataWire(body, &wire);
+      std::vector<uint32_t>& dots = dots_.emplace_back();
+      AppendDataWire(body, &wire, &dots);
       t.wire_body = wire;
+      t.stuffed_dots = &dots;
       Apply(session().StartTransaction(std::move(t)));
     } else {
       return false;
@@ -182,6 +192,7 @@ class TranscriptRunner {
       case Action::Kind::kSend:
         EmitLines("C", a.bytes);
         EmitLines("D", a.body);
+        EmitBdat(a.parts);
         break;
       case Action::Kind::kStartTls:
         Echo("A: starttls");
@@ -227,10 +238,44 @@ class TranscriptRunner {
     }
   }
 
+  // BDAT parts: "BDAT n[ LAST]" lines, each followed by n octets of data over any number of
+  // parts. Anything else is shown escaped, so a wrong count cannot pass unnoticed.
+  void EmitBdat(const std::vector<absl::string_view>& parts) {
+    std::string all;
+    for (absl::string_view p : parts) all.append(p.data(), p.size());
+    absl::string_view rest = all;
+    while (!rest.empty()) {
+      const size_t crlf = rest.find("\r\n");
+      absl::string_view line = rest.substr(0, crlf);
+      uint64_t n = 0;
+      absl::string_view count = line;
+      if (crlf == absl::string_view::npos || !absl::ConsumePrefix(&count, "BDAT ") ||
+          !absl::SimpleAtoi(count.substr(0, count.find(' ')), &n) ||
+          crlf + 2 + n > rest.size()) {
+        Echo(absl::StrCat("C: !bad BDAT \"", absl::CHexEscape(rest), "\""));
+        return;
+      }
+      Echo(absl::StrCat("C: ", line));
+      absl::string_view data = rest.substr(crlf + 2, n);
+      rest.remove_prefix(crlf + 2 + n);
+      while (!data.empty()) {
+        const size_t end = data.find("\r\n");
+        if (end == absl::string_view::npos) {
+          Echo(absl::StrCat("D+ ", absl::CHexEscape(data)));
+          break;
+        }
+        absl::string_view l = data.substr(0, end);
+        Echo(l.empty() ? std::string("D:") : absl::StrCat("D: ", absl::CHexEscape(l)));
+        data.remove_prefix(end + 2);
+      }
+    }
+  }
+
   SessionOptions opts_;
   std::unique_ptr<SmtpSession> session_;
   ReplyParser parser_;
   std::deque<std::string> bodies_;  // wire bodies the session points into
+  std::deque<std::vector<uint32_t>> dots_;  // their stuffed dots
   std::string chunk_;  // the current server read (S: plus any S| lines)
   std::string out_;
 };

@@ -156,6 +156,12 @@ TEST_F(PostfixInteropTest, StartTlsDeliveryIsVerifiedAndAccepted) {
   EXPECT_EQ(CountContaining(lines, "TLS connection established from"), connects);
   EXPECT_EQ(CountContaining(lines, " starttls=1 "), connects);
   EXPECT_EQ(CountContaining(lines, "postfix/smtps/"), 0u);
+  // Postfix offers CHUNKING by default: every message went by BDAT (RFC 3030), none by DATA
+  // (smtpd's "disconnect" line counts the commands: "... bdat=N quit=1 commands=...").
+  const size_t disconnects = CountContaining(lines, "disconnect from");
+  EXPECT_GE(disconnects, 1u);
+  EXPECT_EQ(CountContaining(lines, " bdat="), disconnects);
+  EXPECT_EQ(CountContaining(lines, " data="), 0u);
 }
 
 // One message per connection over implicit TLS: the greeting comes inside TLS, and later

@@ -186,6 +186,8 @@ int Main(int argc, char** argv) {
     lr.session_config.reject_data_from = opts.reject_data_from;
     lr.session_config.refuse_data_from = opts.refuse_data_from;
     lr.session_config.shutdown_rcpt = opts.shutdown_rcpt;
+    lr.session_config.offer_chunking = opts.chunking;
+    lr.session_config.chunking_broken = opts.chunking_broken;
     lr.session_config.quiet = opts.quiet;
     lr.tls = global_ctx->get();
     if (!lr.spec.cert_file.empty()) {

@@ -168,6 +168,10 @@ Delivery:
   --refuse-data-from SUBSTR   MAIL FROM containing SUBSTR: the DATA command -> 554 5.7.1
   --shutdown-rcpt SUBSTR   RCPT whose address contains SUBSTR -> 421 4.3.2, then close
   --reply-delay-ms N       delay every SMTP reply by N ms (slow server)
+  --chunking               offer CHUNKING (RFC 3030) and take BDAT; a message that came by BDAT
+                           has "transfer: bdat" in its .env
+  --chunking-broken        offer CHUNKING but answer BDAT "502 5.5.2 command not recognized" and
+                           read the chunk as commands (a server that lies about CHUNKING)
 Process:
   --threads N              worker threads, one io_uring each (default 1)
   --stats-file F           write the stats JSON here on exit
@@ -190,6 +194,11 @@ absl::StatusOr<SinkOptions> ParseSinkOptions(int argc, char** argv) {
     }
     if (arg == "--quiet") {
       opts.quiet = true;
+      continue;
+    }
+    if (arg == "--chunking" || arg == "--chunking-broken") {
+      opts.chunking = true;
+      opts.chunking_broken = arg == "--chunking-broken";
       continue;
     }
     if (!absl::StartsWith(arg, "--")) {

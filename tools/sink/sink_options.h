@@ -47,6 +47,8 @@ struct SinkOptions {
   uint32_t reply_delay_ms = 0;       // delay every SMTP reply by this much
   std::string stats_file;
   std::string ready_file;
+  bool chunking = false;         // advertise CHUNKING, take BDAT (RFC 3030)
+  bool chunking_broken = false;  // advertise CHUNKING, answer BDAT "502 5.5.2" (a broken server)
   bool quiet = false;
   bool help = false;
 };

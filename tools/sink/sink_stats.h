@@ -25,6 +25,7 @@ struct SinkStats {
   uint64_t protocol_errors = 0;
   uint64_t bare_lf_in_data = 0;   // bare CR or bare LF bytes inside DATA (the engine must send 0)
   uint64_t tempfailed_data = 0;   // DATA answered 451 by --tempfail-data-every
+  uint64_t bdat_messages = 0;     // of `messages`, those that came by BDAT (RFC 3030)
   uint64_t tls_failures = 0;      // TLS handshakes or records that failed
   uint64_t store_errors = 0;      // --out-dir writes that failed (answered 451)
   uint64_t stale_completions = 0;  // CQEs for a recycled slot: a bug if ever non-zero
@@ -44,6 +45,7 @@ struct SinkStats {
     protocol_errors += o.protocol_errors;
     bare_lf_in_data += o.bare_lf_in_data;
     tempfailed_data += o.tempfailed_data;
+    bdat_messages += o.bdat_messages;
     tls_failures += o.tls_failures;
     store_errors += o.store_errors;
     stale_completions += o.stale_completions;

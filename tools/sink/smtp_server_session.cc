@@ -1,6 +1,7 @@
 // SMTP server dialog of mxburst-sink (see smtp_server_session.h).
 #include "tools/sink/smtp_server_session.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -78,6 +79,9 @@ void SmtpServerSession::ProtocolError(std::string* replies, absl::string_view re
 
 void SmtpServerSession::ResetTransaction() {
   has_mail_ = false;
+  bdat_started_ = false;
+  via_bdat_ = false;
+  bdat_error_.clear();
   mail_from_.clear();
   mail_params_.clear();
   rcpts_.clear();
@@ -96,6 +100,14 @@ FeedResult SmtpServerSession::Feed(absl::string_view input, std::string* replies
         bool end = FeedData(input, &used);
         input.remove_prefix(used);
         if (end) FinishData(replies);
+        break;
+      }
+      case Phase::kBdat: {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(input.size(), bdat_remaining_));
+        if (bdat_error_.empty()) EmitBody(input.data(), n);
+        input.remove_prefix(n);
+        bdat_remaining_ -= n;
+        if (bdat_remaining_ == 0) FinishBdatChunk(replies);
         break;
       }
       case Phase::kDiscardLine: {
@@ -172,6 +184,9 @@ SessionEvent SmtpServerSession::OnLine(absl::string_view line, std::string* repl
     }
   } else if (is("DATA")) {
     OnData(arg, replies);
+  } else if (is("BDAT") && config_->offer_chunking && !config_->chunking_broken) {
+    OnBdat(arg, replies);
+    if (phase_ == Phase::kBdat && bdat_remaining_ == 0) FinishBdatChunk(replies);  // BDAT 0
   } else if (is("RSET")) {
     ResetTransaction();
     absl::StrAppend(replies, "250 2.0.0 Ok\r\n");
@@ -207,6 +222,7 @@ void SmtpServerSession::OnEhlo(absl::string_view arg, bool extended, std::string
                   "\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 52428800\r\n"
                   "250-ENHANCEDSTATUSCODES\r\n");
   if (config_->offer_starttls && !in_tls_) absl::StrAppend(replies, "250-STARTTLS\r\n");
+  if (config_->offer_chunking) absl::StrAppend(replies, "250-CHUNKING\r\n");
   absl::StrAppend(replies, "250 SMTPUTF8\r\n");
 }
 
@@ -271,6 +287,8 @@ bool SmtpServerSession::OnRcpt(absl::string_view arg, std::string* replies) {
 void SmtpServerSession::OnData(absl::string_view arg, std::string* replies) {
   if (!arg.empty()) return ProtocolError(replies, "501 5.5.4 Syntax: DATA");
   if (!has_mail_) return ProtocolError(replies, "503 5.5.1 Error: need MAIL command");
+  // RFC 3030 §2: BDAT and DATA cannot be mixed in one transaction.
+  if (bdat_started_) return ProtocolError(replies, "503 5.5.1 Error: BDAT in progress");
   // RFC 5321 §3.3: DATA with no accepted recipient gets 503 or 554. With PIPELINING the client
   // sends DATA anyway after its RCPTs failed (RFC 2920 §3.1), so this is not a protocol error.
   if (rcpts_.empty()) {
@@ -284,11 +302,63 @@ void SmtpServerSession::OnData(absl::string_view arg, std::string* replies) {
   }
   phase_ = Phase::kData;
   data_state_ = DataState::kLineStart;  // the DATA line's CRLF counts as the preceding CRLF
+  StartBody();
+  absl::StrAppend(replies, "354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+void SmtpServerSession::StartBody() {
   body_size_ = 0;
   bare_in_message_ = 0;
   too_big_ = false;
   if (store_->storing()) body_.reserve(kBodyReserve);
-  absl::StrAppend(replies, "354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+// RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [SP end-marker], end-marker = "LAST". The chunk's
+// octets follow the command line and are read whatever the verdict (the client may pipeline
+// them); a failure is answered once they have been read.
+void SmtpServerSession::OnBdat(absl::string_view arg, std::string* replies) {
+  const size_t sp = arg.find(' ');
+  absl::string_view size_text = arg.substr(0, sp);
+  absl::string_view marker = sp == absl::string_view::npos ? "" : arg.substr(sp + 1);
+  uint64_t size = 0;
+  if (!absl::SimpleAtoi(size_text, &size) || size_text.empty() || size_text[0] == '+' ||
+      (!marker.empty() && !absl::EqualsIgnoreCase(marker, "LAST"))) {
+    // The size is unknown, so the octets after the line are read as commands (as any server).
+    return ProtocolError(replies, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+  }
+  phase_ = Phase::kBdat;
+  bdat_remaining_ = size;
+  bdat_last_ = !marker.empty();
+  if (!bdat_error_.empty()) return;  // an earlier chunk failed: this one is discarded as well
+  if (!has_mail_) {
+    ++stats_->protocol_errors;
+    bdat_error_ = "503 5.5.1 Error: need MAIL command";
+  } else if (rcpts_.empty()) {
+    bdat_error_ = "554 5.5.1 Error: no valid recipients";
+  } else if (!bdat_started_) {
+    bdat_started_ = true;
+    via_bdat_ = true;
+    StartBody();
+  }
+}
+
+void SmtpServerSession::FinishBdatChunk(std::string* replies) {
+  phase_ = Phase::kCommand;
+  if (!bdat_error_.empty()) {
+    absl::StrAppend(replies, bdat_error_, "\r\n");
+    // After the LAST chunk the failed transaction is over; before it the chunks still in the
+    // client's pipeline are discarded with the same reply (RFC 3030 §2).
+    if (bdat_last_) {
+      std::string().swap(body_);
+      ResetTransaction();
+    }
+    return;
+  }
+  if (!bdat_last_) {
+    absl::StrAppend(replies, "250 2.0.0 Ok: chunk received\r\n");
+    return;
+  }
+  FinishData(replies);
 }
 
 SessionEvent SmtpServerSession::OnStartTls(absl::string_view arg, std::string* replies) {
@@ -405,6 +475,7 @@ std::string SmtpServerSession::EnvelopeText() const {
   for (const std::string& r : rcpts_) absl::StrAppend(&env, "rcpt-to: ", r, "\n");
   absl::StrAppend(&env, "tls: ", tls_description_.empty() ? "none" : tls_description_, "\n",
                   "peer: ", peer_, "\n", "local: ", local_, "\n", "helo: ", helo_, "\n");
+  if (via_bdat_) env.append("transfer: bdat\n");
   return env;
 }
 
@@ -432,6 +503,7 @@ void SmtpServerSession::FinishData(std::string* replies) {
       absl::StrAppend(replies, "451 4.3.0 Error: local storage error\r\n");
     } else {
       ++stats_->messages;
+      if (via_bdat_) ++stats_->bdat_messages;
       stats_->recipients += rcpts_.size();
       stats_->bytes += body_size_;
       absl::StrAppend(replies, "250 2.0.0 Ok: queued as ", seq, "\r\n");

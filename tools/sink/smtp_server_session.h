@@ -34,6 +34,8 @@ struct SessionConfig {
   std::string reject_data_from;
   std::string refuse_data_from;
   std::string shutdown_rcpt;
+  bool offer_chunking = false;   // CHUNKING in EHLO, BDAT taken (RFC 3030)
+  bool chunking_broken = false;  // CHUNKING in EHLO, BDAT answered 502 (not understood)
   bool quiet = false;
 };
 
@@ -79,7 +81,7 @@ class SmtpServerSession {
   bool in_data() const { return phase_ == Phase::kData; }
 
  private:
-  enum class Phase { kCommand, kDiscardLine, kData, kDone };
+  enum class Phase { kCommand, kDiscardLine, kData, kBdat, kDone };
   // Position inside DATA, relative to the last CRLF (the only line end on the wire).
   enum class DataState { kLineStart, kMid, kMidCr, kDot, kDotCr };
 
@@ -89,6 +91,10 @@ class SmtpServerSession {
   // True when the reply was 421: the session closes after sending it.
   [[nodiscard]] bool OnRcpt(absl::string_view arg, std::string* replies);
   void OnData(absl::string_view arg, std::string* replies);
+  // RFC 3030: "BDAT n [LAST]" then exactly n octets of message, no dot-stuffing.
+  void OnBdat(absl::string_view arg, std::string* replies);
+  void FinishBdatChunk(std::string* replies);
+  void StartBody();
   [[nodiscard]] SessionEvent OnStartTls(absl::string_view arg, std::string* replies);
   // Consumes DATA bytes; true once CRLF "." CRLF was consumed (*used counts it).
   bool FeedData(absl::string_view input, size_t* used);
@@ -117,6 +123,14 @@ class SmtpServerSession {
   uint64_t body_size_ = 0;
   uint64_t bare_in_message_ = 0;
   bool too_big_ = false;
+  // BDAT: octets of the current chunk still to read, whether it is the LAST, the reply it gets
+  // instead of 250 (no MAIL, no recipients, an earlier chunk failed), and whether this
+  // transaction's body is coming by BDAT (DATA is then refused, RFC 3030 §2).
+  uint64_t bdat_remaining_ = 0;
+  bool bdat_last_ = false;
+  std::string bdat_error_;
+  bool bdat_started_ = false;
+  bool via_bdat_ = false;
 
   std::string tls_description_;
   std::string peer_;
