@@ -73,6 +73,7 @@ void AccountingLog::Append(const LogRecord& r) {
   j["policy"] = o.attempt.policy;
   j["policy_source"] = o.attempt.policy_source;
   if (!o.attempt.violation.empty()) j["policy_violation"] = o.attempt.violation;
+  if (!o.attempt.dane.empty()) j["dane"] = o.attempt.dane;
   j["dnssec"] = o.attempt.dnssec;
   j["code"] = o.code;
   j["enhanced"] = o.enhanced;

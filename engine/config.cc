@@ -52,6 +52,8 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --http HOST:PORT         control API, /metrics and the status page ("" = off, the default)
   --allow-private-mx       accept MX hosts on loopback/private/link-local addresses (tests, labs;
                            [dns] allow_private_mx); static --route targets are always allowed
+  --dnssec-probe NAME      TXT query with the first MX lookup that a validating resolver answers
+                           with AD; none: one line that DANE is inert (default com, "" = none)
   --drain                  exit once the spool has nothing left to try (for batch runs, demos)
   --quiet                  no progress lines on stderr
   --user NAME              started as root: own the spool as NAME and run as NAME (`user` key)
@@ -251,6 +253,9 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.tls_resumption = false;
     } else if (flag == "--allow-private-mx") {
       c.allow_private_mx = true;
+    } else if (flag == "--dnssec-probe") {
+      if (!(st = need(v)).ok()) return st;
+      c.dnssec_probe = v;
     } else if (flag == "--drain") {
       c.drain = true;
     } else if (flag == "--quiet") {

@@ -66,6 +66,12 @@ struct EngineConfig {
   // (dns/address_scope.h): a recipient domain must not steer the engine at internal services.
   // `[dns] allow_private_mx` / --allow-private-mx for tests and lab setups.
   bool allow_private_mx = false;
+  // A name the configured resolvers must answer with the AD bit when they validate DNSSEC; one
+  // TXT query per process. No AD: one line that DANE is inert (RFC 7672 §2.1 needs a
+  // validating resolver). `[dns] dnssec_probe` / --dnssec-probe; "" = no probe. Sent with the
+  // first MX lookup (a run with static routes only asks nothing). com is signed, so a validating
+  // resolver answers TXT com with an authenticated NODATA.
+  std::string dnssec_probe = "com";
   // TLS policy (tls/policy.h): prefix signals, ports, per-domain rules.
   GlobalTlsConfig tls_global;
   absl::flat_hash_map<std::string, DomainTlsConfig> domain_tls;  // key: lower-case domain

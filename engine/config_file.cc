@@ -152,13 +152,14 @@ class Reader {
     if (!(s = Int(root, "", "workers", 1, 256, &c_->workers)).ok()) return s;
     if (!(s = String(root, "", "helo", &c_->helo_name)).ok()) return s;
     if (!(s = StringList(root, "", "route", &c_->routes)).ok()) return s;
-    // `dns = [...]` at the top, or [dns] servers = [...], allow_private_mx = bool.
+    // `dns = [...]` at the top, or [dns] servers = [...], allow_private_mx = bool, dnssec_probe.
     const toml::table* dns_table = root["dns"].as_table();
     if (dns_table != nullptr) {
       const std::string p = "dns.";
-      if (!(s = CheckKeys(*dns_table, p, {"servers", "allow_private_mx"})).ok()) return s;
+      if (!(s = CheckKeys(*dns_table, p, {"servers", "allow_private_mx", "dnssec_probe"})).ok()) return s;
       if (!(s = StringList(*dns_table, p, "servers", &c_->dns_servers)).ok()) return s;
       if (!(s = Bool(*dns_table, p, "allow_private_mx", &c_->allow_private_mx)).ok()) return s;
+      if (!(s = String(*dns_table, p, "dnssec_probe", &c_->dnssec_probe)).ok()) return s;
     } else if (!(s = StringList(root, "", "dns", &c_->dns_servers)).ok()) {
       return s;
     }
@@ -293,7 +294,8 @@ class Reader {
     if (const toml::table* t = root["tls"].as_table()) {
       const std::string p = "tls.";
       if (!(s = CheckKeys(*t, p, {"mode", "prefix_signals", "ca_file", "smtp_port",
-                                  "smtps_port", "implicit_tls_retry"}))
+                                  "smtps_port", "implicit_tls_retry", "dane",
+                                  "honor_tls_required_no"}))
                .ok())
         return s;
       std::string mode;
@@ -312,6 +314,17 @@ class Reader {
         else if (signals == "off") c_->tls_global.prefix_signals = PrefixSignals::kOff;
         else return Error("tls.prefix_signals", absl::StrCat("expected enforce|log-only|off, got '", signals, "'"));
       }
+      std::string dane;
+      if (!(s = String(*t, p, "dane", &dane)).ok()) return s;
+      if (!dane.empty()) {
+        // RFC 7672 DANE: TLSA lookups for DNSSEC-validated MX hosts (default on).
+        if (dane == "on") c_->tls_global.dane = true;
+        else if (dane == "off") c_->tls_global.dane = false;
+        else return Error("tls.dane", absl::StrCat("expected on|off, got '", dane, "'"));
+      }
+      if (!(s = Bool(*t, p, "honor_tls_required_no", &c_->tls_global.honor_tls_required_no))
+               .ok())
+        return s;
       if (!(s = String(*t, p, "ca_file", &c_->ca_file)).ok()) return s;
       if (!(s = Int<uint16_t>(*t, p, "smtp_port", 1, 65535, &c_->smtp_port)).ok()) return s;
       c_->tls_global.smtp_port = c_->smtp_port;

@@ -216,6 +216,12 @@ AttemptInfo Connection::Attempt() const {
   a.policy_source = ToString(spec_.policy.source);
   a.dnssec = spec_.mx_dnssec;
   a.violation = violation_;
+  if (spec_.policy.name == "dane-unusable") {
+    a.dane = "tlsa-unusable";
+  } else if (spec_.policy.dane != nullptr && tls_ != nullptr) {
+    const DaneMatch& m = tls_->dane_match();
+    a.dane = m.matched ? m.record : m.reason;
+  }
   return a;
 }
 
@@ -577,6 +583,24 @@ bool Connection::Transfer(DeliveryJob* job) {
   txn.wire_body = m.wire;
   txn.eight_bit = m.eight_bit;
   txn.stuffed_dots = &m.stuffed_dots;
+  if (m.envelope.require_tls) {
+    if (std::string why = RequireTlsProblem(); !why.empty()) {
+      // RFC 8689 §4.2.1: not over this hop. Deferred with 4.7.30; when the retries run out
+      // the engine bounces it as 5.7.30 (§5) with a DSN.
+      job_ = nullptr;
+      AttemptInfo attempt = Attempt();
+      for (RecipientOutcome& o : job->outcomes) {
+        o.klass = DeliveryClass::kDeferred;
+        o.code = 0;
+        o.enhanced = "4.7.30";
+        o.text = absl::StrCat("REQUIRETLS: ", why);
+        o.attempt = attempt;
+      }
+      owner_->OnJobDone(job);
+      return false;
+    }
+    txn.require_tls = true;
+  }
   Action a = session_->StartTransaction(std::move(txn));
   if (a.kind != Action::Kind::kNeedTransaction) {
     Handle(std::move(a));
@@ -584,6 +608,24 @@ bool Connection::Transfer(DeliveryJob* job) {
   }
   CollectResults();
   return false;
+}
+
+// RFC 8689 §4.2.1 for the hop of this connection: (1) the MX came from a DNSSEC-validated
+// lookup or is listed in the domain's MTA-STS policy, (2) TLS with the certificate
+// verified by DANE or PKIX against the MX name, (3) REQUIRETLS in the EHLO reply after STARTTLS.
+std::string Connection::RequireTlsProblem() const {
+  if (!spec_.mx_dnssec && !spec_.mx_sts_listed) {
+    return absl::StrCat("MX ", spec_.mx,
+                        " neither found by a DNSSEC-validated lookup nor listed by MTA-STS");
+  }
+  if (tls_ == nullptr || !tls_->handshake_done()) return absl::StrCat(spec_.mx, " is not using TLS");
+  if (!tls_->verified()) {
+    return absl::StrCat("the certificate of ", spec_.mx, " was not verified (DANE or PKIX)");
+  }
+  if (!session_->capabilities().requiretls) {
+    return absl::StrCat(spec_.mx, " does not offer REQUIRETLS");
+  }
+  return std::string();
 }
 
 void Connection::Quit() { Handle(session_->Quit()); }

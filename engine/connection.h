@@ -94,6 +94,9 @@ class ConnectionOwner {
 struct ConnectSpec {
   std::string mx;             // MX host name: TLS policy key, checked against certificates
   bool mx_dnssec = false;     // the MX answer was DNSSEC-validated (logged)
+  // The domain's MTA-STS policy (enforce or testing) lists this MX: for REQUIRETLS as good as a
+  // validated MX lookup (RFC 8689 §4.2.1), the policy having come over PKIX-verified HTTPS.
+  bool mx_sts_listed = false;
   sockaddr_storage addr{};    // with the port to use
   TlsPolicy policy;
   bool implicit_tls = false;  // the smtps port: TLS before the greeting
@@ -176,6 +179,8 @@ class Connection {
   void Handle(Action a);
   void CollectResults();
   void FinishJob(absl::string_view why);
+  // Why a REQUIRETLS message may not go over this connection ("" = it may), RFC 8689 §4.2.1.
+  std::string RequireTlsProblem() const;
   bool NewTls();
   void DriveHandshake();
   void ImplicitTlsFailed(absl::string_view why);

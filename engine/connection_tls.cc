@@ -19,6 +19,7 @@ bool Connection::NewTls() {
   SessionParams params;
   params.verify = spec_.policy.verify;
   params.log_only = spec_.policy.log_only;  // verify, but let the handshake finish
+  params.dane = spec_.policy.dane;  // RFC 7672: TLSA records authenticate, SNI is the MX host
   PolicyEntry* e = env_->policy_cache->Find(spec_.mx);
   if (env_->config->tls_resumption && e != nullptr && e->session != nullptr) {
     params.resume = e->session.get();

@@ -33,6 +33,9 @@ struct AttemptInfo {
   std::string policy_source = "opportunistic";  // ToString(PolicySource)
   bool dnssec = false;      // the MX answer was DNSSEC-validated
   std::string violation;    // log-only mode: what enforcement would have refused
+  // DANE (RFC 7672): the TLSA record that matched ("3 1 1") or why none did ("tlsa-mismatch",
+  // "tlsa-unusable", "tlsa-lookup-failed"); empty when DANE did not apply.
+  std::string dane;
 };
 
 struct RecipientOutcome {
@@ -64,6 +67,9 @@ struct DeliveryJob {
   std::vector<uint32_t> rcpt_index;        // indexes into message->envelope.recipients
   std::vector<RecipientOutcome> outcomes;  // same size as rcpt_index once the job is done
   uint32_t worker = 0;
+  // RFC 8689 §5: the message says "TLS-Required: No" (and [tls] honor_tls_required_no): the
+  // hop's TLS policy failures are logged, not enforced, for this job.
+  bool tls_optional = false;
 };
 
 }  // namespace mxb

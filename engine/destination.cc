@@ -12,6 +12,7 @@
 #include "dns/static_routes.h"
 #include "engine/config.h"
 #include "engine/control_plane.h"
+#include "engine/requiretls.h"
 
 namespace mxb {
 namespace {
@@ -121,6 +122,12 @@ bool Destination::Suspended() const {
 
 void Destination::Accept(DeliveryJob* job) {
   DestinationHost& host = *ctx_->host;
+  if (ctx_->config->tls_global.honor_tls_required_no && job->message != nullptr &&
+      !job->message->envelope.require_tls) {
+    // RFC 8689 §5 (REQUIRETLS, when both are present, wins).
+    job->tls_optional = HasTlsRequiredNo(
+        absl::string_view(job->message->file).substr(job->message->envelope.body_offset));
+  }
   auto fail = [&](absl::string_view enhanced, absl::string_view text) {
     SetAllOutcomes(job, DeliveryClass::kDeferred, 0, enhanced, text, {});
     host.Complete(job);
@@ -195,7 +202,7 @@ void Destination::Resolve() {
   ctx_->host->ResolveMx(this);
 }
 
-void Destination::OnMx(const MxResult& mx) {
+void Destination::OnMx(const MxResult& mx, const std::vector<HopDnsFacts>& facts) {
   state_ = State::kReady;
   resolved_at_ms_ = now();
   hops_.hops.clear();
@@ -205,7 +212,8 @@ void Destination::OnMx(const MxResult& mx) {
   std::string refused_addr;
   AddressScope refused_scope = AddressScope::kGlobal;
   if (mx.status == DnsStatus::kOk) {
-    for (const MxHost& h : mx.hosts) {
+    for (size_t i = 0; i < mx.hosts.size(); ++i) {
+      const MxHost& h = mx.hosts[i];
       for (const sockaddr_storage& a : h.addresses) {
         // A published MX (or implicit-MX address) on a loopback/private network would point
         // our engine at our own internal services: not a target unless the operator allows it.
@@ -223,6 +231,12 @@ void Destination::OnMx(const MxResult& mx) {
         t.addr = a;
         t.port = ctx_->config->smtp_port;
         t.mx_dnssec = mx.dnssec;
+        if (i < facts.size()) {
+          t.dns = facts[i];
+        } else {
+          t.dns.mx_dnssec = mx.dnssec;
+          t.dns.host_dnssec = h.dnssec;
+        }
         hops_.hops.push_back(std::move(t));
       }
     }
@@ -459,6 +473,27 @@ bool Destination::OpenConnection() {
     }
   }
   const Hop& hop = hops_.hops[index];
+  const bool relaxed = !queue_.empty() && queue_.front()->tls_optional;
+  // The hop's TLS policy is decided in tls/ (cached per MX host); this only carries it out.
+  HopQuery query;
+  query.recipient_domain = domain_;
+  query.mx_host = hop.mx;
+  query.dns = hop.dns;
+  query.dns.mx_dnssec = hop.mx_dnssec;
+  PolicyEntry& policy = HopPolicyFor(ctx_->policy_cache, query, *ctx_->tls_rules, absl::Now());
+  if (!policy.policy.defer_reason.empty() && !relaxed) {
+    // RFC 7672 §2.2: a secure host whose TLSA lookup failed is not tried at all (no downgrade);
+    // the next MX is, and when none is left the jobs defer with this reason.
+    AttemptInfo a;
+    a.mx = hop.mx;
+    a.port = hop.port;
+    a.policy = policy.policy.name;
+    a.policy_source = ToString(policy.policy.source);
+    a.dnssec = hop.mx_dnssec;
+    a.dane = "tlsa-lookup-failed";
+    HopFailed(index, absl::StrCat(hop.mx, ": ", policy.policy.defer_reason), a, "4.7.5");
+    return false;
+  }
   BudgetSet budgets;
   std::optional<sockaddr_storage> source;
   switch (TakeBudgets(hop, &budgets, &source)) {
@@ -476,21 +511,25 @@ bool Destination::OpenConnection() {
       return false;
     }
   }
-  // The hop's TLS policy is decided in tls/ (cached per MX host); this only carries it out.
-  HopQuery query;
-  query.recipient_domain = domain_;
-  query.mx_host = hop.mx;
-  query.dns.mx_dnssec = hop.mx_dnssec;
-  PolicyEntry& policy = HopPolicyFor(ctx_->policy_cache, query, *ctx_->tls_rules, absl::Now());
   const bool implicit =
       policy.policy.implicit_tls_first && policy.implicit_tls_failed_until < absl::Now();
   ConnectSpec spec;
   spec.mx = hop.mx;
   spec.mx_dnssec = hop.mx_dnssec;
+  spec.mx_sts_listed = sts_ != nullptr && sts_->mode != StsMode::kNone && sts_->MatchesMx(hop.mx);
   spec.addr = hop.addr;
   SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
   // The domain's MTA-STS policy on top of the per-MX one (tls/mta_sts.h: DANE still wins).
   spec.policy = sts_ != nullptr ? ApplyStsPolicy(policy.policy, *sts_) : policy.policy;
+  bool relaxed_policy = false;
+  if (relaxed && spec.policy.requirement == TlsRequirement::kRequired) {
+    relaxed_policy = true;
+    // RFC 8689 §5: "TLS-Required: No" — STARTTLS when offered, the policy checked and logged
+    // (policy_violation) but not enforced.
+    spec.policy.requirement = TlsRequirement::kOpportunistic;
+    spec.policy.log_only = spec.policy.verify || spec.policy.dane != nullptr;
+    spec.policy.name += "+tls-required-no";
+  }
   spec.implicit_tls = implicit;
   spec.source = source;
   absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));
@@ -508,6 +547,7 @@ bool Destination::OpenConnection() {
   l.hop = index;
   l.budgets = budgets;
   l.max_messages = budgets.MaxMessagesPerConnection(ctx_->config->max_messages_per_connection);
+  l.relaxed = relaxed_policy;
   ++connections_;
   ++connecting_;
   return true;
@@ -541,8 +581,8 @@ void Destination::StartTransaction(uint32_t slot) {
   // A loop, not recursion: a job the session finishes synchronously (all its addresses
   // invalid, too big for SIZE) hands the connection straight to the next one.
   while (!queue_.empty()) {
-    DeliveryJob* job = queue_.front();
-    queue_.pop_front();
+    DeliveryJob* job = PopJobFor(l);
+    if (job == nullptr) break;
     ++l.messages;
     l.budgets.TakeMessage(now() * 1000);
     if (host.Transfer(slot, job)) return;
@@ -553,6 +593,17 @@ void Destination::StartTransaction(uint32_t slot) {
     }
   }
   host.Quit(slot);
+}
+
+DeliveryJob* Destination::PopJobFor(const Lease& l) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    // A relaxed connection (TLS-Required: No) never carries a job that needs the real policy.
+    if (l.relaxed && !(*it)->tls_optional) continue;
+    DeliveryJob* job = *it;
+    queue_.erase(it);
+    return job;
+  }
+  return nullptr;
 }
 
 void Destination::ResumeIdle() {

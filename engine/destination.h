@@ -102,6 +102,7 @@ struct Hop {
   sockaddr_storage addr{};
   uint16_t port = 25;      // the SMTP (STARTTLS) port
   bool mx_dnssec = false;  // the MX answer that named this host was DNSSEC-validated
+  HopDnsFacts dns;         // DNSSEC and TLSA facts of the host (tls/hop_policy.h decides)
 };
 
 // The next hops with the ones that failed since the destination last reached a ready session.
@@ -133,7 +134,8 @@ class Destination : public ConnectionOwner {
   // A new job: queued (then resolve, reuse or connect), or failed at once when the destination
   // is dead, paused, over its rate-queue cap or the worker stops.
   void Accept(DeliveryJob* job);
-  void OnMx(const MxResult& mx);
+  // `facts`: one per mx.hosts entry (engine/dane_lookup.h), or empty = only mx.dnssec known.
+  void OnMx(const MxResult& mx, const std::vector<HopDnsFacts>& facts = {});
   // Opens connections while jobs wait and the destination is under its limits. After a failure
   // only one attempt at a time probes the next hop, so a dead host is not hammered.
   void Pump();
@@ -176,6 +178,9 @@ class Destination : public ConnectionOwner {
     BudgetSet budgets;     // released when the slot is freed (after close: the peer saw it go)
     int max_messages = 0;  // messages-per-connection limit
     int messages = 0;
+    // Opened with the policy relaxed for TLS-Required: No jobs: carries only those (its
+    // achieved security is below what the other jobs of the destination require).
+    bool relaxed = false;
   };
   enum class BudgetResult { kOk, kFull, kNoSource };
 
@@ -190,6 +195,8 @@ class Destination : public ConnectionOwner {
   bool RateBlocked(const Lease& l);
   BudgetResult TakeBudgets(const Hop& hop, BudgetSet* set, std::optional<sockaddr_storage>* src);
   bool OpenConnection();
+  // The next queued job connection `l` may carry (nullptr: none).
+  DeliveryJob* PopJobFor(const Lease& l);
   void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt,
                  absl::string_view enhanced = "4.4.1");
   void StartTransaction(uint32_t slot);

@@ -446,7 +446,8 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
       for (uint32_t i : pending_idx) {
         msg->final_class[i] = DeliveryClass::kBounced;
         RecipientOutcome& o = msg->outcomes[i];
-        o.enhanced = std::string(kExpiredStatus);
+        // RFC 8689 §5: a REQUIRETLS message that found no compliant hop bounces as 5.7.30.
+        o.enhanced = o.enhanced == "4.7.30" ? std::string("5.7.30") : std::string(kExpiredStatus);
         o.text = absl::StrCat("gave up after ", absl::FormatDuration(config_.max_queue_age),
                               "; last error: ", o.text);
         JournalFinal(*msg, i, FinalClass::kExpired);

@@ -510,6 +510,9 @@ void SmtpSession::AppendCommand(const Pending& p, std::string* out) const {
         for (const std::string& r : txn_.recipients) utf8 = utf8 || HasNonAscii(r);
         if (utf8) out->append(" SMTPUTF8");  // RFC 6531 §3.4
       }
+      // RFC 8689 §4.1: the caller (engine/connection.cc) checked the hop first: verified TLS
+      // and REQUIRETLS in the EHLO reply after STARTTLS.
+      if (txn_.require_tls) out->append(" REQUIRETLS");
       out->append("\r\n");
       return;
     }

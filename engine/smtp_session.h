@@ -106,6 +106,7 @@ struct Transaction {
   bool eight_bit = false;               // add BODY=8BITMIME when offered
   // Offsets of the dots AppendDataWire stuffed into wire_body (for BDAT); null: found by a scan.
   const std::vector<uint32_t>* stuffed_dots = nullptr;
+  bool require_tls = false;             // RFC 8689 §4.1: MAIL FROM:<...> REQUIRETLS
 };
 
 struct RecipientResult {

@@ -23,6 +23,7 @@
 #include "dns/resolver.h"
 #include "engine/connection.h"
 #include "engine/control_plane.h"
+#include "engine/dane_lookup.h"
 #include "engine/destination.h"
 #include "engine/ring.h"
 #include "engine/shaping.h"
@@ -266,6 +267,28 @@ struct Worker::Impl : public DestinationHost {
     return absl::OkStatus();
   }
 
+  // RFC 7672 §2.1: DANE needs a validating resolver. Without the AD bit every MX looks insecure
+  // and DANE silently never applies, so say it once per process, with the first MX lookup.
+  void ProbeDnssec() {
+    static std::atomic<bool> probed{false};
+    const std::string& probe = w.config_.dnssec_probe;
+    if (!w.config_.tls_global.dane || probe.empty() || probed.exchange(true)) return;
+    resolver->ResolveTxt(probe, [probe](const TxtResult& r) {
+      if (r.dnssec) return;
+      const std::string why =
+          r.status == DnsStatus::kOk || r.status == DnsStatus::kNoData ||
+                  r.status == DnsStatus::kNxDomain
+              ? std::string("answered without the AD bit")
+              : absl::StrCat("did not answer (", r.error.empty() ? ToString(r.status) : r.error,
+                             ")");
+      std::fprintf(stderr,
+                   "mxburst: dns: the resolver %s for TXT %s: no DNSSEC validation, so DANE is "
+                   "inert (use a validating resolver; [tls] dane = \"off\" or [dns] "
+                   "dnssec_probe = \"\" silences this)\n",
+                   why.c_str(), probe.c_str());
+    });
+  }
+
   // Direct descriptors and the buffer ring, each with a fallback that is announced once per
   // process. MXB_URING_DISABLE=direct,bufring,multishot turns them off (tests, benchmarks).
   // Sockets are direct descriptors (slot i of the file table = slab slot i): they are not in
@@ -343,7 +366,11 @@ struct Worker::Impl : public DestinationHost {
 
   void ResolveMx(Destination* d) override {
     // Destinations are never erased while the worker runs.
-    resolver->ResolveMx(d->domain(), [d](const MxResult& mx) { d->OnMx(mx); });
+    ProbeDnssec();
+    ResolveMxAndTlsa(resolver.get(), d->domain(), w.config_.smtp_port, w.config_.tls_global.dane,
+                     [d](const MxResult& mx, std::vector<HopDnsFacts> facts) {
+                       d->OnMx(mx, facts);
+                     });
   }
 
   absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) override {

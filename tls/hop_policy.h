@@ -3,9 +3,20 @@
 // must carry out (tls/policy.h TlsPolicy). The engine never derives a policy itself.
 //
 // Owns: TlsPolicyRules — the configured inputs of the decision (per-domain rules, the default
-// rule for every other domain, the global prefix/port settings). Today the decision is
-// DerivePolicy() (prefix signals, domain rules, opportunistic; DESIGN.md "TLS policy"); DANE
-// (RFC 7672) and MTA-STS (RFC 8461) plug in here as stronger sources, fed by HopDnsFacts.
+// rule for every other domain, the global prefix/port settings). The decision: DANE (RFC 7672,
+// from HopDnsFacts) when the MX and address answers were validated and the TLSA lookup found or
+// failed something, else DerivePolicy() (prefix signals, domain rules, opportunistic;
+// DESIGN.md "TLS policy"). MTA-STS (RFC 8461) plugs in here as the next source.
+//
+// DANE outcomes (RFC 7672 §2.2), by the TLSA lookup of a host whose MX and A/AAAA answers were
+// DNSSEC-validated (`[tls] dane = on`, the default):
+//   usable records         -> STARTTLS required, authenticated by TLSA only (policy "dane",
+//                             TlsPolicy::dane set; no CA store, no PKIX), beats prefixes/config
+//   records, none usable   -> STARTTLS required, unauthenticated ("dane-unusable"), unless a
+//                             prefix/config rule already requires a verified certificate
+//   lookup failed          -> no connection at all: the hop defers ("tlsa-lookup-failed"),
+//                             never a downgrade
+//   denied (NXDOMAIN/NODATA with AD), insecure answer, or an insecure MX/address: no DANE
 //
 // The result is cached per MX host in the worker's PolicyCache and derived on first sight of
 // that MX: a later domain sharing the MX host shares the cached policy (as before the split).
@@ -25,18 +36,20 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tls/dane.h"
 #include "tls/policy.h"
 
 namespace mxb {
 
-// One TLSA RR (RFC 6698 §2.1) as the DANE check will need it; dns/ parses the wire format and
-// the engine copies the fields here (tls/ does not include dns/).
-struct TlsaFact {
-  uint8_t usage = 0;
-  uint8_t selector = 0;
-  uint8_t matching_type = 0;
-  std::string data;  // raw certificate association data
+// What the TLSA lookup at _<port>._tcp.<mx> found (RFC 7672 §2.2).
+enum class TlsaLookup {
+  kNotDone,   // not asked (insecure MX or address, DANE off, static route)
+  kFound,     // a validated (AD) RRset: HopDnsFacts::dane
+  kDenied,    // validated NXDOMAIN / NODATA: authenticated denial, no DANE for the host
+  kInsecure,  // an answer without AD (insecure delegation): no DANE
+  kFailed,    // SERVFAIL (bogus), timeout, ...: the hop must defer
 };
+const char* ToString(TlsaLookup t);  // "not-done", "found", "denied", "insecure", "failed"
 
 // What DNS said about the hop. Every field has the "nothing known" default, so a static route
 // (no DNS at all) is HopDnsFacts{}.
@@ -44,11 +57,13 @@ struct HopDnsFacts {
   // The MX answer that named this host carried the AD bit (DNSSEC-validated). Logged with every
   // outcome; RFC 7672 §2.2.1 requires it before TLSA records may be used.
   bool mx_dnssec = false;
-  // TLSA at _25._tcp.<mx> (RFC 7672 §2.2.2). Not looked up yet: the DANE work fills these and
-  // DecideHopPolicy() starts using them; until then they are ignored.
-  bool tlsa_looked_up = false;
-  bool tlsa_dnssec = false;       // the TLSA answer was validated (AD)
-  std::vector<TlsaFact> tlsa;     // usable records only
+  // The host's A/AAAA answers were validated too (RFC 7672 §2.2.2: needed for DANE).
+  bool host_dnssec = false;
+  TlsaLookup tlsa = TlsaLookup::kNotDone;
+  std::shared_ptr<const DaneAuthority> dane;  // kFound: the RRset and the reference names
+  std::string tlsa_error;                     // kFailed: the resolver's text
+  // A short key of the DANE-relevant facts: a cached policy is decided again when it changes.
+  std::string Key() const;
 };
 
 struct HopQuery {

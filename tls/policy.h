@@ -44,6 +44,7 @@
 namespace mxb {
 
 class TlsSessionTicket;  // tls/tls_session.h
+struct DaneAuthority;    // tls/dane.h
 
 enum class PolicySource { kOpportunistic, kPrefix, kConfig, kDane, kMtaSts };
 const char* ToString(PolicySource s);  // "opportunistic", "prefix", "config", "dane", "mta-sts"
@@ -66,6 +67,10 @@ struct DomainTlsConfig {  // from the per-domain config; defaults = no rule
 
 struct GlobalTlsConfig {
   PrefixSignals prefix_signals = PrefixSignals::kEnforce;
+  bool dane = true;  // [tls] dane = "on" | "off": TLSA lookups and DANE policies (RFC 7672)
+  // [tls] honor_tls_required_no: a "TLS-Required: No" header field (RFC 8689 §5) relaxes the
+  // TLS policy of its message to opportunistic (violations logged).
+  bool honor_tls_required_no = true;
   uint16_t smtp_port = 25;
   uint16_t smtps_port = 26;
   absl::Duration implicit_tls_negative_ttl = absl::Minutes(30);  // after port 26 failed
@@ -79,7 +84,11 @@ struct TlsPolicy {
   // log-only: the prefix asked for `would_require` but we only log violations of it.
   bool log_only = false;
   std::string name;               // short label for logs: "starttls-prefix", "smtps-prefix",
-                                  // "config-required", "opportunistic", ...
+                                  // "config-required", "opportunistic", "dane", ...
+  // DANE (tls/hop_policy.h): authenticate by these TLSA records (SessionParams::dane).
+  std::shared_ptr<const DaneAuthority> dane;
+  // Do not connect: the hop fails at once with this reason ("tlsa-lookup-failed: ...").
+  std::string defer_reason;
 };
 
 // First label of `mx_host` (case-insensitive) starting with "starttls-" / "smtps-".
@@ -107,6 +116,7 @@ struct PolicyEntry {
   absl::Time implicit_tls_failed_until = absl::InfinitePast();  // port 26 negative cache
   std::shared_ptr<TlsSessionTicket> session;  // newest session for resumption (one per MX)
   std::string ehlo_keywords;      // space-separated, as last seen after TLS
+  std::string facts_key;          // HopDnsFacts::Key() the policy was decided with
   int recent_failures = 0;  // connections that failed before a ready session since the last one
   TlsFailure last_failure = TlsFailure::kNone;
   std::string last_error;   // text of the newest such failure (connect refused, greeting, TLS)

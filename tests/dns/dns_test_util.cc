@@ -118,7 +118,10 @@ absl::StatusOr<std::unique_ptr<UnboundServer>> UnboundServer::Start(
       "  access-control: 127.0.0.0/8 allow\n"
       "  num-threads: 1\n"
       "  so-reuseport: no\n"
-      "  module-config: \"validator iterator\"\n",
+      "  module-config: \"validator iterator\"\n"
+      // Never recurse to the real root servers: a name outside the test zones goes to a
+      // "root" on 127.0.0.254, where nothing listens, and fails at once (loopback only).
+      "  root-hints: \"@DIR@/root.hints\"\n",
       server_conf,
       "remote-control:\n"
       "  control-enable: no\n",
@@ -127,6 +130,11 @@ absl::StatusOr<std::unique_ptr<UnboundServer>> UnboundServer::Start(
   const std::string conf_path = s->dir_ + "/unbound.conf";
   const std::string log_path = s->dir_ + "/unbound.log";
   if (absl::Status st = WriteFile(conf_path, conf); !st.ok()) return st;
+  if (absl::Status st = WriteFile(s->dir_ + "/root.hints",
+                                 ". 3600000 NS root.invalid.\nroot.invalid. 3600000 A 127.0.0.254\n");
+      !st.ok()) {
+    return st;
+  }
 
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));

@@ -51,6 +51,11 @@ constexpr char kZones[] = R"(
   local-data: '_mta-sts.striptest.stsdeliv. 60 IN TXT "v=STSv1; id=t1;"'
   local-data: "mta-sts.striptest.stsdeliv. 60 IN A 127.0.0.1"
   local-data: "mx.plain.stsdeliv. 60 IN A 127.0.0.3"
+  local-data: "rtls.stsdeliv. 60 IN MX 10 mx.rtls.stsdeliv."
+  local-data: '_mta-sts.rtls.stsdeliv. 60 IN TXT "v=STSv1; id=r1;"'
+  local-data: "mta-sts.rtls.stsdeliv. 60 IN A 127.0.0.1"
+  local-data: "mx.rtls.stsdeliv. 60 IN A 127.0.0.4"
+  local-data: "rtlsnone.stsdeliv. 60 IN MX 10 mx.rtls.stsdeliv."
 )";
 
 class StsDeliveryTest : public ::testing::Test {
@@ -65,7 +70,8 @@ class StsDeliveryTest : public ::testing::Test {
     dns_ = *std::move(u);
     server_ = StsPolicyServer::Start(dir_, {"mta-sts.enforce.stsdeliv", "mta-sts.other.stsdeliv",
                                             "mta-sts.stripenf.stsdeliv",
-                                            "mta-sts.striptest.stsdeliv"});
+                                            "mta-sts.striptest.stsdeliv",
+                                            "mta-sts.rtls.stsdeliv"});
     ASSERT_TRUE(server_->ready()) << server_->error();
     server_->SetPolicy("mta-sts.enforce.stsdeliv",
                        "version: STSv1\nmode: enforce\nmx: *.enforce.stsdeliv\nmax_age: 86400\n");
@@ -75,9 +81,12 @@ class StsDeliveryTest : public ::testing::Test {
                        "version: STSv1\nmode: enforce\nmx: mx.plain.stsdeliv\nmax_age: 86400\n");
     server_->SetPolicy("mta-sts.striptest.stsdeliv",
                        "version: STSv1\nmode: testing\nmx: mx.plain.stsdeliv\nmax_age: 86400\n");
+    server_->SetPolicy("mta-sts.rtls.stsdeliv",
+                       "version: STSv1\nmode: enforce\nmx: mx.rtls.stsdeliv\nmax_age: 86400\n");
     CertOptions leaf;
     leaf.common_name = "mx1.enforce.stsdeliv";
-    leaf.dns_names = {"mx1.enforce.stsdeliv", "mx.shared.stsdeliv", "mx.plain.stsdeliv"};
+    leaf.dns_names = {"mx1.enforce.stsdeliv", "mx.shared.stsdeliv", "mx.plain.stsdeliv",
+                      "mx.rtls.stsdeliv"};
     leaf.is_ca = false;
     leaf.issuer = &server_->ca();
     absl::StatusOr<GeneratedCert> cert = GenerateSelfSignedCert(leaf);
@@ -87,7 +96,8 @@ class StsDeliveryTest : public ::testing::Test {
     port_ = FreePort("127.0.0.2");
     sink_ = std::make_unique<SinkProcess>(
         dir_, std::vector<std::string>{
-                  "--listen", absl::StrCat("127.0.0.2:", port_, ",127.0.0.3:", port_, "/no-starttls"),
+                  "--listen", absl::StrCat("127.0.0.2:", port_, ",127.0.0.3:", port_,
+                                        "/no-starttls,127.0.0.4:", port_, "/requiretls"),
                   "--cert", dir_ + "/mx.pem", "--key", dir_ + "/mx.key", "--out-dir",
                   dir_ + "/received"});
     ASSERT_TRUE(sink_->ready()) << sink_->error_text();
@@ -98,10 +108,10 @@ class StsDeliveryTest : public ::testing::Test {
     if (sink_) sink_->Stop();
   }
 
-  void InjectTo(const std::string& rcpt, int n = 1) {
+  void InjectTo(const std::string& rcpt, int n = 1, const std::string& envelope_extra = "") {
     for (int i = 0; i < n; ++i) {
       std::string msg = absl::StrCat("x-sender: <bounce@esp.example>\nx-receiver: <", rcpt,
-                                     ">\nFrom: a@esp.example\nTo: ", rcpt, "\nMessage-ID: <", i,
+                                     ">\n", envelope_extra, "From: a@esp.example\nTo: ", rcpt, "\nMessage-ID: <", i,
                                      ".", rcpt, ">\nSubject: sts\n\nhello\n");
       ASSERT_TRUE(InjectFile(spool_, absl::StrCat(rcpt, ".", i, ".eml"), msg, false).ok());
     }
@@ -202,6 +212,37 @@ TEST_F(StsDeliveryTest, StrippedStartTlsEnforceDefersTestingDeliversAndRecords) 
   EXPECT_EQ(test[0]["status"], "delivered") << test[0].dump();
   EXPECT_EQ(test[0]["policy"], "mta-sts-testing id=t1") << test[0].dump();
   EXPECT_FALSE(test[0].value("policy_violation", "").empty()) << test[0].dump();
+}
+
+// RFC 8689 §4.2.1: an MX listed in the domain's MTA-STS policy (fetched over PKIX-verified
+// HTTPS) is as good as a DNSSEC-validated MX lookup for a REQUIRETLS message; the same MX
+// reached for a domain without a policy (unsigned local zone) is not, and the message defers.
+TEST_F(StsDeliveryTest, RequireTlsToAnMxListedByMtaSts) {
+  InjectTo("r@rtls.stsdeliv", 1, "x-requiretls: yes\n");
+  InjectTo("r@rtlsnone.stsdeliv", 1, "x-requiretls: yes\n");
+  std::vector<nlohmann::json> log = Deliver();
+  std::vector<nlohmann::json> listed = For(log, "rtls.stsdeliv");
+  ASSERT_EQ(listed.size(), 1u) << nlohmann::json(log).dump(1);
+  EXPECT_EQ(listed[0]["status"], "delivered") << listed[0].dump();
+  EXPECT_EQ(listed[0]["policy_source"], "mta-sts") << listed[0].dump();
+  std::vector<nlohmann::json> unlisted = For(log, "rtlsnone.stsdeliv");
+  ASSERT_EQ(unlisted.size(), 1u);
+  EXPECT_EQ(unlisted[0]["status"], "deferred") << unlisted[0].dump();
+  EXPECT_EQ(unlisted[0]["enhanced"], "4.7.30") << unlisted[0].dump();
+  // What the sink saw: REQUIRETLS on MAIL FROM for the listed MX, nothing for the other.
+  bool sent_requiretls = false, leaked = false;
+  for (const std::string& name : testing::ListDir(dir_ + "/received")) {
+    if (!absl::EndsWith(name, ".eml")) continue;
+    const std::string eml = ReadFileOrDie(dir_ + "/received/" + name);
+    const std::string env =
+        ReadFileOrDie(dir_ + "/received/" + name.substr(0, name.size() - 4) + ".env");
+    if (absl::StrContains(eml, "r@rtls.stsdeliv")) {
+      sent_requiretls = absl::StrContains(env, "REQUIRETLS");
+    }
+    if (absl::StrContains(eml, "r@rtlsnone.stsdeliv")) leaked = true;
+  }
+  EXPECT_TRUE(sent_requiretls);
+  EXPECT_FALSE(leaked);
 }
 
 }  // namespace

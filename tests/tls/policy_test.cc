@@ -328,11 +328,8 @@ TEST(HopPolicy, DomainRuleThenDefaultRuleThenPrefix) {
   // A prefix signal beats the default rule (strongest wins), as DerivePolicy says.
   q.mx_host = "starttls-mx.other.example";
   EXPECT_EQ(DecideHopPolicy(q, rules).name, "starttls-prefix");
-  // DNS facts do not change today's policy (DANE will read them).
+  // A validated MX alone does not change the policy (DANE needs TLSA: hop_policy_dane_test).
   q.dns.mx_dnssec = true;
-  q.dns.tlsa_looked_up = true;
-  q.dns.tlsa_dnssec = true;
-  q.dns.tlsa.push_back(TlsaFact{3, 1, 1, std::string(32, 'x')});
   EXPECT_EQ(DecideHopPolicy(q, rules).name, "starttls-prefix");
 }
 

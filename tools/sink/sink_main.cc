@@ -180,6 +180,7 @@ int Main(int argc, char** argv) {
     lr.spec = opts.listeners[i];
     lr.session_config.hostname = hostname;
     lr.session_config.offer_starttls = !lr.spec.no_starttls;
+    lr.session_config.offer_requiretls = lr.spec.requiretls;
     lr.session_config.tempfail_rcpt = opts.tempfail_rcpt;
     lr.session_config.reject_rcpt = opts.reject_rcpt;
     lr.session_config.max_rcpts = opts.max_rcpts;

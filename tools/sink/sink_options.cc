@@ -16,7 +16,8 @@
 namespace mxb::sink {
 namespace {
 
-constexpr absl::string_view kListenerOptions[] = {"implicit-tls", "no-starttls", "cert=", "key="};
+constexpr absl::string_view kListenerOptions[] = {"implicit-tls", "no-starttls", "requiretls",
+                                                   "cert=", "key="};
 
 bool StartsWithListenerOption(absl::string_view s) {
   for (absl::string_view opt : kListenerOptions) {
@@ -43,7 +44,8 @@ absl::StatusOr<ListenerSpec> ParseListener(absl::string_view text) {
   absl::string_view hostport = text.substr(0, opts_at);
   if (hostport.find('/') != absl::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--listen '", text,
-        "': unknown listener option (want implicit-tls, no-starttls, cert=FILE, key=FILE)"));
+        "': unknown listener option (want implicit-tls, no-starttls, requiretls, cert=FILE, "
+        "key=FILE)"));
   }
   absl::string_view host;
   absl::string_view port_text;
@@ -93,6 +95,8 @@ absl::StatusOr<ListenerSpec> ParseListener(absl::string_view text) {
       spec.implicit_tls = true;
     } else if (opt == "no-starttls") {
       spec.no_starttls = true;
+    } else if (opt == "requiretls") {
+      spec.requiretls = true;
     } else if (absl::ConsumePrefix(&opt, "cert=") && !opt.empty()) {
       spec.cert_file = std::string(opt);
     } else if (absl::ConsumePrefix(&opt, "key=") && !opt.empty()) {
@@ -149,6 +153,8 @@ Listeners:
         ADDR is numeric ("127.0.0.1", "[::1]"); PORT 0 picks a free port. Options:
         implicit-tls   TLS from the first byte, then 220 inside TLS (port 465/26 style)
         no-starttls    do not offer STARTTLS
+        requiretls     offer REQUIRETLS (RFC 8689) after STARTTLS; the .env file records the
+                       MAIL parameters ("mail-params: REQUIRETLS")
         cert=FILE      per-listener certificate chain (PEM), with key=FILE
         key=FILE       per-listener private key (PEM)
 TLS:

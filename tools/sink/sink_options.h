@@ -25,6 +25,7 @@ struct ListenerSpec {
   uint16_t port = 0;  // 0 = kernel picks; all threads then share the port the first bind got
   bool implicit_tls = false;  // TLS from the first byte (SMTPS, RFC 8314 §3.3)
   bool no_starttls = false;   // do not advertise or accept STARTTLS
+  bool requiretls = false;    // advertise REQUIRETLS (RFC 8689 §3) in EHLO replies inside TLS
   std::string cert_file;      // empty = the global certificate
   std::string key_file;
 };

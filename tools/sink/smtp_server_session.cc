@@ -223,6 +223,7 @@ void SmtpServerSession::OnEhlo(absl::string_view arg, bool extended, std::string
                   "250-ENHANCEDSTATUSCODES\r\n");
   if (config_->offer_starttls && !in_tls_) absl::StrAppend(replies, "250-STARTTLS\r\n");
   if (config_->offer_chunking) absl::StrAppend(replies, "250-CHUNKING\r\n");
+  if (config_->offer_requiretls && in_tls_) absl::StrAppend(replies, "250-REQUIRETLS\r\n");
   absl::StrAppend(replies, "250 SMTPUTF8\r\n");
 }
 

@@ -28,6 +28,7 @@ namespace mxb::sink {
 struct SessionConfig {
   std::string hostname = "localhost";  // in the greeting and the EHLO reply
   bool offer_starttls = true;          // false for no-starttls listeners
+  bool offer_requiretls = false;       // RFC 8689 §3: REQUIRETLS in EHLO replies inside TLS
   std::string tempfail_rcpt;           // see SinkOptions
   std::string reject_rcpt;
   uint32_t max_rcpts = 0;

@@ -1,0 +1,79 @@
+// ResolveMxAndTlsa (engine/dane_lookup.h).
+#include "engine/dane_lookup.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace mxb {
+
+HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& t) {
+  HopDnsFacts f;
+  f.mx_dnssec = mx.dnssec;
+  f.host_dnssec = host.dnssec;
+  switch (t.status) {
+    case DnsStatus::kOk:
+      if (!t.dnssec) {
+        f.tlsa = TlsaLookup::kInsecure;
+        break;
+      }
+      {
+        std::vector<DaneRecord> rrset;
+        rrset.reserve(t.records.size());
+        for (const TlsaRecord& r : t.records) {
+          rrset.push_back(DaneRecord{r.usage, r.selector, r.matching_type, r.data});
+        }
+        // RFC 7672 §3.2.2: a DANE-TA leaf must carry the MX host name, or the next-hop domain.
+        f.dane = DaneAuthority::Make(rrset, {host.name, mx.domain});
+      }
+      f.tlsa = TlsaLookup::kFound;
+      break;
+    case DnsStatus::kNxDomain:
+    case DnsStatus::kNoData:
+      // Validated denial = no TLSA; an unvalidated one says nothing either way.
+      f.tlsa = t.dnssec ? TlsaLookup::kDenied : TlsaLookup::kInsecure;
+      break;
+    default:
+      f.tlsa = TlsaLookup::kFailed;
+      f.tlsa_error = t.error.empty() ? std::string(ToString(t.status)) : t.error;
+      break;
+  }
+  return f;
+}
+
+void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t port, bool dane,
+                      MxAndTlsaCallback done) {
+  resolver->ResolveMx(domain, [resolver, port, dane, done = std::move(done)](const MxResult& mx) {
+    struct Gather {
+      MxResult mx;
+      std::vector<HopDnsFacts> facts;
+      size_t pending = 1;  // +1 while queries are being issued (callbacks may run inline)
+      MxAndTlsaCallback done;
+    };
+    auto g = std::make_shared<Gather>();
+    g->mx = mx;
+    g->done = done;
+    g->facts.resize(mx.hosts.size());
+    for (size_t i = 0; i < mx.hosts.size(); ++i) {
+      g->facts[i].mx_dnssec = mx.dnssec;
+      g->facts[i].host_dnssec = mx.hosts[i].dnssec;
+    }
+    auto finish = [](const std::shared_ptr<Gather>& s) {
+      if (--s->pending == 0) s->done(s->mx, std::move(s->facts));
+    };
+    if (dane && mx.status == DnsStatus::kOk && mx.dnssec) {
+      for (size_t i = 0; i < mx.hosts.size(); ++i) {
+        const MxHost& h = mx.hosts[i];
+        if (!h.dnssec || h.addresses.empty()) continue;  // RFC 7672 §2.2.2: insecure host
+        ++g->pending;
+        resolver->ResolveTlsa(h.name, port, [g, i, finish](const TlsaResult& t) {
+          g->facts[i] = TlsaFacts(g->mx, g->mx.hosts[i], t);
+          finish(g);
+        });
+      }
+    }
+    finish(g);
+  });
+}
+
+}  // namespace mxb
