@@ -145,14 +145,14 @@ def wait_rusage(proc, timeout):
 class Sink:
     """One mxburst-sink listening on several 127.0.0.x addresses, free ports."""
 
-    def __init__(self, workdir, addresses, threads, reply_delay_ms, extra=None):
+    def __init__(self, workdir, addresses, threads, reply_delay_ms, extra=None, port=0):
         os.makedirs(workdir, exist_ok=True)
         self.ready = os.path.join(workdir, "sink.ready")
         self.stats = os.path.join(workdir, "sink-stats.json")
         for p in (self.ready, self.stats):
             if os.path.exists(p):
                 os.unlink(p)
-        listen = ",".join(f"{a}:0" for a in addresses)
+        listen = ",".join(f"{a}:{port}" for a in addresses)  # 0: a free port per address
         cmd = [SINK, "--listen", listen, "--quiet", "--threads", str(threads),
                "--ready-file", self.ready, "--stats-file", self.stats]
         if reply_delay_ms:
