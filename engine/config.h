@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/container/flat_hash_map.h"
+#include "dkim/signer.h"
 #include "engine/shaping.h"
 #include "engine/smtp_session.h"
 #include "queue/dsn.h"
@@ -100,6 +101,12 @@ struct EngineConfig {
   std::string http_token_file;        // bearer token for mutating calls (mode 0600)
   size_t http_top_destinations = 20;  // per-destination metric series: the top N by queue
 
+  // DKIM signing (dkim/signer.h, [[dkim]]): the entries as read, and the signer built from them
+  // by LoadDkimSigner() — main() calls it before privileges are dropped, so a key file may be
+  // readable by root only. The scanner signs each message once (Engine::Dispatch).
+  std::vector<dkim::SigningKey> dkim_keys;
+  std::shared_ptr<dkim::Signer> dkim;
+
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
   bool quiet = false;
@@ -124,6 +131,10 @@ inline constexpr int64_t kMaxRetrySeconds = int64_t{86400} * 60;
 // target's entry point. Non-ASCII outside strings and comments is rejected before toml++ sees it.
 [[nodiscard]] absl::Status LoadConfigString(absl::string_view text, const std::string& name,
                                             EngineConfig* config);
+
+// Loads and checks the [[dkim]] keys into config->dkim (nothing to do without entries); the
+// error is one line naming the entry and the file: "mxburst.toml: dkim[0].key_file: /k.pem: ...".
+[[nodiscard]] absl::Status LoadDkimSigner(EngineConfig* config);
 
 // Parses argv into a config (a --config file is read first, flags override it). Returns an error naming the bad flag; `help` is set for --help.
 [[nodiscard]] absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help,

@@ -1,7 +1,6 @@
 // The TOML config file (toml++). Every key is checked: an unknown or mistyped key stops start-up
 // with one line naming it, because a silently ignored "max_conections" is worse than no config.
-#define TOML_EXCEPTIONS 0
-#include <toml++/toml.h>
+#include "engine/config_reader.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -40,87 +39,9 @@ bool ParseIp(const std::string& text, sockaddr_storage* out) {
   return false;
 }
 
-class Reader {
+class Reader : public TomlReader {
  public:
-  Reader(const std::string& file, EngineConfig* c) : file_(file), c_(c) {}
-
-  absl::Status Error(const std::string& key, const std::string& why) const {
-    return absl::InvalidArgumentError(absl::StrCat(file_, ": ", key, ": ", why));
-  }
-
-  // Rejects keys of `table` not in `known` (the typo guard).
-  absl::Status CheckKeys(const toml::table& table, const std::string& prefix,
-                         const std::set<std::string>& known) const {
-    for (const auto& [k, v] : table) {
-      std::string key(k.str());
-      if (!known.count(key)) {
-        return Error(absl::StrCat(prefix, key),
-                     absl::StrCat("unknown key (line ", k.source().begin.line, ")"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  template <typename T>
-  absl::Status Int(const toml::table& t, const std::string& prefix, const char* key, T min, T max,
-                   T* out) const {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return absl::OkStatus();
-    // Integers only: toml++'s float-to-integer conversion casts out-of-range values (1e300) to
-    // int64_t, which is undefined behaviour, and nan/inf/2.5 are no counts anyway.
-    const toml::value<int64_t>* i = n->as_integer();
-    std::optional<int64_t> v;
-    if (i != nullptr) v = i->get();
-    if (!v || *v < static_cast<int64_t>(min) || *v > static_cast<int64_t>(max)) {
-      return Error(absl::StrCat(prefix, key),
-                   absl::StrCat("expected an integer in [", min, ", ", max, "]"));
-    }
-    *out = static_cast<T>(*v);
-    return absl::OkStatus();
-  }
-
-  absl::Status Seconds(const toml::table& t, const std::string& prefix, const char* key,
-                       int64_t max, absl::Duration* out) const {
-    int64_t secs = -1;
-    if (absl::Status s = Int<int64_t>(t, prefix, key, 0, max, &secs); !s.ok()) return s;
-    if (secs >= 0) *out = absl::Seconds(secs);
-    return absl::OkStatus();
-  }
-
-  absl::Status String(const toml::table& t, const std::string& prefix, const char* key,
-                      std::string* out) const {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return absl::OkStatus();
-    std::optional<std::string> v = n->value<std::string>();
-    if (!v) return Error(absl::StrCat(prefix, key), "expected a string");
-    *out = *v;
-    return absl::OkStatus();
-  }
-
-  absl::Status Bool(const toml::table& t, const std::string& prefix, const char* key,
-                    bool* out) const {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return absl::OkStatus();
-    std::optional<bool> v = n->value<bool>();
-    if (!v) return Error(absl::StrCat(prefix, key), "expected true or false");
-    *out = *v;
-    return absl::OkStatus();
-  }
-
-  absl::Status StringList(const toml::table& t, const std::string& prefix, const char* key,
-                          std::vector<std::string>* out) const {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return absl::OkStatus();
-    const toml::array* a = n->as_array();
-    if (a == nullptr) return Error(absl::StrCat(prefix, key), "expected an array of strings");
-    out->clear();
-    for (const toml::node& e : *a) {
-      std::optional<std::string> v = e.value<std::string>();
-      if (!v) return Error(absl::StrCat(prefix, key), "expected an array of strings");
-      out->push_back(*v);
-    }
-    return absl::OkStatus();
-  }
+  Reader(const std::string& file, EngineConfig* c) : TomlReader(file), c_(c) {}
 
   absl::Status TlsMode(const toml::table& t, const std::string& prefix, const char* key,
                        TlsRequirement* out, bool* present) const {
@@ -144,7 +65,7 @@ class Reader {
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "http", "user",
-                                   "allow_root", "smtp"}))
+                                   "allow_root", "smtp", "dkim"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -375,6 +296,7 @@ class Reader {
     } else if (root.contains("domain")) {
       return Error("domain", "expected a table of domains: [domain.\"example.com\"]");
     }
+    if (!(s = ReadDkimConfig(*this, root, &c_->dkim_keys)).ok()) return s;
     return ReadShaping(root);  // after [domain.*]: a shaping rule's tls overrides its domain's
   }
 
@@ -383,7 +305,6 @@ class Reader {
   absl::Status ReadShaping(const toml::table& root);
 
  private:
-  std::string file_;
   EngineConfig* c_;
 };
 

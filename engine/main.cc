@@ -76,6 +76,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mxburst: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
+  // DKIM keys are read here, still as the starting user (they may be root-only files), and
+  // checked: a bad one stops start-up with one line.
+  if (absl::Status s = mxb::LoadDkimSigner(&*config); !s.ok()) {
+    std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   // Root only long enough to hand the spool to `user`, take the lock and raise RLIMIT_NOFILE.
   if (absl::Status s = mxb::PrepareSpoolForUser(*config); !s.ok()) {
     std::fprintf(stderr, "mxburst: %s\n", std::string(s.message()).c_str());

@@ -21,6 +21,9 @@ PACKAGES=(
   # control/: the HTTP control plane (cpp-httplib); its metrics test parses with the reference
   # Prometheus parser
   libcpp-httplib-dev python3-prometheus-client
+  # dkim/: DKIM signing with libopendkim (RSA and Ed25519); tests verify with python3-dkim
+  # (Ed25519 through python3-nacl, keys from the test zone through python3-dnspython)
+  libopendkim-dev python3-dkim python3-nacl python3-dnspython
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )

@@ -65,6 +65,68 @@ TEST(ConfigFile, BadKeysAreNamed) {
   }
 }
 
+// [[dkim]] syntax (the key files themselves are checked by dkim::Signer::Load, tests/dkim).
+TEST(ConfigFile, DkimEntries) {
+  const std::string k = "domain = \"d.example\"\nselector = \"s1\"\nkey_file = \"/k.pem\"\n";
+  const BadCase cases[] = {
+      {"dkim = 1\n", "dkim"},
+      {"[[dkim]]\nselector = \"s\"\nkey_file = \"/k\"\n", "dkim[0].domain"},
+      {"[[dkim]]\ndomain = \"d.example\"\nkey_file = \"/k\"\n", "dkim[0].selector"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\n", "dkim[0].key_file"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s 1\"\nkey_file = \"/k\"\n",
+       "dkim[0].selector"},
+      {"[[dkim]]\ndomain = \"d..example\"\nselector = \"s\"\nkey_file = \"/k\"\n",
+       "dkim[0].domain"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nalgorithm = \"rsa-sha1\"\n",
+       "dkim[0].algorithm"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\ncanonicalization = \"loose\"\n",
+       "dkim[0].canonicalization"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nheaders = []\n",
+       "dkim[0].headers"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nexpire = -5\n",
+       "dkim[0].expire"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nsender_domain = \"a b\"\n",
+       "dkim[0].sender_domain"},
+      {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nkeyfile = \"/k\"\n",
+       "dkim[0].keyfile"},
+  };
+  for (const BadCase& c : cases) {
+    std::string path = WriteTemp(absl::StrCat("spool = \"/s\"\n", c.toml));
+    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+    ASSERT_FALSE(cfg.ok()) << c.toml;
+    std::string msg(cfg.status().message());
+    EXPECT_TRUE(absl::StrContains(msg, c.must_name)) << msg;
+    EXPECT_TRUE(absl::StrContains(msg, path)) << msg;
+    EXPECT_FALSE(absl::StrContains(msg, "\n")) << "one line: " << msg;
+    std::remove(path.c_str());
+  }
+  std::string path = WriteTemp(absl::StrCat(
+      "spool = \"/s\"\n[[dkim]]\n", k, "[[dkim]]\n", k,
+      "algorithm = \"ed25519-sha256\"\ncanonicalization = \"simple\"\nheaders = [\"From\", "
+      "\"To\"]\noversign = []\nexpire = 86400\njob = \"j1\"\nsender_domain = \"*\"\n"));
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  ASSERT_EQ(cfg->dkim_keys.size(), 2u);
+  const dkim::SigningKey& a = cfg->dkim_keys[0];
+  EXPECT_EQ(a.domain, "d.example");
+  EXPECT_EQ(a.algorithm, dkim::Algorithm::kRsaSha256);
+  EXPECT_EQ(a.header_canon, dkim::Canonicalization::kRelaxed);
+  EXPECT_EQ(a.body_canon, dkim::Canonicalization::kRelaxed);
+  EXPECT_TRUE(a.headers.empty());  // the default list, filled in by Signer::Load
+  EXPECT_EQ(a.oversign, std::vector<std::string>{"From"});
+  const dkim::SigningKey& b = cfg->dkim_keys[1];
+  EXPECT_EQ(b.algorithm, dkim::Algorithm::kEd25519Sha256);
+  EXPECT_EQ(b.header_canon, dkim::Canonicalization::kSimple);
+  EXPECT_EQ(b.body_canon, dkim::Canonicalization::kSimple);
+  EXPECT_EQ(b.headers, (std::vector<std::string>{"From", "To"}));
+  EXPECT_TRUE(b.oversign.empty());
+  EXPECT_EQ(b.expire_seconds, 86400);
+  EXPECT_EQ(b.job, "j1");
+  EXPECT_EQ(b.sender_domain, "*");
+  EXPECT_EQ(cfg->dkim, nullptr);  // keys are loaded by LoadDkimSigner, not by parsing
+  std::remove(path.c_str());
+}
+
 TEST(ConfigFile, GoodFileIsReadAndFlagsOverrideIt) {
   std::string path = WriteTemp(R"(spool = "/var/spool/mxb"
 workers = 3
