@@ -6,9 +6,13 @@
 // signature is checked on exactly the bytes that arrived: envelope lines gone, line ends
 // normalised, long lines re-cut, dot-stuffing undone by the receiver.
 //
-// One engine run per suite: the messages of every case go through it together.
+// One engine run per suite: the messages of every case go through it together, each to two
+// recipients — one at a sink taking DATA (dot-stuffed on the wire), one at a sink offering
+// CHUNKING (BDAT, RFC 3030: no stuffing) — and both copies must carry the same signature fields
+// (signed once per message, not per recipient or transaction) and verify.
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,7 +50,7 @@ std::string Pickup(const std::string& sender, const std::string& job, const std:
                    const std::string& headers, const std::string& body,
                    const std::string& eol = "\n") {
   std::string m = absl::StrCat("x-sender: <", sender, ">", eol, "x-receiver: <rcpt@dest.test>",
-                               eol);
+                               eol, "x-receiver: <rcpt@bdat.test>", eol);
   if (!job.empty()) absl::StrAppend(&m, "x-job: ", job, eol);
   absl::StrAppend(&m, headers, "Message-ID: <", id, "@esp.dkim>", eol, "Subject: case ", id,
                   eol, "To: rcpt@dest.test", eol, eol, body);
@@ -122,6 +126,14 @@ class DkimDeliveryTest : public ::testing::Test {
       error_ = new std::string("sink: " + sink_->error_text());
       return;
     }
+    bdat_port_ = testing::FreePort("127.0.0.3");
+    std::filesystem::create_directories(*dir_ + "/bdat");
+    bdat_sink_ = new SinkProcess(*dir_ + "/bdat", {"--listen", absl::StrCat("127.0.0.3:", bdat_port_),
+                                                   "--chunking", "--out-dir", *dir_ + "/received-bdat"});
+    if (!bdat_sink_->ready()) {
+      error_ = new std::string("chunking sink: " + bdat_sink_->error_text());
+      return;
+    }
     spool_ = new std::string(*dir_ + "/spool");
     if (!Spool::Open(*spool_).ok()) return;
     for (const Case& c : Cases()) {
@@ -146,13 +158,17 @@ class DkimDeliveryTest : public ::testing::Test {
     engine_rc_ = RunCommand({Bin("engine/mxburst"), "--allow-root", "--config",
                              *dir_ + "/mxburst.toml", "--spool", *spool_, "--drain", "--quiet",
                              "--log", *dir_ + "/acct.jsonl", "--workers", "1", "--route",
+                             absl::StrCat("bdat.test=127.0.0.3:", bdat_port_), "--route",
                              absl::StrCat("*=127.0.0.2:", port_)},
                             *dir_ + "/engine.out", absl::Minutes(2));
     ran_ = true;
   }
   static void TearDownTestSuite() {
     if (sink_ != nullptr) sink_->Stop();
+    if (bdat_sink_ != nullptr) bdat_sink_->Stop();
     delete sink_;
+    delete bdat_sink_;
+    bdat_sink_ = nullptr;
     delete dns_;
     sink_ = nullptr;
     dns_ = nullptr;
@@ -164,9 +180,10 @@ class DkimDeliveryTest : public ::testing::Test {
     ASSERT_EQ(engine_rc_, 0) << ReadFileOrDie(*dir_ + "/engine.out.err");
   }
 
-  // The file the sink stored for Message-ID <id@esp.dkim> ("" if none).
-  static std::string Received(const std::string& id) {
-    const std::string dir = *dir_ + "/received";
+  // The file a sink stored for Message-ID <id@esp.dkim> ("" if none): the DATA sink's, or the
+  // CHUNKING sink's with `bdat`.
+  static std::string Received(const std::string& id, bool bdat = false) {
+    const std::string dir = *dir_ + (bdat ? "/received-bdat" : "/received");
     const std::string want = absl::StrCat("Message-ID: <", id, "@esp.dkim>");
     for (const std::string& name : ListDir(dir)) {
       if (!absl::EndsWith(name, ".eml")) continue;
@@ -182,7 +199,9 @@ class DkimDeliveryTest : public ::testing::Test {
   static std::string* spool_;
   static testing::DaneUnbound* dns_;
   static SinkProcess* sink_;
+  static SinkProcess* bdat_sink_;
   static int port_;
+  static int bdat_port_;
   static int engine_rc_;
   static bool ran_;
 };
@@ -193,31 +212,58 @@ std::string* DkimDeliveryTest::ed_ = nullptr;
 std::string* DkimDeliveryTest::spool_ = nullptr;
 testing::DaneUnbound* DkimDeliveryTest::dns_ = nullptr;
 SinkProcess* DkimDeliveryTest::sink_ = nullptr;
+SinkProcess* DkimDeliveryTest::bdat_sink_ = nullptr;
 int DkimDeliveryTest::port_ = 0;
+int DkimDeliveryTest::bdat_port_ = 0;
 int DkimDeliveryTest::engine_rc_ = -1;
 bool DkimDeliveryTest::ran_ = false;
 
+// The DKIM-Signature fields at the top of a stored message.
+std::string SignatureFields(const std::string& text) {
+  std::string fields;
+  size_t at = 0;
+  while (absl::StartsWith(absl::string_view(text).substr(at), "DKIM-Signature:")) {
+    size_t end = at;
+    do {
+      end = text.find("\r\n", end) + 2;
+    } while (end < text.size() && (text[end] == '\t' || text[end] == ' '));
+    fields += text.substr(at, end - at);
+    at = end;
+  }
+  return fields;
+}
+
 TEST_F(DkimDeliveryTest, ReceivedMessagesVerifyAgainstKeysInDns) {
   std::vector<std::string> files;
+  std::vector<std::string> labels;
   std::vector<Case> signed_cases;
   for (const Case& c : Cases()) {
-    const std::string path = Received(c.id);
-    if (path.empty()) {
-      ADD_FAILURE() << c.id << " was not delivered: "
+    const std::string data_path = Received(c.id);
+    const std::string bdat_path = Received(c.id, /*bdat=*/true);
+    if (data_path.empty() || bdat_path.empty()) {
+      ADD_FAILURE() << c.id << " was not delivered to both sinks: "
                     << ReadFileOrDie(*dir_ + "/engine.out.err");
       continue;
     }
-    const std::string text = ReadFileOrDie(path);
-    // One signature per applying entry, never one per recipient or per attempt.
+    const std::string bdat_env = bdat_path.substr(0, bdat_path.size() - 4) + ".env";
+    EXPECT_TRUE(absl::StrContains(ReadFileOrDie(bdat_env), "\ntransfer: bdat\n")) << c.id;
+    const std::string text = ReadFileOrDie(data_path);
+    // One signature per applying entry, made once: both transactions carry the same fields.
+    const std::string fields = SignatureFields(text);
     size_t n = 0;
-    for (size_t at = text.find("DKIM-Signature:"); at != std::string::npos;
-         at = text.find("DKIM-Signature:", at + 1)) {
+    for (size_t at = fields.find("DKIM-Signature:"); at != std::string::npos;
+         at = fields.find("DKIM-Signature:", at + 1)) {
       ++n;
     }
     EXPECT_EQ(n, c.algorithms.size()) << c.id << ":\n" << text.substr(0, 1500);
+    EXPECT_EQ(text.find("DKIM-Signature:", fields.size()), std::string::npos) << c.id;
+    EXPECT_EQ(SignatureFields(ReadFileOrDie(bdat_path)), fields) << c.id;
     if (c.algorithms.empty()) continue;
-    files.push_back(path);
-    signed_cases.push_back(c);
+    for (const std::string& path : {data_path, bdat_path}) {
+      files.push_back(path);
+      signed_cases.push_back(c);
+      labels.push_back(absl::StrCat(c.id, path == bdat_path ? " (BDAT)" : " (DATA)"));
+    }
   }
   std::string out;
   const int rc = testing::RunDkimVerify({"--dns", dns_->address()}, files, &out);
@@ -231,9 +277,9 @@ TEST_F(DkimDeliveryTest, ReceivedMessagesVerifyAgainstKeysInDns) {
   for (size_t i = 0; i < files.size(); ++i) {
     for (const std::string& a : signed_cases[i].algorithms) {
       EXPECT_TRUE(absl::StrContains(lines[i], absl::StrCat("\"a\": \"", a, "\", \"ok\": true")))
-          << signed_cases[i].id << ": " << lines[i];
+          << labels[i] << ": " << lines[i];
     }
-    EXPECT_FALSE(absl::StrContains(lines[i], "\"ok\": false")) << signed_cases[i].id;
+    EXPECT_FALSE(absl::StrContains(lines[i], "\"ok\": false")) << labels[i];
   }
 }
 
