@@ -424,8 +424,11 @@ bool Destination::StsReady() {
   return true;
 }
 
-// RFC 8461 §4.1/§5: in enforce mode only MX hosts matching the policy may be used.
+// RFC 8461 §4.1/§5: in enforce mode only MX hosts matching the policy may be used — except
+// hosts that DANE covers: §2 has DANE-validating senders apply DANE, not MTA-STS, to an MX host
+// with a validated TLSA RRset, so its "mx:" patterns do not filter such a host out.
 bool Destination::StsCandidate(const Hop& hop) const {
+  if (ctx_->config->tls_global.dane && hop.dns.tlsa == TlsaLookup::kFound) return true;
   return sts_ == nullptr || sts_->mode != StsMode::kEnforce || sts_->MatchesMx(hop.mx);
 }
 

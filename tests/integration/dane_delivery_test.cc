@@ -22,6 +22,7 @@
 #include "tests/dns/dane_zone.h"
 #include "tests/integration/fixture.h"
 #include "tests/integration/mitm_proxy.h"
+#include "tests/integration/sts_policy_server.h"
 #include "tls/dane.h"
 #include "tls/tls_session.h"
 
@@ -127,7 +128,16 @@ class DaneDeliveryTest : public ::testing::Test {
         // 7: one MX host (127.0.0.2), a DANE name for it and the insecure name below
         "shared.dane. IN MX 10 mx-alt.dane.\n"
         "mx-alt.dane. IN A 127.0.0.2\n",
-        p, "mx-alt.dane. IN TLSA ", ee, "\n");
+        p, "mx-alt.dane. IN TLSA ", ee, "\n",
+        // DANE beats MTA-STS (RFC 8461 §2): enforce policies whose mx: lists another host, for
+        // a DANE MX and for an MX without TLSA (authenticated denial)
+        "stsdane.dane. IN MX 10 mx-ee.dane.\n"
+        "_mta-sts.stsdane.dane. IN TXT \"v=STSv1; id=d1;\"\n"
+        "mta-sts.stsdane.dane. IN A 127.0.0.1\n"
+        "stsnodane.dane. IN MX 10 mx-nodane.dane.\n"
+        "mx-nodane.dane. IN A 127.0.0.2\n"
+        "_mta-sts.stsnodane.dane. IN TXT \"v=STSv1; id=n1;\"\n"
+        "mta-sts.stsnodane.dane. IN A 127.0.0.1\n");
     // 4: the same TLSA (even a wrong one) in an insecure child zone: ignored, opportunistic
     spec.insecure_child = "plain.dane.";
     spec.insecure_records = absl::StrCat("plain.dane. IN MX 10 mx.plain.dane.\n"
@@ -150,6 +160,13 @@ class DaneDeliveryTest : public ::testing::Test {
          absl::StrCat("127.0.0.3:", port_, "/cert=", *shared_, "/wrong.pem/key=", *shared_,
                       "/wrong.key"),
          "--out-dir", *shared_ + "/received"});
+    sts_ = StsPolicyServer::Start(MakeTempDir("danests"),
+                                  {"mta-sts.stsdane.dane", "mta-sts.stsnodane.dane"})
+               .release();
+    for (const char* host : {"mta-sts.stsdane.dane", "mta-sts.stsnodane.dane"}) {
+      sts_->SetPolicy(host, "version: STSv1\nmode: enforce\nmx: mx.elsewhere.example\n"
+                            "max_age: 86400\n");
+    }
     testing::MitmOptions mo;
     mo.listen_ip = "127.0.0.4";
     mo.listen_port = static_cast<uint16_t>(port_);
@@ -167,6 +184,7 @@ class DaneDeliveryTest : public ::testing::Test {
     if (sink_ != nullptr) sink_->Stop();
     delete sink_;
     delete mitm_;
+    delete sts_;
     delete dns_;
     sink_ = nullptr;
     mitm_ = nullptr;
@@ -227,6 +245,7 @@ class DaneDeliveryTest : public ::testing::Test {
   static testing::DaneUnbound* dns_;
   static SinkProcess* sink_;
   static testing::MitmProxy* mitm_;
+  static StsPolicyServer* sts_;
   static int port_;
   std::string dir_, spool_, log_;
 };
@@ -236,6 +255,7 @@ std::string* DaneDeliveryTest::error_ = nullptr;
 testing::DaneUnbound* DaneDeliveryTest::dns_ = nullptr;
 SinkProcess* DaneDeliveryTest::sink_ = nullptr;
 testing::MitmProxy* DaneDeliveryTest::mitm_ = nullptr;
+StsPolicyServer* DaneDeliveryTest::sts_ = nullptr;
 int DaneDeliveryTest::port_ = 0;
 
 // Issue 12 test 1.
@@ -450,6 +470,33 @@ TEST_F(DaneDeliveryTest, ResolverWithoutAdIsReportedOnce) {
   const size_t first = err.find("DANE is inert");
   ASSERT_NE(first, std::string::npos) << err;
   EXPECT_EQ(err.find("DANE is inert", first + 1), std::string::npos) << "reported twice: " << err;
+}
+
+
+// RFC 8461 §2: a sender that validates DANE applies DANE, not MTA-STS, to an MX host with a
+// validated TLSA RRset. The enforce policy of stsdane.dane lists another MX, yet its DANE MX
+// delivers (policy dane); the same policy on stsnodane.dane, whose MX has no TLSA, defers.
+TEST_F(DaneDeliveryTest, DaneBeatsMtaStsForTheHostsItCovers) {
+  ASSERT_TRUE(sts_->ready()) << sts_->error();
+  WriteFileOrDie(dir_ + "/mxburst.toml",
+                 absl::StrCat("[mta_sts]\nhttps_port = ", sts_->port(), "\nwait = 30\n"));
+  InjectTo("s@stsdane.dane");
+  InjectTo("s@stsnodane.dane");
+  std::vector<nlohmann::json> log =
+      Deliver({"--config", dir_ + "/mxburst.toml", "--ca-file", sts_->ca_file()});
+  std::map<std::string, nlohmann::json> by;
+  for (const nlohmann::json& r : log) by[r["domain"]] = r;
+  ASSERT_EQ(by.size(), 2u) << nlohmann::json(log).dump(1);
+  EXPECT_EQ(by["stsdane.dane"]["status"], "delivered") << by["stsdane.dane"].dump();
+  EXPECT_EQ(by["stsdane.dane"]["policy_source"], "dane") << by["stsdane.dane"].dump();
+  EXPECT_EQ(by["stsdane.dane"]["dane"], "3 1 1");
+  EXPECT_EQ(by["stsnodane.dane"]["status"], "deferred") << by["stsnodane.dane"].dump();
+  EXPECT_TRUE(absl::StrContains(by["stsnodane.dane"]["text"].get<std::string>(),
+                                "matches its MTA-STS policy"))
+      << by["stsnodane.dane"].dump();
+  EXPECT_EQ(ReceivedEnv("s@stsnodane.dane"), "");
+  // The policies were really fetched (the test would prove nothing otherwise).
+  EXPECT_GE(sts_->Requests("mta-sts.stsdane.dane"), 1);
 }
 
 }  // namespace
