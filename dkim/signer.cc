@@ -2,9 +2,7 @@
 
 #include <sys/stat.h>
 
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 
 #include <cerrno>
 #include <cstring>
@@ -15,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "dkim/key_cache.h"
 
 // libopendkim's header uses C99 _Bool in its prototypes (same ABI as bool).
 #define _Bool bool
@@ -231,18 +230,15 @@ absl::StatusOr<std::unique_ptr<Signer>> Signer::Load(std::vector<SigningKey> key
     if (e->pem.find('\0') != std::string::npos || !absl::StrContains(e->pem, "-----BEGIN")) {
       return error("key_file", kf + "not a PEM private key");
     }
-    // Type and size, read by the same OpenSSL call libopendkim makes for PEM keys.
-    BIO* bio = BIO_new_mem_buf(e->pem.data(), static_cast<int>(e->pem.size()));
-    EVP_PKEY* pkey = bio != nullptr ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr)
-                                    : nullptr;
-    if (bio != nullptr) BIO_free(bio);
+    // Type and size, read by the same OpenSSL call libopendkim makes for PEM keys — once: the
+    // key is kept parsed and libopendkim's per-message reads are answered from it (key_cache.h).
+    EVP_PKEY* pkey = RememberKey(e->pem);
     if (pkey == nullptr) {
       return error("key_file", kf + "not a PEM private key (or encrypted: DKIM keys are read "
                                     "without a passphrase)");
     }
     const int type = EVP_PKEY_base_id(pkey);
     const int bits = EVP_PKEY_bits(pkey);
-    EVP_PKEY_free(pkey);
     const int want = k.algorithm == Algorithm::kRsaSha256 ? EVP_PKEY_RSA : EVP_PKEY_ED25519;
     if (type != want) {
       const char* got = type == EVP_PKEY_RSA       ? "an RSA key"
