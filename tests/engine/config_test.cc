@@ -36,6 +36,18 @@ struct BadCase {
   const char* must_name;  // the key the one-line error must mention
 };
 
+// `prefix` + c.toml as a config file must fail with one line naming the file and c.must_name.
+void ExpectNamed(const std::string& prefix, const BadCase& c) {
+  std::string path = WriteTemp(prefix + c.toml);
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+  ASSERT_FALSE(cfg.ok()) << c.toml;
+  std::string msg(cfg.status().message());
+  EXPECT_TRUE(absl::StrContains(msg, c.must_name)) << msg;
+  EXPECT_TRUE(absl::StrContains(msg, path)) << msg;
+  EXPECT_FALSE(absl::StrContains(msg, "\n")) << "one line: " << msg;
+  std::remove(path.c_str());
+}
+
 TEST(ConfigFile, BadKeysAreNamed) {
   const BadCase cases[] = {
       {"spool = \"/s\"\n[limits]\nmax_conections = 4\n", "limits.max_conections"},
@@ -53,16 +65,7 @@ TEST(ConfigFile, BadKeysAreNamed) {
       {"spool = \"/s\"\n[queue]\ndsn = \"mailbox\"\n", "queue.dsn"},
       {"spool = \"/s\"\n[queue]\ndsn = 1\n", "queue.dsn"},
   };
-  for (const BadCase& c : cases) {
-    std::string path = WriteTemp(c.toml);
-    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
-    ASSERT_FALSE(cfg.ok()) << c.toml;
-    std::string msg(cfg.status().message());
-    EXPECT_TRUE(absl::StrContains(msg, c.must_name)) << msg;
-    EXPECT_TRUE(absl::StrContains(msg, path)) << msg;
-    EXPECT_FALSE(absl::StrContains(msg, "\n")) << "one line: " << msg;
-    std::remove(path.c_str());
-  }
+  for (const BadCase& c : cases) ExpectNamed("", c);
 }
 
 // [[dkim]] syntax (the key files themselves are checked by dkim::Signer::Load, tests/dkim).
@@ -90,16 +93,7 @@ TEST(ConfigFile, DkimEntries) {
       {"[[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey_file = \"/k\"\nkeyfile = \"/k\"\n",
        "dkim[0].keyfile"},
   };
-  for (const BadCase& c : cases) {
-    std::string path = WriteTemp(absl::StrCat("spool = \"/s\"\n", c.toml));
-    absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
-    ASSERT_FALSE(cfg.ok()) << c.toml;
-    std::string msg(cfg.status().message());
-    EXPECT_TRUE(absl::StrContains(msg, c.must_name)) << msg;
-    EXPECT_TRUE(absl::StrContains(msg, path)) << msg;
-    EXPECT_FALSE(absl::StrContains(msg, "\n")) << "one line: " << msg;
-    std::remove(path.c_str());
-  }
+  for (const BadCase& c : cases) ExpectNamed("spool = \"/s\"\n", c);
   std::string path = WriteTemp(absl::StrCat(
       "spool = \"/s\"\n[[dkim]]\n", k, "[[dkim]]\n", k,
       "algorithm = \"ed25519-sha256\"\ncanonicalization = \"simple\"\nheaders = [\"From\", "
