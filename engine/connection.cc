@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "dns/static_routes.h"
 #include "engine/config.h"
+#include "engine/connect_gate.h"
 #include "engine/worker.h"
 
 namespace mxb {
@@ -65,9 +66,11 @@ absl::StatusOr<int> OpenSocket(const ConnectSpec& spec) {
   if (fd < 0 || bind_err != 0) {
     int err = fd < 0 ? errno : bind_err;
     if (fd >= 0) close(fd);
-    return absl::UnavailableError(
-        fd < 0 ? absl::StrCat("socket: ", ErrnoText(err))
-               : absl::StrCat("bind ", SockaddrIp(*spec.source), ": ", ErrnoText(err)));
+    std::string why = fd < 0 ? absl::StrCat("socket: ", ErrnoText(err))
+                             : absl::StrCat("bind ", SockaddrIp(*spec.source), ": ", ErrnoText(err));
+    errno = err;  // for the caller's ConnectGate::Shortage
+    return IsLocalShortage(err, /*at_bind=*/fd >= 0) ? absl::ResourceExhaustedError(why)
+                                                    : absl::UnavailableError(why);
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -156,6 +159,7 @@ void Connection::Acquire() {
   deadline_ms_ = 0;
   job_ = nullptr;
   ready_seen_ = false;
+  established_ = false;
   parked_ = false;
 }
 
@@ -255,6 +259,19 @@ bool Connection::OnCompletion(UringOp op, const io_uring_cqe* cqe) {
 void Connection::OnConnect(int res) {
   const EngineConfig& config = *env_->config;
   if (phase_ == Phase::kClosing) return;
+  if (res < 0 && IsLocalShortage(-res)) {
+    // Issue 17: no free local port (EADDRNOTAVAIL), descriptor or buffer. This host's limit,
+    // not the peer's: no hop failure, no recipient deferred; the owner waits and retries.
+    if (env_->gate != nullptr) {
+      env_->gate->Shortage(-res, absl::StrCat("connect to ", spec_.mx, " [",
+                                              SockaddrToString(spec_.addr), "]"),
+                           *env_->now_ms);
+    }
+    ConnectionOwner* owner = owner_;
+    StartClose();
+    owner->OnLocalShortage(slot_);
+    return;
+  }
   if (res < 0 && spec_.implicit_tls) {
     ImplicitTlsFailed(res == -ECANCELED ? "connect timed out" : ErrnoText(-res));
     return;
@@ -275,6 +292,8 @@ void Connection::OnConnect(int res) {
     owner->OnFailedBeforeReady(slot_, reason, "4.4.1", attempt);  // RFC 3463: no answer
     return;
   }
+  established_ = true;
+  if (env_->gate != nullptr) env_->gate->Succeeded();
   phase_ = Phase::kSmtp;
   SessionOptions opts;
   opts.helo_name = config.helo_name;

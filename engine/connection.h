@@ -52,6 +52,7 @@ struct EngineConfig;  // engine/config.h
 // Receive buffer of a connection when the ring has no provided-buffer ring.
 inline constexpr size_t kOwnRecvBufferSize = 16 * 1024;
 struct WorkerStats;   // engine/worker.h
+class ConnectGate;    // engine/connect_gate.h
 
 // What a connection may use of its worker. All pointers outlive every connection.
 struct ConnectionEnv {
@@ -62,6 +63,7 @@ struct ConnectionEnv {
   TlsContext* tls_client = nullptr;
   const EngineConfig* config = nullptr;
   WorkerStats* stats = nullptr;
+  ConnectGate* gate = nullptr;  // local back-pressure (engine/connect_gate.h); nullptr = none
 };
 
 // The upward interface: what a connection tells whoever opened it (a Destination). `slot`
@@ -86,6 +88,13 @@ class ConnectionOwner {
   // The implicit-TLS port failed (remembered in the policy cache); closing has started and the
   // owner opens the STARTTLS connection to the same host now.
   virtual void OnImplicitTlsFailed(uint32_t slot) = 0;
+  // The connect failed for a local shortage (engine/connect_gate.h: no free port, descriptor or
+  // buffer): not the peer's fault. Closing has started; the owner waits for
+  // DestinationHost-style back-off and retries, deferring nobody. The default treats it as a
+  // failed hop, for owners that have no way to wait.
+  virtual void OnLocalShortage(uint32_t slot) {
+    OnFailedBeforeReady(slot, "local resource shortage", "4.4.1", AttemptInfo());
+  }
   // The close completed and the slot is free again.
   virtual void OnClosed(uint32_t slot) = 0;
 };
@@ -104,7 +113,8 @@ struct ConnectSpec {
 };
 
 // A new TCP socket for `spec` (TCP_NODELAY, bound to the source if any). The error is the
-// reason logged for the hop: "socket: <errno text>" / "bind 192.0.2.1: <errno text>".
+// reason logged for the hop: "socket: <errno text>" / "bind 192.0.2.1: <errno text>"; it is
+// ResourceExhausted when the errno is a local shortage (engine/connect_gate.h IsLocalShortage).
 absl::StatusOr<int> OpenSocket(const ConnectSpec& spec);
 
 // Bytes for the peer. `wire` is held by the kernel while `inflight`; later bytes wait in
@@ -162,6 +172,9 @@ class Connection {
 
   // Where and how this connection delivers: copied into every outcome.
   AttemptInfo Attempt() const;
+  const ConnectSpec& spec() const { return spec_; }
+  // The TCP connect completed (so its local port goes to TIME_WAIT when we close).
+  bool established() const { return established_; }
 
  private:
   enum class Phase { kConnecting, kSmtp, kTlsHandshake, kClosing };
@@ -215,6 +228,7 @@ class Connection {
   int64_t deadline_ms_ = 0;
   DeliveryJob* job_ = nullptr;
   bool ready_seen_ = false;  // reached the ready state at least once
+  bool established_ = false;
   bool parked_ = false;      // between transactions, waiting for a job
 };
 

@@ -538,6 +538,10 @@ bool Destination::OpenConnection() {
   absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));
   if (!c.ok()) {
     budgets.CloseConnection();
+    if (absl::IsResourceExhausted(c.status())) {
+      WaitForLocalResources();
+      return false;
+    }
     AttemptInfo a;
     a.mx = hop.mx;
     HopFailed(index, c.status().message(), a);
@@ -661,6 +665,14 @@ void Destination::OnFailedBeforeReady(uint32_t slot, absl::string_view reason,
 }
 
 void Destination::OnImplicitTlsFailed(uint32_t /*slot*/) { OpenConnection(); }
+
+void Destination::OnLocalShortage(uint32_t /*slot*/) { WaitForLocalResources(); }
+
+void Destination::WaitForLocalResources() {
+  shaping_wake_ms_ = std::max(shaping_wake_ms_, ctx_->host->LocalRetryAtMs());
+  ctx_->host->Throttle(this);
+  ctx_->host->WakeAt(shaping_wake_ms_);
+}
 
 void Destination::OnClosed(uint32_t slot) {
   if (auto it = leases_.find(slot); it != leases_.end()) {

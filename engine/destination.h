@@ -73,7 +73,10 @@ class DestinationHost {
   // Look d->domain() up; answer with d->OnMx().
   virtual void ResolveMx(Destination* d) = 0;
   // Opens a connection owned by `owner`; the error is the reason logged for the hop.
+  // ResourceExhausted: a local shortage or the ephemeral port budget (engine/connect_gate.h) —
+  // wait until LocalRetryAtMs() and try again; it is never the destination's failure.
   virtual absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) = 0;
+  virtual int64_t LocalRetryAtMs() const { return now_ms() + 100; }
   // Connection::Transfer / Quit / Park of a connection this destination owns.
   virtual bool Transfer(uint32_t slot, DeliveryJob* job) = 0;
   virtual void Quit(uint32_t slot) = 0;
@@ -168,6 +171,7 @@ class Destination : public ConnectionOwner {
   void OnFailedBeforeReady(uint32_t slot, absl::string_view reason, absl::string_view enhanced,
                            const AttemptInfo& attempt) override;
   void OnImplicitTlsFailed(uint32_t slot) override;
+  void OnLocalShortage(uint32_t slot) override;
   void OnClosed(uint32_t slot) override;
 
  private:
@@ -200,6 +204,9 @@ class Destination : public ConnectionOwner {
   void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt,
                  absl::string_view enhanced = "4.4.1");
   void StartTransaction(uint32_t slot);
+  // Back-pressure from this host (ports, descriptors): jobs stay queued, Pump() runs again at
+  // the host's LocalRetryAtMs(); no hop is marked failed.
+  void WaitForLocalResources();
   void FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
                  absl::string_view text, const AttemptInfo& attempt);
   int64_t now() const { return ctx_->host->now_ms(); }

@@ -84,10 +84,16 @@ absl::Status Engine::Start() {
   if (!config_.http_listen.empty()) {
     control_ = std::make_unique<ControlPlane>(config_, static_cast<size_t>(n));
   }
+  // Issue 17: connects stay inside this budget instead of running into EADDRNOTAVAIL.
+  const EphemeralPorts ports = ConnectGate::ReadPortRange();
+  if (!config_.quiet) {
+    std::fprintf(stderr, "mxburst: %s\n", ConnectGate::Describe(ports, n).c_str());
+  }
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>(static_cast<uint32_t>(i), config_, *routes_,
                                       tls_client_.get(), completions_.get());
     w->set_sts(sts_.get());
+    w->set_ports(ports, n);
     if (control_) w->AttachControl(control_->channel(static_cast<size_t>(i)));
     if (absl::Status s = w->Init(); !s.ok()) return s;
     if (absl::Status s = w->Start(); !s.ok()) return s;
@@ -271,6 +277,17 @@ void Engine::ClaimBatch() {
         : f.source == Source::kDeferred ? spool_->ClaimDeferred(f.name)
                                         : spool_->Claim(f.name);
     if (!contents.ok()) {
+      if (absl::IsResourceExhausted(contents.status())) {
+        // Out of descriptors or memory (EMFILE, ENFILE, ENOMEM; issue 17): back-pressure. The
+        // claimed file waits in active/ and is read again next round, nothing is deferred.
+        if (absl::Now() - last_shortage_log_ > absl::Seconds(10)) {
+          last_shortage_log_ = absl::Now();
+          std::fprintf(stderr, "mxburst: %s: claiming waits for the local shortage to pass\n",
+                       std::string(contents.status().message()).c_str());
+        }
+        pending_.push_front({std::move(f.name), Source::kActive});
+        break;
+      }
       if (absl::IsFailedPrecondition(contents.status())) {
         // Not a regular file (a symbolic link, directory, FIFO, device): never followed or
         // read; it goes to bad/ with the reason, or is removed if it cannot be moved.
@@ -655,6 +672,8 @@ EngineSummary Engine::summary() const {
     s.tls_sessions += w->stats().tls_sessions.load();
     s.tls_resumed += w->stats().tls_resumed.load();
     s.stale_completions += w->stats().stale_completions.load();
+    s.local_waits += w->stats().local_waits.load();
+    s.port_budget_waits += w->stats().port_budget_waits.load();
   }
   if (first_claim_ != absl::InfinitePast() && last_finish_ > first_claim_) {
     s.elapsed = last_finish_ - first_claim_;
@@ -687,6 +706,10 @@ std::string Engine::SummaryLine() const {
       s.quarantined, tls_share,
       suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed,
       policies.empty() ? "none" : policies) +
+         (s.local_waits + s.port_budget_waits > 0
+              ? absl::StrCat("; connects waited ", s.local_waits, " time(s) for a local shortage, ",
+                             s.port_budget_waits, " for the ephemeral port budget")
+              : std::string()) +
          (s.durable_pauses > 0
               ? absl::StrCat("; claiming paused ", s.durable_pauses,
                              " time(s) because spool writes failed")

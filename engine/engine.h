@@ -51,6 +51,8 @@ struct EngineSummary {
   uint64_t tls_sessions = 0;
   uint64_t tls_resumed = 0;
   uint64_t stale_completions = 0;
+  uint64_t local_waits = 0;        // connects held back by a local shortage (engine/connect_gate.h)
+  uint64_t port_budget_waits = 0;  // and by a spent ephemeral port budget
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
@@ -127,6 +129,7 @@ class Engine {
   std::deque<PendingFile> pending_;
   std::deque<std::string> due_;  // retries due now, claimed from deferred/
   bool retry_turn_ = false;
+  absl::Time last_shortage_log_ = absl::InfinitePast();  // claiming hit EMFILE/ENOMEM
   std::vector<Finish> held_;     // finished, waiting for a durable commit or spool write
   bool durable_blocked_ = false;
   absl::Duration durable_backoff_;

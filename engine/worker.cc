@@ -203,6 +203,7 @@ struct Worker::Impl : public DestinationHost {
   int64_t last_policy_dump_ms = 0;
   ConnectionEnv env;
   ConnectionSlab slab{&env};
+  ConnectGate gate;  // local back-pressure: shortages and the ephemeral port budget
 
   // Traffic shaping: the process-wide rules (their budgets are shared with the other workers)
   // and the destinations waiting for a rate slot or a connection budget, re-pumped every tick.
@@ -223,9 +224,13 @@ struct Worker::Impl : public DestinationHost {
 
   std::vector<DeliveryJob*> unsent_completions;
   bool completions_pushed = false;
+  int64_t local_retry_at_ms = 0;  // the gate's last answer for a held-back connect
+  bool connects_held = false;     // since the last tick
 
   explicit Impl(Worker& worker)
-      : w(worker), shaping(worker.config_.shaping ? worker.config_.shaping.get() : &no_shaping) {
+      : w(worker),
+        gate(worker.ports_, worker.port_sharers_, &worker.stats_, worker.config_.quiet),
+        shaping(worker.config_.shaping ? worker.config_.shaping.get() : &no_shaping) {
     env.ring = &ring;
     env.wheel = &wheel;
     env.now_ms = &now_ms_;
@@ -233,6 +238,7 @@ struct Worker::Impl : public DestinationHost {
     env.tls_client = w.tls_client_;
     env.config = &w.config_;
     env.stats = &w.stats_;
+    env.gate = &gate;
     tls_rules = RulesOf(w.config_);
     dctx.config = &w.config_;
     dctx.shaping = shaping;
@@ -373,13 +379,32 @@ struct Worker::Impl : public DestinationHost {
                      });
   }
 
+  // ResourceExhausted: this host cannot afford the connect now (engine/connect_gate.h); the
+  // destination waits until LocalRetryAtMs() and defers nobody.
   absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) override {
+    if (int64_t at = gate.BlockedUntilMs(spec, now_ms_); at > 0) {
+      local_retry_at_ms = at;
+      connects_held = true;
+      return absl::ResourceExhaustedError("ephemeral port budget or local back-off");
+    }
     absl::StatusOr<int> fd = OpenSocket(spec);
-    if (!fd.ok()) return fd.status();
+    if (!fd.ok()) {
+      if (absl::IsResourceExhausted(fd.status())) {
+        gate.Shortage(errno, absl::StrCat("new socket for ", spec.mx), now_ms_);
+        local_retry_at_ms = gate.retry_at_ms();
+        connects_held = true;
+      }
+      return fd.status();
+    }
+    gate.Opened(spec);
     uint32_t slot = slab.Alloc();
     Connection& c = slab.At(slot);
     c.Connect(*fd, owner, std::move(spec));
     return ConnRef{slot, c.gen()};
+  }
+
+  int64_t LocalRetryAtMs() const override {
+    return std::max(local_retry_at_ms, gate.retry_at_ms());
   }
 
   bool Transfer(uint32_t slot, DeliveryJob* job) override { return slab.At(slot).Transfer(job); }
@@ -456,6 +481,24 @@ struct Worker::Impl : public DestinationHost {
     }
   }
 
+  // A connect was held back (local shortage, spent port budget): idle connections holding what
+  // it waits for — any descriptor during a shortage, a port of the spent (source, destination)
+  // — say QUIT now instead of after idle_timeout. The long tail (one message per domain) would
+  // otherwise keep a port per domain parked for nothing. Their destinations' idle_ entries go
+  // stale (Unpark() checks).
+  void QuitIdleForHeldConnects() {
+    if (!connects_held) return;
+    connects_held = false;
+    const bool shortage = gate.retry_at_ms() > now_ms_;
+    for (uint32_t s = 0; s < slab.capacity(); ++s) {
+      Connection& c = slab.At(s);
+      if (!c.used() || !c.parked()) continue;
+      if (!shortage && !gate.Spent(c.spec(), now_ms_)) continue;
+      c.Unpark();
+      c.Quit();
+    }
+  }
+
   // --- the loop --------------------------------------------------------------------------------
 
   void PostWake() {
@@ -474,6 +517,7 @@ struct Worker::Impl : public DestinationHost {
     wheel.Advance(now_ms_, [this](uint32_t s, uint32_t g, int64_t deadline) {
       if (Connection* c = slab.Find(s, g)) c->OnDeadline(deadline);  // else re-used or gone
     });
+    QuitIdleForHeldConnects();
     RepumpThrottled();
     if (resolver != nullptr) resolver->ProcessTimeouts();
     if (now_ms_ - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
@@ -553,6 +597,7 @@ struct Worker::Impl : public DestinationHost {
     }
     if (c->OnCompletion(tag.op, cqe)) {  // the close completed
       ConnectionOwner* owner = c->owner();
+      gate.Closed(c->spec(), c->established(), now_ms_);
       slab.Free(tag.slot);
       if (owner != nullptr) owner->OnClosed(tag.slot);
     }

@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "dns/static_routes.h"
 #include "engine/config.h"
+#include "engine/connect_gate.h"
 #include "engine/delivery.h"
 #include "queue/mpsc_queue.h"
 #include "tls/mta_sts.h"
@@ -70,6 +71,10 @@ struct WorkerStats {
   std::atomic<uint64_t> tls_resumed{0};
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> stale_completions{0};  // a CQE for a freed slot: always a bug
+  // Local back-pressure (engine/connect_gate.h): connects held back after a local shortage
+  // (socket/bind/connect said EADDRNOTAVAIL, EMFILE, ...) and for a spent port budget.
+  std::atomic<uint64_t> local_waits{0};
+  std::atomic<uint64_t> port_budget_waits{0};
 };
 
 struct WorkerChannel;
@@ -99,6 +104,11 @@ class Worker {
   void set_sts(StsSource* sts) { sts_ = sts; }
   // The control plane's queues (engine/control_plane.h); before Start(), never with [http] off.
   void AttachControl(WorkerChannel* channel) { control_ = channel; }
+  // The ephemeral port range (engine/connect_gate.h) and how many workers share it; before Init.
+  void set_ports(const EphemeralPorts& ports, int workers) {
+    ports_ = ports;
+    port_sharers_ = workers;
+  }
 
   // Sockets one worker can hold as io_uring direct descriptors (engine/ring.h): its
   // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
@@ -121,6 +131,8 @@ class Worker {
   std::thread thread_;
   WorkerStats stats_;
   WorkerChannel* control_ = nullptr;
+  EphemeralPorts ports_;
+  int port_sharers_ = 1;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -58,6 +58,7 @@ class TestWorker : public DestinationHost {
   void ResolveMx(Destination* d) override { resolving.push_back(d); }
   absl::StatusOr<ConnRef> Connect(ConnectionOwner* owner, ConnectSpec spec) override {
     if (!connect_error.empty()) return absl::UnavailableError(connect_error);
+    if (local_shortage) return absl::ResourceExhaustedError("socket: Too many open files");
     ConnRef ref{next_slot++, 7};
     connected.push_back({ref, owner, std::move(spec)});
     parked.resize(next_slot, false);
@@ -102,6 +103,8 @@ class TestWorker : public DestinationHost {
   int64_t now = 1000000;
   bool stop = false;
   std::string connect_error;
+  bool local_shortage = false;  // Connect() answers as the worker does under EMFILE
+  int64_t LocalRetryAtMs() const override { return now + 40; }
   uint32_t next_slot = 0;
   std::vector<Connected> connected;
   std::vector<std::pair<uint32_t, DeliveryJob*>> transfers;
@@ -322,12 +325,55 @@ TEST_F(DestinationTest, PoolWithoutTheHopsFamilyFailsTheHop) {
 
 TEST_F(DestinationTest, SocketErrorFailsTheHopWithItsReason) {
   Build({"d.example=127.0.0.2:2525"});
-  host_.connect_error = "socket: Too many open files";
+  host_.connect_error = "socket: Address family not supported by protocol";
   auto d = Make("d.example");
   d->Accept(Job("d.example"));
   ASSERT_EQ(host_.completed.size(), 1u);
-  EXPECT_EQ(host_.completed[0]->outcomes[0].text, "socket: Too many open files");
+  EXPECT_EQ(host_.completed[0]->outcomes[0].text,
+            "socket: Address family not supported by protocol");
   EXPECT_EQ(d->connections(), 0);
+}
+
+// Issue 17: a local shortage (the worker's Connect says ResourceExhausted) is back-pressure: the
+// job stays queued, the hop is not marked failed, the destination is not dead, and the
+// connection is opened once the host's retry time has come.
+TEST_F(DestinationTest, LocalShortageAtConnectWaitsInsteadOfDeferring) {
+  Build({"d.example=127.0.0.2:2525"});
+  host_.local_shortage = true;
+  auto d = Make("d.example");
+  d->Accept(Job("d.example"));
+  EXPECT_TRUE(host_.completed.empty());
+  EXPECT_EQ(d->queued(), 1u);
+  EXPECT_EQ(d->hops().failed_count, 0u);
+  EXPECT_EQ(d->dead_until_ms(), 0);
+  ASSERT_FALSE(host_.throttled.empty());
+  EXPECT_EQ(d->shaping_wake_ms(), host_.now + 40);
+  host_.local_shortage = false;
+  d->Pump();  // too early: still waiting
+  EXPECT_TRUE(host_.connected.empty());
+  host_.now += 40;
+  d->Pump();
+  EXPECT_EQ(host_.connected.size(), 1u);
+}
+
+// The same shortage reported by a connect completion (EADDRNOTAVAIL: no free local port).
+TEST_F(DestinationTest, LocalShortageOfAConnectionWaitsInsteadOfDeferring) {
+  Build({"d.example=127.0.0.2:2525"});
+  auto d = Make("d.example");
+  d->Accept(Job("d.example"));
+  ASSERT_EQ(host_.connected.size(), 1u);
+  ConnectionOwner* o = host_.connected[0].owner;
+  o->OnClosing(0, /*was_connecting=*/true);
+  o->OnLocalShortage(0);
+  o->OnClosed(0);
+  EXPECT_TRUE(host_.completed.empty());
+  EXPECT_EQ(d->queued(), 1u);
+  EXPECT_EQ(d->hops().failed_count, 0u);
+  EXPECT_EQ(d->dead_until_ms(), 0);
+  EXPECT_EQ(host_.connected.size(), 1u);  // OnClosed's Pump waits for the retry time
+  host_.now += 40;
+  d->Pump();
+  EXPECT_EQ(host_.connected.size(), 2u);
 }
 
 TEST_F(DestinationTest, RateLimitedDestinationKeepsOnlyWhatItsRateSendsBeforeTheFirstRetry) {

@@ -106,7 +106,8 @@ TEST_F(ScaleTest, TwoThousandConcurrentTlsSessionsWithFewerDescriptorsThanSessio
 }
 
 // The same load on regular descriptors (direct descriptors switched off in the engine) cannot
-// open 2,000 sockets under a 1,500 limit: what the test above proves is the direct path.
+// open 2,000 sockets under a 1,500 limit: what the test above proves is the direct path. Since
+// issue 17 the EMFILE is back-pressure: fewer sessions at once, yet every message is delivered.
 TEST_F(ScaleTest, RegularDescriptorsRunOutUnderTheSameLimit) {
   LimitDescriptors(kNofile);
   StartSink(/*reply_delay_ms=*/300);  // only has to show the shortfall
@@ -115,7 +116,7 @@ TEST_F(ScaleTest, RegularDescriptorsRunOutUnderTheSameLimit) {
   unsetenv("MXB_URING_DISABLE");
   nlohmann::json stats = sink_->Stop();
   EXPECT_LT(stats.value("peak_tls_sessions", 0), kSessions) << stats.dump();
-  EXPECT_LT(Delivered(), kSessions);
+  EXPECT_EQ(Delivered(), kSessions) << ReadFileOrDie(dir_ + "/engine.out");
   EXPECT_TRUE(absl::StrContains(ReadFileOrDie(dir_ + "/engine.out.err"), "regular descriptors"));
 }
 
