@@ -46,6 +46,8 @@ Engine::~Engine() {
 }
 
 absl::Status Engine::Start() {
+  // main() loads the DKIM keys before dropping privileges; an engine built elsewhere loads here.
+  if (absl::Status s = LoadDkimSigner(&config_); !s.ok()) return s;
   absl::StatusOr<Spool> spool = Spool::Open(config_.spool_dir);
   if (!spool.ok()) return spool.status();
   spool_ = std::make_unique<Spool>(*std::move(spool));
