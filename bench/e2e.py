@@ -6,6 +6,9 @@ One run prints one table (see bench/README.md, "Benchmarks"):
   a  many messages per connection over STARTTLS (throughput-bound)
   b  the same messages with --max-messages-per-connection 1 (handshake-bound)
   c  many concurrent slow sessions (sink --reply-delay-ms): RSS at 0 / 10k / 25k / 50k sessions
+  d  the long tail (issue 17 item 6): --tail-messages plaintext messages of --tail-size B, one
+     sink address by a static wildcard route, to 1,000 domains and to one domain per message
+     (--tail-domains); deferred recipients by reason and the kernel's listen-queue overflows
 
 Measured, never asserted. Every figure is the median of --runs runs (scenario c: one run per
 session target). Definitions:
@@ -19,7 +22,8 @@ session target). Definitions:
   CPU s/1k msgs  user+sys CPU of mxburst per 1,000 messages (wait4 rusage); the sink's in sink CPU
   resumed        resumed / TLS sessions from the engine's summary line, "n/a" if it has no count
 
-Usage:  bench/e2e.py [--quick] [--scenarios a,b,c] [--runs N] [--out FILE] [--chunking both]
+Usage:  bench/e2e.py [--quick] [--scenarios a,b,c,d] [--runs N] [--out FILE] [--chunking both]
+        bench/e2e.py --scenarios d --tail-domains 1000,100000    # the long tail alone
         bench/e2e.py --scenarios c --sessions 50000      # the 50k-session run alone
 Python 3 standard library only. MXB_BUILD_DIR selects the build (default build/release).
 """
@@ -439,6 +443,85 @@ def sessions_scenario(a):
     return rows
 
 
+def listen_overflows():
+    """TcpExt ListenOverflows + ListenDrops of the whole machine (/proc/net/netstat)."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            kv = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
+            return kv.get("ListenOverflows", 0) + kv.get("ListenDrops", 0)
+    return 0
+
+
+def deferred_reasons(path):
+    """Not-delivered records of an accounting log, by reason (numbers and addresses elided)."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    j = json.loads(line)
+                except ValueError:
+                    continue
+                if j.get("status") == "delivered":
+                    continue
+                why = re.sub(r"\[[^]]*\]|\d+", "N", j.get("text", "?"))[:60]
+                out[why] = out.get(why, 0) + 1
+    except OSError:
+        pass
+    return out
+
+
+def long_tail_scenario(a):
+    """Scenario d: the same messages to 1,000 domains and to one domain each (issue 17)."""
+    rows = []
+    work = os.path.join(a.workdir, "d")
+    os.makedirs(work, exist_ok=True)
+    for domains in a.tail_domains:
+        template = os.path.join(work, f"template-{domains}")
+        log(f"e2e: d: injecting {a.tail_messages} x {a.tail_size} B for {domains} domains")
+        inject(template, a.tail_messages, a.tail_size, domains)
+        sink = Sink(work, [a.addresses[0]], a.sink_threads, 0, None)
+        spool = os.path.join(work, "spool")
+        clone_spool(template, spool)
+        shutil.rmtree(template, ignore_errors=True)
+        over0 = listen_overflows()
+        m = run_engine(work, spool, ["--route", f"*={sink.hostports[0]}"],
+                       ["--workers", str(a.workers or 2), "--tls", "disabled"])
+        over = listen_overflows() - over0
+        sru = sink.stop()
+        reasons = deferred_reasons(os.path.join(work, "accounting.jsonl"))
+        others = max(0.0, m["machine_busy"] - m["cpu"] - (sru.ru_utime + sru.ru_stime))
+        rows.append({
+            "scenario": f"d: long tail, {domains} domains, plaintext",
+            "messages": f"{m['messages']}",
+            "size": f"{a.tail_size / 1000:g} KB",
+            "conns": f"{m['connections']}",
+            "msgs/s": f"{m['messages'] / m['wall']:.0f}",
+            "MB/s": f"{m['messages'] * a.tail_size / m['wall'] / 1e6:.1f}",
+            "p50 ms": f"{percentile(m['latencies'], 50):.0f}",
+            "p99 ms": f"{percentile(m['latencies'], 99):.0f}",
+            "peak RSS": fmt_kib(m["maxrss_kib"]),
+            "CPU s/1k": f"{m['cpu'] / max(1, m['messages']) * 1000:.3f}",
+            "sink CPU s/1k": f"{(sru.ru_utime + sru.ru_stime) / max(1, m['messages']) * 1000:.3f}",
+            "resumed": "n/a",
+            "others CPU": f"{others / (m['wall'] * (os.cpu_count() or 1)) * 100:.0f}%",
+            "runs": "1",
+            "note": (f"deferred {m['deferred']}, user {m['utime']:.1f} s, sys {m['stime']:.1f} s, "
+                     f"listen overflows+drops (machine-wide) {over}; not delivered by reason: "
+                     f"{json.dumps(reasons) if reasons else 'none'} | {m['summary'][-160:]}"),
+        })
+        log(f"e2e:   d: {domains} domains: {m['messages'] / m['wall']:.0f} msgs/s, "
+            f"cpu {m['cpu']:.1f} s, peak RSS {m['maxrss_kib'] / 1024:.0f} MiB, deferred "
+            f"{m['deferred']}, listen overflows {over} | {m['summary']}")
+        shutil.rmtree(spool, ignore_errors=True)
+    return rows
+
+
 COLUMNS = ["scenario", "messages", "size", "conns", "msgs/s", "range", "MB/s", "p50 ms", "p99 ms",
            "peak RSS", "RSS/session", "sink RSS/session", "CPU s/1k", "sink CPU s/1k", "resumed",
            "others CPU", "runs"]
@@ -497,6 +580,10 @@ def main():
                    help="sink reply delay in c (default max(5000, T/5) ms; --quick 500)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "build", "bench-e2e"))
     p.add_argument("--out", help="also write the table here")
+    p.add_argument("--tail-domains", default="1000,100000",
+                   help="scenario d: domain counts, compared in one table (default 1000,100000)")
+    p.add_argument("--tail-messages", type=int, default=100000, help="scenario d messages")
+    p.add_argument("--tail-size", type=int, default=2000, help="scenario d body bytes (2000)")
     p.add_argument("--chunking", choices=["off", "on", "both"], default="off",
                    help="a/b: the sink offers CHUNKING (RFC 3030), so mxburst sends BDAT; "
                         "'both' runs each scenario with DATA and with BDAT (default off)")
@@ -514,6 +601,7 @@ def main():
     if q and a.c_domains == 1000:
         a.c_domains = 100
     a.addresses = [f"127.0.0.{2 + i}" for i in range(a.addresses)]
+    a.tail_domains = [int(x) for x in a.tail_domains.split(",")]
     scen = set(a.scenarios.split(","))
 
     for b in (ENGINE, SINK, INJECT):
@@ -557,6 +645,9 @@ def main():
             f"{a.c_workers} engine workers, {a.c_sink_threads} sink workers, "
             f"{a.c_addresses} sink addresses")
         rows += sessions_scenario(a)
+    if "d" in scen:
+        log(f"e2e: scenario d: long tail, {a.tail_messages} messages to {a.tail_domains} domains")
+        rows += long_tail_scenario(a)
 
     outs = [sys.stdout]
     if a.out:
@@ -573,6 +664,9 @@ def main():
                   f"{delay} ms, one message per connection, engine --workers {a.c_workers}, "
                   f"sink --threads {a.c_sink_threads} on {a.c_addresses} addresses; sessions "
                   f"counted with ss (ESTABLISHED to the sink ports)", file=o)
+        if "d" in scen:
+            print(f"d: {a.tail_messages} x {a.tail_size} B plaintext to one sink address by "
+                  f"--route '*=...', engine --workers {a.workers or 2}, one run each", file=o)
         print_table(rows, o)
         print("latency = claim of the spool file -> final outcome (accounting log queue_ms); "
               "msgs/s over the mxburst process wall time; CPU = user+sys (wait4); others CPU = "

@@ -109,7 +109,12 @@ ConnectGate::Usage* ConnectGate::Find(const std::string& key, int64_t now_ms) {
 int64_t ConnectGate::BlockedUntilMs(const ConnectSpec& spec, int64_t now_ms) {
   if (now_ms < retry_at_ms_) return retry_at_ms_;
   const Usage* u = Find(KeyOf(spec), now_ms);
-  if (u == nullptr || u->open + static_cast<int>(u->time_wait_until.size()) < budget_) return 0;
+  if (u == nullptr) return 0;
+  if (u->unready >= kMaxUnready) {
+    stats_->connect_pacing_waits.fetch_add(1, std::memory_order_relaxed);
+    return now_ms + kMinBackoffMs;
+  }
+  if (u->open + static_cast<int>(u->time_wait_until.size()) < budget_) return 0;
   stats_->port_budget_waits.fetch_add(1, std::memory_order_relaxed);
   // A close moves a port into TIME_WAIT rather than freeing it: the first port back is the
   // oldest TIME_WAIT's (or, with none, whatever closes next — ask again soon).
@@ -121,13 +126,24 @@ bool ConnectGate::Spent(const ConnectSpec& spec, int64_t now_ms) {
   return u != nullptr && u->open + static_cast<int>(u->time_wait_until.size()) >= budget_;
 }
 
-void ConnectGate::Opened(const ConnectSpec& spec) { ++usage_[KeyOf(spec)].open; }
+void ConnectGate::Opened(const ConnectSpec& spec) {
+  Usage& u = usage_[KeyOf(spec)];
+  ++u.open;
+  ++u.unready;
+}
 
-void ConnectGate::Closed(const ConnectSpec& spec, bool established, int64_t now_ms) {
+void ConnectGate::Ready(const ConnectSpec& spec) {
+  auto it = usage_.find(KeyOf(spec));
+  if (it != usage_.end() && it->second.unready > 0) --it->second.unready;
+}
+
+void ConnectGate::Closed(const ConnectSpec& spec, bool established, bool was_ready,
+                         int64_t now_ms) {
   auto it = usage_.find(KeyOf(spec));
   if (it == usage_.end()) return;
   Usage& u = it->second;
   if (u.open > 0) --u.open;
+  if (!was_ready && u.unready > 0) --u.unready;
   if (established) {
     const bool reuse = tw_reuse_ == 1 || (tw_reuse_ == 2 && IsLoopback(spec.addr));
     u.time_wait_until.push_back(now_ms + (reuse ? kTimeWaitReuseMs : kTimeWaitMs));

@@ -12,7 +12,13 @@
 //    taken while the connection is open and, because the engine closes actively (QUIT, then
 //    close), in TIME_WAIT after it (RFC 9293 §3.6.1: 2 MSL; Linux: 60 s, or ~1 s when
 //    net.ipv4.tcp_tw_reuse lets a new connect take it over — 1 = always, 2 = loopback only).
-//    The gate counts both and makes the caller wait once this worker's share is spent.
+//    The gate counts both and makes the caller wait once this worker's share is spent;
+//  - connect pacing: at most kMaxUnready connections per (source, destination) that are not
+//    ready yet (connect, greeting, EHLO). A receiver's accept queue is bounded (listen backlog,
+//    capped by its net.core.somaxconn: 4096 by default); past it the kernel drops the
+//    handshake's final ACK while our side already counts as connected, and the session then
+//    waits out the 5-minute greeting timeout (RFC 5321 §4.5.3.2.1) for nothing. Holding the
+//    next connect until earlier ones were greeted keeps us inside any sane backlog.
 //
 // Owns: the per-key counts (open, TIME_WAIT expiries in FIFO order), the back-off state.
 // Knows nothing of destinations: the worker asks it before a socket is made (BlockedUntilMs),
@@ -61,6 +67,7 @@ class ConnectGate {
   static constexpr int64_t kLogEveryMs = 10000;
   static constexpr int64_t kTimeWaitMs = 60000;       // Linux TCP_TIMEWAIT_LEN
   static constexpr int64_t kTimeWaitReuseMs = 1000;   // tcp_tw_reuse: after the 1 s timestamp tick
+  static constexpr int kMaxUnready = 512;  // per worker and (source, destination)
 
   static EphemeralPorts ReadPortRange();
   // One line for the start-up log: the range, the share per worker and the TIME_WAIT model.
@@ -77,8 +84,11 @@ class ConnectGate {
   // connections to it should make room.
   bool Spent(const ConnectSpec& spec, int64_t now_ms);
   void Opened(const ConnectSpec& spec);
-  // The connection is gone; `established`: it had connected, so its port now sits in TIME_WAIT.
-  void Closed(const ConnectSpec& spec, bool established, int64_t now_ms);
+  // The session opened for `spec` is ready (greeted, EHLO answered): one fewer unready.
+  void Ready(const ConnectSpec& spec);
+  // The connection is gone; `established`: it had connected, so its port now sits in TIME_WAIT;
+  // `was_ready`: Ready() was called for it.
+  void Closed(const ConnectSpec& spec, bool established, bool was_ready, int64_t now_ms);
   // A shortage (`err`, positive errno) while doing `what`: every connect waits a back-off.
   void Shortage(int err, absl::string_view what, int64_t now_ms);
   // A connect went through: the back-off starts from the minimum again.
@@ -92,6 +102,7 @@ class ConnectGate {
  private:
   struct Usage {
     int open = 0;
+    int unready = 0;  // open and not ready yet
     std::deque<int64_t> time_wait_until;  // FIFO: one hold time per key
   };
   // Drops expired TIME_WAIT entries; erases the key when nothing is left.

@@ -558,6 +558,7 @@ void Connection::Handle(Action a) {
           violation_ = "starttls-not-offered";
         }
         ready_seen_ = true;
+        if (env_->gate != nullptr) env_->gate->Ready(spec_);
         if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
           e->ehlo_keywords = KeywordsOf(session_->capabilities());
           e->last_used = absl::Now();

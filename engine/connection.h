@@ -175,6 +175,7 @@ class Connection {
   const ConnectSpec& spec() const { return spec_; }
   // The TCP connect completed (so its local port goes to TIME_WAIT when we close).
   bool established() const { return established_; }
+  bool ready_seen() const { return ready_seen_; }
 
  private:
   enum class Phase { kConnecting, kSmtp, kTlsHandshake, kClosing };

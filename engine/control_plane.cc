@@ -295,7 +295,8 @@ std::string ControlPlane::RenderMetrics() {
            "Time from claim to a final outcome (delivered, bounced, expired), per recipient.");
   c.queue_time.Write(&p, "mxburst_queue_time_seconds");
 
-  uint64_t conns = 0, tls = 0, resumed = 0, stale = 0, local_waits = 0, port_waits = 0;
+  uint64_t conns = 0, tls = 0, resumed = 0, stale = 0, local_waits = 0, port_waits = 0,
+           pacing_waits = 0;
   uint64_t failures[WorkerStats::kConnectFailureReasons] = {};
   if (workers_ != nullptr) {
     for (const auto& w : *workers_) {
@@ -306,6 +307,7 @@ std::string ControlPlane::RenderMetrics() {
       stale += st.stale_completions.load(std::memory_order_relaxed);
       local_waits += st.local_waits.load(std::memory_order_relaxed);
       port_waits += st.port_budget_waits.load(std::memory_order_relaxed);
+      pacing_waits += st.connect_pacing_waits.load(std::memory_order_relaxed);
       for (size_t r = 0; r < WorkerStats::kConnectFailureReasons; ++r) {
         failures[r] += st.connect_failures_by[r].load(std::memory_order_relaxed);
       }
@@ -331,11 +333,14 @@ std::string ControlPlane::RenderMetrics() {
   }
   p.Family("mxburst_connect_local_waits_total", "counter",
            "Connects held back (never a deferral): after a local shortage (EADDRNOTAVAIL, EMFILE, "
-           "ENOBUFS, ...) or for a spent ephemeral port budget.");
+           "ENOBUFS, ...), for a spent ephemeral port budget, or pacing (too many sessions to one "
+           "address not greeted yet).");
   p.Sample("mxburst_connect_local_waits_total", {{"reason", "shortage"}},
            static_cast<double>(local_waits));
   p.Sample("mxburst_connect_local_waits_total", {{"reason", "port_budget"}},
            static_cast<double>(port_waits));
+  p.Sample("mxburst_connect_local_waits_total", {{"reason", "pacing"}},
+           static_cast<double>(pacing_waits));
   p.Family("mxburst_tls_sessions_total", "counter", "TLS handshakes completed.");
   p.Sample("mxburst_tls_sessions_total", {}, static_cast<double>(tls));
   p.Family("mxburst_tls_sessions_resumed_total", "counter",

@@ -676,6 +676,7 @@ EngineSummary Engine::summary() const {
     s.stale_completions += w->stats().stale_completions.load();
     s.local_waits += w->stats().local_waits.load();
     s.port_budget_waits += w->stats().port_budget_waits.load();
+    s.pacing_waits += w->stats().connect_pacing_waits.load();
   }
   if (first_claim_ != absl::InfinitePast() && last_finish_ > first_claim_) {
     s.elapsed = last_finish_ - first_claim_;
@@ -708,9 +709,10 @@ std::string Engine::SummaryLine() const {
       s.quarantined, tls_share,
       suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed,
       policies.empty() ? "none" : policies) +
-         (s.local_waits + s.port_budget_waits > 0
+         (s.local_waits + s.port_budget_waits + s.pacing_waits > 0
               ? absl::StrCat("; connects waited ", s.local_waits, " time(s) for a local shortage, ",
-                             s.port_budget_waits, " for the ephemeral port budget")
+                             s.port_budget_waits, " for the ephemeral port budget, ",
+                             s.pacing_waits, " for pacing")
               : std::string()) +
          (s.durable_pauses > 0
               ? absl::StrCat("; claiming paused ", s.durable_pauses,

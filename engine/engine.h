@@ -53,6 +53,7 @@ struct EngineSummary {
   uint64_t stale_completions = 0;
   uint64_t local_waits = 0;        // connects held back by a local shortage (engine/connect_gate.h)
   uint64_t port_budget_waits = 0;  // and by a spent ephemeral port budget
+  uint64_t pacing_waits = 0;       // and by connect pacing (ConnectGate::kMaxUnready)
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts

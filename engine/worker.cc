@@ -597,7 +597,7 @@ struct Worker::Impl : public DestinationHost {
     }
     if (c->OnCompletion(tag.op, cqe)) {  // the close completed
       ConnectionOwner* owner = c->owner();
-      gate.Closed(c->spec(), c->established(), now_ms_);
+      gate.Closed(c->spec(), c->established(), c->ready_seen(), now_ms_);
       slab.Free(tag.slot);
       if (owner != nullptr) owner->OnClosed(tag.slot);
     }

@@ -75,6 +75,7 @@ struct WorkerStats {
   // (socket/bind/connect said EADDRNOTAVAIL, EMFILE, ...) and for a spent port budget.
   std::atomic<uint64_t> local_waits{0};
   std::atomic<uint64_t> port_budget_waits{0};
+  std::atomic<uint64_t> connect_pacing_waits{0};  // kMaxUnready sessions not greeted yet
 };
 
 struct WorkerChannel;

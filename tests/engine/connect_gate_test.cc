@@ -58,9 +58,9 @@ TEST(ConnectGateTest, BudgetCountsOpenAndTimeWaitPerDestinationAndSplitsOverWork
   EXPECT_GT(gate.BlockedUntilMs(a, now), now);  // spent: the next close is not predictable
   EXPECT_TRUE(gate.Spent(a, now));
   EXPECT_EQ(gate.BlockedUntilMs(b, now), 0);    // another port is another 4-tuple space
-  gate.Closed(a, /*established=*/true, now);    // TIME_WAIT until now + 60 s
+  gate.Closed(a, /*established=*/true, /*was_ready=*/true, now);    // TIME_WAIT until now + 60 s
   EXPECT_EQ(gate.BlockedUntilMs(a, now + 1000), now + ConnectGate::kTimeWaitMs);
-  gate.Closed(a, /*established=*/false, now);   // never connected: its port is free at once
+  gate.Closed(a, /*established=*/false, /*was_ready=*/false, now);   // never connected: its port is free at once
   EXPECT_EQ(gate.BlockedUntilMs(a, now), 0);
   gate.Opened(a);
   EXPECT_EQ(gate.BlockedUntilMs(a, now + 10), now + ConnectGate::kTimeWaitMs);
@@ -68,12 +68,31 @@ TEST(ConnectGateTest, BudgetCountsOpenAndTimeWaitPerDestinationAndSplitsOverWork
   EXPECT_GT(stats.port_budget_waits.load(), 0u);
 }
 
+// Pacing: no more than kMaxUnready sessions to one address that were not greeted yet.
+TEST(ConnectGateTest, PacingHoldsConnectsWhileTooManyAreNotGreetedYet) {
+  WorkerStats stats;
+  ConnectGate gate(Range(28000, 2), 1, &stats, /*quiet=*/true);
+  const ConnectSpec a = To("127.0.0.2", 25);
+  for (int i = 0; i < ConnectGate::kMaxUnready; ++i) {
+    ASSERT_EQ(gate.BlockedUntilMs(a, 0), 0) << i;
+    gate.Opened(a);
+  }
+  EXPECT_EQ(gate.BlockedUntilMs(a, 0), ConnectGate::kMinBackoffMs);
+  EXPECT_EQ(gate.BlockedUntilMs(To("127.0.0.3", 25), 0), 0);  // another address
+  gate.Ready(a);
+  EXPECT_EQ(gate.BlockedUntilMs(a, 0), 0);
+  gate.Opened(a);
+  gate.Closed(a, /*established=*/true, /*was_ready=*/false, 0);  // failed in the greeting
+  EXPECT_EQ(gate.BlockedUntilMs(a, 0), 0);
+  EXPECT_EQ(stats.connect_pacing_waits.load(), 1u);
+}
+
 TEST(ConnectGateTest, LoopbackTimeWaitIsReusedAfterASecondWithTwReuse2) {
   WorkerStats stats;
   ConnectGate gate(Range(1, 2), 1, &stats, /*quiet=*/true);
   const ConnectSpec lo = To("127.0.0.2", 25);
   gate.Opened(lo);
-  gate.Closed(lo, /*established=*/true, 5000);
+  gate.Closed(lo, /*established=*/true, /*was_ready=*/true, 5000);
   EXPECT_EQ(gate.BlockedUntilMs(lo, 5001), 5000 + ConnectGate::kTimeWaitReuseMs);
   EXPECT_EQ(gate.BlockedUntilMs(lo, 5000 + ConnectGate::kTimeWaitReuseMs), 0);
   EXPECT_EQ(gate.keys(), 0u);  // nothing left: the key is gone
