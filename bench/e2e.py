@@ -216,21 +216,26 @@ def percentile(sorted_vals, q):
     return sorted_vals[k]
 
 
-def read_latencies(path):
-    lat, status = [], {}
+def json_lines(path):
+    """The records of a JSON-lines file (torn or missing lines skipped, a missing file empty)."""
     try:
         with open(path) as f:
             for line in f:
                 try:
-                    j = json.loads(line)
+                    yield json.loads(line)
                 except ValueError:
                     continue
-                s = j.get("status", "?")
-                status[s] = status.get(s, 0) + 1
-                if s == "delivered" and "queue_ms" in j:
-                    lat.append(j["queue_ms"])
     except OSError:
-        pass
+        return
+
+
+def read_latencies(path):
+    lat, status = [], {}
+    for j in json_lines(path):
+        s = j.get("status", "?")
+        status[s] = status.get(s, 0) + 1
+        if s == "delivered" and "queue_ms" in j:
+            lat.append(j["queue_ms"])
     lat.sort()
     return lat, status
 
@@ -460,19 +465,10 @@ def listen_overflows():
 def deferred_reasons(path):
     """Not-delivered records of an accounting log, by reason (numbers and addresses elided)."""
     out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    j = json.loads(line)
-                except ValueError:
-                    continue
-                if j.get("status") == "delivered":
-                    continue
-                why = re.sub(r"\[[^]]*\]|\d+", "N", j.get("text", "?"))[:60]
-                out[why] = out.get(why, 0) + 1
-    except OSError:
-        pass
+    for j in json_lines(path):
+        if j.get("status") != "delivered":
+            why = re.sub(r"\[[^]]*\]|\d+", "N", j.get("text", "?"))[:60]
+            out[why] = out.get(why, 0) + 1
     return out
 
 
