@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "tls/policy.h"
+
 namespace mxb {
 
 HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& t) {
@@ -41,9 +43,10 @@ HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& 
   return f;
 }
 
-void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t port, bool dane,
-                      MxAndTlsaCallback done) {
-  resolver->ResolveMx(domain, [resolver, port, dane, done = std::move(done)](const MxResult& mx) {
+void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t port,
+                      uint16_t smtps_port, bool dane, MxAndTlsaCallback done) {
+  resolver->ResolveMx(domain, [resolver, port, smtps_port, dane,
+                               done = std::move(done)](const MxResult& mx) {
     struct Gather {
       MxResult mx;
       std::vector<HopDnsFacts> facts;
@@ -67,9 +70,22 @@ void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t por
         if (!h.dnssec || h.addresses.empty()) continue;  // RFC 7672 §2.2.2: insecure host
         ++g->pending;
         resolver->ResolveTlsa(h.name, port, [g, i, finish](const TlsaResult& t) {
-          g->facts[i] = TlsaFacts(g->mx, g->mx.hosts[i], t);
+          // Keep what the implicit-port answer (below) may already have filled in.
+          HopDnsFacts f = TlsaFacts(g->mx, g->mx.hosts[i], t);
+          f.implicit_tlsa = g->facts[i].implicit_tlsa;
+          f.implicit_dane = std::move(g->facts[i].implicit_dane);
+          g->facts[i] = std::move(f);
           finish(g);
         });
+        if (smtps_port != 0 && smtps_port != port && HasSmtpsPrefix(h.name)) {
+          ++g->pending;
+          resolver->ResolveTlsa(h.name, smtps_port, [g, i, finish](const TlsaResult& t) {
+            HopDnsFacts f = TlsaFacts(g->mx, g->mx.hosts[i], t);
+            g->facts[i].implicit_tlsa = f.tlsa;
+            g->facts[i].implicit_dane = std::move(f.dane);
+            finish(g);
+          });
+        }
       }
     }
     finish(g);

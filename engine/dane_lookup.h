@@ -5,7 +5,7 @@
 // Runs on the worker thread that owns `resolver`; `done` runs on it once, with one
 // HopDnsFacts per mx.hosts entry (same order), possibly synchronously (cache hits).
 //
-//   ResolveMxAndTlsa(resolver, "example.com", 25, /*dane=*/true,
+//   ResolveMxAndTlsa(resolver, "example.com", 25, 26, /*dane=*/true,
 //                    [](const MxResult& mx, std::vector<HopDnsFacts> facts) { ... });
 #pragma once
 
@@ -22,8 +22,10 @@ namespace mxb {
 using MxAndTlsaCallback = std::function<void(const MxResult&, std::vector<HopDnsFacts>)>;
 
 // `port`: the port delivery connects to; the TLSA base name is _<port>._tcp.<mx host>.
-void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t port, bool dane,
-                      MxAndTlsaCallback done);
+// `smtps_port` (0 = none): smtps- hosts also get _<smtps_port>._tcp.<host> for their
+// implicit-TLS attempt (HopDnsFacts::implicit_tlsa).
+void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t port,
+                      uint16_t smtps_port, bool dane, MxAndTlsaCallback done);
 
 // One TLSA answer as policy facts for `host` of `mx` (exposed for tests).
 HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& t);

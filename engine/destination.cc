@@ -524,6 +524,8 @@ bool Destination::OpenConnection() {
   SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
   // The domain's MTA-STS policy on top of the per-MX one (tls/mta_sts.h: DANE still wins).
   spec.policy = sts_ != nullptr ? ApplyStsPolicy(policy.policy, *sts_) : policy.policy;
+  // An smtps- host's implicit-TLS port has TLSA records of its own (tls/hop_policy.cc).
+  if (implicit && spec.policy.implicit_dane != nullptr) spec.policy.dane = spec.policy.implicit_dane;
   bool relaxed_policy = false;
   if (relaxed && spec.policy.requirement == TlsRequirement::kRequired) {
     relaxed_policy = true;

@@ -373,7 +373,8 @@ struct Worker::Impl : public DestinationHost {
   void ResolveMx(Destination* d) override {
     // Destinations are never erased while the worker runs.
     ProbeDnssec();
-    ResolveMxAndTlsa(resolver.get(), d->domain(), w.config_.smtp_port, w.config_.tls_global.dane,
+    ResolveMxAndTlsa(resolver.get(), d->domain(), w.config_.smtp_port,
+                     w.config_.tls_global.smtps_port, w.config_.tls_global.dane,
                      [d](const MxResult& mx, std::vector<HopDnsFacts> facts) {
                        d->OnMx(mx, facts);
                      });

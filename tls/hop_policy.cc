@@ -18,7 +18,8 @@ const char* ToString(TlsaLookup t) {
 
 std::string HopDnsFacts::Key() const {
   return absl::StrCat(mx_dnssec ? 1 : 0, host_dnssec ? 1 : 0, static_cast<int>(tlsa), ":",
-                      dane != nullptr ? dane->binding : "");
+                      dane != nullptr ? dane->binding : "", ":", static_cast<int>(implicit_tlsa),
+                      ":", implicit_dane != nullptr ? implicit_dane->binding : "");
 }
 
 TlsPolicy DecideHopPolicy(const HopQuery& q, const TlsPolicyRules& rules) {
@@ -62,6 +63,17 @@ TlsPolicy DecideHopPolicy(const HopQuery& q, const TlsPolicyRules& rules) {
   // DANE beats MTA-STS and the prefixes (RFC 8461 §2; DESIGN.md "TLS policy").
   p.name = "dane";
   p.dane = dns.dane;
+  if (p.implicit_tls_first) {
+    // An smtps- host: its implicit-TLS port is authenticated by that port's own TLSA RRset
+    // (RFC 6698 §3: _<port>._tcp). Without a usable one the session there could not be
+    // DANE-authenticated, so the hop goes straight to STARTTLS on the SMTP port, where it can.
+    if (dns.implicit_tlsa == TlsaLookup::kFound && dns.implicit_dane != nullptr &&
+        !dns.implicit_dane->usable.empty()) {
+      p.implicit_dane = dns.implicit_dane;
+    } else {
+      p.implicit_tls_first = false;
+    }
+  }
   return p;
 }
 

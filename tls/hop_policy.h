@@ -62,6 +62,10 @@ struct HopDnsFacts {
   TlsaLookup tlsa = TlsaLookup::kNotDone;
   std::shared_ptr<const DaneAuthority> dane;  // kFound: the RRset and the reference names
   std::string tlsa_error;                     // kFailed: the resolver's text
+  // The TLSA RRset at _<smtps_port>._tcp.<host> of an smtps- host (RFC 6698: TLSA records are
+  // per port), for its implicit-TLS attempt; kNotDone for every other host.
+  TlsaLookup implicit_tlsa = TlsaLookup::kNotDone;
+  std::shared_ptr<const DaneAuthority> implicit_dane;
   // A short key of the DANE-relevant facts: a cached policy is decided again when it changes.
   std::string Key() const;
 };

@@ -87,6 +87,8 @@ struct TlsPolicy {
                                   // "config-required", "opportunistic", "dane", ...
   // DANE (tls/hop_policy.h): authenticate by these TLSA records (SessionParams::dane).
   std::shared_ptr<const DaneAuthority> dane;
+  // DANE for the implicit-TLS attempt (smtps_port) of an smtps- host: its own port's records.
+  std::shared_ptr<const DaneAuthority> implicit_dane;
   // Do not connect: the hop fails at once with this reason ("tlsa-lookup-failed: ...").
   std::string defer_reason;
 };

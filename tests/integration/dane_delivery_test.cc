@@ -64,7 +64,8 @@ class DaneDeliveryTest : public ::testing::Test {
     good.common_name = "mx-ee.dane";
     good.dns_names = {"mx-ee.dane",  "mx-ta.dane",    "mx-bad1.dane",  "mx-bad2.dane",
                       "mx-pkix.dane", "mx.plain.dane", "mx-bogus.dane", "mx-strip.dane",
-                      "mx-pkixstrip.dane", "mx-alt.dane"};
+                      "mx-pkixstrip.dane", "mx-alt.dane", "smtps-mx.dane",
+                      "smtps-mxbad.dane", "smtps-mxnone.dane"};
     good.is_ca = false;
     good.issuer = &ca_cert;
     const GeneratedCert good_cert = MakeOrDie(good);
@@ -78,7 +79,9 @@ class DaneDeliveryTest : public ::testing::Test {
     WriteFileOrDie(*shared_ + "/wrong.key", wrong_cert.key_pem);
 
     port_ = FreePort("127.0.0.2");
+    smtps_port_ = FreePort("127.0.0.2");
     const std::string p = absl::StrCat("_", port_, "._tcp.");
+    const std::string p_smtps = absl::StrCat("_", smtps_port_, "._tcp.");
     const std::string ee = testing::TlsaRdata(
         3, 1, 1, TlsaAssociationData(Der(good_cert), kTlsaSelectorSpki, kTlsaMatchSha256));
     std::string bad_digest = TlsaAssociationData(Der(wrong_cert), kTlsaSelectorSpki,
@@ -137,7 +140,18 @@ class DaneDeliveryTest : public ::testing::Test {
         "stsnodane.dane. IN MX 10 mx-nodane.dane.\n"
         "mx-nodane.dane. IN A 127.0.0.2\n"
         "_mta-sts.stsnodane.dane. IN TXT \"v=STSv1; id=n1;\"\n"
-        "mta-sts.stsnodane.dane. IN A 127.0.0.1\n");
+        "mta-sts.stsnodane.dane. IN A 127.0.0.1\n",
+        // smtps- hosts: the implicit-TLS port has TLSA records of its own (RFC 6698 §3)
+        "smtps.dane. IN MX 10 smtps-mx.dane.\n"
+        "smtps-mx.dane. IN A 127.0.0.2\n",
+        p, "smtps-mx.dane. IN TLSA ", ee, "\n", p_smtps, "smtps-mx.dane. IN TLSA ", ee, "\n",
+        "smtpsbad.dane. IN MX 10 smtps-mxbad.dane.\n"
+        "smtps-mxbad.dane. IN A 127.0.0.2\n",
+        p, "smtps-mxbad.dane. IN TLSA ", ee, "\n", p_smtps, "smtps-mxbad.dane. IN TLSA ",
+        mismatch, "\n",
+        "smtpsnone.dane. IN MX 10 smtps-mxnone.dane.\n"
+        "smtps-mxnone.dane. IN A 127.0.0.2\n",
+        p, "smtps-mxnone.dane. IN TLSA ", ee, "\n");
     // 4: the same TLSA (even a wrong one) in an insecure child zone: ignored, opportunistic
     spec.insecure_child = "plain.dane.";
     spec.insecure_records = absl::StrCat("plain.dane. IN MX 10 mx.plain.dane.\n"
@@ -159,6 +173,9 @@ class DaneDeliveryTest : public ::testing::Test {
          "--listen",
          absl::StrCat("127.0.0.3:", port_, "/cert=", *shared_, "/wrong.pem/key=", *shared_,
                       "/wrong.key"),
+         "--listen",
+         absl::StrCat("127.0.0.2:", smtps_port_, "/implicit-tls/cert=", *shared_,
+                      "/good.pem/key=", *shared_, "/good.key"),
          "--out-dir", *shared_ + "/received"});
     sts_ = StsPolicyServer::Start(MakeTempDir("danests"),
                                   {"mta-sts.stsdane.dane", "mta-sts.stsnodane.dane"})
@@ -247,6 +264,7 @@ class DaneDeliveryTest : public ::testing::Test {
   static testing::MitmProxy* mitm_;
   static StsPolicyServer* sts_;
   static int port_;
+  static int smtps_port_;
   std::string dir_, spool_, log_;
 };
 
@@ -257,6 +275,7 @@ SinkProcess* DaneDeliveryTest::sink_ = nullptr;
 testing::MitmProxy* DaneDeliveryTest::mitm_ = nullptr;
 StsPolicyServer* DaneDeliveryTest::sts_ = nullptr;
 int DaneDeliveryTest::port_ = 0;
+int DaneDeliveryTest::smtps_port_ = 0;
 
 // Issue 12 test 1.
 TEST_F(DaneDeliveryTest, DaneEeMatchDeliversWithoutAnyCaFile) {
@@ -497,6 +516,34 @@ TEST_F(DaneDeliveryTest, DaneBeatsMtaStsForTheHostsItCovers) {
   EXPECT_EQ(ReceivedEnv("s@stsnodane.dane"), "");
   // The policies were really fetched (the test would prove nothing otherwise).
   EXPECT_GE(sts_->Requests("mta-sts.stsdane.dane"), 1);
+}
+
+
+// Issue 12: "for the implicit-TLS attempt of smtps- hosts: _<smtps_port>._tcp.<mx>". A matching
+// record there: implicit TLS on the smtps port, DANE-authenticated. A mismatching one fails
+// authentication there and defers (tlsa-mismatch), as a certificate failure on the smtps port
+// does under PKIX: only "no TLS spoken there" falls back to STARTTLS, never a failed check.
+// None at all: the implicit attempt is skipped (nothing could authenticate it), STARTTLS + DANE.
+TEST_F(DaneDeliveryTest, SmtpsHostsUseTheTlsaOfTheImplicitTlsPort) {
+  InjectTo("i@smtps.dane");
+  InjectTo("i@smtpsbad.dane");
+  InjectTo("i@smtpsnone.dane");
+  std::vector<nlohmann::json> log = Deliver({"--smtps-port", std::to_string(smtps_port_)});
+  std::map<std::string, std::vector<nlohmann::json>> by;
+  for (const nlohmann::json& r : log) by[r["domain"]].push_back(r);
+  for (const char* d : {"smtps.dane", "smtpsnone.dane"}) {
+    ASSERT_FALSE(by[d].empty()) << d << ": " << nlohmann::json(log).dump(1);
+    EXPECT_EQ(by[d].back()["status"], "delivered") << by[d].back().dump();
+    EXPECT_EQ(by[d].back()["policy_source"], "dane") << by[d].back().dump();
+    EXPECT_EQ(by[d].back()["dane"], "3 1 1") << by[d].back().dump();
+  }
+  EXPECT_EQ(by["smtps.dane"].back()["port"], smtps_port_) << by["smtps.dane"].back().dump();
+  ASSERT_FALSE(by["smtpsbad.dane"].empty());
+  EXPECT_EQ(by["smtpsbad.dane"].back()["status"], "deferred") << by["smtpsbad.dane"].back().dump();
+  EXPECT_EQ(by["smtpsbad.dane"].back()["dane"], "tlsa-mismatch") << by["smtpsbad.dane"].back().dump();
+  EXPECT_EQ(by["smtpsbad.dane"].back()["port"], smtps_port_) << by["smtpsbad.dane"].back().dump();
+  EXPECT_EQ(ReceivedEnv("i@smtpsbad.dane"), "");
+  EXPECT_EQ(by["smtpsnone.dane"].back()["port"], port_) << by["smtpsnone.dane"].back().dump();
 }
 
 }  // namespace
