@@ -197,9 +197,10 @@ std::string NextHop::ToString() const {
   return absl::StrCat(host, ":", port);
 }
 
-absl::StatusOr<StaticRoutes> StaticRoutes::Parse(const std::vector<std::string>& specs,
-                                                 uint16_t default_port,
-                                                 const std::vector<std::string>& dns_servers) {
+absl::StatusOr<StaticRoutes> StaticRoutes::Parse(
+    const std::vector<std::string>& specs, uint16_t default_port,
+    const std::vector<std::string>& dns_servers,
+    const absl::flat_hash_map<std::string, std::string>& named_hops) {
   StaticRoutes table;
   for (const std::string& spec : specs) {
     size_t eq = spec.find('=');
@@ -212,8 +213,18 @@ absl::StatusOr<StaticRoutes> StaticRoutes::Parse(const std::vector<std::string>&
     if (route.pattern.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("--route '", spec, "': empty domain"));
     }
-    for (absl::string_view hop :
-         absl::StrSplit(spec.substr(eq + 1), ',', absl::SkipWhitespace())) {
+    std::string value(absl::StripAsciiWhitespace(spec.substr(eq + 1)));
+    if (absl::StartsWith(value, "relay:")) {
+      // The whole value names one relay; its hop is the relay's host and port.
+      route.relay = value.substr(6);
+      auto it = named_hops.find(route.relay);
+      if (it == named_hops.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--route '", spec, "': no relay named '", route.relay, "' ([relay.NAME] table)"));
+      }
+      value = it->second;
+    }
+    for (absl::string_view hop : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
       absl::StatusOr<NextHop> h =
           ParseHop(spec, absl::StripAsciiWhitespace(hop), default_port, dns_servers);
       if (!h.ok()) return h.status();

@@ -5,6 +5,9 @@
 //   ".example.com=127.0.0.3"                 any subdomain of example.com (not example.com itself)
 //   "*=mx.relay.example:2525,127.0.0.9:25"   default for every other domain; several hops are
 //                                            tried in order, like MX hosts of rising preference
+//   "*=relay:smarthost"                      every domain through the named relay: its hop comes
+//                                            from `named_hops` (the engine's [relay.NAME]
+//                                            tables) and the route remembers the name
 // A hop is HOST[:PORT], [IPv6]:PORT or NAME@ADDR[:PORT]; the port defaults to `default_port`.
 // HOST (or NAME) is kept as the MX host name: it keys the TLS policy (starttls-/smtps- prefixes),
 // certificate name checks and logs. NAME@ADDR pins the address while keeping the name. Addresses
@@ -42,15 +45,18 @@ struct NextHop {
 struct Route {
   std::string pattern;           // "example.com", ".example.com" or "*"
   std::vector<NextHop> hops;
+  std::string relay;             // "relay:NAME" routes: NAME (its one hop is the relay's)
 };
 
 class StaticRoutes {
  public:
   // Errors name the spec and what is wrong ("--route 'x=': empty next hop"). `dns_servers` as
   // in Resolver::Options::servers ("127.0.0.1:5353"); empty = the system resolver.
+  // `named_hops`: NAME -> hop spec for "relay:NAME" route values.
   [[nodiscard]] static absl::StatusOr<StaticRoutes> Parse(
       const std::vector<std::string>& specs, uint16_t default_port,
-      const std::vector<std::string>& dns_servers = {});
+      const std::vector<std::string>& dns_servers = {},
+      const absl::flat_hash_map<std::string, std::string>& named_hops = {});
   // Exact match, then the longest ".suffix" match, then "*". nullptr when nothing matches.
   const Route* Find(absl::string_view domain) const;
   bool empty() const { return exact_.empty() && suffix_.empty() && !has_default_; }

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "absl/container/flat_hash_map.h"
 #include "dkim/signer.h"
+#include "engine/relay.h"
 #include "engine/shaping.h"
 #include "engine/smtp_session.h"
 #include "queue/dsn.h"
@@ -80,6 +81,8 @@ struct EngineConfig {
   // RFC 3030: BDAT instead of DATA when the server offers CHUNKING (`[smtp] chunking`,
   // --no-chunking).
   bool chunking = true;
+  // Smarthost relays, the [relay.NAME] tables (engine/relay.h), for "DOMAIN=relay:NAME" routes.
+  std::vector<RelayConfig> relays;
   bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
   // MTA-STS (RFC 8461, engine/sts_fetcher.h), the [mta_sts] table: applied to MX delivery (not
   // static routes); policies cached in SPOOL/policy/mta-sts/. `wait`: how long jobs of a domain

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "dns/resolver.h"
 #include "engine/config.h"
+#include "engine/config_toml_ascii.h"
 
 namespace mxb {
 namespace {
@@ -59,13 +60,61 @@ class Reader : public TomlReader {
     return absl::OkStatus();
   }
 
+  // [relay.NAME] (engine/relay.h); the password file is read now, at start-up.
+  absl::Status Relays(const toml::table& root) {
+    const toml::node* n = root.get("relay");
+    if (n == nullptr) return absl::OkStatus();
+    if (!n->is_table()) return Error("relay", "expected [relay.NAME] tables");
+    for (const auto& [name, node] : *n->as_table()) {
+      RelayConfig r;
+      r.name = std::string(name.str());
+      const std::string p = absl::StrCat("relay.", r.name, ".");
+      const toml::table* t = node.as_table();
+      std::string tls = "implicit", auth, password_file;
+      absl::Status s;
+      if (t == nullptr) return Error(absl::StrCat("relay.", r.name), "expected a table");
+      if (!(s = CheckKeys(*t, p, {"host", "port", "tls", "auth", "username", "password_file"}))
+               .ok() ||
+          !(s = String(*t, p, "host", &r.host)).ok() ||
+          !(s = Int<uint16_t>(*t, p, "port", 1, 65535, &r.port)).ok() ||
+          !(s = String(*t, p, "tls", &tls)).ok() || !(s = String(*t, p, "auth", &auth)).ok() ||
+          !(s = String(*t, p, "username", &r.credentials.username)).ok() ||
+          !(s = String(*t, p, "password_file", &password_file)).ok()) {
+        return s;
+      }
+      if (r.host.empty()) return Error(p + "host", "required");
+      if (tls != "implicit" && tls != "starttls") {
+        return Error(p + "tls", absl::StrCat("expected implicit|starttls, got '", tls, "'"));
+      }
+      r.implicit_tls = tls == "implicit";
+      r.credentials.relay = r.name;
+      if (auth.empty() && (!r.credentials.username.empty() || !password_file.empty())) {
+        return Error(p + "auth", "required with username/password_file (plain or login)");
+      }
+      if (!auth.empty()) {
+        if (auth != "plain" && auth != "login") {
+          return Error(p + "auth", absl::StrCat("expected plain|login, got '", auth, "'"));
+        }
+        r.auth = true;
+        r.credentials.mechanism = auth == "plain" ? AuthMechanism::kPlain : AuthMechanism::kLogin;
+        if (r.credentials.username.empty()) return Error(p + "username", "required with auth");
+        if (password_file.empty()) return Error(p + "password_file", "required with auth");
+        s = ReadPasswordFile(password_file, &r.credentials.password);
+        if (!s.ok()) return Error(p + "password_file", std::string(s.message()));
+      }
+      c_->relays.push_back(std::move(r));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Read(const toml::table& root) {
     absl::Status s;
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "http", "user",
-                                   "allow_root", "smtp", "dkim"}))
+                                   "allow_root", "smtp", "dkim",
+                                   "relay"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -265,6 +314,8 @@ class Reader : public TomlReader {
     } else if (root.contains("smtp")) {
       return Error("smtp", "expected a table");
     }
+
+    if (!(s = Relays(root)).ok()) return s;
 
     if (const toml::table* t = root["mta_sts"].as_table()) {
       const std::string p = "mta_sts.";
@@ -478,111 +529,6 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
     }
   }
   return absl::OkStatus();
-}
-
-}  // namespace
-
-// toml++ only ever sees ASCII. Debian's toml++ 3.3 reaches `unreachable` (undefined behaviour)
-// when it classifies a code point in U+00A1..U+0499 (é, ü, ...) as whitespace or not
-// (is_non_ascii_horizontal_whitespace), which it does on a non-ASCII bare key such as
-// [domain.bücher.example] and on malformed input found by tests/fuzz/fuzz_config. So, before
-// toml++: non-ASCII outside strings and comments is an error naming its line (TOML 1.0 allows
-// it nowhere else: bare keys are A-Za-z0-9_-); inside basic strings it becomes \uXXXX escapes;
-// literal strings become basic strings with the same value (backslash and quote escaped);
-// comments keep their ASCII. Line numbers stay the same, so toml++'s errors still point right.
-namespace {
-
-// One UTF-8 sequence at text[i] -> "\uXXXX" / "\UXXXXXXXX"; false when it is not valid UTF-8.
-bool AppendEscaped(absl::string_view text, size_t* i, std::string* out) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(text[*i + k]); };
-  const unsigned char c = b(0);
-  size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-  if (n == 0 || c > 0xF4 || *i + n > text.size()) return false;
-  uint32_t cp = c & (0x7F >> n);
-  for (size_t k = 1; k < n; ++k) {
-    if ((b(k) & 0xC0) != 0x80) return false;
-    cp = (cp << 6) | (b(k) & 0x3F);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF)) {
-    return false;
-  }
-  absl::StrAppend(out, cp > 0xFFFF ? "\\U" : "\\u",
-                  absl::Hex(cp, cp > 0xFFFF ? absl::kZeroPad8 : absl::kZeroPad4));
-  *i += n;
-  return true;
-}
-
-absl::StatusOr<std::string> AsciiForToml(absl::string_view text, const std::string& name) {
-  std::string out;
-  out.reserve(text.size() + 16);
-  size_t line = 1;
-  size_t i = 0;
-  auto starts = [&](absl::string_view tok) { return text.substr(i, tok.size()) == tok; };
-  auto error = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ":", line, ": ", what));
-  };
-  // Copies string content from text[i] until the closing `quote` run, escaping as a basic
-  // string. `literal`: the source is a literal string (no escapes of its own).
-  auto content = [&](char quote, bool multi, bool literal) -> absl::Status {
-    while (i < text.size()) {
-      const char c = text[i];
-      if (!multi && c == '\n') return absl::OkStatus();  // unterminated: toml++ says so
-      if (c == quote && (!multi || starts(std::string(3, quote)))) {
-        size_t run = 1;
-        if (multi) {
-          run = 3;
-          while (i + run < text.size() && text[i + run] == quote && run < 5) ++run;
-          // TOML 1.0: up to two quotes right before the closing delimiter are content.
-          for (size_t k = 3; k < run; ++k) out += "\\\"";
-        }
-        i += run;
-        out += multi ? "\"\"\"" : "\"";
-        return absl::OkStatus();
-      }
-      if (static_cast<unsigned char>(c) >= 0x80) {
-        if (!AppendEscaped(text, &i, &out)) return error("invalid UTF-8 in a string");
-        continue;
-      }
-      if (c == '\n') ++line;
-      if (literal && (c == '\\' || c == '"')) {
-        out.push_back('\\');
-      } else if (!literal && c == '\\' && i + 1 < text.size()) {
-        out.push_back(c);  // an escape: the next octet is copied as it is
-        ++i;
-        if (static_cast<unsigned char>(text[i]) >= 0x80) return error("invalid escape in a string");
-        if (text[i] == '\n') ++line;
-      }
-      out.push_back(text[i]);
-      ++i;
-    }
-    return absl::OkStatus();
-  };
-  while (i < text.size()) {
-    const char c = text[i];
-    if (c == '\n') {
-      ++line;
-      out.push_back(c);
-      ++i;
-    } else if (c == '#') {
-      for (; i < text.size() && text[i] != '\n'; ++i) {
-        if (static_cast<unsigned char>(text[i]) < 0x80) out.push_back(text[i]);
-      }
-    } else if (c == '"' || c == '\'') {
-      const bool multi = starts(std::string(3, c));
-      i += multi ? 3 : 1;
-      out += multi ? "\"\"\"" : "\"";
-      if (absl::Status s = content(c, multi, c == '\''); !s.ok()) return s;
-    } else if (static_cast<unsigned char>(c) >= 0x80) {
-      return error(
-          "non-ASCII character outside a string (a bare key must be ASCII; quote it: "
-          "[domain.\"b\xc3\xbc" "cher.example\"])");
-    } else {
-      out.push_back(c);
-      ++i;
-    }
-  }
-  return out;
 }
 
 }  // namespace

@@ -272,7 +272,7 @@ void Connection::OnConnect(int res) {
     owner->OnLocalShortage(slot_);
     return;
   }
-  if (res < 0 && spec_.implicit_tls) {
+  if (res < 0 && ImplicitFallback()) {
     ImplicitTlsFailed(res == -ECANCELED ? "connect timed out" : ErrnoText(-res));
     return;
   }
@@ -305,6 +305,11 @@ void Connection::OnConnect(int res) {
   opts.implicit_tls = spec_.implicit_tls;
   opts.max_rcpts_per_transaction = config.max_recipients_per_transaction;
   opts.use_chunking = config.chunking;
+  // Credentials only to a relay session whose certificate is verified (engine/relay.h).
+  if (spec_.relay != nullptr && spec_.relay->auth && spec_.policy.verify &&
+      spec_.policy.requirement == TlsRequirement::kRequired) {
+    opts.auth = &spec_.relay->credentials;
+  }
   session_.emplace(std::move(opts));
   ArmDeadline(DefaultReplyTimeout(SmtpState::kGreeting));
   PostRecv();
@@ -349,7 +354,7 @@ void Connection::OnRecv(const io_uring_cqe* cqe) {
   if (res <= 0) {
     std::string why = res == 0 ? "connection closed by peer"
                                : absl::StrCat("recv: ", ErrnoText(-res));
-    if (spec_.implicit_tls && phase_ == Phase::kTlsHandshake) {
+    if (ImplicitFallback() && phase_ == Phase::kTlsHandshake) {
       ImplicitTlsFailed(why);
       return;
     }
@@ -433,7 +438,7 @@ void Connection::OnDeadline(int64_t deadline_ms) {
     return;
   }
   if (phase_ == Phase::kTlsHandshake) {
-    if (spec_.implicit_tls) {
+    if (ImplicitFallback()) {
       ImplicitTlsFailed("handshake timed out");
       return;
     }
@@ -578,6 +583,9 @@ void Connection::Handle(Action a) {
         AttemptInfo attempt = Attempt();
         std::string reason = f.reason;
         std::string enhanced = f.enhanced.empty() ? "4.4.1" : f.enhanced;
+        if (f.auth_failed && spec_.relay != nullptr) {
+          ReportRelayAuthFailure(*spec_.relay, f.reply, *env_->now_ms, env_->config->quiet);
+        }
         NoteHopFailure(reason);
         StartClose();
         owner->OnFailedBeforeReady(slot_, reason, enhanced, attempt);

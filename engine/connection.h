@@ -48,6 +48,7 @@
 namespace mxb {
 
 struct EngineConfig;  // engine/config.h
+struct RelayConfig;   // engine/relay.h
 
 // Receive buffer of a connection when the ring has no provided-buffer ring.
 inline constexpr size_t kOwnRecvBufferSize = 16 * 1024;
@@ -110,6 +111,9 @@ struct ConnectSpec {
   TlsPolicy policy;
   bool implicit_tls = false;  // the smtps port: TLS before the greeting
   std::optional<sockaddr_storage> source;  // bind() before connect
+  // A "relay:NAME" route (engine/relay.h): AUTH after TLS, and an implicit-TLS failure is the
+  // hop's failure (no STARTTLS fallback on another port).
+  const RelayConfig* relay = nullptr;
 };
 
 // A new TCP socket for `spec` (TCP_NODELAY, bound to the source if any). The error is the
@@ -196,6 +200,9 @@ class Connection {
   // Why a REQUIRETLS message may not go over this connection ("" = it may), RFC 8689 §4.2.1.
   std::string RequireTlsProblem() const;
   bool NewTls();
+  // Implicit TLS failed at connect/handshake: fall back to STARTTLS (the smtps- prefix's rule),
+  // never for a relay.
+  bool ImplicitFallback() const { return spec_.implicit_tls && spec_.relay == nullptr; }
   void DriveHandshake();
   void ImplicitTlsFailed(absl::string_view why);
   // The policy cache's view of this MX: one more failure before a ready session, and its text.

@@ -50,7 +50,7 @@ void Connection::DriveHandshake() {
     Handle(session_->OnTlsReady());
   } else if (st != TlsStatus::kWantIo) {
     TlsFailure f = tls_->failure();
-    if (spec_.implicit_tls && f == TlsFailure::kHandshakeFailed) {
+    if (ImplicitFallback() && f == TlsFailure::kHandshakeFailed) {
       ImplicitTlsFailed(tls_->last_error());
       return;
     }

@@ -87,7 +87,11 @@ void HopList::MarkFailed(size_t t) {
 }
 
 Destination::Destination(DestinationContext* ctx, std::string domain, int pool, const Route* route)
-    : ctx_(ctx), domain_(std::move(domain)), route_(route), pool_(pool) {
+    : ctx_(ctx),
+      domain_(std::move(domain)),
+      route_(route),
+      relay_(route != nullptr ? FindRelay(ctx->config->relays, route->relay) : nullptr),
+      pool_(pool) {
   budget_ = ctx_->shaping->ForDomain(domain_);
   if (budget_ == nullptr) {
     ShapingLimits own;
@@ -497,6 +501,7 @@ bool Destination::OpenConnection() {
     HopFailed(index, absl::StrCat(hop.mx, ": ", policy.policy.defer_reason), a, "4.7.5");
     return false;
   }
+  bool relay_probe = false;
   BudgetSet budgets;
   std::optional<sockaddr_storage> source;
   switch (TakeBudgets(hop, &budgets, &source)) {
@@ -537,9 +542,28 @@ bool Destination::OpenConnection() {
   }
   spec.implicit_tls = implicit;
   spec.source = source;
+  if (relay_ != nullptr) {
+    // A smarthost: its own TLS (implicit or mandatory STARTTLS, always verified) and AUTH.
+    if (const int64_t until = relay_->gate->ClosedUntil(now()); until > 0) {
+      budgets.CloseConnection();
+      FailQueue(DeliveryClass::kDeferred, 0, "4.7.0", RelayPausedText(*relay_, until, now()), {});
+      return false;
+    }
+    if (!relay_->gate->MayConnect(&relay_probe)) {  // another connection is authenticating
+      budgets.CloseConnection();
+      ctx_->host->Throttle(this);
+      return false;
+    }
+    SetPort(&spec.addr, hop.port);
+    spec.policy = RelayTlsPolicy(*relay_);  // never relaxed: the credentials need it
+    relaxed_policy = false;
+    spec.implicit_tls = relay_->implicit_tls;
+    spec.relay = relay_;
+  }
   absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));
   if (!c.ok()) {
     budgets.CloseConnection();
+    if (relay_probe) relay_->gate->ProbeDone(false);
     if (absl::IsResourceExhausted(c.status())) {
       WaitForLocalResources();
       return false;
@@ -557,6 +581,7 @@ bool Destination::OpenConnection() {
   l.budgets = budgets;
   l.max_messages = budgets.MaxMessagesPerConnection(ctx_->config->max_messages_per_connection);
   l.relaxed = relaxed_policy;
+  l.relay_probe = relay_probe;
   ++connections_;
   ++connecting_;
   return true;
@@ -635,6 +660,10 @@ void Destination::OnReady(uint32_t slot, bool first) {
   if (first) {
     if (connecting_ > 0) --connecting_;
     hops_.ResetFailures();
+    if (auto it = leases_.find(slot); it != leases_.end() && it->second.relay_probe) {
+      it->second.relay_probe = false;
+      relay_->gate->ProbeDone(true);  // authenticated: the other connections may open now
+    }
   }
   StartTransaction(slot);
 }
@@ -679,6 +708,7 @@ void Destination::WaitForLocalResources() {
 void Destination::OnClosed(uint32_t slot) {
   if (auto it = leases_.find(slot); it != leases_.end()) {
     it->second.budgets.CloseConnection();  // after close(): the peer saw it go
+    if (it->second.relay_probe) relay_->gate->ProbeDone(false);  // closed before it was ready
     leases_.erase(it);
   }
   // Jobs still waiting get a new connection now that this one is gone.

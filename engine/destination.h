@@ -43,6 +43,8 @@
 
 namespace mxb {
 
+struct RelayConfig;  // engine/relay.h
+
 struct EngineConfig;
 class Destination;
 class Suspensions;
@@ -185,6 +187,7 @@ class Destination : public ConnectionOwner {
     // Opened with the policy relaxed for TLS-Required: No jobs: carries only those (its
     // achieved security is below what the other jobs of the destination require).
     bool relaxed = false;
+    bool relay_probe = false;  // the relay's probe connection (RelayGate::MayConnect)
   };
   enum class BudgetResult { kOk, kFull, kNoSource };
 
@@ -214,6 +217,7 @@ class Destination : public ConnectionOwner {
   DestinationContext* const ctx_;
   const std::string domain_;
   const Route* const route_;
+  const RelayConfig* const relay_;  // a "relay:NAME" route's relay (engine/relay.h), else null
   State state_ = State::kUnresolved;
   int64_t resolved_at_ms_ = 0;
   HopList hops_;

@@ -52,8 +52,10 @@ absl::Status Engine::Start() {
   if (!spool.ok()) return spool.status();
   spool_ = std::make_unique<Spool>(*std::move(spool));
 
+  absl::flat_hash_map<std::string, std::string> relay_hops;  // "relay:NAME" routes
+  for (const RelayConfig& r : config_.relays) relay_hops[r.name] = r.HopSpec();
   absl::StatusOr<StaticRoutes> routes =
-      StaticRoutes::Parse(config_.routes, config_.smtp_port, config_.dns_servers);
+      StaticRoutes::Parse(config_.routes, config_.smtp_port, config_.dns_servers, relay_hops);
   if (!routes.ok()) return routes.status();
   routes_ = std::make_unique<StaticRoutes>(*std::move(routes));
 

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace mxb {
 namespace {
@@ -206,6 +207,11 @@ EhloCapabilities ParseEhlo(const SmtpReply& reply) {
       caps.chunking = true;
     } else if (absl::EqualsIgnoreCase(keyword, "REQUIRETLS")) {
       caps.requiretls = true;
+    } else if (absl::EqualsIgnoreCase(keyword, "AUTH")) {
+      for (absl::string_view m : absl::StrSplit(params, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+        absl::StrAppend(&caps.auth_mechanisms, caps.auth_mechanisms.empty() ? "" : " ",
+                        absl::AsciiStrToUpper(m));
+      }
     } else if (absl::EqualsIgnoreCase(keyword, "SIZE")) {
       // RFC 1870 §4: "SIZE" alone or "SIZE <number>"; 0 or no number means no fixed limit.
       caps.size_offered = true;

@@ -70,6 +70,8 @@ struct EhloCapabilities {
   bool chunking = false;
   bool requiretls = false;
   bool size_offered = false;  // SIZE keyword present (RFC 1870), with or without a limit
+  // RFC 4954 §3: the SASL mechanisms after "AUTH", upper case, one space between ("PLAIN LOGIN").
+  std::string auth_mechanisms;
   uint64_t size = 0;  // SIZE limit; 0 = none advertised or unlimited
 };
 // Parses the lines of a 250 reply to EHLO (the first line is the greeting, keywords after it;

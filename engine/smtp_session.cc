@@ -28,6 +28,7 @@ constexpr StateRow kStateTable[] = {
     {SmtpState::kStartTls, "starttls", "STARTTLS", 300},
     {SmtpState::kTlsHandshake, "tls-handshake", "TLS handshake", 300},  // engine's own deadline
     {SmtpState::kEhloTls, "ehlo-tls", "EHLO after STARTTLS", 300},
+    {SmtpState::kAuth, "auth", "AUTH", 300},                 // RFC 4954 sets none: as EHLO
     {SmtpState::kIdle, "idle", "idle", -1},
     {SmtpState::kMail, "mail", "MAIL/RCPT/DATA", 300},       // §4.5.3.2.2/.3: MAIL, RCPT 5 min
     {SmtpState::kDataBody, "data-body", "end of data", 600},  // §4.5.3.2.6: 10 minutes
@@ -293,14 +294,17 @@ Action SmtpSession::OnReply(const SmtpReply& reply) {
         return Fail(reply.code, "starttls-failed", summary,
                     Deferral{reply.code, "4.7.0", summary});
       }
-      // Opportunistic: carry on in plaintext with the capabilities we have.
-      return NeedTransaction();
+      // Opportunistic: carry on in plaintext with the capabilities we have (never with AUTH:
+      // StartAuth refuses without TLS).
+      return opts_.auth != nullptr ? StartAuth() : NeedTransaction();
     case SmtpState::kMail:
     case SmtpState::kDataBody:
       return OnTransactionReply(reply);
     case SmtpState::kRset:
       if (!IsPositive(reply)) return FailOnReply("RSET", reply);
       return NeedTransaction();
+    case SmtpState::kAuth:
+      return OnAuthReply(reply);
     case SmtpState::kTlsHandshake:
       return Fail(reply.code, "reply during the TLS handshake", Summary(reply),
                   Deferral{0, "4.5.0", "reply during the TLS handshake"});
@@ -322,6 +326,7 @@ Action SmtpSession::AfterHello() {
       return Fail(0, "starttls-not-offered", "", Deferral{0, "4.7.4", "starttls-not-offered"});
     }
   }
+  if (opts_.auth != nullptr) return StartAuth();
   return NeedTransaction();
 }
 

@@ -48,6 +48,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "engine/smtp_auth.h"
 #include "engine/smtp_bdat.h"
 #include "engine/smtp_reply.h"
 
@@ -60,6 +61,7 @@ enum class SmtpState {
   kStartTls,      // STARTTLS sent, waiting for 220
   kTlsHandshake,  // engine is doing the handshake
   kEhloTls,       // EHLO sent again inside TLS
+  kAuth,          // AUTH (RFC 4954) sent, waiting for 334/235
   kIdle,          // ready for a transaction
   kMail,          // transaction commands sent, replies pending (MAIL/RCPT/DATA)
   kDataBody,      // message sent, waiting for the final reply
@@ -95,6 +97,9 @@ struct SessionOptions {
   bool use_chunking = true;
   // Largest BDAT chunk; a bigger message goes as several "BDAT n" and a last "BDAT n LAST".
   uint64_t bdat_chunk_size = uint64_t{1} << 20;
+  // RFC 4954 AUTH after the EHLO inside TLS, before the first transaction (engine/smtp_auth.h).
+  // Never used without TLS. Null: no AUTH. Must outlive the session.
+  const SmtpCredentials* auth = nullptr;
 };
 
 // One message to one or more recipients of the same destination.
@@ -142,6 +147,8 @@ struct SessionFailure {
   std::string reason;    // e.g. "greeting: 421 4.3.2 busy", "starttls-not-offered", "timeout in RCPT"
   std::string reply;     // the server's reply ("454 4.7.0 TLS not available") when one caused it
   std::string enhanced;  // RFC 3463 code the undecided recipients got ("4.7.5", "4.4.2", ...)
+  // The relay refused our AUTH (5xx) or does not offer our mechanism: an operator error.
+  bool auth_failed = false;
 };
 
 class SmtpSession {
@@ -206,6 +213,8 @@ class SmtpSession {
   Action Fail(int code, std::string reason, std::string reply, const Deferral& deferral);
   Action FailOnReply(absl::string_view phase, const SmtpReply& reply);
   Action AfterHello();
+  Action StartAuth();  // smtp_auth.cc
+  Action OnAuthReply(const SmtpReply& reply);
   Action OnTransactionReply(const SmtpReply& reply);
   Action SendNextCommands();
   Action EndTransactionWithRset();
@@ -268,6 +277,7 @@ class SmtpSession {
   std::string bdat_lines_;
   std::vector<size_t> bdat_line_end_;
   bool bdat_failed_ = false;
+  int auth_step_ = 0;  // AUTH LOGIN: answers sent (user name, password)
   // Recipients the server accepted in a transaction before its first "too many" (0: never
   // said): no transaction of this session sends more RCPTs than that.
   size_t server_rcpt_limit_ = 0;

@@ -18,6 +18,8 @@ PACKAGES=(
   unbound nsd ldnsutils
   # tests/integration/postfix_*: a private Postfix 3.7 instance as a real (OpenSSL) receiver
   postfix
+  # tests/integration/relay_test: Postfix submissions with Cyrus SASL (sasldb; PLAIN, LOGIN)
+  sasl2-bin libsasl2-modules libsasl2-modules-db
   # control/: the HTTP control plane (cpp-httplib); its metrics test parses with the reference
   # Prometheus parser
   libcpp-httplib-dev python3-prometheus-client

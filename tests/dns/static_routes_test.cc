@@ -57,5 +57,26 @@ TEST(StaticRoutesTest, WithoutDnsServersTheSystemResolverIsUsed) {
   EXPECT_FALSE(routes->Find("a.example")->hops[0].addresses.empty());
 }
 
+// Issue 16: "DOMAIN=relay:NAME" takes its hop from the named relay and remembers the name;
+// an unknown name is an error naming the route.
+TEST(StaticRoutesTest, RelayRoutesUseTheNamedHop) {
+  absl::StatusOr<StaticRoutes> routes = StaticRoutes::Parse(
+      {"*=relay:smart", "direct.example=127.0.0.9"}, 25, {},
+      {{"smart", "relay.example@127.0.0.26:465"}});
+  ASSERT_TRUE(routes.ok()) << routes.status();
+  const Route* r = routes->Find("any.example");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->relay, "smart");
+  ASSERT_EQ(r->hops.size(), 1u);
+  EXPECT_EQ(r->hops[0].host, "relay.example");
+  EXPECT_EQ(SockaddrToString(r->hops[0].addresses.at(0)), "127.0.0.26:465");
+  EXPECT_EQ(routes->Find("direct.example")->relay, "");
+
+  absl::StatusOr<StaticRoutes> unknown = StaticRoutes::Parse({"*=relay:nope"}, 25, {}, {});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().message(),
+            "--route '*=relay:nope': no relay named 'nope' ([relay.NAME] table)");
+}
+
 }  // namespace
 }  // namespace mxb

@@ -1,4 +1,5 @@
 // Config file and flags: a bad key stops start-up with one line that names it.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -345,6 +346,85 @@ TEST(ConfigFile, DsnDestination) {
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->dsn_destination, DsnDestination::kBouncesDir);
   std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace mxb
+
+namespace mxb {
+namespace {
+
+// Issue 16: [relay.NAME]. The password file is read at start-up; one readable by group or
+// others, a missing one, an empty one or one with two lines stops start-up with one line that
+// names the key and the file — and never the password.
+TEST(ConfigFile, RelayTablesAndTheirPasswordFile) {
+  const std::string secret = WriteTemp("correct horse\n");
+  ASSERT_EQ(chmod(secret.c_str(), 0600), 0);
+  const std::string good = absl::StrCat(
+      "spool = \"/s\"\n[relay.smart]\nhost = \"relay.example@127.0.0.26\"\nport = 587\n"
+      "tls = \"starttls\"\nauth = \"login\"\nusername = \"mx@esp.example\"\npassword_file = \"",
+      secret, "\"\n[relay.plainhost]\nhost = \"relay2.example\"\n");
+  const std::string path = WriteTemp(good);
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  ASSERT_EQ(cfg->relays.size(), 2u);
+  const RelayConfig* smart = FindRelay(cfg->relays, "smart");
+  ASSERT_NE(smart, nullptr);
+  EXPECT_EQ(smart->HopSpec(), "relay.example@127.0.0.26:587");
+  EXPECT_FALSE(smart->implicit_tls);
+  EXPECT_TRUE(smart->auth);
+  EXPECT_EQ(smart->credentials.mechanism, AuthMechanism::kLogin);
+  EXPECT_EQ(smart->credentials.password, "correct horse");
+  const RelayConfig* plain = FindRelay(cfg->relays, "plainhost");
+  ASSERT_NE(plain, nullptr);
+  EXPECT_EQ(plain->port, 465);  // RFC 8314 §7.3: submissions
+  EXPECT_TRUE(plain->implicit_tls);
+  EXPECT_FALSE(plain->auth);
+  const TlsPolicy p = RelayTlsPolicy(*plain);
+  EXPECT_EQ(p.requirement, TlsRequirement::kRequired);
+  EXPECT_TRUE(p.verify);
+  std::remove(path.c_str());
+
+  const std::string two_lines = WriteTemp("correct horse\nsecond\n");
+  const std::string empty = WriteTemp("");
+  ASSERT_EQ(chmod(two_lines.c_str(), 0600), 0);
+  ASSERT_EQ(chmod(empty.c_str(), 0600), 0);
+  const std::string readable = WriteTemp("correct horse\n");
+  ASSERT_EQ(chmod(readable.c_str(), 0640), 0);
+  struct Case {
+    std::string body;
+    const char* must_say;
+  };
+  const std::string head = "spool = \"/s\"\n[relay.smart]\nhost = \"r.example\"\n";
+  const Case cases[] = {
+      {head + "auth = \"plain\"\nusername = \"u\"\npassword_file = \"" + readable + "\"\n",
+       "readable or writable by group or others (mode 0640): chmod 600 it"},
+      {head + "auth = \"plain\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+       "cannot open"},
+      {head + "auth = \"plain\"\nusername = \"u\"\npassword_file = \"" + two_lines + "\"\n",
+       "more than one line"},
+      {head + "auth = \"plain\"\nusername = \"u\"\npassword_file = \"" + empty + "\"\n", "empty"},
+      {head + "auth = \"cram-md5\"\nusername = \"u\"\npassword_file = \"" + secret + "\"\n",
+       "relay.smart.auth: expected plain|login"},
+      {head + "auth = \"plain\"\npassword_file = \"" + secret + "\"\n",
+       "relay.smart.username: required"},
+      {head + "username = \"u\"\n", "relay.smart.auth: required"},
+      {head + "tls = \"none\"\n", "relay.smart.tls: expected implicit|starttls"},
+      {"spool = \"/s\"\n[relay.smart]\nport = 465\n", "relay.smart.host: required"},
+      {head + "pasword_file = \"x\"\n", "relay.smart.pasword_file: unknown key"},
+  };
+  for (const Case& c : cases) {
+    const std::string file = WriteTemp(c.body);
+    absl::StatusOr<EngineConfig> bad = Parse({"--config", file});
+    ASSERT_FALSE(bad.ok()) << c.body;
+    const std::string msg(bad.status().message());
+    EXPECT_TRUE(absl::StrContains(msg, c.must_say)) << msg;
+    EXPECT_TRUE(absl::StrContains(msg, file)) << msg;
+    EXPECT_FALSE(absl::StrContains(msg, "correct horse")) << msg;
+    EXPECT_FALSE(absl::StrContains(msg, "\n")) << msg;
+    std::remove(file.c_str());
+  }
+  for (const std::string& f : {secret, two_lines, empty, readable}) std::remove(f.c_str());
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 //   # ...                 comment (kept)
 //   O: key=value ...      session options: helo=, tls=disabled|opportunistic|required,
 //                         pipelining=on|off, max_rcpts=N, chunking=on|off, chunk=N (largest
-//                         BDAT chunk) (before the first event)
+//                         BDAT chunk), implicit_tls=on, auth=plain|login (user "mx@esp.example",
+//                         password "s3cret") (before the first event)
 //   S: <reply line>       server line, fed (with CRLF) through a ReplyParser; every reply it
 //                         completes goes to OnReply()
 //   S| <reply line>       more of the same read as the S: line before (one Feed call)
@@ -16,7 +17,8 @@
 //   D: <line>             message body sent after 354 (wire form, one line each), or a BDAT
 //                         chunk's data (no dot-stuffing); "D+ <text>" is a chunk's last,
 //                         unfinished line, continued by the next chunk
-//   A: starttls | need-transaction | close [failure code=N reason="..."] | parser-error ...
+//   A: starttls | need-transaction | close [failure code=N reason="..." [auth-failed]] |
+//      parser-error ...
 //   R: txn=N rcpt=I <class> <code> <enhanced> <text>   one per recipient result
 // Inputs are echoed in order, so a transcript matches iff every output line is where it is.
 // MXB_UPDATE_GOLDEN=1 rewrites the files from the current behaviour (review the diff!).
@@ -114,6 +116,16 @@ class TranscriptRunner {
         opts_.use_chunking = p.second == "on";
       } else if (p.first == "chunk") {
         if (!absl::SimpleAtoi(p.second, &opts_.bdat_chunk_size)) return false;
+      } else if (p.first == "implicit_tls") {
+        opts_.implicit_tls = p.second == "on";
+      } else if (p.first == "auth") {
+        if (p.second != "plain" && p.second != "login") return false;
+        credentials_.relay = "smarthost";
+        credentials_.mechanism =
+            p.second == "plain" ? AuthMechanism::kPlain : AuthMechanism::kLogin;
+        credentials_.username = "mx@esp.example";
+        credentials_.password = "s3cret";
+        opts_.auth = &credentials_;
       } else {
         return false;
       }
@@ -206,7 +218,8 @@ class TranscriptRunner {
         const SessionFailure& f = session().failure();
         if (f.failed) {
           Echo(absl::StrCat("A: close failure code=", f.code, " reason=\"", f.reason, "\"",
-                            f.reply.empty() ? "" : absl::StrCat(" reply=\"", f.reply, "\"")));
+                            f.reply.empty() ? "" : absl::StrCat(" reply=\"", f.reply, "\""),
+                            f.auth_failed ? " auth-failed" : ""));
         } else {
           Echo("A: close");
         }
@@ -272,6 +285,7 @@ class TranscriptRunner {
   }
 
   SessionOptions opts_;
+  SmtpCredentials credentials_;
   std::unique_ptr<SmtpSession> session_;
   ReplyParser parser_;
   std::deque<std::string> bodies_;  // wire bodies the session points into

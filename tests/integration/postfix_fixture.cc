@@ -24,6 +24,7 @@ namespace mxb::testing {
 namespace {
 
 constexpr char kPostfix[] = "/usr/sbin/postfix";
+constexpr char kSaslPasswd[] = "/usr/sbin/saslpasswd2";
 
 absl::Status WriteFile(const std::string& path, const std::string& text, mode_t mode) {
   {
@@ -44,8 +45,21 @@ std::string ReadAll(const std::string& path) {
 
 // "ip:port" listeners with explicit addresses: inet_interfaces only accepts addresses that are
 // configured on an interface (127.0.0.1 on `lo`), but master(8) binds any 127.0.0.0/8 address.
-std::string MasterCf(const std::string& ip, int smtp_port, int smtps_port) {
-  return absl::StrCat(
+std::string MasterCf(const std::string& ip, int smtp_port, int smtps_port,
+                     int submissions_port) {
+  std::string submissions;
+  if (submissions_port > 0) {
+    // RFC 8314 §3.3 submission over implicit TLS with SASL (RFC 4954) inside TLS only; only an
+    // authenticated client may send (mynetworks does not count here).
+    submissions = absl::StrCat(
+        ip, ":", submissions_port,
+        " inet n - n - - smtpd -o syslog_name=postfix/submissions"
+        " -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes"
+        " -o smtpd_client_restrictions=permit_sasl_authenticated,reject"
+        " -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+        " -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject\n");
+  }
+  return absl::StrCat(submissions,
       "# service type  private unpriv  chroot  wakeup  maxproc command\n",
       ip, ":", smtp_port, " inet n - n - - smtpd\n",
       // RFC 8314 §3.3 implicit TLS; its own syslog_name tells its log lines apart.
@@ -109,7 +123,13 @@ std::string MainCf(const std::string& dir, const std::string& config_dir,
       // (tlsmgr(8) keys), one ticket per full handshake and none after a resumption.
       "smtpd_tls_chain_files = ", config_dir, "/key.pem, ", config_dir, "/chain.pem\n",
       "smtpd_tls_security_level = may\n",
-      "smtpd_tls_loglevel = ", tls_loglevel, "\n");
+      "smtpd_tls_loglevel = ", tls_loglevel, "\n",
+      // Cyrus SASL with the sasldb next to main.cf (used by the submissions listener only).
+      "smtpd_sasl_type = cyrus\n"
+      "smtpd_sasl_path = smtpd\n",
+      "cyrus_sasl_config_path = ", config_dir, "/sasl\n",
+      "smtpd_sasl_local_domain = $myhostname\n"
+      "smtpd_sasl_security_options = noanonymous\n");
 }
 
 int MasterPid(const std::string& queue_dir) {
@@ -120,7 +140,10 @@ int MasterPid(const std::string& queue_dir) {
 
 }  // namespace
 
-std::string PostfixServer::Unavailable() {
+std::string PostfixServer::Unavailable(bool sasl) {
+  if (sasl && access(kSaslPasswd, X_OK) != 0) {
+    return "saslpasswd2 is not installed (Debian package `sasl2-bin`, see tools/setup.sh)";
+  }
   if (access(kPostfix, X_OK) != 0) {
     return "Postfix is not installed (Debian package `postfix`, see tools/setup.sh)";
   }
@@ -139,7 +162,9 @@ PostfixServer::PostfixServer(std::string dir, Options options)
 }
 
 absl::Status PostfixServer::Start() {
-  if (std::string why = Unavailable(); !why.empty()) return absl::FailedPreconditionError(why);
+  if (std::string why = Unavailable(!options_.sasl_user.empty()); !why.empty()) {
+    return absl::FailedPreconditionError(why);
+  }
   if (options_.names.empty()) return absl::InvalidArgumentError("postfix: no certificate names");
   // mkdtemp makes 0700 directories; the daemons run as `postfix` and must reach the queue.
   if (chmod(dir_.c_str(), 0755) != 0) return absl::InternalError(absl::StrCat("chmod ", dir_));
@@ -168,6 +193,13 @@ absl::Status PostfixServer::Start() {
 
   smtp_port_ = FreePort(options_.ip);
   smtps_port_ = FreePort(options_.ip);
+  if (!options_.sasl_user.empty()) {
+    submissions_port_ = FreePort(options_.ip);
+    if (submissions_port_ <= 0 || submissions_port_ == smtp_port_ ||
+        submissions_port_ == smtps_port_) {
+      return absl::UnavailableError(absl::StrCat("postfix: no free ports on ", options_.ip));
+    }
+  }
   if (smtp_port_ <= 0 || smtps_port_ <= 0 || smtp_port_ == smtps_port_) {
     return absl::UnavailableError(absl::StrCat("postfix: no free ports on ", options_.ip));
   }
@@ -185,11 +217,12 @@ absl::Status PostfixServer::Start() {
            .ok()) {
     return s;
   }
-  if (!(s = WriteFile(config_dir_ + "/master.cf", MasterCf(options_.ip, smtp_port_, smtps_port_),
-                      0644))
+  if (!(s = WriteFile(config_dir_ + "/master.cf",
+                      MasterCf(options_.ip, smtp_port_, smtps_port_, submissions_port_), 0644))
            .ok()) {
     return s;
   }
+  if (!options_.sasl_user.empty() && !(s = WriteSasl()).ok()) return s;
 
   // postfix-script creates the queue directories with their owners, then `master -w` returns
   // once the listeners are bound (or with an error). Without a terminal, postfix(1) reports
@@ -202,6 +235,39 @@ absl::Status PostfixServer::Start() {
                                             ReadAll(log_path_)));
   }
   started_ = true;
+  return absl::OkStatus();
+}
+
+// Cyrus SASL for smtpd: auxprop over a sasldb in config_dir/sasl that smtpd (user postfix) can
+// read, one user in the realm $myhostname (smtpd_sasl_local_domain), PLAIN and LOGIN.
+absl::Status PostfixServer::WriteSasl() {
+  const std::string sasl_dir = config_dir_ + "/sasl";
+  const std::string db = sasl_dir + "/sasldb2";
+  if (mkdir(sasl_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("mkdir ", sasl_dir));
+  }
+  absl::Status s = WriteFile(sasl_dir + "/smtpd.conf",
+                             absl::StrCat("pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
+                                          "mech_list: PLAIN LOGIN\nsasldb_path: ", db, "\n"),
+                             0644);
+  if (!s.ok()) return s;
+  // saslpasswd2 -p reads the password from stdin (no newline).
+  const std::string pw_file = dir_ + "/sasl-password";
+  if (!(s = WriteFile(pw_file, options_.sasl_password, 0600)).ok()) return s;
+  const std::string out = dir_ + "/saslpasswd2.out";
+  const int rc = RunCommand({"/bin/sh", "-c",
+                             absl::StrCat(kSaslPasswd, " -p -c -f '", db, "' -u '",
+                                          options_.names.front(), "' '", options_.sasl_user,
+                                          "' < '", pw_file, "'")},
+                            out, absl::Seconds(30));
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("saslpasswd2: exit ", rc, ": ", ReadAll(out),
+                                            ReadAll(out + ".err")));
+  }
+  const passwd* pw = getpwnam("postfix");
+  if (chown(db.c_str(), pw->pw_uid, pw->pw_gid) != 0 || chmod(db.c_str(), 0600) != 0) {
+    return absl::InternalError(absl::StrCat("chown/chmod ", db));
+  }
   return absl::OkStatus();
 }
 

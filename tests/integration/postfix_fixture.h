@@ -39,10 +39,16 @@ class PostfixServer {
     std::vector<std::string> names = {"mx.postfix.test"};
     // smtpd_tls_loglevel: 2 logs "Reusing old session" for each resumed handshake.
     int tls_loglevel = 2;
+    // A submission server (issue 16): with a user, a third listener on submissions_port() —
+    // implicit TLS (RFC 8314), SASL (Cyrus sasldb, PLAIN and LOGIN) only inside TLS, and mail
+    // accepted only from authenticated clients. Needs Debian's sasl2-bin (saslpasswd2).
+    std::string sasl_user;
+    std::string sasl_password;
   };
 
   // Empty when a private instance can be started here, else why not (for GTEST_SKIP).
-  static std::string Unavailable();
+  // `sasl`: also the SASL tools the submission listener needs.
+  static std::string Unavailable(bool sasl = false);
 
   PostfixServer(std::string dir, Options options);
   ~PostfixServer();  // `postfix stop`, then waits for master(8) to exit (SIGKILL after 10 s)
@@ -56,6 +62,7 @@ class PostfixServer {
   const std::string& ip() const { return options_.ip; }
   int smtp_port() const { return smtp_port_; }
   int smtps_port() const { return smtps_port_; }
+  int submissions_port() const { return submissions_port_; }  // 0 without Options::sasl_user
   const std::string& ca_file() const { return ca_file_; }      // PEM of the test CA
   const std::string& log_path() const { return log_path_; }
 
@@ -73,7 +80,8 @@ class PostfixServer {
   std::string dir_;
   Options options_;
   std::string config_dir_, queue_dir_, log_path_, ca_file_;
-  int smtp_port_ = 0, smtps_port_ = 0;
+  int smtp_port_ = 0, smtps_port_ = 0, submissions_port_ = 0;
+  absl::Status WriteSasl();
   bool started_ = false;
 };
 
