@@ -12,7 +12,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "dkim/signer.h"
 #include "engine/relay.h"
+#include "cluster/cluster_share.h"
 #include "engine/shaping.h"
+#include "input/amqp_input.h"
 #include "engine/smtp_session.h"
 #include "queue/dsn.h"
 #include "tls/policy.h"
@@ -109,6 +111,10 @@ struct EngineConfig {
   // readable by root only. The scanner signs each message once (Engine::Dispatch).
   std::vector<dkim::SigningKey> dkim_keys;
   std::shared_ptr<dkim::Signer> dkim;
+  // Past one node (issue 15): `[input.amqp]` (input/amqp_input.h) and `[cluster]`
+  // (cluster/cluster_share.h; `scope = "cluster"` shaping rules share their limits via Redis).
+  AmqpInputConfig amqp;
+  ClusterConfig cluster;
 
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight

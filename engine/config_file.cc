@@ -114,7 +114,7 @@ class Reader : public TomlReader {
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "http", "user",
                                    "allow_root", "smtp", "dkim",
-                                   "relay"}))
+                                   "relay", "input", "cluster"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -456,7 +456,7 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
       if (!(s = CheckKeys(*t, p, {"domain", "mx_suffix", "source", "max_connections",
                                   "max_messages_per_connection", "max_message_rate",
                                   "rate_burst", "backoff_after_4xx", "backoff_base",
-                                  "backoff_max", "tls", "verify"}))
+                                  "backoff_max", "tls", "verify", "scope"}))
                .ok())
         return s;
       ShapingRule r;
@@ -492,6 +492,12 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
       if (!seen.insert(absl::StrCat(ToString(r.match), " ", r.pattern)).second) {
         return Error(match_key, absl::StrCat("duplicate rule for '", r.pattern, "'"));
       }
+      std::string scope;
+      if (!(s = String(*t, p, "scope", &scope)).ok()) return s;
+      if (!scope.empty() && scope != "local" && scope != "cluster") {
+        return Error(p + "scope", absl::StrCat("expected local|cluster, got '", scope, "'"));
+      }
+      r.cluster = scope == "cluster";  // shared through Redis: [cluster] (config_cluster.cc)
       ShapingLimits& l = r.limits;
       if (!(s = Int(*t, p, "max_connections", 1, 100000, &l.max_connections)).ok()) return s;
       if (!(s = Int(*t, p, "max_messages_per_connection", 1, 1000000,
@@ -533,6 +539,9 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
 
 }  // namespace
 
+// config_cluster.cc: [input.amqp], [cluster], and the scope = "cluster" rules' needs.
+absl::Status ReadClusterTables(const toml::table& root, const std::string& file, EngineConfig* c);
+
 absl::Status LoadConfigString(absl::string_view text, const std::string& name,
                               EngineConfig* config) {
   absl::StatusOr<std::string> ascii = AsciiForToml(text, name);
@@ -544,7 +553,8 @@ absl::Status LoadConfigString(absl::string_view text, const std::string& name,
                                                    e.source().begin.column, ": ",
                                                    std::string(e.description())));
   }
-  return Reader(name, config).Read(result.table());
+  if (absl::Status s = Reader(name, config).Read(result.table()); !s.ok()) return s;
+  return ReadClusterTables(result.table(), name, config);
 }
 
 absl::Status LoadConfigFile(const std::string& path, EngineConfig* config) {

@@ -391,6 +391,7 @@ std::string ControlPlane::RenderMetrics() {
                series.value(*v));
     }
   }
+  for (const auto& write : metric_writers_) write(&p);
   return p.Take();
 }
 

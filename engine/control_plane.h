@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -145,6 +146,11 @@ class ControlPlane {
   [[nodiscard]] absl::Status Start(const std::vector<std::unique_ptr<Worker>>* workers);
   void Stop();
   std::string url() const;
+  // Before Start(): more metric families from another part of the engine (the AMQP input,
+  // the cluster budgets); called on the HTTP threads for every /metrics.
+  void AddMetrics(std::function<void(control::PrometheusText*)> write) {
+    metric_writers_.push_back(std::move(write));
+  }
   // Scanner thread, once when it starts stopping (see ControlCommand::kRelease).
   void OnStopping();
   // Scanner thread, every loop.
@@ -173,6 +179,7 @@ class ControlPlane {
   uint64_t serial_ = 0;
   bool stopping_ = false;  // scanner thread
   std::vector<std::shared_ptr<const WorkerSnapshot>> latest_;
+  std::vector<std::function<void(control::PrometheusText*)>> metric_writers_;
 };
 
 }  // namespace mxb

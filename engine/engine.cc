@@ -38,11 +38,13 @@ bool HasEightBit(absl::string_view body) {
 Engine::Engine(EngineConfig config) : config_(std::move(config)) {}
 
 Engine::~Engine() {
+  amqp_.reset();
   if (control_) control_->Stop();  // its handlers read the workers
   for (auto& w : workers_) {
     w->RequestStop();
     w->Join();
   }
+  redis_.reset();  // the workers' budgets point at its shares
 }
 
 absl::Status Engine::Start() {
@@ -82,6 +84,22 @@ absl::Status Engine::Start() {
     sts_ = *std::move(sts);
   }
 
+  if (config_.cluster.enabled() && config_.shaping) {
+    // scope = "cluster" rules: their budgets draw on leases the Redis thread keeps current.
+    std::vector<RedisBudgets::Rule> rules;
+    for (auto [rule, budget] : config_.shaping->ClusterBudgets()) {
+      cluster_shares_.push_back(std::make_unique<ClusterShare>());
+      budget->AttachCluster(cluster_shares_.back().get());
+      rules.push_back({budget->name(), rule->limits.max_connections,
+                       rule->limits.max_message_rate.IntervalUs(), rule->limits.rate_burst,
+                       cluster_shares_.back().get()});
+    }
+    if (!rules.empty()) {
+      redis_ = std::make_unique<RedisBudgets>(config_.cluster, std::move(rules), config_.quiet);
+      redis_->Start();
+    }
+  }
+
   int n = config_.workers;
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   completions_ = std::make_unique<CompletionQueue>(kCompletionCapacity);
@@ -105,7 +123,12 @@ absl::Status Engine::Start() {
   }
   overflow_.resize(workers_.size());
   wake_.assign(workers_.size(), false);
+  if (config_.amqp.enabled()) {
+    amqp_ = std::make_unique<AmqpInput>(config_.amqp, config_.spool_dir, &intake_, config_.quiet);
+  }
   if (control_) {
+    if (amqp_) control_->AddMetrics([a = amqp_.get()](control::PrometheusText* p) { a->WriteMetrics(p); });
+    if (redis_) control_->AddMetrics([r = redis_.get()](control::PrometheusText* p) { r->WriteMetrics(p); });
     if (absl::Status s = control_->Start(&workers_); !s.ok()) return s;
     if (!config_.quiet) std::fprintf(stderr, "mxburst: dashboard %s\n", control_->url().c_str());
   }
@@ -150,6 +173,8 @@ absl::Status Engine::Start() {
                  old->torn_bytes, old->corrupted_records, log_repaired);
   }
   if (!config_.drain) deferred_.LoadFromSpool(*spool_, absl::Now());
+  intake_.Publish(in_flight_, config_.max_messages_in_flight);
+  if (amqp_) amqp_->Start();
   return absl::OkStatus();
 }
 
@@ -302,6 +327,9 @@ void Engine::ClaimBatch() {
       continue;  // NotFound: another engine claimed it first
     }
     Dispatch(f.name, *std::move(contents));
+    if (f.source == Source::kIncoming) {
+      intake_.claimed_incoming.fetch_add(1, std::memory_order_relaxed);
+    }
     ++claimed;
   }
 }
@@ -600,6 +628,7 @@ absl::Status Engine::Run() {
     }
     bool stopping = stop_.load(std::memory_order_relaxed);
     if (stopping && control_) control_->OnStopping();
+    if (stopping && amqp_) amqp_->Stop();  // acks what is durable; the rest stays in the broker
     size_t before = in_flight_;
     if (stopping) {
       // The shutdown bound: in-flight transactions get shutdown_timeout to finish, then the
@@ -635,6 +664,7 @@ absl::Status Engine::Run() {
     FlushOverflow();
     Progress(false);
     if (control_) control_->PublishInFlight(in_flight_, in_flight_bytes_);
+    intake_.Publish(in_flight_, config_.max_messages_in_flight);
     if (in_flight_ == 0) {
       if (stopping) break;
       if (config_.drain && incoming_empty_ && pending_.empty()) break;

@@ -24,11 +24,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "cluster/redis_budgets.h"
 #include "dns/static_routes.h"
 #include "engine/accounting_log.h"
 #include "engine/config.h"
 #include "engine/sts_fetcher.h"
 #include "engine/worker.h"
+#include "input/amqp_input.h"
 #include "queue/journal.h"
 #include "queue/retry_schedule.h"
 #include "queue/spool.h"
@@ -150,6 +152,12 @@ class Engine {
   std::vector<uint32_t> commit_window_us_;  // per commit with outcomes: previous pop -> durable
   // [http] (engine/control_plane.h); nullptr when off.
   std::unique_ptr<ControlPlane> control_;
+  // Issue 15: [cluster] leases for scope = "cluster" rules (before the workers start, stopped
+  // after they joined), and [input.amqp] (fed the budget through intake_).
+  std::vector<std::unique_ptr<ClusterShare>> cluster_shares_;
+  std::unique_ptr<RedisBudgets> redis_;
+  IntakeGauge intake_;
+  std::unique_ptr<AmqpInput> amqp_;
 
 };
 

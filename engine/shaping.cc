@@ -49,25 +49,43 @@ bool MxSuffixMatches(absl::string_view suffix, absl::string_view host) {
   return host.size() == suffix.size() || host[host.size() - suffix.size() - 1] == '.';
 }
 
+// A worker that found no leased cluster token looks again after this long.
+constexpr int64_t kClusterTokenWaitUs = 2000;
+
 // --- ShapingBudget ------------------------------------------------------------------------------
 
 ShapingBudget::ShapingBudget(std::string name, ShapingLimits limits)
     : name_(std::move(name)), limits_(std::move(limits)) {}
 
 bool ShapingBudget::TryOpenConnection() {
-  const int max = limits_.max_connections;
+  int max = limits_.max_connections;
+  if (max > 0 && cluster_ != nullptr && cluster_->online.load(std::memory_order_relaxed)) {
+    // The slots this node leased from the cluster-wide limit (cluster/redis_budgets.h).
+    max = cluster_->slots.load(std::memory_order_relaxed);
+    if (connections() >= max) {
+      cluster_->want_slots.store(true, std::memory_order_relaxed);
+      return false;
+    }
+  }
   if (max <= 0) {
+    if (cluster_ != nullptr) cluster_->in_use.fetch_add(1, std::memory_order_relaxed);
     connections_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
   int cur = connections_.load(std::memory_order_relaxed);
   while (cur < max) {
-    if (connections_.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) return true;
+    if (connections_.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+      if (cluster_ != nullptr) cluster_->in_use.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
   }
   return false;
 }
 
-void ShapingBudget::CloseConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+void ShapingBudget::CloseConnection() {
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+  if (cluster_ != nullptr) cluster_->in_use.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void ShapingBudget::NoteRefused(int64_t now_ms) {
   refused_ms_.store(now_ms, std::memory_order_relaxed);
@@ -83,6 +101,12 @@ bool ShapingBudget::HasWaiters(int64_t now_ms) const {
 // burst, message k starts no earlier than (k - burst + 1) intervals after the first.
 int64_t ShapingBudget::WaitBeforeMessageUs(int64_t now_us) const {
   if (limits_.max_message_rate.unlimited()) return 0;
+  if (cluster_ != nullptr && cluster_->online.load(std::memory_order_relaxed)) {
+    if (cluster_->tokens.load(std::memory_order_relaxed) > 0) return 0;
+    // No leased token: the Redis thread leases more within a few ms; look again then.
+    cluster_->want_tokens.store(true, std::memory_order_relaxed);
+    return kClusterTokenWaitUs;
+  }
   const int64_t interval = limits_.max_message_rate.IntervalUs();
   const int64_t tolerance = static_cast<int64_t>(std::max(limits_.rate_burst, 1) - 1) * interval;
   const int64_t tat = std::max(tat_us_.load(std::memory_order_relaxed), now_us);
@@ -91,6 +115,12 @@ int64_t ShapingBudget::WaitBeforeMessageUs(int64_t now_us) const {
 
 void ShapingBudget::TakeMessage(int64_t now_us) {
   if (limits_.max_message_rate.unlimited()) return;
+  if (cluster_ != nullptr && cluster_->online.load(std::memory_order_relaxed)) {
+    // Two workers may take the last token at once: the debt is leased first next time.
+    cluster_->tokens.fetch_sub(1, std::memory_order_relaxed);
+    cluster_->last_take_us.store(now_us, std::memory_order_relaxed);
+    return;
+  }
   const int64_t interval = limits_.max_message_rate.IntervalUs();
   int64_t tat = tat_us_.load(std::memory_order_relaxed);
   while (!tat_us_.compare_exchange_weak(tat, std::max(tat, now_us) + interval,
@@ -229,8 +259,16 @@ bool BudgetSet::OnReply(int code, int64_t now_ms) {
 
 ShapingTable::ShapingTable(ShapingConfig config) : config_(std::move(config)) {
   for (const ShapingRule& r : config_.rules) {
+    ShapingLimits limits = r.limits;
+    if (r.cluster && config_.cluster_nodes > 1) {
+      // The local share, used while Redis is unreachable: limit / expected_nodes, never 0
+      // (never unlimited either). A rate keeps its count over an N times longer period.
+      const int n = config_.cluster_nodes;
+      if (limits.max_connections > 0) limits.max_connections = std::max(1, limits.max_connections / n);
+      limits.max_message_rate.period *= n;
+    }
     budgets_.push_back(std::make_unique<ShapingBudget>(
-        absl::StrCat(ToString(r.match), " ", r.pattern), r.limits));
+        absl::StrCat(ToString(r.match), " ", r.pattern), limits));
     ShapingBudget* b = budgets_.back().get();
     // The first rule for a key wins (the config parser rejects duplicates anyway).
     switch (r.match) {
@@ -287,6 +325,14 @@ bool ShapingTable::AnyWaiters(int64_t now_ms) const {
     if (b->HasWaiters(now_ms)) return true;
   }
   return false;
+}
+
+std::vector<std::pair<const ShapingRule*, ShapingBudget*>> ShapingTable::ClusterBudgets() const {
+  std::vector<std::pair<const ShapingRule*, ShapingBudget*>> out;
+  for (size_t i = 0; i < config_.rules.size(); ++i) {
+    if (config_.rules[i].cluster) out.emplace_back(&config_.rules[i], budgets_[i].get());
+  }
+  return out;
 }
 
 std::string ShapingTable::DumpJson(int64_t now_ms) const {

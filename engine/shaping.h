@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "cluster/cluster_share.h"
 
 namespace mxb {
 
@@ -77,6 +78,7 @@ struct ShapingRule {
   ShapingMatch match = ShapingMatch::kDomain;
   std::string pattern;  // lower-case domain, MX suffix without leading "*." / ".", or IP text
   ShapingLimits limits;
+  bool cluster = false;  // scope = "cluster": limits are for the whole cluster (cluster/)
 };
 
 // A named set of local addresses to bind() before connect; connections rotate over them.
@@ -100,6 +102,9 @@ struct ShapingConfig {
   std::vector<SourcePool> pools;
   std::vector<SourceSelect> select;
   std::string default_pool;  // "" = no bind (the kernel picks the source address)
+  // [cluster] expected_nodes: a scope = "cluster" rule's budget applies limit / this while
+  // Redis is unreachable (its local share).
+  int cluster_nodes = 1;
 };
 
 // host == suffix, or host ends with "." + suffix (ASCII case-insensitive).
@@ -143,6 +148,12 @@ class ShapingBudget {
   // Why jobs wait: "mx_suffix google.com paused 4s after 421 (back-off 2)".
   std::string PauseReason() const;
 
+  // scope = "cluster" (before the workers start): while `share` is online, connections are
+  // bounded by its leased slots and messages by its leased tokens; offline, limits() (the
+  // local share) apply as for any rule.
+  void AttachCluster(ClusterShare* share) { cluster_ = share; }
+  ClusterShare* cluster() const { return cluster_; }
+
   // One JSON object (no newline): rule, connections, paused_for_ms, backoff_level,
   // consecutive_4xx, rate_wait_ms.
   std::string DumpJson(int64_t now_ms) const;
@@ -158,6 +169,7 @@ class ShapingBudget {
   std::atomic<int> consecutive_4xx_{0};
   std::atomic<int> last_pause_code_{0};
   std::atomic<int64_t> last_pause_ms_{0};
+  ClusterShare* cluster_ = nullptr;
 };
 
 // The budgets one connection draws on; null entries are skipped.
@@ -202,6 +214,8 @@ class ShapingTable {
 
   // Some rule's connection budget refused a connection recently (ShapingBudget::HasWaiters).
   bool AnyWaiters(int64_t now_ms) const;
+  // The scope = "cluster" rules (with their cluster-wide limits) and their budgets.
+  std::vector<std::pair<const ShapingRule*, ShapingBudget*>> ClusterBudgets() const;
   // One JSON line per rule budget (for the shaping dump next to the policy dump).
   std::string DumpJson(int64_t now_ms) const;
 

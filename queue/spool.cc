@@ -398,8 +398,11 @@ size_t Spool::CountDeferred() const {
 }
 size_t Spool::CountBad() const { return CountNames(DirOf(root_, kBad), ListFilter::kSkipWhy); }
 
-absl::Status InjectFile(const std::string& spool_root, const std::string& name,
-                        absl::string_view contents, bool fsync_file) {
+namespace {
+
+// tmp/name (fsync'ed when asked) renamed into incoming/name; no directory fsync.
+absl::Status PlaceInIncoming(const std::string& spool_root, const std::string& name,
+                             absl::string_view contents, bool fsync_file) {
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   const std::string tmp = PathIn(spool_root, kTmp, name);
   const std::string target = PathIn(spool_root, kIncoming, name);
@@ -410,8 +413,25 @@ absl::Status InjectFile(const std::string& spool_root, const std::string& name,
     unlink(tmp.c_str());
     return ErrnoError(err, absl::StrCat("rename to ", target), tmp);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status InjectFile(const std::string& spool_root, const std::string& name,
+                        absl::string_view contents, bool fsync_file) {
+  if (absl::Status s = PlaceInIncoming(spool_root, name, contents, fsync_file); !s.ok()) return s;
   if (fsync_file) return FsyncDir(DirOf(spool_root, kIncoming));
   return absl::OkStatus();
+}
+
+absl::Status InjectFileBatched(const std::string& spool_root, const std::string& name,
+                               absl::string_view contents) {
+  return PlaceInIncoming(spool_root, name, contents, /*fsync_file=*/true);
+}
+
+absl::Status SyncIncoming(const std::string& spool_root) {
+  return FsyncDir(DirOf(spool_root, kIncoming));
 }
 
 absl::Status ReplaceSpoolFile(const std::string& spool_root, absl::string_view subdir,

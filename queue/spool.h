@@ -120,6 +120,13 @@ class Spool {
 [[nodiscard]] absl::Status InjectFile(const std::string& spool_root, const std::string& name,
                                       absl::string_view contents, bool fsync_file = true);
 
+// InjectFile for batches (the AMQP input, input/amqp_input.h): the file is fsync'ed before the
+// rename, incoming/ is not; the caller runs SyncIncoming() once per batch, and only then may it
+// treat the batch as durable (one directory fsync per batch instead of one per file). Any thread.
+[[nodiscard]] absl::Status InjectFileBatched(const std::string& spool_root,
+                                             const std::string& name, absl::string_view contents);
+[[nodiscard]] absl::Status SyncIncoming(const std::string& spool_root);
+
 // Atomically creates or replaces <spool>/<subdir>/<name> with `contents`: writes tmp/.put.<name>,
 // fsyncs, renames over the target and fsyncs <subdir>. Used for DSN files (queue/dsn.h). `subdir`
 // must exist. Any thread (names must differ between concurrent callers).

@@ -26,6 +26,9 @@ PACKAGES=(
   # dkim/: DKIM signing with libopendkim (RSA and Ed25519); tests verify with python3-dkim
   # (Ed25519 through python3-nacl, keys from the test zone through python3-dnspython)
   libopendkim-dev python3-dkim python3-nacl python3-dnspython
+  # issue 15, past one node: input/ (RabbitMQ, rabbitmq-c) and cluster/ (Redis, hiredis); the
+  # tests start a private rabbitmq-server (with its own epmd from erlang-base) and redis-server
+  librabbitmq-dev libhiredis-dev rabbitmq-server redis-server
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )
@@ -75,5 +78,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   # configuration directory; the system's Postfix stays unconfigured and stopped.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   echo "setup: installing ${missing[*]}"
+  # rabbitmq-server and redis-server must not start as system services (RabbitMQ and epmd
+  # would listen on every interface): the tests run private instances on 127.0.0.1. A
+  # policy-rc.d that says 101 ("action forbidden") keeps invoke-rc.d from starting them.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi

@@ -425,6 +425,40 @@ TEST(ConfigFile, RelayTablesAndTheirPasswordFile) {
     std::remove(file.c_str());
   }
   for (const std::string& f : {secret, two_lines, empty, readable}) std::remove(f.c_str());
+// Issue 15: [input.amqp], [cluster] and scope = "cluster" (engine/config_cluster.cc).
+TEST(ConfigFile, AmqpInputAndClusterKeys) {
+  const BadCase cases[] = {
+      {"spool = \"/s\"\n[input.amqp]\nurl = \"http://x\"\n", "input.amqp.url"},
+      {"spool = \"/s\"\n[input.amqp]\nqueue = \"q\"\n", "input.amqp.url"},
+      {"spool = \"/s\"\n[input.amqp]\nurl = \"amqp://h\"\nprefetch = 0\n", "input.amqp.prefetch"},
+      {"spool = \"/s\"\n[input.amqp]\nurl = \"amqp://h\"\nprefech = 5\n", "input.amqp.prefech"},
+      {"spool = \"/s\"\n[input.kafka]\nurl = \"x\"\n", "input.kafka"},
+      {"spool = \"/s\"\n[cluster]\nredis = \"127.0.0.1:6379\"\n", "cluster.redis"},
+      {"spool = \"/s\"\n[cluster]\nredis = \"redis://h\"\nexpected_nodes = 0\n",
+       "cluster.expected_nodes"},
+      {"spool = \"/s\"\n[[shaping]]\ndomain = \"a.example\"\nscope = \"global\"\n",
+       "shaping[0].scope"},
+      {"spool = \"/s\"\n[[shaping]]\ndomain = \"a.example\"\nscope = \"cluster\"\n",
+       "shaping[0].scope"},
+  };
+  for (const BadCase& c : cases) ExpectNamed("", c);
+  std::string path = WriteTemp(
+      "spool = \"/s\"\n[input.amqp]\nurl = \"amqp://u:p@127.0.0.1:5673/\"\nqueue = \"out\"\n"
+      "prefetch = 64\n[cluster]\nredis = \"redis://127.0.0.1:6380\"\nnode = \"n2\"\n"
+      "expected_nodes = 3\n[[shaping]]\ndomain = \"a.example\"\nscope = \"cluster\"\n"
+      "max_connections = 7\nmax_message_rate = \"90/second\"\n");
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->amqp.queue, "out");
+  EXPECT_EQ(cfg->amqp.prefetch, 64);
+  EXPECT_EQ(cfg->cluster.node, "n2");
+  ASSERT_EQ(cfg->shaping->ClusterBudgets().size(), 1u);
+  // The budget's own limits are the local share used while Redis is unreachable.
+  auto [rule, budget] = cfg->shaping->ClusterBudgets()[0];
+  EXPECT_EQ(rule->limits.max_connections, 7);
+  EXPECT_EQ(budget->limits().max_connections, 2);
+  EXPECT_EQ(budget->limits().max_message_rate.IntervalUs(), 33333) << "90/s over 3 nodes: 30/s each";
+  std::remove(path.c_str());
 }
 
 }  // namespace

@@ -415,3 +415,44 @@ TEST(ShapingConfig, BadKeysAreNamedOnOneLine) {
 
 }  // namespace
 }  // namespace mxb
+
+namespace mxb {
+namespace {
+
+// scope = "cluster" (issue 15): online, the leased slots and tokens bound the budget; offline,
+// its own limits (the local share) apply as for any rule.
+TEST(ShapingBudget, ClusterShareBoundsConnectionsAndRateOfflineTheLocalShare) {
+  ShapingLimits l = RateLimits(10, absl::Seconds(1), 1);  // the local share: 100 ms apart
+  l.max_connections = 2;
+  ShapingBudget b("domain a.example", l);
+  ClusterShare share;
+  b.AttachCluster(&share);
+  share.online = true;
+  share.slots = 3;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(b.TryOpenConnection()) << i;  // above the local 2
+  EXPECT_FALSE(b.TryOpenConnection());
+  EXPECT_TRUE(share.want_slots.load()) << "the Redis thread is asked for more";
+  EXPECT_EQ(share.in_use.load(), 3);
+  b.CloseConnection();
+  EXPECT_EQ(share.in_use.load(), 2);
+  share.tokens = 2;
+  const int64_t now = 1'000'000;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(b.WaitBeforeMessageUs(now), 0) << i;  // leased tokens go back to back
+    b.TakeMessage(now);
+  }
+  EXPECT_GT(b.WaitBeforeMessageUs(now), 0);
+  EXPECT_TRUE(share.want_tokens.load());
+  EXPECT_EQ(share.last_take_us.load(), now);
+  // Redis gone: the local share, 2 connections (2 open: none more) and 10/s.
+  share.online = false;
+  EXPECT_FALSE(b.TryOpenConnection());
+  b.CloseConnection();
+  EXPECT_TRUE(b.TryOpenConnection());
+  ASSERT_EQ(b.WaitBeforeMessageUs(now), 0);
+  b.TakeMessage(now);
+  EXPECT_EQ(b.WaitBeforeMessageUs(now), 100'000);
+}
+
+}  // namespace
+}  // namespace mxb
