@@ -189,7 +189,9 @@ RedisBudgets::RedisBudgets(ClusterConfig config, std::vector<Rule> rules, bool q
     // A hash tag ({...}) keeps one rule's keys in one slot should the Redis be a cluster.
     st->rate_key = absl::StrCat("mxb:{", r.name, "}:rate");
     st->slots_key = absl::StrCat("mxb:{", r.name, "}:slots");
-    if (r.interval_us > 0) st->batch = std::clamp<int64_t>(20000 / r.interval_us, 1, 64);
+    // 50 ms of the cluster rate per lease: a lease round trip delayed by a busy CPU does not
+    // leave the node without tokens.
+    if (r.interval_us > 0) st->batch = std::clamp<int64_t>(50000 / r.interval_us, 1, 64);
     st->rule = std::move(r);
     rules_.push_back(std::move(st));
   }
@@ -237,7 +239,7 @@ bool RedisBudgets::Tick(Connection* c, int64_t now_us) {
         calls_.fetch_add(1, std::memory_order_relaxed);
         absl::Status s = c->Command({"EVAL", kGcraScript, "1", st.rate_key,
                                      std::to_string(st.rule.interval_us),
-                                     std::to_string(std::max<int64_t>(st.rule.burst, st.batch)),
+                                     std::to_string(std::max<int64_t>(st.rule.burst, 2 * st.batch)),
                                      std::to_string(n)},
                                     &out);
         if (!s.ok() || out.size() != 2) {

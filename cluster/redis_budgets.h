@@ -3,10 +3,10 @@
 // rule's ClusterShare (cluster/cluster_share.h), which the workers draw from with atomics only.
 //
 // - Message rate: GCRA (the generic cell rate algorithm, one theoretical-arrival-time key per
-//   rule) as a Redis Lua script — one round trip leases up to `batch` tokens (20 ms of the
+//   rule) as a Redis Lua script — one round trip leases up to `batch` tokens (50 ms of the
 //   cluster rate, 1..64) using Redis' own clock, so node clocks never matter. Tokens a node has
 //   not used for 500 ms go back (the script moves the TAT back). Bound: over any window the
-//   cluster sends at most rate × window + max(rate_burst, batch) + nodes × batch messages.
+//   cluster sends at most rate × window + max(rate_burst, 2 × batch) + nodes × batch messages.
 // - Connection slots: one hash per rule, field = node, value = "expiry_ms:count"; a Lua script
 //   drops expired leases, grants min(want, max − others) and renews this node's lease for
 //   `lease_ttl`. A dead node's slots expire after lease_ttl instead of leaking. A node never
