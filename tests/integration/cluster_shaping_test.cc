@@ -245,7 +245,9 @@ TEST_F(ClusterShapingTest, RateAndConnectionsHoldAcrossThreeNodes) {
   StopAll();
   const double local_rate = RateIn(DeliveryTimes(dir_ + "/local-sink/received"), t1 + 1, 3);
   local_sink->Stop();
-  EXPECT_GT(local_rate, 2.5 * cluster_rate) << "local " << local_rate << "/s";
+  // ~3x on an idle machine; a loaded 2-core CI box reaches ~2.4x (the nodes run out of CPU, not
+  // of budget). Shared by mistake, the local rule would give ~1x.
+  EXPECT_GT(local_rate, 1.8 * cluster_rate) << "local " << local_rate << "/s";
   std::printf("[ measure  ] cluster rule 100/s over 3 nodes: %.1f msgs/s at the sink (10 s); "
               "the same rule local: %.1f msgs/s (3 s); cluster max_connections 6: peak %d "
               "(3 nodes), %d (1 node busy)\n",
@@ -276,7 +278,10 @@ TEST_F(ClusterShapingTest, RedisDownFallsBackToLocalShareThenRecovers) {
   const double fallback = RateIn(t, down_at + 1, 4);
   const double after = RateIn(t, up_at + 1, 4);
   EXPECT_NEAR(before, 100, 15);
-  EXPECT_NEAR(fallback, 100, 20) << "3 nodes x local share 100/3";
+  // Never above the limit (unlimited would be hundreds per second); below it only when a loaded
+  // CI box cannot keep three nodes at their 33/s (seen: 73/s under the full suite).
+  EXPECT_LE(fallback, 120) << "3 nodes x local share 100/3";
+  EXPECT_GE(fallback, 50) << "3 nodes x local share 100/3";
   EXPECT_NEAR(after, 100, 15);
   EXPECT_TRUE(absl::StrContains(metrics, "mxburst_cluster_redis_up 1")) << metrics;
   EXPECT_TRUE(absl::StrContains(metrics, "mxburst_cluster_fallbacks_total 1")) << metrics;
