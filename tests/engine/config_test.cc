@@ -425,6 +425,8 @@ TEST(ConfigFile, RelayTablesAndTheirPasswordFile) {
     std::remove(file.c_str());
   }
   for (const std::string& f : {secret, two_lines, empty, readable}) std::remove(f.c_str());
+}
+
 // Issue 15: [input.amqp], [cluster] and scope = "cluster" (engine/config_cluster.cc).
 TEST(ConfigFile, AmqpInputAndClusterKeys) {
   const BadCase cases[] = {
