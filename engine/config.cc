@@ -35,6 +35,7 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --tls MODE               opportunistic (default) | required | disabled
   --ca-file FILE           CA bundle for certificate checks (default: system store)
   --max-connections N      per destination (default 16)
+  --max-connections-per-mx N  per worker and MX host, shared by its domains (default 16)
   --max-messages-per-connection N   (default 1000)
   --max-recipients N       per transaction (default 100)
   --max-in-flight N        messages claimed and not final, bounds memory (default 20000)
@@ -183,6 +184,10 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
     } else if (flag == "--max-connections") {
       if (!(st = need(v)).ok() ||
           !(st = ParseInt(flag, v, 1, 100000, &c.max_connections_per_destination)).ok())
+        return st;
+    } else if (flag == "--max-connections-per-mx") {
+      if (!(st = need(v)).ok() ||
+          !(st = ParseInt(flag, v, 1, 100000, &c.max_connections_per_mx)).ok())
         return st;
     } else if (flag == "--max-messages-per-connection") {
       if (!(st = need(v)).ok() ||

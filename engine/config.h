@@ -32,6 +32,10 @@ struct EngineConfig {
   std::string ca_file;
 
   int max_connections_per_destination = 16;
+  // Per worker and MX pool key (engine/mx_pool.h: MX host, address and port, source pool, TLS
+  // policy): the connections every domain routed to that host shares (`[limits]
+  // max_connections_per_mx`, --max-connections-per-mx).
+  int max_connections_per_mx = 16;
   int max_messages_per_connection = 1000;
   size_t max_recipients_per_transaction = 100;
   size_t max_messages_in_flight = 20000;   // claimed and not yet final (memory bound)

@@ -150,12 +150,15 @@ class Reader : public TomlReader {
 
     if (const toml::table* t = root["limits"].as_table()) {
       const std::string p = "limits.";
-      if (!(s = CheckKeys(*t, p, {"max_connections", "max_messages_per_connection",
-                                  "max_recipients", "max_in_flight", "max_in_flight_mb",
-                                  "policy_cache_entries"}))
+      if (!(s = CheckKeys(*t, p, {"max_connections", "max_connections_per_mx",
+                                  "max_messages_per_connection", "max_recipients",
+                                  "max_in_flight", "max_in_flight_mb", "policy_cache_entries"}))
                .ok())
         return s;
       if (!(s = Int(*t, p, "max_connections", 1, 100000, &c_->max_connections_per_destination))
+               .ok())
+        return s;
+      if (!(s = Int(*t, p, "max_connections_per_mx", 1, 100000, &c_->max_connections_per_mx))
                .ok())
         return s;
       if (!(s = Int(*t, p, "max_messages_per_connection", 1, 1000000,

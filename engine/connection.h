@@ -151,6 +151,8 @@ class Connection {
   uint32_t gen() const { return gen_; }
   bool used() const { return used_; }
   ConnectionOwner* owner() const { return owner_; }
+  // Between transactions only: another destination of the same MX pool takes it over.
+  void set_owner(ConnectionOwner* owner) { owner_ = owner; }
 
   // Takes `fd` (from OpenSocket), makes it a direct descriptor when it can, and submits the
   // connect with a linked timeout (config connect_timeout).

@@ -169,7 +169,7 @@ void Destination::Shutdown() {
   while (!idle_.empty()) {
     ConnRef c = idle_.back();
     idle_.pop_back();
-    if (ctx_->host->Unpark(c)) ctx_->host->Quit(c.slot);
+    if (Owns(c) && ctx_->host->Unpark(c)) ctx_->host->Quit(c.slot);
   }
 }
 
@@ -445,7 +445,9 @@ void Destination::Pump() {
     if (!queue_.empty()) ctx_->host->Throttle(this);
     return;
   }
+  // now() < shaping_wake_ms_ again: a connection taken from the MX pool parked for a rate slot.
   while (!queue_.empty() && connections_ < ctx_->config->max_connections_per_destination &&
+         now() >= shaping_wake_ms_ &&
          static_cast<int>(queue_.size()) > connecting_ &&
          (hops_.failed_count == 0 || connecting_ == 0) &&
          (connecting_ == 0 || !RateLimited(*budget_, hops_, *ctx_->shaping))) {
@@ -501,24 +503,6 @@ bool Destination::OpenConnection() {
     HopFailed(index, absl::StrCat(hop.mx, ": ", policy.policy.defer_reason), a, "4.7.5");
     return false;
   }
-  bool relay_probe = false;
-  BudgetSet budgets;
-  std::optional<sockaddr_storage> source;
-  switch (TakeBudgets(hop, &budgets, &source)) {
-    case BudgetResult::kOk:
-      break;
-    case BudgetResult::kFull:
-      return false;
-    case BudgetResult::kNoSource: {
-      AttemptInfo a;
-      a.mx = hop.mx;
-      HopFailed(index,
-                absl::StrCat("source pool ", shaping.config().pools[pool_].name,
-                             " has no address of ", hop.mx, "'s family"),
-                a);
-      return false;
-    }
-  }
   const bool implicit =
       policy.policy.implicit_tls_first && policy.implicit_tls_failed_until < absl::Now();
   ConnectSpec spec;
@@ -541,6 +525,37 @@ bool Destination::OpenConnection() {
     spec.policy.name += "+tls-required-no";
   }
   spec.implicit_tls = implicit;
+  // Domains on the same MX host share its connections (engine/mx_pool.h): an idle one of the
+  // same key first, else a new one while the key is under max_connections_per_mx, else wait.
+  // A relay (smarthost) destination keeps its own connections: their TLS and AUTH are the
+  // relay's, set below.
+  bool relay_probe = false;
+  std::string key;
+  if (MxPool* pool = ctx_->mx_pool; pool != nullptr && relay_ == nullptr) {
+    key = MxPool::KeyOf(spec, pool_, relaxed_policy);
+    if (Adopt(key, index)) return true;
+    if (pool->Full(key)) {
+      pool->Wait(key, this);
+      return false;
+    }
+  }
+  BudgetSet budgets;
+  std::optional<sockaddr_storage> source;
+  switch (TakeBudgets(hop, &budgets, &source)) {
+    case BudgetResult::kOk:
+      break;
+    case BudgetResult::kFull:
+      return false;
+    case BudgetResult::kNoSource: {
+      AttemptInfo a;
+      a.mx = hop.mx;
+      HopFailed(index,
+                absl::StrCat("source pool ", shaping.config().pools[pool_].name,
+                             " has no address of ", hop.mx, "'s family"),
+                a);
+      return false;
+    }
+  }
   spec.source = source;
   if (relay_ != nullptr) {
     // A smarthost: its own TLS (implicit or mandatory STARTTLS, always verified) and AUTH.
@@ -582,22 +597,34 @@ bool Destination::OpenConnection() {
   l.max_messages = budgets.MaxMessagesPerConnection(ctx_->config->max_messages_per_connection);
   l.relaxed = relaxed_policy;
   l.relay_probe = relay_probe;
+  l.key = std::move(key);
+  if (!l.key.empty()) ctx_->mx_pool->Opened(l.key);
   ++connections_;
   ++connecting_;
   return true;
 }
 
-void Destination::StartTransaction(uint32_t slot) {
+void Destination::StartTransaction(uint32_t slot, bool may_hand_over) {
   DestinationHost& host = *ctx_->host;
   Lease& l = leases_[slot];
-  // Keep the session (and its TLS state) for the next job of this destination, or until
-  // the rate budget allows the next message.
+  // Keep the session (and its TLS state) for the next job of this destination or of another
+  // one on the same MX pool key, or until the rate budget allows the next message.
   auto park = [&] {
     idle_.push_back({slot, l.gen});
+    if (!l.key.empty()) ctx_->mx_pool->Park(l.key, {slot, l.gen}, this);
     host.Park(slot, now() + absl::ToInt64Milliseconds(ctx_->config->idle_timeout));
   };
   const bool may_send = !host.stopping() && !Suspended() && l.messages < l.max_messages &&
                         l.budgets.PausedBy(now()) == nullptr;
+  // Domains sharing the MX take turns, one transaction each: a domain with a long queue never
+  // holds every connection of the key while others wait for the cap.
+  if (may_send && may_hand_over && !l.key.empty()) {
+    const std::string key = l.key;
+    if (HandOver(slot)) {  // `l` is gone
+      if (!queue_.empty()) ctx_->mx_pool->Wait(key, this);
+      return;
+    }
+  }
   if (may_send && !queue_.empty() && RateBlocked(l)) {
     park();
     return;
@@ -648,7 +675,7 @@ void Destination::ResumeIdle() {
     }
     ConnRef c = idle_.back();
     idle_.pop_back();
-    if (!ctx_->host->Unpark(c)) continue;
+    if (!Owns(c) || !ctx_->host->Unpark(c)) continue;  // handed to another domain, or gone
     StartTransaction(c.slot);
   }
 }
@@ -709,7 +736,12 @@ void Destination::OnClosed(uint32_t slot) {
   if (auto it = leases_.find(slot); it != leases_.end()) {
     it->second.budgets.CloseConnection();  // after close(): the peer saw it go
     if (it->second.relay_probe) relay_->gate->ProbeDone(false);  // closed before it was ready
+    const std::string key = std::move(it->second.key);
     leases_.erase(it);
+    // A place under the key's cap is free: the destination that waited longest opens it.
+    if (!key.empty()) {
+      if (Destination* d = ctx_->mx_pool->Closed(key); d != nullptr && d != this) d->Pump();
+    }
   }
   // Jobs still waiting get a new connection now that this one is gone.
   Pump();

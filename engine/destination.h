@@ -1,8 +1,9 @@
 // Destination: one (recipient domain, source pool) of a worker — the jobs waiting for it, its
 // next hops (HopList, from a static route or the MX answer), the connections it opened (its
 // pool), when to open another (Pump), the dead / paused state, the rate-queue cap and the reuse
-// of idle connections. It decides; its DestinationHost (the worker) carries the decisions out on
-// the ring. The TLS policy of a hop comes from tls/hop_policy.h, not from here.
+// of idle connections (its own, and through the worker's MxPool those of every domain on the
+// same MX host: destination_pool.cc). It decides; its DestinationHost (the worker) carries the
+// decisions out on the ring. The TLS policy of a hop comes from tls/hop_policy.h, not from here.
 //
 // Owns: the job queue (jobs it holds until a connection takes them or it fails them), the hop
 // list and its failure marks, one Lease per connection it opened (hop index, shaping budgets
@@ -36,6 +37,7 @@
 #include "dns/static_routes.h"
 #include "engine/connection.h"
 #include "engine/delivery.h"
+#include "engine/mx_pool.h"
 #include "engine/shaping.h"
 #include "tls/hop_policy.h"
 #include "tls/mta_sts.h"
@@ -52,12 +54,6 @@ class Suspensions;
 // Fills every outcome of `job` with one result (the job has not been tried, or failed whole).
 void SetAllOutcomes(DeliveryJob* job, DeliveryClass klass, int code, absl::string_view enhanced,
                     absl::string_view text, const AttemptInfo& attempt);
-
-// {slot, generation} of a connection: stays meaningful after the slot is reused.
-struct ConnRef {
-  uint32_t slot = 0;
-  uint32_t gen = 0;
-};
 
 // What a destination asks of its worker. The worker implements it on its ring and connection
 // slab; tests implement it without a ring.
@@ -86,6 +82,9 @@ class DestinationHost {
   // True (and no longer parked) if `c` is still that connection and parked.
   virtual bool Unpark(ConnRef c) = 0;
   virtual bool IsParked(uint32_t slot) const = 0;
+  // Connection `slot` now reports to `owner` (a connection handed between the destinations
+  // that share its MX pool, engine/mx_pool.h).
+  virtual void Reown(uint32_t slot, ConnectionOwner* owner) = 0;
 };
 
 // Shared by every destination of one worker.
@@ -99,6 +98,9 @@ struct DestinationContext {
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
   // Operator suspensions (engine/control_plane.h); nullptr when the control plane is off.
   const Suspensions* suspensions = nullptr;
+  // The worker's connections by MX host and policy, shared by its destinations; nullptr = each
+  // destination keeps its own (unit tests).
+  MxPool* mx_pool = nullptr;
 };
 
 // One address of one MX host (or static next hop), in the order delivery tries them.
@@ -188,6 +190,7 @@ class Destination : public ConnectionOwner {
     // achieved security is below what the other jobs of the destination require).
     bool relaxed = false;
     bool relay_probe = false;  // the relay's probe connection (RelayGate::MayConnect)
+    std::string key;  // MxPool::KeyOf when it opened ("" without a pool, or for a relay)
   };
   enum class BudgetResult { kOk, kFull, kNoSource };
 
@@ -202,11 +205,21 @@ class Destination : public ConnectionOwner {
   bool RateBlocked(const Lease& l);
   BudgetResult TakeBudgets(const Hop& hop, BudgetSet* set, std::optional<sockaddr_storage>* src);
   bool OpenConnection();
+  // MX pool (engine/mx_pool.h): an idle connection of `key` taken over for hop `hop`.
+  bool Adopt(const std::string& key, size_t hop);
+  // Gives ready connection `slot` to a destination waiting for its key; true: it is theirs.
+  bool HandOver(uint32_t slot);
+  // Takes lease `l` of connection `slot` from `from` if this destination has a job for it and
+  // room in its budgets; then starts its transaction.
+  bool Receive(uint32_t slot, Lease&& l, Destination* from, size_t hop);
+  bool Owns(ConnRef c) const;
   // The next queued job connection `l` may carry (nullptr: none).
   DeliveryJob* PopJobFor(const Lease& l);
   void HopFailed(size_t hop, absl::string_view reason, const AttemptInfo& attempt,
                  absl::string_view enhanced = "4.4.1");
-  void StartTransaction(uint32_t slot);
+  // `may_hand_over`: between two of this destination's jobs the connection may go to another
+  // destination waiting for its MX pool key (not right after it was handed here).
+  void StartTransaction(uint32_t slot, bool may_hand_over = true);
   // Back-pressure from this host (ports, descriptors): jobs stay queued, Pump() runs again at
   // the host's LocalRetryAtMs(); no hop is marked failed.
   void WaitForLocalResources();
@@ -235,8 +248,8 @@ class Destination : public ConnectionOwner {
   // Connections between transactions, most recent last; checked with Unpark() when popped (a
   // closed or re-used one leaves a stale entry).
   std::vector<ConnRef> idle_;
-  // Traffic shaping (engine/shaping.h). Jobs of different pools never share a connection, so
-  // the connection pool key is (MX host, source IP).
+  // Traffic shaping (engine/shaping.h). Jobs of different pools never share a connection: the
+  // source pool is part of the MX pool key (engine/mx_pool.h).
   const int pool_;
   ShapingBudget* budget_ = nullptr;  // the domain rule's budget, else own_budget_
   std::unique_ptr<ShapingBudget> own_budget_;

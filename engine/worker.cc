@@ -211,6 +211,8 @@ struct Worker::Impl : public DestinationHost {
   const ShapingTable* shaping = nullptr;
   DestinationContext dctx;
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> dests;
+  // Connections shared by the destinations on one MX host (engine/mx_pool.h).
+  MxPool mx_pool{w.config_.max_connections_per_mx};
   absl::flat_hash_set<Destination*> throttled;
   __kernel_timespec shaping_ts{};        // copied by the kernel when the timeout is submitted
   int shaping_timers = 0;                // armed
@@ -246,6 +248,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.tls_rules = &tls_rules;
     dctx.host = this;
     dctx.sts = w.sts_;
+    dctx.mx_pool = &mx_pool;
     if (w.control_ != nullptr) dctx.suspensions = &suspensions;
   }
 
@@ -418,6 +421,8 @@ struct Worker::Impl : public DestinationHost {
     c->Unpark();
     return true;
   }
+
+  void Reown(uint32_t slot, ConnectionOwner* owner) override { slab.At(slot).set_owner(owner); }
 
   bool IsParked(uint32_t slot) const override {
     const Connection& c = slab.At(slot);

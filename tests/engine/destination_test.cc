@@ -78,6 +78,7 @@ class TestWorker : public DestinationHost {
     parked[c.slot] = false;
     return true;
   }
+  void Reown(uint32_t /*slot*/, ConnectionOwner* /*owner*/) override {}
   bool IsParked(uint32_t slot) const override { return slot < parked.size() && parked[slot]; }
 
   // The connection in `slot` failed before it was ready, as Connection reports it.
