@@ -392,7 +392,9 @@ def sessions_scenario(a):
         inject(spool, msgs, a.c_size, domains, seed=7)
         sink = Sink(work, addresses, a.c_sink_threads, delay)
         ports = {int(hp.rsplit(":", 1)[1]) for hp in sink.hostports}
-        extra = workers + ["--max-connections", str(per_dest), "--max-messages-per-connection",
+        # The sessions all go to c_addresses MX hosts: lift the MX pool's cap (engine/mx_pool.h).
+        extra = workers + ["--max-connections-per-mx", "100000",
+                           "--max-connections", str(per_dest), "--max-messages-per-connection",
                            "1", "--max-in-flight", str(msgs + 1000), "--connect-timeout", "120"]
         m = run_engine(work, spool, routes_for(domains, sink.hostports), extra, sample_fds=True,
                        session_ports=ports)

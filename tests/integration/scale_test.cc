@@ -69,6 +69,8 @@ class ScaleTest : public ::testing::Test {
     std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain",
                                      "--log", log_, "--quiet", "--workers", "2", "--helo",
                                      "scale.mxburst.example", "--max-connections", "40",
+                                     // 2,000 sessions on 4 addresses: beyond the MX pool's cap
+                                     "--max-connections-per-mx", "1000",
                                      "--max-messages-per-connection", "1", "--max-in-flight",
                                      "3000"};
     for (int i = 1; i <= kDomains; ++i) {
