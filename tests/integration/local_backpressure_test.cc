@@ -40,7 +40,9 @@ TEST_F(LocalBackpressureTest, DescriptorShortageWaitsAndDefersNobody) {
   const int rc = RunCommand(
       {"/usr/bin/prlimit", "--nofile=48:48", Bin("engine/mxburst"), "--allow-root", "--spool", spool_,
        "--drain", "--log", log_, "--workers", "1", "--tls", "disabled", "--helo",
-       "backpressure.mxburst.example", "--max-messages-per-connection", "1", "--route",
+       "backpressure.mxburst.example", "--max-messages-per-connection", "1",
+       // 200 sessions to one MX host at once: above the MX pool's cap (engine/mx_pool.h)
+       "--max-connections-per-mx", "1000", "--route",
        absl::StrCat("*=127.0.0.2:", port_)},
       dir_ + "/engine.out", absl::Minutes(2));
   unsetenv("MXB_URING_DISABLE");
