@@ -15,9 +15,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "dns/dns_wire.h"
 
 namespace mxb {
@@ -664,6 +666,11 @@ class ResolverImpl final : public Resolver {
         if (a->status == DnsStatus::kOk) {
           host.addresses.insert(host.addresses.end(), a->data.addresses.begin(),
                                 a->data.addresses.end());
+          absl::string_view canonical = absl::StripSuffix(a->data.canonical, ".");
+          if (host.canonical.empty() && !canonical.empty() &&
+              !absl::EqualsIgnoreCase(canonical, h.name)) {
+            host.canonical = std::string(canonical);
+          }
         } else {
           temp = temp || a->status == DnsStatus::kTempFail;
           if (a->status != DnsStatus::kNxDomain) all_nxdomain = false;

@@ -80,6 +80,9 @@ struct MxHost {
   std::vector<sockaddr_storage> addresses;  // port 0; IPv6 first only if opts.prefer_ipv6
   DnsStatus address_status = DnsStatus::kOk;  // kNoData: host has no address (skip it)
   bool dnssec = false;        // the address answers were AD-validated
+  // The name the address answers' CNAMEs led to (RFC 7672 §2.2.3: DANE's TLSA base name when
+  // the chain is secure); empty when `name` has no CNAME.
+  std::string canonical;
 };
 
 struct MxResult {

@@ -4,10 +4,38 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tls/policy.h"
 
 namespace mxb {
+
+namespace {
+
+// RFC 7672 §2.2.3: a secure CNAME chain moves the TLSA base name to the expanded name first;
+// only an authenticated denial there sends the lookup back to the original name.
+void ResolveHostTlsa(Resolver* resolver, const MxResult& mx, const MxHost& h, uint16_t port,
+                     std::function<void(HopDnsFacts)> done) {
+  if (h.canonical.empty()) {
+    resolver->ResolveTlsa(h.name, port, [mx, h, done = std::move(done)](const TlsaResult& t) {
+      done(TlsaFacts(mx, h, t));
+    });
+    return;
+  }
+  resolver->ResolveTlsa(h.canonical, port, [resolver, mx, h, port,
+                                            done = std::move(done)](const TlsaResult& t) {
+    HopDnsFacts f = TlsaFacts(mx, h, t);
+    if (f.tlsa != TlsaLookup::kDenied) {
+      done(std::move(f));
+      return;
+    }
+    resolver->ResolveTlsa(h.name, port, [mx, h, done](const TlsaResult& t2) {
+      done(TlsaFacts(mx, h, t2));
+    });
+  });
+}
+
+}  // namespace
 
 HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& t) {
   HopDnsFacts f;
@@ -25,8 +53,11 @@ HopDnsFacts TlsaFacts(const MxResult& mx, const MxHost& host, const TlsaResult& 
         for (const TlsaRecord& r : t.records) {
           rrset.push_back(DaneRecord{r.usage, r.selector, r.matching_type, r.data});
         }
-        // RFC 7672 §3.2.2: a DANE-TA leaf must carry the MX host name, or the next-hop domain.
-        f.dane = DaneAuthority::Make(rrset, {host.name, mx.domain});
+        // RFC 7672 §3.2.2: a DANE-TA leaf must carry the MX host name, or the next-hop domain;
+        // §2.2.3: behind a secure CNAME also the expanded name.
+        std::vector<std::string> names = {host.name, mx.domain};
+        if (!host.canonical.empty()) names.insert(names.begin(), host.canonical);
+        f.dane = DaneAuthority::Make(rrset, names);
       }
       f.tlsa = TlsaLookup::kFound;
       break;
@@ -69,9 +100,8 @@ void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t por
         const MxHost& h = mx.hosts[i];
         if (!h.dnssec || h.addresses.empty()) continue;  // RFC 7672 §2.2.2: insecure host
         ++g->pending;
-        resolver->ResolveTlsa(h.name, port, [g, i, finish](const TlsaResult& t) {
+        ResolveHostTlsa(resolver, g->mx, h, port, [g, i, finish](HopDnsFacts f) {
           // Keep what the implicit-port answer (below) may already have filled in.
-          HopDnsFacts f = TlsaFacts(g->mx, g->mx.hosts[i], t);
           f.implicit_tlsa = g->facts[i].implicit_tlsa;
           f.implicit_dane = std::move(g->facts[i].implicit_dane);
           g->facts[i] = std::move(f);
@@ -79,8 +109,7 @@ void ResolveMxAndTlsa(Resolver* resolver, absl::string_view domain, uint16_t por
         });
         if (smtps_port != 0 && smtps_port != port && HasSmtpsPrefix(h.name)) {
           ++g->pending;
-          resolver->ResolveTlsa(h.name, smtps_port, [g, i, finish](const TlsaResult& t) {
-            HopDnsFacts f = TlsaFacts(g->mx, g->mx.hosts[i], t);
+          ResolveHostTlsa(resolver, g->mx, h, smtps_port, [g, i, finish](HopDnsFacts f) {
             g->facts[i].implicit_tlsa = f.tlsa;
             g->facts[i].implicit_dane = std::move(f.dane);
             finish(g);

@@ -151,7 +151,17 @@ class DaneDeliveryTest : public ::testing::Test {
         mismatch, "\n",
         "smtpsnone.dane. IN MX 10 smtps-mxnone.dane.\n"
         "smtps-mxnone.dane. IN A 127.0.0.2\n",
-        p, "smtps-mxnone.dane. IN TLSA ", ee, "\n");
+        p, "smtps-mxnone.dane. IN TLSA ", ee, "\n",
+        // RFC 7672 §2.2.3: MX hosts that are secure CNAMEs. TLSA at the expanded name (and a
+        // wrong one at the alias, which must not be used); TLSA only at the alias (fallback).
+        "cname.dane. IN MX 10 mx-alias.dane.\n"
+        "mx-alias.dane. IN CNAME mx-target.dane.\n"
+        "mx-target.dane. IN A 127.0.0.2\n",
+        p, "mx-target.dane. IN TLSA ", ee, "\n", p, "mx-alias.dane. IN TLSA ", mismatch, "\n",
+        "cnamefb.dane. IN MX 10 mx-alias2.dane.\n"
+        "mx-alias2.dane. IN CNAME mx-target2.dane.\n"
+        "mx-target2.dane. IN A 127.0.0.2\n",
+        p, "mx-alias2.dane. IN TLSA ", ee, "\n");
     // 4: the same TLSA (even a wrong one) in an insecure child zone: ignored, opportunistic
     spec.insecure_child = "plain.dane.";
     spec.insecure_records = absl::StrCat("plain.dane. IN MX 10 mx.plain.dane.\n"
@@ -544,6 +554,23 @@ TEST_F(DaneDeliveryTest, SmtpsHostsUseTheTlsaOfTheImplicitTlsPort) {
   EXPECT_EQ(by["smtpsbad.dane"].back()["port"], smtps_port_) << by["smtpsbad.dane"].back().dump();
   EXPECT_EQ(ReceivedEnv("i@smtpsbad.dane"), "");
   EXPECT_EQ(by["smtpsnone.dane"].back()["port"], port_) << by["smtpsnone.dane"].back().dump();
+}
+
+
+// RFC 7672 §2.2.3: when the MX host is a secure CNAME, the TLSA base name is the expanded name
+// (cname.dane: the matching record there wins over a wrong one at the alias); with an
+// authenticated denial there the original name is tried (cnamefb.dane).
+TEST_F(DaneDeliveryTest, TlsaFollowsASecureCnameOfTheMxHost) {
+  InjectTo("c@cname.dane");
+  InjectTo("c@cnamefb.dane");
+  std::vector<nlohmann::json> log = Deliver();
+  std::map<std::string, nlohmann::json> by;
+  for (const nlohmann::json& r : log) by[r["domain"]] = r;
+  for (const char* d : {"cname.dane", "cnamefb.dane"}) {
+    EXPECT_EQ(by[d]["status"], "delivered") << by[d].dump();
+    EXPECT_EQ(by[d]["policy_source"], "dane") << by[d].dump();
+    EXPECT_EQ(by[d]["dane"], "3 1 1") << by[d].dump();
+  }
 }
 
 }  // namespace
