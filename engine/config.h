@@ -97,6 +97,11 @@ struct EngineConfig {
   uint16_t mta_sts_https_port = 443;
   absl::Duration mta_sts_wait = absl::Seconds(10);
   absl::Duration mta_sts_recheck = absl::Minutes(5);
+  // TLS-RPT (RFC 8460, engine/tlsrpt_reporter.h), the [tlsrpt] table; off by default. Empty
+  // strings get defaults from the HELO name: submitter = helo, from = tlsrpt-noreply@submitter,
+  // organization_name = submitter, contact_info = postmaster@submitter.
+  bool tlsrpt = false;
+  std::string tlsrpt_organization, tlsrpt_contact, tlsrpt_submitter, tlsrpt_from;
 
   // Traffic shaping and source IP pools (engine/shaping.h): the [[shaping]], [backoff],
   // [source_pools.NAME], [[source_select]] and default_source_pool keys. `shaping` is built from

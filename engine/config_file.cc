@@ -112,7 +112,7 @@ class Reader : public TomlReader {
     if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
-                                   "default_source_pool", "mta_sts", "http", "user",
+                                   "default_source_pool", "mta_sts", "tlsrpt", "http", "user",
                                    "allow_root", "smtp", "dkim",
                                    "relay", "input", "cluster"}))
              .ok())
@@ -330,6 +330,20 @@ class Reader : public TomlReader {
       if (!(s = Seconds(*t, p, "recheck", 86400, &c_->mta_sts_recheck)).ok()) return s;
     } else if (root.contains("mta_sts")) {
       return Error("mta_sts", "expected a table");
+    }
+    if (const toml::table* t = root["tlsrpt"].as_table()) {  // RFC 8460, engine/tlsrpt_reporter.h
+      const std::string p = "tlsrpt.";
+      if (!(s = CheckKeys(*t, p, {"enabled", "organization_name", "contact_info", "submitter",
+                                  "from"})).ok())
+        return s;
+      if (!(s = Bool(*t, p, "enabled", &c_->tlsrpt)).ok()) return s;
+      for (auto [key, into] : {std::pair{"organization_name", &c_->tlsrpt_organization},
+                               {"contact_info", &c_->tlsrpt_contact}, {"submitter", &c_->tlsrpt_submitter},
+                               {"from", &c_->tlsrpt_from}}) {
+        if (!(s = String(*t, p, key, into)).ok()) return s;
+      }
+    } else if (root.contains("tlsrpt")) {
+      return Error("tlsrpt", "expected a table");
     }
 
     if (const toml::table* domains = root["domain"].as_table()) {

@@ -564,6 +564,7 @@ void Connection::Handle(Action a) {
         }
         ready_seen_ = true;
         if (env_->gate != nullptr) env_->gate->Ready(spec_);
+        RecordTlsRpt(true, "");
         if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
           e->ehlo_keywords = KeywordsOf(session_->capabilities());
           e->last_used = absl::Now();
@@ -587,6 +588,7 @@ void Connection::Handle(Action a) {
           ReportRelayAuthFailure(*spec_.relay, f.reply, *env_->now_ms, env_->config->quiet);
         }
         NoteHopFailure(reason);
+        RecordTlsRpt(false, reason);
         StartClose();
         owner->OnFailedBeforeReady(slot_, reason, enhanced, attempt);
         return;

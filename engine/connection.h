@@ -44,6 +44,7 @@
 #include "engine/timer_wheel.h"
 #include "tls/policy.h"
 #include "tls/tls_session.h"
+#include "tls/tlsrpt.h"
 
 namespace mxb {
 
@@ -54,6 +55,7 @@ struct RelayConfig;   // engine/relay.h
 inline constexpr size_t kOwnRecvBufferSize = 16 * 1024;
 struct WorkerStats;   // engine/worker.h
 class ConnectGate;    // engine/connect_gate.h
+class TlsRptRecorder;  // engine/tlsrpt_reporter.h
 
 // What a connection may use of its worker. All pointers outlive every connection.
 struct ConnectionEnv {
@@ -65,6 +67,7 @@ struct ConnectionEnv {
   const EngineConfig* config = nullptr;
   WorkerStats* stats = nullptr;
   ConnectGate* gate = nullptr;  // local back-pressure (engine/connect_gate.h); nullptr = none
+  TlsRptRecorder* tlsrpt = nullptr;  // engine/tlsrpt_reporter.h; nullptr = TLS-RPT off
 };
 
 // The upward interface: what a connection tells whoever opened it (a Destination). `slot`
@@ -114,6 +117,10 @@ struct ConnectSpec {
   // A "relay:NAME" route (engine/relay.h): AUTH after TLS, and an implicit-TLS failure is the
   // hop's failure (no STARTTLS fallback on another port).
   const RelayConfig* relay = nullptr;
+  // TLS-RPT (RFC 8460): the recipient domain's policy this session is counted under, and a
+  // failure already known before connecting (an MTA-STS fetch that failed); null = not counted
+  // (TLS-RPT off, or a connection carrying reports: §3, reports never trigger reports).
+  std::shared_ptr<const TlsRptConnInfo> tlsrpt;
 };
 
 // A new TCP socket for `spec` (TCP_NODELAY, bound to the source if any). The error is the
@@ -209,6 +216,9 @@ class Connection {
   void ImplicitTlsFailed(absl::string_view why);
   // The policy cache's view of this MX: one more failure before a ready session, and its text.
   void NoteHopFailure(absl::string_view reason);
+  // TLS-RPT: this session's outcome, once — ready (success, or the log-only violation / missing
+  // STARTTLS it had), or failed before ready with `reason` (counted only if it is a TLS one).
+  void RecordTlsRpt(bool ready, absl::string_view reason);
   void StartClose();
   void MaybeFinishClose();
 

@@ -7,8 +7,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "dns/static_routes.h"
 #include "engine/config.h"
 #include "engine/connection.h"
+#include "engine/tlsrpt_reporter.h"
 #include "engine/worker.h"
 
 namespace mxb {
@@ -90,6 +92,39 @@ void Connection::NoteHopFailure(absl::string_view reason) {
     ++e->recent_failures;
     e->last_error = std::string(reason);
   }
+}
+
+// RFC 8460 §4.3: one count per session, under the recipient domain's policy. A session that
+// became ready without the TLS its policy asked for (log-only / MTA-STS testing violation, or
+// no STARTTLS at all) is a failure of that type; a TLS failure before ready is one too; a
+// refused connection or a 4xx greeting is no TLS negotiation and is not counted.
+void Connection::RecordTlsRpt(bool ready, absl::string_view reason) {
+  if (env_->tlsrpt == nullptr || spec_.tlsrpt == nullptr) return;
+  std::optional<TlsRptResult> result = spec_.tlsrpt->preset;
+  std::string code;
+  if (!result && ready) {
+    if (!violation_.empty()) {
+      result = TlsRptResultForFailure(violation_);
+      code = violation_;
+    } else if (spec_.policy.requirement != TlsRequirement::kDisabled &&
+               (tls_ == nullptr || !tls_->handshake_done())) {
+      result = TlsRptResult::kStartTlsNotSupported;
+      code = "starttls-not-offered";
+    }
+  } else if (!result) {
+    result = TlsRptResultForFailure(reason);
+    if (!result) return;
+    code = std::string(reason.substr(0, reason.find(':')));
+  }
+  TlsRptSession s;
+  s.policy = spec_.tlsrpt->policy;
+  s.success = !result.has_value();
+  if (result) s.result = *result;
+  s.reason_code = std::move(code);
+  s.receiving_mx = spec_.mx;
+  s.receiving_ip = SockaddrIp(spec_.addr);
+  if (spec_.source) s.sending_ip = SockaddrIp(*spec_.source);  // else the reporter finds it
+  env_->tlsrpt->Record(std::move(s));
 }
 
 }  // namespace mxb

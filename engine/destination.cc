@@ -13,6 +13,7 @@
 #include "engine/config.h"
 #include "engine/control_plane.h"
 #include "engine/requiretls.h"
+#include "engine/tlsrpt_message.h"
 
 namespace mxb {
 namespace {
@@ -406,6 +407,7 @@ void Destination::ReleaseContendedIdle() {
 // per-MX PolicyCache: two domains sharing MX hosts keep their own policies (DESIGN.md).
 bool Destination::StsReady() {
   sts_.reset();
+  sts_failure_.clear();
   if (ctx_->sts == nullptr || route_ != nullptr) return true;
   StsLookup l = ctx_->sts->Lookup(domain_, absl::Now());
   if (l.state == StsLookup::State::kPending) {
@@ -425,6 +427,7 @@ bool Destination::StsReady() {
   if (l.state == StsLookup::State::kPolicy && l.policy->mode != StsMode::kNone) {
     sts_ = std::move(l.policy);
   }
+  sts_failure_ = l.state == StsLookup::State::kNoPolicy ? l.failure : std::string();
   return true;
 }
 
@@ -574,6 +577,15 @@ bool Destination::OpenConnection() {
     relaxed_policy = false;
     spec.implicit_tls = relay_->implicit_tls;
     spec.relay = relay_;
+  }
+  // RFC 8460 §3: sessions that carry reports are not counted (reports never trigger reports);
+  // a smarthost is not the recipient domain's MX, so its sessions are not reported either.
+  if (ctx_->tlsrpt && relay_ == nullptr &&
+      !std::all_of(queue_.begin(), queue_.end(), [](const DeliveryJob* j) {
+        return j->message->envelope.job == kTlsRptJob;
+      })) {
+    spec.tlsrpt = std::make_shared<const TlsRptConnInfo>(
+        TlsRptInfoFor(domain_, sts_.get(), sts_failure_, spec.policy, hop.mx));
   }
   absl::StatusOr<ConnRef> c = ctx_->host->Connect(this, std::move(spec));
   if (!c.ok()) {

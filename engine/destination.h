@@ -95,6 +95,7 @@ struct DestinationContext {
   const TlsPolicyRules* tls_rules = nullptr;
   DestinationHost* host = nullptr;
   StsSource* sts = nullptr;  // MTA-STS policies (engine/sts_fetcher.h); nullptr = off
+  bool tlsrpt = false;       // connections carry their TLS-RPT policy (ConnectSpec::tlsrpt)
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
   // Operator suspensions (engine/control_plane.h); nullptr when the control plane is off.
   const Suspensions* suspensions = nullptr;
@@ -242,6 +243,7 @@ class Destination : public ConnectionOwner {
   // The domain's MTA-STS policy (RFC 8461) for this pump, mode testing/enforce only; when the
   // first check is pending, since when jobs wait for it.
   std::shared_ptr<const StsPolicy> sts_;
+  std::string sts_failure_;  // the last MTA-STS check's failure when no policy applies (TLS-RPT)
   int64_t sts_wait_since_ms_ = -1;
   // Every next hop failed: jobs are deferred without a connection attempt until then.
   int64_t dead_until_ms_ = 0;

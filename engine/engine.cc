@@ -72,7 +72,7 @@ absl::Status Engine::Start() {
   if (!ctx.ok()) return ctx.status();
   tls_client_ = *std::move(ctx);
 
-  if (config_.mta_sts) {
+  if (config_.mta_sts || config_.tlsrpt) {
     StsFetcher::Options so;
     so.dns_servers = config_.dns_servers;
     so.ca_file = config_.ca_file;
@@ -82,6 +82,16 @@ absl::Status Engine::Start() {
         StsFetcher::Create(so, config_.spool_dir + "/policy/mta-sts");
     if (!sts.ok()) return sts.status();
     sts_ = *std::move(sts);
+  }
+  // Read-only; the TLS-RPT counters' journal deltas are needed before the workers start.
+  std::string journal_dir = config_.spool_dir + "/journal";
+  absl::StatusOr<RecoveredJournal> old = Journal::Recover(journal_dir);
+  if (!old.ok()) return old.status();
+  if (config_.tlsrpt) {
+    absl::StatusOr<std::unique_ptr<TlsRptReporter>> r =
+        TlsRptReporter::Open(TlsRptOptionsFor(config_), *old, sts_.get());
+    if (!r.ok()) return r.status();
+    tlsrpt_ = *std::move(r);
   }
 
   if (config_.cluster.enabled() && config_.shaping) {
@@ -114,7 +124,8 @@ absl::Status Engine::Start() {
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>(static_cast<uint32_t>(i), config_, *routes_,
                                       tls_client_.get(), completions_.get());
-    w->set_sts(sts_.get());
+    w->set_sts(config_.mta_sts ? sts_.get() : nullptr);
+    w->set_tlsrpt(tlsrpt_.get());
     w->set_ports(ports, n);
     if (control_) w->AttachControl(control_->channel(static_cast<size_t>(i)));
     if (absl::Status s = w->Init(); !s.ok()) return s;
@@ -141,9 +152,6 @@ absl::Status Engine::Start() {
   // Recovery (at-least-once): files a previous run left in active/ were claimed but not
   // finished. The journal says which of their recipients already reached a final outcome;
   // those are not sent again, the rest are.
-  std::string journal_dir = config_.spool_dir + "/journal";
-  absl::StatusOr<RecoveredJournal> old = Journal::Recover(journal_dir);
-  if (!old.ok()) return old.status();
   // The journal is the commit point of the log too: a crash after a journal commit and before
   // (or during) that batch's log write left the log short; append the rest before anything
   // else is logged, so every journaled outcome has exactly one record.
@@ -155,7 +163,12 @@ absl::Status Engine::Start() {
     log_repaired = *n;
   }
   JournalOptions jo;
-  jo.before_delete = [this] { return spool_->SyncDirs(); };
+  jo.before_delete = [this] {
+    absl::Status s = spool_->SyncDirs();
+    // Aux records pin no segment: the TLS-RPT counters they carry go into its snapshot first.
+    if (s.ok() && tlsrpt_) s = tlsrpt_->Snapshot();
+    return s;
+  };
   absl::StatusOr<std::unique_ptr<Journal>> journal = Journal::Open(journal_dir, jo);
   if (!journal.ok()) return journal.status();
   journal_ = *std::move(journal);
@@ -380,6 +393,10 @@ absl::Status Engine::ProcessCompletions() {
   // Decide each finished message's fate; expiries are journaled and logged, DSNs written
   // before the commit (their names are deterministic, so a crash rewrites the same file).
   for (MessageRecord* msg : finished) held_.push_back(PlanFinish(msg, now));
+  if (tlsrpt_) {  // this batch's TLS-RPT counts (and built reports) commit with it
+    tlsrpt_->Drain(journal_.get(), now);
+    tlsrpt_->Tick(journal_.get(), now);
+  }
   if (held_.empty() && log_->buffered().empty() && journal_->buffered_bytes() == 0) {
     return absl::OkStatus();
   }
@@ -685,6 +702,11 @@ absl::Status Engine::Run() {
     if (absl::Status s = log_->Flush(); !s.ok() && result.ok()) result = s;
   } else if (journal_->buffered_bytes() > 0) {
     log_->Discard();
+  }
+  if (tlsrpt_) {
+    if (absl::Status s = tlsrpt_->Snapshot(); !s.ok()) {
+      std::fprintf(stderr, "mxburst: TLS-RPT: %s\n", std::string(s.message()).c_str());
+    }
   }
   Progress(true);
   if (!config_.quiet && !commit_window_us_.empty()) {

@@ -29,6 +29,7 @@
 #include "engine/accounting_log.h"
 #include "engine/config.h"
 #include "engine/sts_fetcher.h"
+#include "engine/tlsrpt_reporter.h"
 #include "engine/worker.h"
 #include "input/amqp_input.h"
 #include "queue/journal.h"
@@ -123,7 +124,10 @@ class Engine {
   RetrySchedule schedule_;
   DeferredQueue deferred_;
   std::unique_ptr<TlsContext> tls_client_;
-  std::unique_ptr<StsFetcher> sts_;  // MTA-STS; outlives the workers that ask it
+  // TLS-RPT (engine/tlsrpt_reporter.h); nullptr when off. Declared before sts_, whose thread
+  // calls back into it, so that thread is joined first.
+  std::unique_ptr<TlsRptReporter> tlsrpt_;
+  std::unique_ptr<StsFetcher> sts_;  // MTA-STS (and TLS-RPT's network steps); outlives workers
   std::unique_ptr<CompletionQueue> completions_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full

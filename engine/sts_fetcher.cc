@@ -14,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "dns/resolver.h"
@@ -56,6 +57,7 @@ class StsFetcher::Loop {
       curl_multi_remove_handle(multi_, easy);
       curl_easy_cleanup(easy);
       curl_slist_free_all(t->resolve);
+      curl_slist_free_all(t->headers);
     }
     resolver_.reset();
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
@@ -121,18 +123,114 @@ class StsFetcher::Loop {
   struct Transfer {
     std::string domain, id;
     curl_slist* resolve = nullptr;
+    curl_slist* headers = nullptr;
     std::string body;
+    std::string post;  // a TLS-RPT report being POSTed (curl reads it in place)
+    PostDone post_done;
     bool oversize = false;
     char error[CURL_ERROR_SIZE] = {};
   };
 
+ public:
+  // TLS-RPT: the rua lookup (RFC 8460 §3) through this thread's resolver.
+  void RunLookupTxt(const std::string& name, TlsRptNetwork::TxtDone done) {
+    resolver_->ResolveTxt(name, [done = std::move(done)](const TxtResult& r) {
+      done(r.status == DnsStatus::kOk, r.status == DnsStatus::kNxDomain ||
+                                           r.status == DnsStatus::kNoData,
+           r.records, r.error.empty() ? std::string(ToString(r.status)) : r.error);
+    });
+  }
+
+  // TLS-RPT §5.2: POST the gzip report to an https: rua. Its host is resolved through the
+  // engine's DNS and pinned with CURLOPT_RESOLVE, as the policy fetches are.
+  void RunPost(std::string url, std::string body, std::string content_type, PostDone done) {
+    absl::string_view rest = url;
+    if (!absl::ConsumePrefix(&rest, "https://")) {
+      done(absl::StrCat("not an https URL: ", url));
+      return;
+    }
+    absl::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+    std::string host(authority);
+    uint16_t port = 443;
+    if (size_t colon = authority.rfind(':'); colon != absl::string_view::npos) {
+      host = std::string(authority.substr(0, colon));
+      int p = 0;
+      if (!absl::SimpleAtoi(authority.substr(colon + 1), &p) || p <= 0 || p > 65535) {
+        done(absl::StrCat("bad port in ", url));
+        return;
+      }
+      port = static_cast<uint16_t>(p);
+    }
+    resolver_->ResolveMx(host, [this, url = std::move(url), body = std::move(body),
+                                content_type = std::move(content_type), done = std::move(done),
+                                host, port](const MxResult& mx) mutable {
+      const sockaddr_storage* addr = nullptr;
+      for (const MxHost& h : mx.hosts) {
+        if (absl::EqualsIgnoreCase(h.name, host) && !h.addresses.empty()) {
+          addr = &h.addresses.front();
+          break;
+        }
+      }
+      if (mx.status != DnsStatus::kOk || addr == nullptr) {
+        done(absl::StrCat("no address for ", host, " (", ToString(mx.status), ")"));
+        return;
+      }
+      CURL* easy = curl_easy_init();
+      if (easy == nullptr) {
+        done("curl_easy_init failed");
+        return;
+      }
+      auto t = std::make_unique<Transfer>();
+      t->post = std::move(body);
+      t->post_done = std::move(done);
+      t->resolve = curl_slist_append(
+          nullptr, absl::StrCat(host, ":", port, ":", AddressText(*addr)).c_str());
+      t->headers = curl_slist_append(nullptr, absl::StrCat("Content-Type: ", content_type).c_str());
+      SetCommon(easy, t.get(), url);
+      curl_easy_setopt(easy, CURLOPT_POST, 1L);
+      curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->post.data());
+      curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->post.size()));
+      curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+      curl_easy_setopt(easy, CURLOPT_USERAGENT, "mxburst-tlsrpt");
+      curl_multi_add_handle(multi_, easy);
+      transfers_[easy] = std::move(t);
+    });
+  }
+
+ private:
+  // What every request of this thread shares: the pinned address, https only, PKIX against the
+  // configured CA file, no redirects, no proxy, the timeouts, the body cap.
+  void SetCommon(CURL* easy, Transfer* t, const std::string& url) {
+    const Options& o = f_->opts_;
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_RESOLVE, t->resolve);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);  // §3.3: redirects MUST NOT be followed
+    curl_easy_setopt(easy, CURLOPT_PROXY, "");           // never an environment proxy
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);  // §3.3: PKIX-valid for the host name
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (!o.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, o.ca_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(absl::ToInt64Milliseconds(o.connect_timeout)));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(absl::ToInt64Milliseconds(o.total_timeout)));
+    curl_easy_setopt(easy, CURLOPT_MAXFILESIZE, static_cast<long>(kStsMaxPolicyBytes));
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Loop::OnBody);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
+  }
+
   void StartRequests() {
     std::deque<std::string> batch;
+    std::deque<std::function<void(Loop*)>> tasks;
     {
       std::lock_guard<std::mutex> lock(f_->mu_);
       batch.swap(f_->requests_);
+      tasks.swap(f_->tasks_);
     }
     for (std::string& d : batch) CheckTxt(std::move(d));
+    for (auto& task : tasks) task(this);
   }
 
   // §3.1: the TXT record says whether the domain has a policy and which version (id).
@@ -207,23 +305,7 @@ class StsFetcher::Loop {
         nullptr, absl::StrCat(host, ":", o.https_port, ":", AddressText(addr)).c_str());
     const std::string url =
         absl::StrCat("https://", host, ":", o.https_port, "/.well-known/mta-sts.txt");
-    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(easy, CURLOPT_RESOLVE, t->resolve);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);  // §3.3: redirects MUST NOT be followed
-    curl_easy_setopt(easy, CURLOPT_PROXY, "");           // never an environment proxy
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);  // §3.3: PKIX-valid for the host name
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (!o.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, o.ca_file.c_str());
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(absl::ToInt64Milliseconds(o.connect_timeout)));
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(absl::ToInt64Milliseconds(o.total_timeout)));
-    curl_easy_setopt(easy, CURLOPT_MAXFILESIZE, static_cast<long>(kStsMaxPolicyBytes));
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Loop::OnBody);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, t.get());
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
+    SetCommon(easy, t.get(), url);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "mxburst-mta-sts");
     curl_multi_add_handle(multi_, easy);
     transfers_[easy] = std::move(t);
@@ -242,6 +324,14 @@ class StsFetcher::Loop {
     curl_multi_remove_handle(multi_, easy);
     curl_easy_cleanup(easy);
     curl_slist_free_all(t->resolve);
+    curl_slist_free_all(t->headers);
+    if (t->post_done) {
+      // RFC 8460 §5.2: a 2xx means the report was accepted.
+      t->post_done(rc != CURLE_OK ? std::string(t->error[0] ? t->error : curl_easy_strerror(rc))
+                   : status / 100 != 2 ? absl::StrCat("HTTP status ", status)
+                                       : std::string());
+      return;
+    }
 
     std::string failure;
     if (rc == CURLE_PEER_FAILED_VERIFICATION) {
@@ -356,6 +446,29 @@ void StsFetcher::Finish(const std::string& domain, std::string failure, bool fet
     ++stats_.fetches;
     ++(ok ? stats_.fetched_ok : stats_.fetch_failures);
   }
+}
+
+void StsFetcher::LookupTxt(std::string name, TxtDone done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back([name = std::move(name), done = std::move(done)](Loop* l) mutable {
+      l->RunLookupTxt(name, std::move(done));
+    });
+  }
+  loop_->Wake();
+}
+
+void StsFetcher::PostReport(std::string url, std::string body, std::string content_type,
+                            PostDone done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back([url = std::move(url), body = std::move(body),
+                      content_type = std::move(content_type),
+                      done = std::move(done)](Loop* l) mutable {
+      l->RunPost(std::move(url), std::move(body), std::move(content_type), std::move(done));
+    });
+  }
+  loop_->Wake();
 }
 
 StsFetcher::Stats StsFetcher::stats() const {

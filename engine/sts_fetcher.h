@@ -15,8 +15,12 @@
 // drives all checks concurrently (c-ares and curl multi polled together with curl_multi_poll),
 // so one slow policy server never delays another domain's check.
 //
-// Thread: Lookup() from any thread (workers), never blocking on I/O: a mutex guards the
-// per-domain state for a map lookup. Create/destructor on the engine's thread.
+// The same thread carries out TLS-RPT's network steps (engine/tlsrpt_reporter.h, the
+// TlsRptNetwork interface): the `_smtp._tls` TXT lookup and the https POST of a report, with
+// the same resolver pinning, CA file, timeouts and no-proxy rule; their callbacks run on it.
+//
+// Thread: Lookup(), LookupTxt() and PostReport() from any thread, never blocking on I/O: a mutex
+// guards the per-domain state and the request queue. Create/destructor on the engine's thread.
 //
 //   StsFetcher::Options o; o.ca_file = config.ca_file; o.dns_servers = config.dns_servers;
 //   auto f = StsFetcher::Create(o, spool_dir + "/policy/mta-sts");
@@ -25,6 +29,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,11 +39,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/tlsrpt_reporter.h"
 #include "tls/mta_sts.h"
 
 namespace mxb {
 
-class StsFetcher : public StsSource {
+class StsFetcher : public StsSource, public TlsRptNetwork {
  public:
   struct Options {
     std::vector<std::string> dns_servers;  // "127.0.0.1:5353"; empty = /etc/resolv.conf
@@ -57,6 +63,10 @@ class StsFetcher : public StsSource {
   StsFetcher& operator=(const StsFetcher&) = delete;
 
   StsLookup Lookup(absl::string_view domain, absl::Time now) override;
+  // TlsRptNetwork
+  void LookupTxt(std::string name, TxtDone done) override;
+  void PostReport(std::string url, std::string body, std::string content_type,
+                  PostDone done) override;
   StsPolicyStore& store() { return *store_; }
 
   struct Stats {
@@ -79,6 +89,7 @@ class StsFetcher : public StsSource {
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, DomainState> states_;
   std::deque<std::string> requests_;
+  std::deque<std::function<void(Loop*)>> tasks_;  // TLS-RPT steps, run on the fetcher thread
   Stats stats_;
   std::atomic<bool> stop_{false};
   std::unique_ptr<Loop> loop_;

@@ -241,6 +241,7 @@ struct Worker::Impl : public DestinationHost {
     env.config = &w.config_;
     env.stats = &w.stats_;
     env.gate = &gate;
+    env.tlsrpt = w.tlsrpt_;
     tls_rules = RulesOf(w.config_);
     dctx.config = &w.config_;
     dctx.shaping = shaping;
@@ -249,6 +250,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.host = this;
     dctx.sts = w.sts_;
     dctx.mx_pool = &mx_pool;
+    dctx.tlsrpt = w.tlsrpt_ != nullptr;
     if (w.control_ != nullptr) dctx.suspensions = &suspensions;
   }
 

@@ -35,6 +35,7 @@
 #include "engine/delivery.h"
 #include "queue/mpsc_queue.h"
 #include "tls/mta_sts.h"
+#include "engine/tlsrpt_reporter.h"
 #include "tls/tls_session.h"
 
 namespace mxb {
@@ -103,6 +104,8 @@ class Worker {
   const WorkerStats& stats() const { return stats_; }
   // MTA-STS policies for this worker's destinations (before Init; nullptr = off).
   void set_sts(StsSource* sts) { sts_ = sts; }
+  // Where connections record TLS-RPT session outcomes (before Init; nullptr = off).
+  void set_tlsrpt(TlsRptRecorder* r) { tlsrpt_ = r; }
   // The control plane's queues (engine/control_plane.h); before Start(), never with [http] off.
   void AttachControl(WorkerChannel* channel) { control_ = channel; }
   // The ephemeral port range (engine/connect_gate.h) and how many workers share it; before Init.
@@ -125,6 +128,7 @@ class Worker {
   TlsContext* tls_client_;
   CompletionQueue* done_;
   StsSource* sts_ = nullptr;
+  TlsRptRecorder* tlsrpt_ = nullptr;
   MpscQueue<DeliveryJob*> inbound_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};

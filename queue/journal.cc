@@ -26,6 +26,7 @@ constexpr size_t kSegmentDigits = 12;
 constexpr uint8_t kTypeFinal = 1;
 constexpr uint8_t kTypeRetired = 2;
 constexpr uint8_t kTypeLogTail = 3;
+constexpr uint8_t kTypeAux = 4;
 constexpr size_t kTailFixed = 16;     // log offset, log inode
 constexpr size_t kMaxTail = 1u << 30; // a batch's log bytes; no writer comes near it
 constexpr size_t kPrefixBytes = 8;  // crc + length
@@ -150,7 +151,11 @@ void ScanSegment(absl::string_view data, RecoveredJournal* r) {
     const uint32_t crc = GetU32(p);
     const uint32_t len = GetU32(p + 4);
     const bool tail = static_cast<uint8_t>(p[kPrefixBytes]) == kTypeLogTail;
-    if (len < kFixedBody || len > (tail ? kFixedBody + kTailFixed + kMaxTail : kFixedBody + kMaxName) ||
+    const bool aux = static_cast<uint8_t>(p[kPrefixBytes]) == kTypeAux;
+    if (len < kFixedBody ||
+        len > (tail  ? kFixedBody + kTailFixed + kMaxTail
+               : aux ? kFixedBody + kMaxTail
+                     : kFixedBody + kMaxName) ||
         (tail && len < kFixedBody + kTailFixed)) {
       // A length no writer produces: the rest of the segment cannot be framed.
       if (len == 0 && crc == 0) {
@@ -184,6 +189,11 @@ void ScanSegment(absl::string_view data, RecoveredJournal* r) {
       t.inode = GetU64(b + kFixedBody + 8);
       t.bytes.assign(b + kFixedBody + kTailFixed, len - kFixedBody - kTailFixed);
       r->log_tail = std::move(t);
+      continue;
+    }
+    if (type == kTypeAux) {
+      ++r->records;
+      r->aux.push_back({cls, std::string(b + kFixedBody, len - kFixedBody)});
       continue;
     }
     if (name_len == 0 || kFixedBody + name_len != len ||
@@ -324,6 +334,20 @@ void Journal::SetLogTail(uint64_t offset, uint64_t inode, absl::string_view byte
   PutU64(&tail_, inode);
   tail_.append(bytes.data(), bytes.size());
   SetU32(tail_.data(), Crc32c(absl::string_view(tail_).substr(4)));
+}
+
+void Journal::AppendAux(uint8_t kind, absl::string_view bytes) {
+  ABSL_HARDENING_ASSERT(bytes.size() <= kMaxTail);
+  const size_t start = buffer_.size();
+  buffer_.append(4, '\0');  // crc, filled below
+  PutU32(&buffer_, static_cast<uint32_t>(kFixedBody + bytes.size()));
+  buffer_.push_back(static_cast<char>(kTypeAux));
+  buffer_.push_back(static_cast<char>(kind));
+  PutU16(&buffer_, 0);
+  PutU32(&buffer_, 0);
+  PutU32(&buffer_, 0);
+  buffer_.append(bytes.data(), bytes.size());
+  SetU32(buffer_.data() + start, Crc32c(absl::string_view(buffer_).substr(start + 4)));
 }
 
 void Journal::AppendFinal(const JournalRecord& record) {

@@ -29,6 +29,11 @@
 // log record exactly once (issue 10). Only the newest tail can be missing: the log is made
 // durable before the next batch is written to the journal.
 //
+// Type 4 ("aux") carries another component's bytes that must be durable with the batch (the
+// TLS-RPT counter deltas, engine/tlsrpt_reporter.h): class = the component's kind, name length,
+// generation and recipient 0, then the bytes. Aux records pin no segment: their owner keeps a
+// snapshot of its own, written by before_delete, so a deleted segment's aux records are in it.
+//
 // A record whose length runs past the end of the segment is a torn tail (a crash
 // mid-write): it and anything after it are ignored. A record with a bad checksum is skipped and
 // counted (ignoring a final record only means that recipient is delivered again: at-least-once).
@@ -116,6 +121,11 @@ struct RecoveredJournal {
   size_t torn_bytes = 0;         // ignored bytes at the end of segments (crash mid-write)
   uint64_t last_segment = 0;     // highest segment number found (0 = none)
   std::optional<LogTail> log_tail;  // the newest batch's log bytes, if it carried any
+  struct Aux {
+    uint8_t kind = 0;
+    std::string bytes;
+  };
+  std::vector<Aux> aux;  // type-4 records, in journal order
 };
 
 struct JournalOptions {
@@ -143,6 +153,8 @@ class Journal {
   // Buffers "NAME at generation no longer in active/". Call after the spool operation that
   // finished the message (Complete, Defer, Quarantine) succeeded.
   void AppendRetired(absl::string_view name, uint32_t generation);
+  // Buffers opaque bytes of component `kind` (type 4), durable with the next Commit.
+  void AppendAux(uint8_t kind, absl::string_view bytes);
   // The accounting-log bytes this batch will append at `offset` of the log with `inode`; written
   // as the batch's first record by the next Commit (so a batch torn by a crash never keeps a
   // final record without its log bytes). Replaces an earlier call in the same batch.

@@ -12,10 +12,21 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/tlsrpt_reporter.h"
 #include "queue/envelope.h"
+#include "queue/journal.h"
 #include "queue/spool.h"
 #include "tls/mta_sts.h"
+#include "tls/tlsrpt.h"
 
 namespace {
 
@@ -27,6 +38,11 @@ const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
                    (throttle) state per [[shaping]] rule (JSON lines, from SPOOL/log/shaping.jsonl)
   sts DOMAIN       DOMAIN's cached MTA-STS policy (RFC 8461): mode, mx patterns, id, fetched and
                    expiry time (one JSON object, from SPOOL/policy/mta-sts/DOMAIN)
+  tlsrpt           today's TLS-RPT (RFC 8460) counters per policy domain: successful and failed
+                   sessions per policy and result type (JSON lines, from SPOOL/tlsrpt and the
+                   journal)
+    --send-now     ask the running engine to build and send the reports now (every day held,
+                   today's so far); waits until they are in SPOOL/tlsrpt/outbox.*
   flush            move deferred messages back to incoming/ for an immediate retry
     --domain D     only messages with a recipient at domain D
   --help           this text
@@ -100,6 +116,67 @@ int Sts(const mxb::Spool& spool, const std::string& domain) {
   return 0;
 }
 
+// The counters as the engine left them: its snapshot plus the journal's newer deltas (the same
+// reading the engine does at start-up).
+int TlsRpt(const mxb::Spool& spool, bool send_now) {
+  const std::string dir = spool.root() + "/tlsrpt";
+  if (send_now) {
+    // The engine holds an exclusive flock on SPOOL/lock while it runs (queue/spool_lock.h).
+    const int fd = open((spool.root() + "/lock").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_SH | LOCK_NB) == 0) {
+      if (fd >= 0) close(fd);
+      return Fail(absl::StrCat("tlsrpt --send-now: no mxburst is running on ", spool.root(),
+                               " (reports are built and sent by the engine, with [tlsrpt] "
+                               "enabled = true)"));
+    }
+    close(fd);
+    const std::string trigger = dir + "/send-now";
+    FILE* f = std::fopen(trigger.c_str(), "w");
+    if (f == nullptr) return Fail(absl::StrCat(trigger, ": cannot create (is [tlsrpt] enabled?)"));
+    std::fclose(f);
+    struct stat st;
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (stat(trigger.c_str(), &st) == 0) {
+      if (absl::Now() > deadline) {
+        return Fail(absl::StrCat("tlsrpt --send-now: the engine did not take ", trigger,
+                                 " within 60 s (is [tlsrpt] enabled?)"));
+      }
+      usleep(20000);
+    }
+    std::printf("reports built; delivery is logged in %s/sent.jsonl\n", dir.c_str());
+    return 0;
+  }
+  absl::StatusOr<mxb::RecoveredJournal> old = mxb::Journal::Recover(spool.root() + "/journal");
+  if (!old.ok()) return Fail(std::string(old.status().message()));
+  std::vector<std::string> deltas;
+  for (const mxb::RecoveredJournal::Aux& a : old->aux) {
+    if (a.kind == mxb::kJournalAuxTlsRpt) deltas.push_back(a.bytes);
+  }
+  absl::StatusOr<mxb::TlsRptState> st =
+      mxb::LoadTlsRptState(ReadAll(dir + "/counters.json"), deltas);
+  if (!st.ok()) return Fail(absl::StrCat(dir, "/counters.json: ", st.status().message()));
+  auto day = st->counters.days().find(mxb::TlsRptDay(absl::Now()));
+  if (day == st->counters.days().end()) return 0;
+  for (const auto& [domain, policies] : day->second) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [policy, counts] : policies) {
+      nlohmann::json failures = nlohmann::json::object();
+      for (const auto& [key, n] : counts.failures) {
+        failures[mxb::ToString(key.result)] = failures.value(mxb::ToString(key.result), 0) + n;
+      }
+      list.push_back({{"policy-type", mxb::ToString(policy.type)},
+                      {"successful", counts.successes},
+                      {"failed", counts.failure_total()},
+                      {"failures", failures}});
+    }
+    nlohmann::json line = {{"domain", domain},
+                           {"day", mxb::TlsRptDayString(day->first)},
+                           {"policies", list}};
+    std::printf("%s\n", line.dump().c_str());
+  }
+  return 0;
+}
+
 int Flush(mxb::Spool& spool, const std::string& domain) {
   size_t moved = 0;
   for (const std::string& name : spool.ListDeferred()) {
@@ -129,12 +206,15 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string command = argv[1], spool_dir, domain;
+  bool send_now = false;
   int first = 2;
   if (command == "sts" && argc > 2 && argv[2][0] != '-') domain = argv[first++];
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--spool" || a == "--domain") && i + 1 < argc) {
       (a == "--spool" ? spool_dir : domain) = argv[++i];
+    } else if (a == "--send-now" && command == "tlsrpt") {
+      send_now = true;
     } else {
       return Fail(absl::StrCat(a, ": unknown option (see --help)"));
     }
@@ -147,5 +227,6 @@ int main(int argc, char** argv) {
   if (command == "shaping") return Shaping(*spool);
   if (command == "flush") return Flush(*spool, domain);
   if (command == "sts") return Sts(*spool, domain);
+  if (command == "tlsrpt") return TlsRpt(*spool, send_now);
   return Fail(absl::StrCat(command, ": unknown command (see --help)"));
 }

@@ -12,6 +12,8 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libidn2-dev
   # engine/sts_fetcher: MTA-STS policy fetches (RFC 8461 §3.3) over HTTPS
   libcurl4-openssl-dev
+  # engine/tlsrpt_message: TLS-RPT reports are gzip-compressed (RFC 8460 §5.2)
+  zlib1g-dev
   # tests/fuzz (the `fuzz` preset, run by tools/test.sh): clang with the libFuzzer runtime
   clang libclang-rt-14-dev
   openssl ca-certificates python3

@@ -35,8 +35,23 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_POST(self):
+        # TLS-RPT (RFC 8460 §5.2): keep each report POSTed, with its headers, for the test.
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        pd = os.path.join(d, 'posts')
+        os.makedirs(pd, exist_ok=True)
+        n = len([x for x in os.listdir(pd) if x.endswith('.json')])
+        with open(os.path.join(pd, '%d.bin' % n), 'wb') as f:
+            f.write(body)
+        meta = {'host': (self.headers.get('Host') or '').split(':')[0].lower(), 'path': self.path,
+                'content_type': self.headers.get('Content-Type') or ''}
+        with open(os.path.join(pd, '%d.tmp' % n), 'w') as f:
+            json.dump(meta, f)
+        os.rename(os.path.join(pd, '%d.tmp' % n), os.path.join(pd, '%d.json' % n))
+        self.send_response(201); self.send_header('Content-Length', '0'); self.end_headers()
     def log_message(self, *a):
         pass
+http.server.ThreadingHTTPServer.daemon_threads = True
 srv = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(os.path.join(d, 'cert.pem'), os.path.join(d, 'key.pem'))
@@ -112,6 +127,22 @@ void StsPolicyServer::SetRedirect(const std::string& host, const std::string& lo
 void StsPolicyServer::Remove(const std::string& host) {
   entries_.erase(host);
   WriteConfig();
+}
+
+std::vector<StsPolicyServer::Post> StsPolicyServer::Posts() const {
+  std::vector<Post> out;
+  for (int n = 0;; ++n) {
+    const std::string meta = absl::StrCat(dir_, "/posts/", n, ".json");
+    if (!testing::WaitForFile(meta, absl::ZeroDuration())) break;
+    nlohmann::json j = nlohmann::json::parse(testing::ReadFileOrDie(meta), nullptr, false);
+    Post p;
+    p.host = j.value("host", "");
+    p.path = j.value("path", "");
+    p.content_type = j.value("content_type", "");
+    p.body = testing::ReadFileOrDie(absl::StrCat(dir_, "/posts/", n, ".bin"));
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 int StsPolicyServer::Requests(const std::string& host) const {

@@ -1,7 +1,8 @@
 // StsPolicyServer: an HTTPS server for MTA-STS policy files (RFC 8461 §3.3) in tests — Python's
 // http.server + ssl on 127.0.0.1, a certificate for the given host names signed by a test CA of
 // its own. What each Host gets (status, body, Content-Type, Location) is a JSON file the server
-// reads per request, so a test can change it while the server runs. Test thread only.
+// reads per request, so a test can change it while the server runs. POSTs (TLS-RPT reports) are
+// kept in posts/N.bin with their headers in posts/N.json. Test thread only.
 //
 //   auto s = StsPolicyServer::Start(dir, {"mta-sts.d.example"});
 //   s->SetPolicy("mta-sts.d.example", "version: STSv1\nmode: enforce\nmx: mx.d.example\nmax_age: 60\n");
@@ -34,6 +35,11 @@ class StsPolicyServer {
   void Remove(const std::string& host);
   // Requests served per host (from the server's log file).
   int Requests(const std::string& host) const;
+  // Every POST received so far (TLS-RPT reports, RFC 8460 §5.2), in order; answered 201.
+  struct Post {
+    std::string host, path, content_type, body;
+  };
+  std::vector<Post> Posts() const;
 
  private:
   void WriteConfig();

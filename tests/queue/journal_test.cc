@@ -117,6 +117,28 @@ TEST_F(JournalTest, UncommittedRecordsAreNotRecovered) {
   EXPECT_EQ(r.messages.at("a.eml").recipients.size(), 1u);
 }
 
+// Type-4 records (TLS-RPT counter deltas) come back in order with their kind, only once
+// committed, and do not disturb the final records around them.
+TEST_F(JournalTest, AuxRecordsRecoverInOrderOnlyWhenCommitted) {
+  {
+    auto j = OpenOrDie();
+    j->AppendAux(1, "{\"seq\":1}");
+    j->AppendFinal({"a.eml", 0, 0, FinalClass::kDelivered});
+    j->AppendAux(1, std::string(70000, 'x'));  // longer than any name
+    ASSERT_TRUE(j->Commit().ok());
+    j->AppendAux(2, "lost");  // never committed
+  }
+  RecoveredJournal r = RecoverOrDie();
+  EXPECT_EQ(r.corrupted_records, 0u);
+  EXPECT_EQ(r.torn_bytes, 0u);
+  ASSERT_EQ(r.aux.size(), 2u);
+  EXPECT_EQ(r.aux[0].kind, 1);
+  EXPECT_EQ(r.aux[0].bytes, "{\"seq\":1}");
+  EXPECT_EQ(r.aux[1].bytes, std::string(70000, 'x'));
+  ASSERT_EQ(r.messages.count("a.eml"), 1u);
+  EXPECT_EQ(r.messages.at("a.eml").recipients.at(0), FinalClass::kDelivered);
+}
+
 TEST_F(JournalTest, TornTailAtEveryOffsetKeepsEarlierBatches) {
   uint64_t seg_no = 0;
   off_t first_batch_end = 0;
