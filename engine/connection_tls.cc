@@ -103,7 +103,11 @@ void Connection::RecordTlsRpt(bool ready, absl::string_view reason) {
   std::optional<TlsRptResult> result = spec_.tlsrpt->preset;
   std::string code;
   if (!result && ready) {
-    if (!violation_.empty()) {
+    if (spec_.policy.name == "dane-unusable") {
+      // RFC 7672 §2.2: TLSA records, none usable: encrypted, but not the DANE it asked for.
+      result = TlsRptResult::kDaneRequired;
+      code = "tlsa-unusable";
+    } else if (!violation_.empty()) {
       result = TlsRptResultForFailure(violation_);
       code = violation_;
     } else if (spec_.policy.requirement != TlsRequirement::kDisabled &&

@@ -439,6 +439,14 @@ bool Destination::StsCandidate(const Hop& hop) const {
   return sts_ == nullptr || sts_->mode != StsMode::kEnforce || sts_->MatchesMx(hop.mx);
 }
 
+// RFC 8460 §3: sessions that carry only reports are not counted (reports never trigger
+// reports).
+bool Destination::CarriesOnlyReports() const {
+  return std::all_of(queue_.begin(), queue_.end(), [](const DeliveryJob* j) {
+    return j->message->envelope.job == kTlsRptJob;
+  });
+}
+
 void Destination::Pump() {
   if (state_ != State::kReady || hops_.empty() || Suspended()) return;
   if (queue_.empty()) return;
@@ -503,6 +511,15 @@ bool Destination::OpenConnection() {
     a.policy_source = ToString(policy.policy.source);
     a.dnssec = hop.mx_dnssec;
     a.dane = "tlsa-lookup-failed";
+    if (ctx_->tlsrpt != nullptr && !CarriesOnlyReports()) {
+      TlsRptSession r;  // RFC 8460 §4.3.2.1 dnssec-invalid: no session was attempted
+      r.policy = TlsRptInfoFor(domain_, nullptr, "", policy.policy, hop.mx).policy;
+      r.result = TlsRptResult::kDnssecInvalid;
+      r.reason_code = "tlsa-lookup-failed";
+      r.receiving_mx = hop.mx;
+      r.receiving_ip = SockaddrIp(hop.addr);
+      ctx_->tlsrpt->Record(std::move(r));
+    }
     HopFailed(index, absl::StrCat(hop.mx, ": ", policy.policy.defer_reason), a, "4.7.5");
     return false;
   }
@@ -578,12 +595,8 @@ bool Destination::OpenConnection() {
     spec.implicit_tls = relay_->implicit_tls;
     spec.relay = relay_;
   }
-  // RFC 8460 §3: sessions that carry reports are not counted (reports never trigger reports);
-  // a smarthost is not the recipient domain's MX, so its sessions are not reported either.
-  if (ctx_->tlsrpt && relay_ == nullptr &&
-      !std::all_of(queue_.begin(), queue_.end(), [](const DeliveryJob* j) {
-        return j->message->envelope.job == kTlsRptJob;
-      })) {
+  // A smarthost is not the recipient domain's MX: its sessions are not reported (RFC 8460).
+  if (ctx_->tlsrpt != nullptr && relay_ == nullptr && !CarriesOnlyReports()) {
     spec.tlsrpt = std::make_shared<const TlsRptConnInfo>(
         TlsRptInfoFor(domain_, sts_.get(), sts_failure_, spec.policy, hop.mx));
   }

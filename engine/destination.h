@@ -39,6 +39,7 @@
 #include "engine/delivery.h"
 #include "engine/mx_pool.h"
 #include "engine/shaping.h"
+#include "engine/tlsrpt_reporter.h"
 #include "tls/hop_policy.h"
 #include "tls/mta_sts.h"
 #include "tls/policy.h"
@@ -95,7 +96,9 @@ struct DestinationContext {
   const TlsPolicyRules* tls_rules = nullptr;
   DestinationHost* host = nullptr;
   StsSource* sts = nullptr;  // MTA-STS policies (engine/sts_fetcher.h); nullptr = off
-  bool tlsrpt = false;       // connections carry their TLS-RPT policy (ConnectSpec::tlsrpt)
+  // TLS-RPT (engine/tlsrpt_reporter.h): connections carry their policy (ConnectSpec::tlsrpt)
+  // and report their outcome; nullptr = off.
+  TlsRptRecorder* tlsrpt = nullptr;
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
   // Operator suspensions (engine/control_plane.h); nullptr when the control plane is off.
   const Suspensions* suspensions = nullptr;
@@ -200,6 +203,7 @@ class Destination : public ConnectionOwner {
   bool NeedsResolve() const;
   bool StsReady();
   bool StsCandidate(const Hop& hop) const;
+  bool CarriesOnlyReports() const;
   void Resolve();
   const ShapingBudget* PausedFor() const;
   bool DeferIfPaused();

@@ -250,7 +250,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.host = this;
     dctx.sts = w.sts_;
     dctx.mx_pool = &mx_pool;
-    dctx.tlsrpt = w.tlsrpt_ != nullptr;
+    dctx.tlsrpt = w.tlsrpt_;
     if (w.control_ != nullptr) dctx.suspensions = &suspensions;
   }
 

@@ -1,6 +1,8 @@
 // TLS-RPT result types, counters, TXT parser and §4.4 report (tls/tlsrpt.h).
 #include "tls/tlsrpt.h"
 
+#include "tls/dane.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -153,8 +156,14 @@ TlsRptConnInfo TlsRptInfoFor(absl::string_view domain, const StsPolicy* sts,
   TlsRptConnInfo info;
   info.policy.domain = absl::AsciiStrToLower(domain);
   if (applied.source == PolicySource::kDane) {
+    // §4.4 policy-string for "tlsa": the TLSA records, in presentation form.
     info.policy.type = TlsRptPolicyType::kTlsa;
     info.policy.mx_host = {std::string(mx_host)};
+    if (applied.dane != nullptr) {
+      for (const DaneRecord& r : applied.dane->usable) {
+        info.policy.strings.push_back(absl::StrCat(r.Params(), " ", absl::BytesToHexString(r.data)));
+      }
+    }
   } else if (sts != nullptr && sts->mode != StsMode::kNone) {
     info.policy.type = TlsRptPolicyType::kSts;
     info.policy.strings = sts->lines;

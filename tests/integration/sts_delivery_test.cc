@@ -2,6 +2,8 @@
 // unbound with _mta-sts TXT records, the Python https policy server and mxburst-sink on loopback
 // (127.0.0.2: STARTTLS with a certificate from the test CA; 127.0.0.3: no STARTTLS offered, the
 // stripped-STARTTLS case). Asserted on the accounting log and on what the sink received.
+#include <signal.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -117,10 +119,11 @@ class StsDeliveryTest : public ::testing::Test {
     }
   }
 
-  std::vector<nlohmann::json> Deliver() {
+  std::vector<nlohmann::json> Deliver(const UnboundServer* dns = nullptr) {
+    if (dns == nullptr) dns = dns_.get();
     int rc = RunCommand({Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml", "--spool",
                          spool_, "--drain", "--log", log_, "--quiet", "--workers", "1", "--helo",
-                         "sts.mxburst.example", "--dns", dns_->address(), "--allow-private-mx", "--smtp-port",
+                         "sts.mxburst.example", "--dns", dns->address(), "--allow-private-mx", "--smtp-port",
                          std::to_string(port_), "--ca-file", server_->ca_file(),
                          "--connect-timeout", "5"},
                         dir_ + "/engine.out", absl::Minutes(2));
@@ -243,6 +246,71 @@ TEST_F(StsDeliveryTest, RequireTlsToAnMxListedByMtaSts) {
   }
   EXPECT_TRUE(sent_requiretls);
   EXPECT_FALSE(leaked);
+}
+
+// Issue 13 test 4: the policy server goes away -> the cached, unexpired policy is still enforced
+// (RFC 8461 §5.1); the TXT id changes -> the policy is fetched again and the new one applies.
+// Each engine run is a separate process: the cache lives in SPOOL/policy/mta-sts.
+TEST_F(StsDeliveryTest, CachedPolicyEnforcedWhileServerDownAndNewTxtIdRefetches) {
+  InjectTo("a@stripenf.stsdeliv");
+  InjectTo("x@enforce.stsdeliv");
+  std::vector<nlohmann::json> first = Deliver();
+  ASSERT_EQ(For(first, "stripenf.stsdeliv").size(), 1u);
+  EXPECT_EQ(For(first, "stripenf.stsdeliv")[0]["status"], "deferred");
+  ASSERT_EQ(For(first, "enforce.stsdeliv").size(), 1u);
+  EXPECT_EQ(For(first, "enforce.stsdeliv")[0]["status"], "delivered");
+  const int fetched = server_->Requests("mta-sts.enforce.stsdeliv");
+  EXPECT_EQ(fetched, 1);
+
+  // The policy server has nothing any more: the cached policy still refuses the stripped MX.
+  server_->Remove("mta-sts.stripenf.stsdeliv");
+  server_->Remove("mta-sts.enforce.stsdeliv");
+  WriteFileOrDie(log_, "");
+  InjectTo("b@stripenf.stsdeliv");
+  std::vector<nlohmann::json> second = Deliver();
+  ASSERT_EQ(For(second, "stripenf.stsdeliv").size(), 1u) << ReadFileOrDie(log_);
+  EXPECT_EQ(For(second, "stripenf.stsdeliv")[0]["status"], "deferred");
+  EXPECT_EQ(For(second, "stripenf.stsdeliv")[0]["policy_source"], "mta-sts");
+
+  // A new id in the TXT record: fetched again; the new policy lists another MX -> deferred.
+  server_->SetPolicy("mta-sts.enforce.stsdeliv",
+                     "version: STSv1\nmode: enforce\nmx: mx.elsewhere.stsdeliv\nmax_age: 86400\n");
+  std::string zones = kZones;
+  const std::string old_txt = "_mta-sts.enforce.stsdeliv. 60 IN TXT \"v=STSv1; id=e1;\"";
+  ASSERT_NE(zones.find(old_txt), std::string::npos);
+  zones.replace(zones.find(old_txt), old_txt.size(),
+                "_mta-sts.enforce.stsdeliv. 60 IN TXT \"v=STSv1; id=e2;\"");
+  absl::StatusOr<std::unique_ptr<UnboundServer>> dns2 = UnboundServer::Start(zones, "");
+  ASSERT_TRUE(dns2.ok()) << dns2.status();
+  // §5.1 allows the refresh to run while the cached policy is used: let an engine run until the
+  // new policy is in the cache, then deliver with it.
+  InjectTo("y@enforce.stsdeliv");
+  {
+    testing::Subprocess engine(
+        {Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml", "--spool",
+         spool_, "--log", log_, "--quiet", "--workers", "1", "--helo", "sts.mxburst.example",
+         "--dns", (*dns2)->address(), "--allow-private-mx", "--smtp-port", std::to_string(port_),
+         "--ca-file", server_->ca_file(), "--connect-timeout", "5"},
+        dir_ + "/engine3.out", dir_ + "/engine3.err");
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    absl::StatusOr<StsPolicy> cached;
+    do {
+      absl::SleepFor(absl::Milliseconds(50));
+      cached = StsPolicyStore::ReadFile(spool_ + "/policy/mta-sts", "enforce.stsdeliv");
+    } while ((!cached.ok() || cached->id != "e2") && absl::Now() < deadline);
+    ASSERT_TRUE(cached.ok()) << cached.status();
+    EXPECT_EQ(cached->id, "e2") << ReadFileOrDie(dir_ + "/engine3.err");
+    engine.Signal(SIGTERM);
+    EXPECT_EQ(engine.Wait(), 0) << ReadFileOrDie(dir_ + "/engine3.err");
+  }
+  EXPECT_EQ(server_->Requests("mta-sts.enforce.stsdeliv"), fetched + 1);
+  WriteFileOrDie(log_, "");
+  InjectTo("z@enforce.stsdeliv");
+  std::vector<nlohmann::json> fourth = For(Deliver(dns2->get()), "enforce.stsdeliv");
+  ASSERT_EQ(fourth.size(), 1u) << ReadFileOrDie(log_);
+  EXPECT_EQ(fourth[0]["status"], "deferred") << fourth[0].dump();
+  EXPECT_TRUE(absl::StrContains(fourth[0].value("text", ""), "matches its MTA-STS policy (id e2)"))
+      << fourth[0].dump();
 }
 
 }  // namespace

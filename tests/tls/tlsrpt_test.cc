@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tls/dane.h"
 
 namespace mxb {
 namespace {
@@ -203,6 +206,37 @@ TEST(TlsRptReport, Section44FieldsAndCounts) {
   EXPECT_FALSE((*np)["policy"].contains("policy-string"));
   EXPECT_EQ((*np)["summary"]["total-successful-session-count"], 1);
   EXPECT_TRUE((*np)["failure-details"].empty());
+}
+
+// Which policy a session is reported under: DANE wins (tlsa with its records), then the
+// domain's MTA-STS policy, then a failed MTA-STS check (preset failure), else no-policy-found.
+TEST(TlsRptInfo, PolicyTypeAndStringsFromWhatWasApplied) {
+  StsPolicy sts;
+  sts.mode = StsMode::kEnforce;
+  sts.mx = {"*.d.example"};
+  sts.lines = {"version: STSv1", "mode: enforce", "mx: *.d.example", "max_age: 60"};
+  TlsPolicy opportunistic;
+  TlsPolicy dane;
+  dane.source = PolicySource::kDane;
+  dane.dane = DaneAuthority::Make({DaneRecord{3, 1, 1, std::string(32, '\xab')}}, {"mx.d.example"});
+  TlsRptConnInfo i = TlsRptInfoFor("D.example", &sts, "", dane, "mx.d.example");
+  EXPECT_EQ(i.policy.type, TlsRptPolicyType::kTlsa);
+  EXPECT_EQ(i.policy.domain, "d.example");
+  EXPECT_EQ(i.policy.strings, std::vector<std::string>{absl::StrCat("3 1 1 ", absl::BytesToHexString(std::string(32, '\xab')))})
+      << "the usable records, as in a zone file (hex: 'ab' x 32)";
+  EXPECT_EQ(i.policy.mx_host, std::vector<std::string>{"mx.d.example"});
+  i = TlsRptInfoFor("d.example", &sts, "", opportunistic, "mx.d.example");
+  EXPECT_EQ(i.policy.type, TlsRptPolicyType::kSts);
+  EXPECT_EQ(i.policy.strings, sts.lines);
+  EXPECT_EQ(i.policy.mx_host, sts.mx);
+  EXPECT_FALSE(i.preset.has_value());
+  i = TlsRptInfoFor("d.example", nullptr, "sts-webpki-invalid: bad certificate", opportunistic,
+                    "mx.d.example");
+  EXPECT_EQ(i.policy.type, TlsRptPolicyType::kSts);
+  EXPECT_EQ(i.preset, TlsRptResult::kStsWebpkiInvalid);
+  i = TlsRptInfoFor("d.example", nullptr, "", opportunistic, "mx.d.example");
+  EXPECT_EQ(i.policy.type, TlsRptPolicyType::kNoPolicyFound);
+  EXPECT_FALSE(i.preset.has_value());
 }
 
 TEST(TlsRptReport, FileNameSection51) {
