@@ -393,10 +393,7 @@ absl::Status Engine::ProcessCompletions() {
   // Decide each finished message's fate; expiries are journaled and logged, DSNs written
   // before the commit (their names are deterministic, so a crash rewrites the same file).
   for (MessageRecord* msg : finished) held_.push_back(PlanFinish(msg, now));
-  if (tlsrpt_) {  // this batch's TLS-RPT counts (and built reports) commit with it
-    tlsrpt_->Drain(journal_.get(), now);
-    tlsrpt_->Tick(journal_.get(), now);
-  }
+  if (tlsrpt_) tlsrpt_->OnBatch(journal_.get(), now);  // TLS-RPT counts commit with the batch
   if (held_.empty() && log_->buffered().empty() && journal_->buffered_bytes() == 0) {
     return absl::OkStatus();
   }
@@ -703,11 +700,7 @@ absl::Status Engine::Run() {
   } else if (journal_->buffered_bytes() > 0) {
     log_->Discard();
   }
-  if (tlsrpt_) {
-    if (absl::Status s = tlsrpt_->Snapshot(); !s.ok()) {
-      std::fprintf(stderr, "mxburst: TLS-RPT: %s\n", std::string(s.message()).c_str());
-    }
-  }
+  if (tlsrpt_) tlsrpt_->Close();
   Progress(true);
   if (!config_.quiet && !commit_window_us_.empty()) {
     std::vector<uint32_t>& w = commit_window_us_;

@@ -185,6 +185,12 @@ void TlsRptReporter::Drain(Journal* journal, absl::Time now) {
   journal->AppendAux(kJournalAuxTlsRpt, TlsRptDeltaJson(++state_.seq, delta, +1));
 }
 
+void TlsRptReporter::Close() {
+  if (absl::Status s = Snapshot(); !s.ok()) {
+    std::fprintf(stderr, "mxburst: TLS-RPT: %s\n", std::string(s.message()).c_str());
+  }
+}
+
 absl::Status TlsRptReporter::Snapshot() {
   if (snapshot_seq_ == state_.seq) return absl::OkStatus();
   absl::Status s = ReplaceSpoolFile(opts_.spool_dir, "tlsrpt", kSnapshot, TlsRptSnapshotJson(state_));

@@ -19,7 +19,7 @@
 //
 //   auto r = TlsRptReporter::Open(opts, recovered_journal, fetcher);   // before Journal::Open
 //   worker env: r->get() as TlsRptRecorder
-//   scanner loop, before each group commit: r->Drain(journal, now); r->Tick(journal, now);
+//   scanner loop, before each group commit: r->OnBatch(journal, now);  at exit: r->Close();
 //   JournalOptions::before_delete: ... r->Snapshot()
 #pragma once
 
@@ -92,6 +92,13 @@ class TlsRptReporter : public TlsRptRecorder {
   // every day including today, become reports in the outbox (their counts taken out with a
   // journal record); outbox entries move on (lookup, mail injection, POST, retries).
   void Tick(Journal* journal, absl::Time now);
+  // Scanner thread, before each group commit: Drain() then Tick().
+  void OnBatch(Journal* journal, absl::Time now) {
+    Drain(journal, now);
+    Tick(journal, now);
+  }
+  // At exit: the last snapshot (a failure is said on stderr; the journal still has the deltas).
+  void Close();
   // Scanner thread: the counters as of now into SPOOL/tlsrpt/counters.json (tmp + fsync +
   // rename). Cheap when nothing changed since the last one.
   absl::Status Snapshot();
