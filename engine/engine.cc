@@ -63,6 +63,10 @@ absl::Status Engine::Start() {
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
 
+  absl::StatusOr<BounceClassifier> classes = BounceClassifier::Load(config_.bounce_classes_file);
+  if (!classes.ok()) return classes.status();
+  bounce_classes_ = *std::move(classes);
+
   TlsGlobalInit();
   TlsClientOptions tls_opts;
   tls_opts.ca_file = config_.ca_file;
@@ -521,8 +525,14 @@ void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_vie
   r.queue_time = now - msg.queued_at;
   r.attempt = static_cast<int>(Tries(msg)) + 1;
   r.status_override = status_override;
+  // Every failure gets its class (engine/bounce_class.h); "expired" keeps its last error's.
+  BounceClass klass = BounceClass::kOther;
+  if (o.klass != DeliveryClass::kDelivered) {
+    klass = bounce_classes_.Classify(o.code, o.enhanced, o.text);
+    r.bounce_class = ToString(klass);
+  }
   log_->Append(r);
-  if (control_) control_->counters().OnOutcome(o, status_override, r.queue_time);
+  if (control_) control_->counters().OnOutcome(o, status_override, r.queue_time, klass);
 }
 
 void Engine::JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class) {
@@ -598,6 +608,7 @@ absl::Status Engine::Run() {
       result = s;
       stop_.store(true);
     }
+    ServeReload();  // right after a commit: nothing buffered, the log can be reopened
     bool stopping = stop_.load(std::memory_order_relaxed);
     if (stopping && control_) control_->OnStopping();
     size_t before = in_flight_;

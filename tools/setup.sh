@@ -26,6 +26,9 @@ PACKAGES=(
   # dkim/: DKIM signing with libopendkim (RSA and Ed25519); tests verify with python3-dkim
   # (Ed25519 through python3-nacl, keys from the test zone through python3-dnspython)
   libopendkim-dev python3-dkim python3-nacl python3-dnspython
+  # dist/: the man pages (scdoc), and tests/integration/service_test.cc checks the installed
+  # unit with systemd-analyze verify and the logrotate snippet with logrotate --debug
+  scdoc systemd logrotate
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )
