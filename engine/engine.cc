@@ -609,6 +609,7 @@ absl::Status Engine::Run() {
       stop_.store(true);
     }
     ServeReload();  // right after a commit: nothing buffered, the log can be reopened
+    ServeRetryNow();
     bool stopping = stop_.load(std::memory_order_relaxed);
     if (stopping && control_) control_->OnStopping();
     size_t before = in_flight_;
