@@ -139,6 +139,7 @@ absl::Status AccountingLog::Flush() {
     end_ += static_cast<uint64_t>(n);
   }
   if (!sync_) {
+    if (on_durable_ && !buf_.empty()) on_durable_(buf_);
     buf_.clear();
     return absl::OkStatus();
   }
@@ -150,6 +151,7 @@ absl::Status AccountingLog::Flush() {
     rewrite_ = true;
     return absl::InternalError(absl::StrCat("accounting log fdatasync: ", std::strerror(err)));
   }
+  if (on_durable_) on_durable_(unsynced_);
   unsynced_.clear();
   return absl::OkStatus();
 }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -50,6 +51,9 @@ class AccountingLog {
   // unsynced bytes again before syncing, so calling Flush again later is the retry.
   [[nodiscard]] absl::Status Flush();
   uint64_t records() const { return records_; }
+  // Called by Flush() with the records it just made durable (complete lines), e.g. to copy them
+  // to the outcome stream (output/amqp_output.h); must not block (scanner thread).
+  void set_on_durable(std::function<void(absl::string_view)> f) { on_durable_ = std::move(f); }
   // Drops what is buffered and not written (the engine stops with outcomes the journal could
   // not commit: their messages are delivered and logged again after the restart).
   void Discard() { buf_.clear(); }
@@ -76,6 +80,7 @@ class AccountingLog {
   std::string unsynced_;  // written since the last successful fdatasync
   bool rewrite_ = false;  // an fdatasync failed: write unsynced_ again before the next one
   uint64_t records_ = 0;
+  std::function<void(absl::string_view)> on_durable_;
 };
 
 }  // namespace mxb

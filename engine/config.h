@@ -15,6 +15,7 @@
 #include "cluster/cluster_share.h"
 #include "engine/shaping.h"
 #include "input/amqp_input.h"
+#include "output/amqp_output.h"
 #include "engine/smtp_session.h"
 #include "queue/dsn.h"
 #include "tls/policy.h"
@@ -120,9 +121,11 @@ struct EngineConfig {
   // readable by root only. The scanner signs each message once (Engine::Dispatch).
   std::vector<dkim::SigningKey> dkim_keys;
   std::shared_ptr<dkim::Signer> dkim;
-  // Past one node (issue 15): `[input.amqp]` (input/amqp_input.h) and `[cluster]`
-  // (cluster/cluster_share.h; `scope = "cluster"` shaping rules share their limits via Redis).
+  // Past one node (issue 15): `[input.amqp]` (input/amqp_input.h), `[output.amqp]` (the
+  // outcome stream, output/amqp_output.h) and `[cluster]` (cluster/cluster_share.h;
+  // `scope = "cluster"` shaping rules share their limits via Redis).
   AmqpInputConfig amqp;
+  AmqpOutputConfig amqp_output;
   ClusterConfig cluster;
 
   std::string config_path;  // --config, for messages

@@ -1,4 +1,4 @@
-// The `[input.amqp]` and `[cluster]` tables of the TOML config (issue 15), read after the rest
+// The `[input.amqp]`, `[output.amqp]` and `[cluster]` tables of the TOML config (issue 15), read after the rest
 // of the file (config_file.cc) so that `scope = "cluster"` rules can be checked against
 // `[cluster]`. Same rule as there: an unknown or mistyped key stops start-up with one line.
 #define TOML_EXCEPTIONS 0
@@ -76,6 +76,32 @@ absl::Status ReadClusterTables(const toml::table& root, const std::string& file,
         return r.Error("url", std::string(u.message()));
       }
       if (c->amqp.queue.empty()) return r.Error("queue", "must not be empty");
+    }
+  }
+  if (const toml::node* output = root.get("output")) {
+    const toml::table* ot = output->as_table();
+    if (ot == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": output: expected a table"));
+    TableReader out{file, *ot, "output."};
+    if (!(s = out.Keys({"amqp"})).ok()) return s;
+    if (const toml::node* a = ot->get("amqp")) {
+      if (!a->is_table()) return out.Error("amqp", "expected a table");
+      TableReader r{file, *a->as_table(), "output.amqp."};
+      AmqpOutputConfig& o = c->amqp_output;
+      if (!(s = r.Keys({"url", "exchange", "routing_key", "max_queued"})).ok()) return s;
+      if (!(s = r.Text("url", &o.url)).ok()) return s;
+      if (!(s = r.Text("exchange", &o.exchange)).ok()) return s;
+      if (!(s = r.Text("routing_key", &o.routing_key)).ok()) return s;
+      int64_t queued = static_cast<int64_t>(o.max_queued);
+      if (!(s = r.Count("max_queued", 1, 1000000, &queued)).ok()) return s;
+      o.max_queued = static_cast<size_t>(queued);
+      if (o.url.empty()) return r.Error("url", "required");
+      if (absl::Status u = CheckAmqpUrl(o.url); !u.ok()) return r.Error("url", std::string(u.message()));
+      // AMQP 0-9-1 §4.2.5.3: exchange names and routing keys are short strings (≤ 255 octets).
+      if (o.exchange.size() > 255) return r.Error("exchange", "longer than 255 bytes");
+      if (o.routing_key.size() > 255) return r.Error("routing_key", "longer than 255 bytes");
+      if (o.exchange.empty() && o.routing_key.empty()) {
+        return r.Error("routing_key", "must name a queue when exchange is \"\" (the default exchange)");
+      }
     }
   }
   if (const toml::node* cl = root.get("cluster")) {

@@ -114,7 +114,7 @@ class Reader : public TomlReader {
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "tlsrpt", "http", "user",
                                    "allow_root", "smtp", "dkim",
-                                   "relay", "input", "cluster"}))
+                                   "relay", "input", "output", "cluster"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -556,7 +556,7 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
 
 }  // namespace
 
-// config_cluster.cc: [input.amqp], [cluster], and the scope = "cluster" rules' needs.
+// config_cluster.cc: [input.amqp], [output.amqp], [cluster], and the scope = "cluster" rules' needs.
 absl::Status ReadClusterTables(const toml::table& root, const std::string& file, EngineConfig* c);
 
 absl::Status LoadConfigString(absl::string_view text, const std::string& name,

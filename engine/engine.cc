@@ -39,6 +39,11 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {}
 
 Engine::~Engine() {
   amqp_.reset();
+  if (outcomes_) {  // the last records reach the stream, then the log no longer calls it
+    if (log_) (void)log_->Flush();
+    if (log_) log_->set_on_durable(nullptr);
+    outcomes_.reset();  // up to 2 s for the broker's confirms
+  }
   if (control_) control_->Stop();  // its handlers read the workers
   for (auto& w : workers_) {
     w->RequestStop();
@@ -64,6 +69,11 @@ absl::Status Engine::Start() {
   absl::StatusOr<std::unique_ptr<AccountingLog>> log = AccountingLog::Open(config_.log_path);
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
+  if (config_.amqp_output.enabled()) {  // [output.amqp]: a copy of each durable record
+    outcomes_ = std::make_unique<AmqpOutput>(config_.amqp_output, config_.quiet);
+    log_->set_on_durable([o = outcomes_.get()](absl::string_view lines) { o->Offer(lines); });
+    outcomes_->Start();
+  }
 
   TlsGlobalInit();
   TlsClientOptions tls_opts;
@@ -140,6 +150,7 @@ absl::Status Engine::Start() {
   if (control_) {
     if (amqp_) control_->AddMetrics([a = amqp_.get()](control::PrometheusText* p) { a->WriteMetrics(p); });
     if (redis_) control_->AddMetrics([r = redis_.get()](control::PrometheusText* p) { r->WriteMetrics(p); });
+    if (outcomes_) control_->AddMetrics([o = outcomes_.get()](control::PrometheusText* p) { o->WriteMetrics(p); });
     if (absl::Status s = control_->Start(&workers_); !s.ok()) return s;
     if (!config_.quiet) std::fprintf(stderr, "mxburst: dashboard %s\n", control_->url().c_str());
   }

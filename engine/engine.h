@@ -32,6 +32,7 @@
 #include "engine/tlsrpt_reporter.h"
 #include "engine/worker.h"
 #include "input/amqp_input.h"
+#include "output/amqp_output.h"
 #include "queue/journal.h"
 #include "queue/retry_schedule.h"
 #include "queue/spool.h"
@@ -162,6 +163,7 @@ class Engine {
   std::unique_ptr<RedisBudgets> redis_;
   IntakeGauge intake_;
   std::unique_ptr<AmqpInput> amqp_;
+  std::unique_ptr<AmqpOutput> outcomes_;  // [output.amqp], fed by log_'s durable hook
 
 };
 

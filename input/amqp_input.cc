@@ -1,7 +1,6 @@
 #include "input/amqp_input.h"
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "input/amqp_connection.h"
 #include "queue/spool.h"
 
 namespace mxb {
@@ -17,106 +17,34 @@ namespace {
 
 constexpr absl::Duration kBackoffMin = absl::Milliseconds(250);
 constexpr absl::Duration kBackoffMax = absl::Seconds(5);
-constexpr int kChannel = 1;
-// AMQP 0-9-1 §4.2.7 heartbeat: a dead peer is noticed within two intervals even without a RST.
-constexpr int kHeartbeatSeconds = 10;
-
-struct ParsedUrl {
-  std::vector<char> buffer;  // amqp_parse_url points into it
-  amqp_connection_info info{};
-};
-
-absl::Status ParseUrl(const std::string& url, ParsedUrl* out) {
-  out->buffer.assign(url.begin(), url.end());
-  out->buffer.push_back('\0');
-  amqp_default_connection_info(&out->info);
-  if (amqp_parse_url(out->buffer.data(), &out->info) != AMQP_STATUS_OK) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expected amqp://[user[:password]@]host[:port][/vhost], got '", url, "'"));
-  }
-  // "amqp://host/" parses as the empty vhost, which no broker has: it means the default "/".
-  static char kDefaultVhost[] = "/";
-  if (out->info.vhost == nullptr || out->info.vhost[0] == '\0') out->info.vhost = kDefaultVhost;
-  return absl::OkStatus();
-}
-
-std::string ReplyText(const amqp_rpc_reply_t& r, const char* what) {
-  switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL: return "";
-    case AMQP_RESPONSE_NONE: return absl::StrCat(what, ": no reply");
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-      return absl::StrCat(what, ": ", amqp_error_string2(r.library_error));
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        // Both close methods start with reply_code and reply_text.
-        const auto* m = static_cast<const amqp_channel_close_t*>(r.reply.decoded);
-        return absl::StrCat(what, ": ", m->reply_code, " ",
-                            std::string(static_cast<const char*>(m->reply_text.bytes),
-                                        m->reply_text.len));
-      }
-      return absl::StrCat(what, ": server exception");
-  }
-  return absl::StrCat(what, ": unknown reply");
-}
+constexpr amqp_channel_t kChannel = AmqpChannel::kChannel;
 
 }  // namespace
 
 absl::Status CheckAmqpUrl(const std::string& url) {
-  ParsedUrl p;
-  return ParseUrl(url, &p);
+  AmqpUrl p;
+  return ParseAmqpUrl(url, &p);
 }
 
 // One connection with one channel consuming the queue. Loop thread only.
 class AmqpInput::Session {
  public:
-  ~Session() {
-    if (conn_ == nullptr) return;
-    if (open_) {
-      amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
-      amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
-    }
-    amqp_destroy_connection(conn_);
-  }
-
   // Connects, logs in, declares the durable queue, sets the prefetch and starts consuming.
   absl::Status Open(const AmqpInputConfig& c) {
-    ParsedUrl url;
-    if (absl::Status s = ParseUrl(c.url, &url); !s.ok()) return s;
-    where_ = absl::StrCat(url.info.host, ":", url.info.port);
-    conn_ = amqp_new_connection();
-    amqp_socket_t* socket = amqp_tcp_socket_new(conn_);
-    if (socket == nullptr) return absl::InternalError("amqp_tcp_socket_new failed");
-    timeval tv{2, 0};
-    if (int rc = amqp_socket_open_noblock(socket, url.info.host, url.info.port, &tv); rc != 0) {
-      return absl::UnavailableError(absl::StrCat(where_, ": connect: ", amqp_error_string2(rc)));
-    }
-    std::string e = ReplyText(amqp_login(conn_, url.info.vhost, 0, 131072, kHeartbeatSeconds,
-                                         AMQP_SASL_METHOD_PLAIN, url.info.user,
-                                         url.info.password),
-                              "login");
-    if (e.empty()) {
-      amqp_channel_open(conn_, kChannel);
-      e = ReplyText(amqp_get_rpc_reply(conn_), "channel.open");
-    }
-    open_ = e.empty();
+    if (absl::Status s = ch_.Open(c.url); !s.ok()) return s;
+    conn_ = ch_.conn();
     const amqp_bytes_t queue = amqp_cstring_bytes(c.queue.c_str());
-    if (e.empty()) {
-      // Durable, not exclusive, not auto-deleted: the queue outlives every consumer and the
-      // broker's restarts (with persistent messages, delivery_mode 2).
-      amqp_queue_declare(conn_, kChannel, queue, 0, 1, 0, 0, amqp_empty_table);
-      e = ReplyText(amqp_get_rpc_reply(conn_), absl::StrCat("queue.declare ", c.queue).c_str());
+    // Durable, not exclusive, not auto-deleted: the queue outlives every consumer and the
+    // broker's restarts (with persistent messages, delivery_mode 2).
+    amqp_queue_declare(conn_, kChannel, queue, 0, 1, 0, 0, amqp_empty_table);
+    if (absl::Status s = ch_.Check(absl::StrCat("queue.declare ", c.queue).c_str()); !s.ok()) {
+      return s;
     }
-    if (e.empty()) {
-      amqp_basic_qos(conn_, kChannel, 0, static_cast<uint16_t>(c.prefetch), 0);
-      e = ReplyText(amqp_get_rpc_reply(conn_), "basic.qos");
-    }
-    if (e.empty()) {
-      // no_ack = 0: manual acknowledgements.
-      amqp_basic_consume(conn_, kChannel, queue, amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-      e = ReplyText(amqp_get_rpc_reply(conn_), "basic.consume");
-    }
-    if (!e.empty()) return absl::UnavailableError(absl::StrCat(where_, ": ", e));
-    return absl::OkStatus();
+    amqp_basic_qos(conn_, kChannel, 0, static_cast<uint16_t>(c.prefetch), 0);
+    if (absl::Status s = ch_.Check("basic.qos"); !s.ok()) return s;
+    // no_ack = 0: manual acknowledgements.
+    amqp_basic_consume(conn_, kChannel, queue, amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    return ch_.Check("basic.consume");
   }
 
   struct Delivery {
@@ -156,7 +84,7 @@ class AmqpInput::Session {
         switch (frame.payload.method.id) {
           case AMQP_CONNECTION_CLOSE_METHOD:
             amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, nullptr);
-            open_ = false;
+            ch_.MarkClosed();
             *error = "the broker closed the connection";
             return Next::kClosed;
           case AMQP_CHANNEL_CLOSE_METHOD:
@@ -169,19 +97,18 @@ class AmqpInput::Session {
       }
       return Next::kNothing;
     }
-    *error = ReplyText(r, "receive");
-    open_ = false;
+    *error = AmqpReplyText(r, "receive");
+    ch_.MarkClosed();
     return Next::kClosed;
   }
 
   // basic.ack with multiple = 1: every delivery up to and including `tag`.
   bool AckUpTo(uint64_t tag) { return amqp_basic_ack(conn_, kChannel, tag, 1) == AMQP_STATUS_OK; }
-  const std::string& where() const { return where_; }
+  const std::string& where() const { return ch_.where(); }
 
  private:
+  AmqpChannel ch_;
   amqp_connection_state_t conn_ = nullptr;
-  bool open_ = false;
-  std::string where_;
 };
 
 AmqpInput::AmqpInput(AmqpInputConfig config, std::string spool_root, IntakeGauge* gauge,

@@ -463,5 +463,44 @@ TEST(ConfigFile, AmqpInputAndClusterKeys) {
   std::remove(path.c_str());
 }
 
+// Issue 15: [output.amqp], the outcome stream (output/amqp_output.h).
+TEST(ConfigFile, AmqpOutputKeys) {
+  const std::string long_key = absl::StrCat(
+      "spool = \"/s\"\n[output.amqp]\nurl = \"amqp://h\"\nrouting_key = \"", std::string(256, 'k'),
+      "\"\n");
+  const BadCase cases[] = {
+      {"spool = \"/s\"\n[output.amqp]\nexchange = \"x\"\n", "output.amqp.url"},
+      {"spool = \"/s\"\n[output.amqp]\nurl = \"http://x\"\n", "output.amqp.url"},
+      {"spool = \"/s\"\n[output.amqp]\nurl = \"amqp://h\"\nmax_queued = 0\n",
+       "output.amqp.max_queued"},
+      {"spool = \"/s\"\n[output.amqp]\nurl = \"amqp://h\"\nexchange = 5\n", "output.amqp.exchange"},
+      {"spool = \"/s\"\n[output.amqp]\nurl = \"amqp://h\"\nroutingkey = \"k\"\n",
+       "output.amqp.routingkey"},
+      {"spool = \"/s\"\n[output.amqp]\nurl = \"amqp://h\"\nexchange = \"\"\nrouting_key = \"\"\n",
+       "output.amqp.routing_key"},
+      {long_key.c_str(), "output.amqp.routing_key"},
+      {"spool = \"/s\"\n[output.kafka]\nurl = \"x\"\n", "output.kafka"},
+      {"spool = \"/s\"\noutput = 3\n", "output"},
+  };
+  for (const BadCase& c : cases) ExpectNamed("", c);
+  std::string path = WriteTemp(
+      "spool = \"/s\"\n[output.amqp]\nurl = \"amqp://u:p@127.0.0.1:5673/\"\n"
+      "exchange = \"outcomes\"\nrouting_key = \"mx1\"\nmax_queued = 500\n");
+  absl::StatusOr<EngineConfig> cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_TRUE(cfg->amqp_output.enabled());
+  EXPECT_EQ(cfg->amqp_output.exchange, "outcomes");
+  EXPECT_EQ(cfg->amqp_output.routing_key, "mx1");
+  EXPECT_EQ(cfg->amqp_output.max_queued, 500u);
+  EXPECT_FALSE(cfg->amqp.enabled()) << "[output.amqp] alone consumes nothing";
+  std::remove(path.c_str());
+  path = WriteTemp("spool = \"/s\"\n[output.amqp]\nurl = \"amqp://127.0.0.1\"\n");
+  cfg = Parse({"--config", path, "--route", "*=127.0.0.1:25"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->amqp_output.exchange, "amq.topic");
+  EXPECT_EQ(cfg->amqp_output.routing_key, "mxburst.outcome");
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace mxb

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "queue/spool.h"
 #include "tests/integration/cluster_fixture.h"
 #include "tests/integration/fixture.h"
@@ -81,7 +83,8 @@ class AmqpInputTest : public testing::SpoolWorld {
     ASSERT_TRUE(testing::PublishAmqp(broker_->url(), queue_, bodies).ok());
   }
 
-  Node* AddNode(int index) {
+  // `extra` is more TOML; `consume` = false leaves out [input.amqp] (spool input only).
+  Node* AddNode(int index, const std::string& extra = "", bool consume = true) {
     auto n = std::make_unique<Node>();
     n->dir = absl::StrCat(dir_, "/node", index);
     n->source = absl::StrCat("127.0.0.", 10 + index);
@@ -90,8 +93,11 @@ class AmqpInputTest : public testing::SpoolWorld {
         n->dir + "/mxburst.toml",
         absl::StrCat("spool = \"", n->dir, "/spool\"\ndefault_source_pool = \"own\"\n",
                      "[source_pools.own]\naddresses = [\"", n->source, "\"]\n",
-                     "[input.amqp]\nurl = \"", broker_->url(), "\"\nqueue = \"", queue_,
-                     "\"\nprefetch = ", kPrefetch, "\n[limits]\nmax_in_flight = 500\n"));
+                     consume ? absl::StrCat("[input.amqp]\nurl = \"", broker_->url(),
+                                            "\"\nqueue = \"", queue_, "\"\nprefetch = ",
+                                            kPrefetch, "\n")
+                             : "",
+                     "[limits]\nmax_in_flight = 500\n", extra));
     nodes_.push_back(std::move(n));
     StartNode(nodes_.back().get());
     return nodes_.back().get();
@@ -246,6 +252,105 @@ TEST_F(AmqpInputTest, BrokerRestartMidRunNothingLostConsumptionResumes) {
   }
   std::printf("[ measure  ] broker restart with %d messages (%zu at the sink when it stopped): "
               "%d duplicate(s)\n", count, while_down, dups);
+}
+
+// Lines of a file, without the empty ones.
+std::vector<std::string> Lines(const std::string& path) {
+  std::vector<std::string> out;
+  for (absl::string_view l : absl::StrSplit(ReadFileOrDie(path), '\n', absl::SkipEmpty())) {
+    out.emplace_back(l);
+  }
+  return out;
+}
+
+int Occurrences(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// [output.amqp]: every accounting record, byte for byte, arrives once on a queue bound to the
+// exchange with the configured routing key, and every delivered recipient has its record there.
+TEST_F(AmqpInputTest, OutcomeStreamCarriesEveryDeliveredRecipientsRecord) {
+  const int count = EnvInt("MXB_AMQP_OUTCOME_MESSAGES", 500);
+  const std::string outcomes = queue_ + ".outcomes", key = "mxb.outcome." + queue_;
+  ASSERT_TRUE(testing::DeleteQueue(broker_->url(), outcomes).ok());
+  ASSERT_TRUE(testing::BindQueue(broker_->url(), outcomes, "amq.topic", key).ok());
+  Publish(count, "oc");
+  Node* n = AddNode(1, absl::StrCat("[output.amqp]\nurl = \"", broker_->url(),
+                                    "\"\nrouting_key = \"", key, "\"\n"));
+  EXPECT_EQ(WaitForSink(count), static_cast<size_t>(count));
+  StopNode(n);  // the stream publishes the last records and collects their confirms first
+  const std::vector<std::string> records = Lines(n->dir + "/accounting.jsonl");
+  absl::StatusOr<std::vector<std::string>> got = testing::TakeAll(broker_->url(), outcomes);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::multiset<std::string> want(records.begin(), records.end());
+  std::multiset<std::string> streamed(got->begin(), got->end());
+  int delivered = 0, not_once = 0;
+  std::string example;
+  for (const std::string& r : records) {
+    if (!absl::StrContains(r, "\"status\":\"delivered\"")) continue;
+    ++delivered;
+    if (streamed.count(r) != 1) {
+      ++not_once;
+      example = r;
+    }
+  }
+  EXPECT_EQ(delivered, count);
+  EXPECT_EQ(not_once, 0) << "delivered recipients' records not streamed exactly once, e.g. "
+                         << example;
+  EXPECT_EQ(streamed.size(), want.size());
+  EXPECT_TRUE(streamed == want) << "the stream differs from the accounting log";
+  const std::string err = ReadFileOrDie(n->err());
+  EXPECT_EQ(Occurrences(err, "amqp output: publishing outcomes"), 1) << err;
+  EXPECT_EQ(Occurrences(err, "not confirmed by the broker"), 0) << err;
+}
+
+// [output.amqp] with no broker: delivery and the local log go on at full pace, the bounded queue
+// fills and drops are counted in the metrics, with one line for the state change (not one per
+// record or retry).
+TEST_F(AmqpInputTest, OutcomeStreamBrokerDownDeliveryGoesOnDropsCounted) {
+  const int count = 200;
+  const int http_port = testing::FreePort("127.0.0.1");
+  const int dead_port = testing::FreePort("127.0.0.1");  // nothing listens there
+  const std::string spool = dir_ + "/node1/spool";  // AddNode(1)'s, filled before it starts
+  mkdir((dir_ + "/node1").c_str(), 0755);
+  ASSERT_TRUE(Spool::Open(spool).ok());
+  for (int i = 0; i < count; ++i) {
+    ASSERT_TRUE(InjectFile(spool, absl::StrCat("down-", i, ".eml"),
+                           PickupFile(absl::StrCat("down-", i), i % 7)).ok());
+  }
+  Node* n = AddNode(1,
+                    absl::StrCat("[http]\nlisten = \"127.0.0.1:", http_port, "\"\n",
+                                 "[output.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:", dead_port,
+                                 "\"\nmax_queued = 8\n"),
+                    /*consume=*/false);
+  EXPECT_EQ(WaitForSink(count), static_cast<size_t>(count));
+  // The records follow the deliveries within a group commit: poll the metrics, bounded.
+  std::string metrics;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    absl::SleepFor(absl::Milliseconds(100));
+    httplib::Client c("127.0.0.1", http_port);
+    if (auto r = c.Get("/metrics"); r && r->status == 200) metrics = r->body;
+  } while (!absl::StrContains(metrics, absl::StrCat(
+               "mxburst_amqp_output_records_total{stage=\"offered\"} ", count)) &&
+           absl::Now() < deadline);
+  EXPECT_TRUE(absl::StrContains(metrics, absl::StrCat(
+      "mxburst_amqp_output_records_total{stage=\"offered\"} ", count))) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, absl::StrCat(
+      "mxburst_amqp_output_dropped_total{reason=\"queue_full\"} ", count - 8))) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, "mxburst_amqp_output_connected 0")) << metrics;
+  StopNode(n);
+  int delivered = 0;
+  for (const std::string& r : Lines(n->dir + "/accounting.jsonl")) {
+    delivered += absl::StrContains(r, "\"status\":\"delivered\"") ? 1 : 0;
+  }
+  EXPECT_EQ(delivered, count) << "the local log is the source of truth";
+  const std::string err = ReadFileOrDie(n->err());
+  EXPECT_EQ(Occurrences(err, "amqp output: queue full"), 1) << err;
+  EXPECT_EQ(Occurrences(err, "retrying with back-off"), 1) << "one line per state change:\n" << err;
+  EXPECT_EQ(Occurrences(err, "stopping with 8 record(s) not confirmed"), 1) << err;
 }
 
 }  // namespace

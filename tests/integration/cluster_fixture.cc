@@ -254,6 +254,37 @@ int QueueReady(const std::string& url, const std::string& queue) {
   return static_cast<int>(ok->message_count);
 }
 
+absl::Status BindQueue(const std::string& url, const std::string& queue,
+                       const std::string& exchange, const std::string& routing_key) {
+  Client c(url);
+  if (!c.open()) return absl::UnavailableError(c.error());
+  const amqp_bytes_t q = amqp_cstring_bytes(queue.c_str());
+  amqp_queue_declare(c.conn(), 1, q, 0, 1, 0, 0, amqp_empty_table);
+  if (!c.Ok("queue.declare")) return absl::InternalError(c.error());
+  amqp_queue_bind(c.conn(), 1, q, amqp_cstring_bytes(exchange.c_str()),
+                  amqp_cstring_bytes(routing_key.c_str()), amqp_empty_table);
+  if (!c.Ok("queue.bind")) return absl::InternalError(c.error());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> TakeAll(const std::string& url,
+                                                 const std::string& queue) {
+  Client c(url);
+  if (!c.open()) return absl::UnavailableError(c.error());
+  std::vector<std::string> bodies;
+  while (true) {
+    amqp_rpc_reply_t r = amqp_basic_get(c.conn(), 1, amqp_cstring_bytes(queue.c_str()), 1);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) return absl::InternalError("basic.get failed");
+    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return bodies;
+    amqp_message_t m;
+    if (amqp_read_message(c.conn(), 1, &m, 0).reply_type != AMQP_RESPONSE_NORMAL) {
+      return absl::InternalError("reading a basic.get message failed");
+    }
+    bodies.emplace_back(static_cast<const char*>(m.body.bytes), m.body.len);
+    amqp_destroy_message(&m);
+  }
+}
+
 absl::Status DeleteQueue(const std::string& url, const std::string& queue) {
   Client c(url);
   if (!c.open()) return absl::UnavailableError(c.error());

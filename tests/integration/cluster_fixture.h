@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tests/integration/fixture.h"
 
@@ -61,6 +62,11 @@ absl::Status PublishAmqp(const std::string& url, const std::string& queue,
                          const std::vector<std::string>& bodies);
 // Messages ready in the queue (not counting deliveries awaiting an ack); -1 on error.
 int QueueReady(const std::string& url, const std::string& queue);
+// Declares `queue` durable and binds it to `exchange` with `routing_key` (the outcome stream).
+absl::Status BindQueue(const std::string& url, const std::string& queue,
+                       const std::string& exchange, const std::string& routing_key);
+// Takes (basic.get, acknowledged) every message ready in `queue`; bodies in queue order.
+absl::StatusOr<std::vector<std::string>> TakeAll(const std::string& url, const std::string& queue);
 // Deletes the queue (a clean start for a test); OK when it did not exist.
 absl::Status DeleteQueue(const std::string& url, const std::string& queue);
 
