@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "input/amqp_connection.h"
+#include "input/amqp_envelope.h"
 #include "queue/spool.h"
 
 namespace mxb {
@@ -50,7 +51,8 @@ class AmqpInput::Session {
   struct Delivery {
     uint64_t tag = 0;
     bool redelivered = false;
-    std::string body;
+    std::string file;  // the spool file (input/amqp_envelope.h); the raw body when `bad`
+    std::string bad;   // why the headers' envelope was refused ("" = fine)
   };
   enum class Next { kDelivery, kNothing, kClosed };
 
@@ -63,7 +65,18 @@ class AmqpInput::Session {
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
       out->tag = env.delivery_tag;
       out->redelivered = env.redelivered != 0;
-      out->body.assign(static_cast<const char*>(env.message.body.bytes), env.message.body.len);
+      const absl::string_view body(static_cast<const char*>(env.message.body.bytes),
+                                   env.message.body.len);
+      const amqp_basic_properties_t& p = env.message.properties;
+      absl::StatusOr<std::string> file =
+          SpoolFileForAmqp((p._flags & AMQP_BASIC_HEADERS_FLAG) ? &p.headers : nullptr, body);
+      if (file.ok()) {
+        out->file = *std::move(file);
+        out->bad.clear();
+      } else {
+        out->file = std::string(body);
+        out->bad = std::string(file.status().message());
+      }
       amqp_destroy_envelope(&env);
       return Next::kDelivery;
     }
@@ -131,6 +144,19 @@ void AmqpInput::SetState(const std::string& state, const std::string& line) {
   if (!quiet_ || state == "down") std::fprintf(stderr, "mxburst: amqp: %s\n", line.c_str());
 }
 
+absl::Status AmqpInput::Store(const std::string& file, const std::string& bad) {
+  const std::string name = NewSpoolFileName();
+  if (bad.empty()) return InjectFileBatched(spool_root_, name, file);
+  // Refused headers: into bad/ with the reason, like a spool file that does not parse (each
+  // write is fsync'ed with its directory, so the ack after it loses nothing).
+  absl::Status s = ReplaceSpoolFile(spool_root_, "bad", name, file);
+  if (s.ok()) s = ReplaceSpoolFile(spool_root_, "bad", name + ".why", bad + "\n");
+  if (!s.ok()) return s;
+  stats_.bad.fetch_add(1, std::memory_order_relaxed);
+  if (!quiet_) std::fprintf(stderr, "mxburst: amqp: bad/%s: %s\n", name.c_str(), bad.c_str());
+  return absl::OkStatus();
+}
+
 void AmqpInput::Loop() {
   absl::Duration backoff = kBackoffMin;
   const uint64_t claimed_at_start = gauge_->claimed_incoming.load(std::memory_order_relaxed);
@@ -187,7 +213,7 @@ void AmqpInput::Loop() {
       // Durable first (file fsync, rename, one directory fsync for the batch), then the ack.
       size_t durable = 0;
       for (; durable < held.size(); ++durable) {
-        absl::Status s = InjectFileBatched(spool_root_, NewSpoolFileName(), held[durable].body);
+        absl::Status s = Store(held[durable].file, held[durable].bad);
         if (!s.ok()) {
           stats_.spool_errors.fetch_add(1, std::memory_order_relaxed);
           SetState("spool-error", absl::StrCat(s.message(), ": not acknowledging; retrying"));
@@ -238,6 +264,7 @@ void AmqpInput::WriteMetrics(control::PrometheusText* p) const {
   p->Sample("mxburst_amqp_messages_total", {{"stage", "spooled"}}, u(stats_.spooled));
   p->Sample("mxburst_amqp_messages_total", {{"stage", "acked"}}, u(stats_.acked));
   p->Sample("mxburst_amqp_messages_total", {{"stage", "redelivered"}}, u(stats_.redelivered));
+  p->Sample("mxburst_amqp_messages_total", {{"stage", "bad"}}, u(stats_.bad));
   p->Family("mxburst_amqp_disconnects_total", "counter",
             "AMQP connections lost or connection attempts that failed.");
   p->Sample("mxburst_amqp_disconnects_total", {}, u(stats_.disconnects));

@@ -1,7 +1,8 @@
 // AmqpInput: RabbitMQ as a message source (issue 15). One thread consumes a durable queue with
-// manual acknowledgements (rabbitmq-c, Debian's librabbitmq) and turns each message body — a
+// manual acknowledgements (rabbitmq-c, Debian's librabbitmq) and turns each message — its body a
 // pickup file, exactly what a producer would drop into the spool (envelope lines, then the RFC
-// 5322 message) — into a spool file: tmp/ → fsync → rename into incoming/, one fsync of
+// 5322 message), or the bare message with the envelope in AMQP headers (input/amqp_envelope.h)
+// — into a spool file: tmp/ → fsync → rename into incoming/, one fsync of
 // incoming/ per batch, and only then one `basic.ack multiple` for the batch. A node that dies
 // before the ack gets those messages redelivered by the broker to another consumer: that is the
 // only duplicate window (≤ prefetch messages per node), counted as "redelivered".
@@ -75,12 +76,16 @@ class AmqpInput {
     std::atomic<uint64_t> redelivered{0};  // deliveries the broker marked as redelivered
     std::atomic<uint64_t> disconnects{0};  // connections lost or refused
     std::atomic<uint64_t> spool_errors{0}; // writes that failed (the message is not acked)
+    std::atomic<uint64_t> bad{0};          // header envelopes refused: into bad/ with a .why
   };
   const Stats& stats() const { return stats_; }
 
  private:
   class Session;
   void Loop();
+  // Writes one delivery durably: incoming/ (batched; the caller syncs incoming/), or bad/.
+  // `bad` is why the headers' envelope was refused ("" = fine).
+  [[nodiscard]] absl::Status Store(const std::string& file, const std::string& bad);
   void SetState(const std::string& state, const std::string& line);
 
   const AmqpInputConfig config_;

@@ -269,6 +269,53 @@ int Occurrences(const std::string& text, const std::string& what) {
   return n;
 }
 
+// The header form (input/amqp_envelope.h): bare RFC 5322 messages whose AMQP headers carry
+// x-sender and x-receiver (an array) reach exactly the header recipients; in the same queue a
+// body-form message still works, and a header envelope with a line break in a recipient goes to
+// bad/ with a .why naming the header (acknowledged: the queue ends empty, nothing is lost).
+TEST_F(AmqpInputTest, HeaderEnvelopeDeliversToTheHeaderRecipients) {
+  const int count = 40;
+  std::vector<std::string> bodies;
+  std::vector<testing::HeaderEnvelope> envelopes;
+  for (int i = 0; i < count; ++i) {
+    bodies.push_back(absl::StrCat("From: news@esp.example\nTo: list@esp.example\nMessage-ID: <hd-",
+                                  i, "@cluster.test>\nSubject: headers\n\nenvelope in headers\n"));
+    envelopes.push_back({"<bounce@esp.example>",
+                         {absl::StrCat("<a-", i, "@dom-1.example>"), absl::StrCat("b-", i, "@dom-2.example")}});
+  }
+  // A recipient with a line break would add an envelope line: refused.
+  bodies.push_back("From: x@esp.example\nMessage-ID: <hd-bad@cluster.test>\n\nbad\n");
+  envelopes.push_back({"<bounce@esp.example>", {"<ok@dom-1.example>\nx-receiver: <evil@dom-3.example>"}});
+  ASSERT_TRUE(testing::PublishAmqp(broker_->url(), queue_, bodies, &envelopes).ok());
+  Publish(1, "body-form");
+  Node* n = AddNode(1);
+  EXPECT_EQ(WaitForSink(2 * count + 1), static_cast<size_t>(2 * count + 1));
+  StopNode(n);
+  std::map<std::string, std::set<std::string>> rcpts;  // Message-ID -> envelope recipients
+  for (const std::string& name : testing::ListDir(received_)) {
+    if (!absl::EndsWith(name, ".env")) continue;
+    const std::string stem = received_ + "/" + name.substr(0, name.size() - 4);
+    const std::string id = testing::MessageIdOf(ReadFileOrDie(stem + ".eml"));
+    for (absl::string_view line : absl::StrSplit(ReadFileOrDie(stem + ".env"), '\n')) {
+      if (absl::ConsumePrefix(&line, "rcpt-to: ")) rcpts[id].insert(std::string(line));
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    const std::set<std::string> want = {absl::StrCat("a-", i, "@dom-1.example"),
+                                        absl::StrCat("b-", i, "@dom-2.example")};
+    EXPECT_EQ(rcpts[absl::StrCat("<hd-", i, "@cluster.test>")], want) << i;
+  }
+  EXPECT_EQ(rcpts["<body-form-0@cluster.test>"].size(), 1u);
+  EXPECT_EQ(rcpts.count("<hd-bad@cluster.test>"), 0u);
+  std::vector<std::string> why;
+  for (const std::string& name : testing::ListDir(n->dir + "/spool/bad")) {
+    if (absl::EndsWith(name, ".why")) why.push_back(ReadFileOrDie(n->dir + "/spool/bad/" + name));
+  }
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(why[0], "AMQP header x-receiver[0]: contains CR, LF or NUL")) << why[0];
+  EXPECT_EQ(testing::QueueReady(broker_->url(), queue_), 0);
+}
+
 // [output.amqp]: every accounting record, byte for byte, arrives once on a queue bound to the
 // exchange with the configured routing key, and every delivered recipient has its record there.
 TEST_F(AmqpInputTest, OutcomeStreamCarriesEveryDeliveredRecipientsRecord) {

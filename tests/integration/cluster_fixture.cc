@@ -37,8 +37,32 @@ bool PortFree(int port) {
   return ok;
 }
 
-// `n` consecutive free ports on 127.0.0.1 (AMQP, distribution, epmd).
+// `n` consecutive free ports on 127.0.0.1 (AMQP, distribution, epmd) that stay usable across
+// a restart of the server: below the kernel's ephemeral range, so that no outgoing connection
+// of this machine (other tests, other agents) takes one as its source port while the server is
+// down — that happened: a broker restart failed with "dist_port_already_used ... not_erlang".
+int StablePortRun(int n) {
+  int lo = 32768;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &lo) != 1) lo = 32768;
+    std::fclose(f);
+  }
+  if (lo - n > 10000) {
+    uint32_t x = static_cast<uint32_t>(getpid()) * 2654435761u ^
+                 static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      x = x * 1664525u + 1013904223u;
+      const int first = 10000 + static_cast<int>((x >> 8) % static_cast<uint32_t>(lo - n - 10000));
+      bool ok = true;
+      for (int k = 0; ok && k < n; ++k) ok = PortFree(first + k);
+      if (ok) return first;
+    }
+  }
+  return 0;
+}
+
 int FreePortRun(int n) {
+  if (int p = StablePortRun(n); p > 0) return p;
   for (int attempt = 0; attempt < 100; ++attempt) {
     const int first = FreePort("127.0.0.1");
     bool ok = first > 0 && first + n < 65536;
@@ -173,7 +197,8 @@ std::string RedisServer::Missing() {
 
 RedisServer::RedisServer(std::string dir) : dir_(std::move(dir)) {
   mkdir(dir_.c_str(), 0755);
-  port_ = FreePort("127.0.0.1");
+  port_ = StablePortRun(1);  // the same port on every start
+  if (port_ == 0) port_ = FreePort("127.0.0.1");
 }
 
 bool RedisServer::Start(absl::Duration timeout) {
@@ -202,7 +227,8 @@ void RedisServer::Stop() {
 std::string RedisServer::url() const { return absl::StrCat("redis://127.0.0.1:", port_); }
 
 absl::Status PublishAmqp(const std::string& url, const std::string& queue,
-                         const std::vector<std::string>& bodies) {
+                         const std::vector<std::string>& bodies,
+                         const std::vector<HeaderEnvelope>* envelopes) {
   Client c(url);
   if (!c.open()) return absl::UnavailableError(c.error());
   amqp_connection_state_t conn = c.conn();
@@ -233,6 +259,26 @@ absl::Status PublishAmqp(const std::string& url, const std::string& queue,
   };
   for (size_t i = 0; i < bodies.size(); ++i) {
     amqp_bytes_t body{bodies[i].size(), const_cast<char*>(bodies[i].data())};
+    // Header form: x-sender (longstr) and x-receiver (array of longstr), pointing into *envelopes.
+    std::vector<amqp_field_value_t> rcpts;
+    amqp_table_entry_t entries[2];
+    if (envelopes != nullptr) {
+      const HeaderEnvelope& e = (*envelopes)[i];
+      for (const std::string& r : e.receivers) {
+        amqp_field_value_t v{};
+        v.kind = AMQP_FIELD_KIND_UTF8;
+        v.value.bytes = {r.size(), const_cast<char*>(r.data())};
+        rcpts.push_back(v);
+      }
+      entries[0].key = amqp_cstring_bytes("x-sender");
+      entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+      entries[0].value.value.bytes = {e.sender.size(), const_cast<char*>(e.sender.data())};
+      entries[1].key = amqp_cstring_bytes("x-receiver");
+      entries[1].value.kind = AMQP_FIELD_KIND_ARRAY;
+      entries[1].value.value.array = {static_cast<int>(rcpts.size()), rcpts.data()};
+      props._flags |= AMQP_BASIC_HEADERS_FLAG;
+      props.headers = {2, entries};
+    }
     if (amqp_basic_publish(conn, 1, amqp_empty_bytes, q, 0, 0, &props, body) != AMQP_STATUS_OK) {
       return absl::UnavailableError("basic.publish failed");
     }

@@ -58,8 +58,15 @@ class RedisServer {
 
 // Publishes each body as a persistent message (delivery_mode 2) to `queue` (declared durable)
 // through the default exchange, with publisher confirms, so that every one is in the broker.
+// With `envelopes` (one per body), each message also carries AMQP headers x-sender (string) and
+// x-receiver (an array of strings): the header form of input/amqp_envelope.h.
+struct HeaderEnvelope {
+  std::string sender;
+  std::vector<std::string> receivers;
+};
 absl::Status PublishAmqp(const std::string& url, const std::string& queue,
-                         const std::vector<std::string>& bodies);
+                         const std::vector<std::string>& bodies,
+                         const std::vector<HeaderEnvelope>* envelopes = nullptr);
 // Messages ready in the queue (not counting deliveries awaiting an ack); -1 on error.
 int QueueReady(const std::string& url, const std::string& queue);
 // Declares `queue` durable and binds it to `exchange` with `routing_key` (the outcome stream).
