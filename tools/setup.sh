@@ -31,6 +31,8 @@ PACKAGES=(
   # issue 15, past one node: input/ (RabbitMQ, rabbitmq-c) and cluster/ (Redis, hiredis); the
   # tests start a private rabbitmq-server (with its own epmd from erlang-base) and redis-server
   librabbitmq-dev libhiredis-dev rabbitmq-server redis-server
+  # bench/cluster.py publishes with pika
+  python3-pika
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )
