@@ -6,17 +6,19 @@
 #   tools/bench.sh                 # full sizes (100k x 20 KB, 3 runs; ~15-20 minutes on 2 cores)
 #   tools/bench.sh --quick         # CI-sized smoke run (~1 minute)
 #   tools/bench.sh --postfix       # also bench/compare-postfix.sh (--messages 20000 with --quick: 2000)
+#   tools/bench.sh --haraka        # --postfix with Haraka as a third peer (needs node + npm)
 #   tools/bench.sh -- --scenarios a --runs 5    # anything after -- goes to bench/e2e.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=() postfix="" e2e_args=()
+quick=() postfix="" peers=() e2e_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=(--quick); shift ;;
     --postfix) postfix=1; shift ;;
+    --haraka) postfix=1; peers=(--peer haraka); shift ;;
     --) shift; e2e_args=("$@"); break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bench: unknown option $1 (e2e options go after --)" >&2; exit 2 ;;
   esac
 done
@@ -50,9 +52,9 @@ if [ -n "$postfix" ]; then
   [ ${#quick[@]} -gt 0 ] && n=2000
   echo "== Postfix comparison (bench/compare-postfix.sh --messages $n)" | tee -a "$out"
   if [ ${#quick[@]} -gt 0 ]; then
-    bench/compare-postfix.sh --messages "$n" --domains 100 --out "$out"
+    bench/compare-postfix.sh --messages "$n" --domains 100 "${peers[@]}" --out "$out"
   else
-    bench/compare-postfix.sh --messages "$n" --out "$out"
+    bench/compare-postfix.sh --messages "$n" "${peers[@]}" --out "$out"
   fi
 fi
 echo "== results saved in $out"
