@@ -229,7 +229,14 @@ TEST_F(AmqpInputTest, BrokerRestartMidRunNothingLostConsumptionResumes) {
   ASSERT_GE(WaitForSink(count / 4), static_cast<size_t>(count / 4));
   broker_->Stop();
   const size_t while_down = CountReceived(received_);
-  absl::SleepFor(absl::Seconds(2));  // the nodes see the broker gone and retry meanwhile
+  // Every node sees the broker gone (its "reconnecting" line) before it comes back: a bounded
+  // poll instead of a fixed sleep.
+  for (const absl::Time until = absl::Now() + absl::Seconds(30); absl::Now() < until;) {
+    bool all = true;
+    for (auto& n : nodes_) all = all && absl::StrContains(ReadFileOrDie(n->err()), "reconnecting");
+    if (all) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   ASSERT_TRUE(broker_->Start()) << "the broker did not come back: " << broker_->log_path();
   EXPECT_GE(WaitForSink(count), static_cast<size_t>(count));
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
