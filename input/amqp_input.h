@@ -2,8 +2,8 @@
 // manual acknowledgements (rabbitmq-c, Debian's librabbitmq) and turns each message — its body a
 // pickup file, exactly what a producer would drop into the spool (envelope lines, then the RFC
 // 5322 message), or the bare message with the envelope in AMQP headers (input/amqp_envelope.h)
-// — into a spool file: tmp/ → fsync → rename into incoming/, one fsync of
-// incoming/ per batch, and only then one `basic.ack multiple` for the batch. A node that dies
+// — into a spool file: tmp/ → fsync → rename into incoming/ (up to 8 files of a batch at once,
+// on short-lived helper threads), one fsync of incoming/ per batch, and only then one `basic.ack multiple` for the batch. A node that dies
 // before the ack gets those messages redelivered by the broker to another consumer: that is the
 // only duplicate window (≤ prefetch messages per node), counted as "redelivered".
 //
