@@ -16,8 +16,9 @@
 // Ed25519 — are dual signing (RFC 8463 §4's transition advice).
 //
 // Thread: Load() before the workers start (before privileges are dropped, so a key may be
-// root-only); Applies()/Sign() from the scanner thread only (one libopendkim handle per entry,
-// not shared across threads).
+// root-only); Applies()/Sign() from any thread, concurrently (the claim threads of
+// engine/scanner.h): each Sign() has its own DKIM handle, and the one DKIM_LIB per entry "can
+// be used by several threads at once" (libopendkim's overview.html).
 //
 //   std::vector<mxb::dkim::SigningKey> keys(1);
 //   keys[0].domain = "esp.example"; keys[0].selector = "s2026";

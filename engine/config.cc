@@ -27,6 +27,9 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --log FILE               accounting log, JSON lines, one record per recipient outcome
                            (default DIR/log/accounting.jsonl; '-' = stdout)
   --workers N              worker threads, one io_uring ring each (default: number of cores)
+  --scanner-threads N      claim threads: claim, read, parse, DKIM-sign, encode spool files
+                           (0 = on the scanner thread; default: one per core with [[dkim]],
+                           else one per 4 cores, 0 below 4 cores)
   --smtp-port N            SMTP port of MX hosts and of hops given without one (default 25)
   --smtps-port N           implicit-TLS port tried first for smtps- MX hosts (default 26)
   --dns HOST:PORT[,...]    DNS servers (default: /etc/resolv.conf)
@@ -165,6 +168,9 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       c.log_path = v;
     } else if (flag == "--workers") {
       if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 1, 256, &c.workers)).ok()) return st;
+    } else if (flag == "--scanner-threads") {
+      if (!(st = need(v)).ok() || !(st = ParseInt(flag, v, 0, 64, &c.scanner_threads)).ok())
+        return st;
     } else if (flag == "--smtp-port") {
       if (!(st = need(v)).ok() || !(st = ParseInt<uint16_t>(flag, v, 1, 65535, &c.smtp_port)).ok())
         return st;

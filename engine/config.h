@@ -26,6 +26,9 @@ struct EngineConfig {
   std::string spool_dir;
   std::string log_path;             // accounting log (JSON lines); "-" = stdout
   int workers = 0;                  // 0 = number of cores
+  // Claim threads (engine/scanner.h: claim, read, parse, DKIM, encode): 0 = on the scanner
+  // thread itself, -1 = Scanner::DefaultThreads (`scanner_threads`, --scanner-threads).
+  int scanner_threads = -1;
   std::vector<std::string> routes;  // --route specs
   uint16_t smtp_port = 25;
   std::string helo_name;            // default: gethostname()

@@ -109,7 +109,7 @@ class Reader : public TomlReader {
 
   absl::Status Read(const toml::table& root) {
     absl::Status s;
-    if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "helo", "route", "dns", "drain",
+    if (!(s = CheckKeys(root, "", {"spool", "log", "workers", "scanner_threads", "helo", "route", "dns", "drain",
                                    "limits", "timeouts", "queue", "dns_cache", "tls", "domain",
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "tlsrpt", "http", "user",
@@ -120,6 +120,7 @@ class Reader : public TomlReader {
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
     if (!(s = String(root, "", "log", &c_->log_path)).ok()) return s;
     if (!(s = Int(root, "", "workers", 1, 256, &c_->workers)).ok()) return s;
+    if (!(s = Int(root, "", "scanner_threads", 0, 64, &c_->scanner_threads)).ok()) return s;
     if (!(s = String(root, "", "helo", &c_->helo_name)).ok()) return s;
     if (!(s = StringList(root, "", "route", &c_->routes)).ok()) return s;
     // `dns = [...]` at the top, or [dns] servers = [...], allow_private_mx = bool, dnssec_probe.

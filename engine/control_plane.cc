@@ -253,6 +253,13 @@ std::string ControlPlane::RenderMetrics() {
   p.Sample("mxburst_messages_claimed_total", {}, u(c.claimed));
   p.Family("mxburst_messages_quarantined_total", "counter", "Spool files moved to bad/.");
   p.Sample("mxburst_messages_quarantined_total", {}, u(c.quarantined));
+  p.Family("mxburst_scanner_cpu_seconds_total", "counter",
+           "CPU of the scanner thread (journal, log, spool) and of the claim threads (claim, "
+           "read, parse, DKIM, encode); per claimed message it is the scanner's cost.");
+  p.Sample("mxburst_scanner_cpu_seconds_total", {{"thread", "scanner"}},
+           static_cast<double>(c.scanner_cpu_ns.load(std::memory_order_relaxed)) / 1e9);
+  p.Sample("mxburst_scanner_cpu_seconds_total", {{"thread", "claim"}},
+           static_cast<double>(c.claim_cpu_ns.load(std::memory_order_relaxed)) / 1e9);
 
   p.Family("mxburst_recipients_total", "counter",
            "Recipient outcomes, one per accounting-log record.");

@@ -122,6 +122,10 @@ struct EngineCounters {
   std::atomic<uint64_t> over_tls[kOutcomes] = {};
   std::atomic<int64_t> in_flight_messages{0};
   std::atomic<int64_t> in_flight_bytes{0};
+  // CPU so far of the scanner thread and of the claim threads (engine/scanner.h), sampled
+  // once a second: their sum over mxburst_messages_finished_total is the scanner's cost.
+  std::atomic<uint64_t> scanner_cpu_ns{0};
+  std::atomic<uint64_t> claim_cpu_ns{0};
   control::Histogram queue_time;  // claimed -> final outcome (delivered, bounced, expired)
 
   // One accounting-log record (status_override: "expired" or empty).

@@ -8,11 +8,9 @@
 #include <cstdio>
 #include <thread>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/control_plane.h"
-#include "engine/smtp_data.h"
 #include "queue/dsn.h"
 #include "queue/envelope.h"
 #include "queue/recovery.h"
@@ -20,18 +18,11 @@
 namespace mxb {
 namespace {
 
-constexpr size_t kClaimBatch = 256;
-// The longest the scanner claims before it journals the outcomes that arrived meanwhile.
-constexpr absl::Duration kClaimSlice = absl::Milliseconds(2);
-constexpr size_t kListBatch = 4096;
+// Due retries held in the scanner ahead of the claims (one claim round's worth).
+constexpr size_t kDueAhead = 256;
 // Workers keep what does not fit and retry, so this only needs to cover a burst; each cell is
 // 16 bytes written at construction (a 2^20 queue showed up in profiles as 16 MB of page faults).
 constexpr size_t kCompletionCapacity = 1 << 16;
-
-bool HasEightBit(absl::string_view body) {
-  return std::any_of(body.begin(), body.end(),
-                     [](char ch) { return static_cast<unsigned char>(ch) >= 0x80; });
-}
 
 }  // namespace
 
@@ -185,7 +176,9 @@ absl::Status Engine::Start() {
   journal_ = *std::move(journal);
   absl::StatusOr<RecoveryReport> rep = RecoverSpool(*spool_, *old, *journal_);
   if (!rep.ok()) return rep.status();
-  for (std::string& name : rep->redeliver) pending_.push_back({std::move(name), Source::kActive});
+  scanner_ = std::make_unique<Scanner>(config_, spool_.get(), workers_.size(),
+                                       config_.scanner_threads);
+  scanner_->AddRecovered(rep->redeliver);
   if (!config_.quiet &&
       (rep->redeliver.size() + rep->completed + rep->rewritten + log_repaired) > 0) {
     std::fprintf(stderr,
@@ -200,70 +193,6 @@ absl::Status Engine::Start() {
   intake_.Publish(in_flight_, config_.max_messages_in_flight);
   if (amqp_) amqp_->Start();
   return absl::OkStatus();
-}
-
-void Engine::Dispatch(const std::string& name, std::string contents) {
-  absl::StatusOr<Envelope> env = ParseEnvelope(contents);
-  if (!env.ok()) {
-    QuarantineFile(name, absl::StrCat(config_.spool_dir, "/active/", name, ": ",
-                                      env.status().message()));
-    return;
-  }
-  if (first_claim_ == absl::InfinitePast()) first_claim_ = absl::Now();
-  // A message deferred without a rewrite carries its retry state on the file (the envelope's
-  // x-attempts stays the generation the journal's indexes refer to).
-  if (std::optional<RetryMark> mark = spool_->ReadRetryMark("active", name); mark.has_value()) {
-    if (mark->attempts > env->attempts) tries_[name] = mark->attempts;
-    if (env->first_attempt == 0) env->first_attempt = mark->first_attempt;
-  }
-  // DKIM (dkim/signer.h): signed once per message, here, over the bytes the encoder sends
-  // (line ends normalised, long lines re-cut, before dot-stuffing); the fields go in front.
-  std::string dkim_fields;
-  if (config_.dkim != nullptr) {
-    const std::string sender_domain = env->sender.empty() ? "" : DomainOf(env->sender);
-    if (config_.dkim->Applies(sender_domain, env->job)) {
-      absl::StatusOr<std::string> fields = config_.dkim->Sign(
-          sender_domain, env->job,
-          NormalizeLineEndings(absl::string_view(contents).substr(env->body_offset)), name);
-      if (!fields.ok()) {  // e.g. no From field: not sent unsigned, kept in bad/ with the reason
-        QuarantineFile(name, absl::StrCat(config_.spool_dir, "/active/", name, ": dkim: ",
-                                          fields.status().message()));
-        return;
-      }
-      dkim_fields = *std::move(fields);
-    }
-  }
-  auto* msg = new MessageRecord;
-  msg->spool_name = name;
-  msg->envelope = *std::move(env);
-  msg->file = std::move(contents);
-  absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
-  msg->wire = std::move(dkim_fields);
-  msg->wire.reserve(msg->wire.size() + body.size() + body.size() / 32 + 8);
-  AppendDataWire(body, &msg->wire, &msg->stuffed_dots);  // dots recorded after the DKIM fields
-  msg->eight_bit = HasEightBit(body);
-  msg->queued_at = absl::Now();
-  msg->final_class.assign(msg->envelope.recipients.size(), DeliveryClass::kDeferred);
-  msg->outcomes.resize(msg->envelope.recipients.size());
-
-  // Group recipients by domain, at most max_recipients_per_transaction per job.
-  absl::flat_hash_map<std::string, DeliveryJob*> open_jobs;
-  for (uint32_t i = 0; i < msg->envelope.recipients.size(); ++i) {
-    std::string domain = DomainOf(msg->envelope.recipients[i]);
-    DeliveryJob*& job = open_jobs[domain];
-    if (job == nullptr || job->rcpt_index.size() >= config_.max_recipients_per_transaction) {
-      job = new DeliveryJob;
-      job->message = msg;
-      job->domain = domain;
-      job->worker = static_cast<uint32_t>(absl::HashOf(domain) % workers_.size());
-      ++msg->jobs_out;
-      overflow_[job->worker].push_back(job);
-    }
-    job->rcpt_index.push_back(i);
-  }
-  ++in_flight_;
-  in_flight_bytes_ += msg->file.size() + msg->wire.size();
-  if (control_) control_->counters().claimed.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::QuarantineFile(const std::string& name, const std::string& reason) {
@@ -293,69 +222,44 @@ void Engine::FlushOverflow() {
 }
 
 void Engine::ClaimBatch() {
-  size_t claimed = 0;
-  bool listed = false;
-  const absl::Time start = absl::Now();
   // Memory is bounded by count and by bytes; one message is always allowed, however large.
-  // Time is bounded too: outcomes that arrive meanwhile wait for this loop to end before they
-  // are journaled, and that wait is the crash window in which a delivered message is sent
-  // again (issue 10).
-  while (claimed < kClaimBatch && in_flight_ < config_.max_messages_in_flight &&
-         (in_flight_ == 0 || in_flight_bytes_ < config_.max_bytes_in_flight)) {
-    if (claimed % 8 == 7 && absl::Now() - start > kClaimSlice) break;
-    if (pending_.empty() && !listed) {
-      listed = true;  // one directory scan per round at most
-      for (std::string& name : spool_->ListIncoming(kListBatch)) {
-        pending_.push_back({std::move(name), Source::kIncoming});
+  // Files handed to claim threads count as in flight until they come back.
+  auto may_claim = [this] {
+    const size_t claims = in_flight_ + scanner_->outstanding();
+    return claims < config_.max_messages_in_flight &&
+           (claims == 0 || in_flight_bytes_ < config_.max_bytes_in_flight);
+  };
+  scanner_->Claim(may_claim, [this](ClaimedFile f) { Adopt(std::move(f)); });
+}
+
+void Engine::Adopt(ClaimedFile f) {
+  switch (f.kind) {
+    case ClaimedFile::Kind::kMessage:
+      break;
+    case ClaimedFile::Kind::kQuarantine:  // bad/ with the reason, or removed if it cannot move
+      QuarantineFile(f.name, f.reason);
+      return;
+    case ClaimedFile::Kind::kShortage:  // back-pressure: the file waits in active/
+      if (absl::Now() - last_shortage_log_ > absl::Seconds(10)) {
+        last_shortage_log_ = absl::Now();
+        std::fprintf(stderr, "mxburst: %s: claiming waits for the local shortage to pass\n",
+                     f.reason.c_str());
       }
-      incoming_empty_ = pending_.empty();
-    }
-    // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
-    // incoming and deferred queues: a backlog of retries never starves new mail, nor the
-    // reverse. Files recovered from active/ sit at the front of pending_ and go first.
-    const bool retry_turn =
-        !due_.empty() && (pending_.empty() || (retry_turn_ && pending_.front().source != Source::kActive));
-    if (!retry_turn && pending_.empty()) break;
-    PendingFile f;
-    if (retry_turn) {
-      f = {std::move(due_.front()), Source::kDeferred};
-      due_.pop_front();
-    } else {
-      f = std::move(pending_.front());
-      pending_.pop_front();
-    }
-    retry_turn_ = !retry_turn;
-    absl::StatusOr<std::string> contents =
-        f.source == Source::kActive     ? spool_->ReadActive(f.name)
-        : f.source == Source::kDeferred ? spool_->ClaimDeferred(f.name)
-                                        : spool_->Claim(f.name);
-    if (!contents.ok()) {
-      if (absl::IsResourceExhausted(contents.status())) {
-        // Out of descriptors or memory (EMFILE, ENFILE, ENOMEM; issue 17): back-pressure. The
-        // claimed file waits in active/ and is read again next round, nothing is deferred.
-        if (absl::Now() - last_shortage_log_ > absl::Seconds(10)) {
-          last_shortage_log_ = absl::Now();
-          std::fprintf(stderr, "mxburst: %s: claiming waits for the local shortage to pass\n",
-                       std::string(contents.status().message()).c_str());
-        }
-        pending_.push_front({std::move(f.name), Source::kActive});
-        break;
-      }
-      if (absl::IsFailedPrecondition(contents.status())) {
-        // Not a regular file (a symbolic link, directory, FIFO, device): never followed or
-        // read; it goes to bad/ with the reason, or is removed if it cannot be moved.
-        QuarantineFile(f.name, std::string(contents.status().message()));
-      } else if (!absl::IsNotFound(contents.status())) {
-        std::fprintf(stderr, "mxburst: %s\n", std::string(contents.status().message()).c_str());
-      }
-      continue;  // NotFound: another engine claimed it first
-    }
-    Dispatch(f.name, *std::move(contents));
-    if (f.source == Source::kIncoming) {
-      intake_.claimed_incoming.fetch_add(1, std::memory_order_relaxed);
-    }
-    ++claimed;
+      return;
+    case ClaimedFile::Kind::kGone:  // another engine claimed it first
+      return;
+    case ClaimedFile::Kind::kError:
+      std::fprintf(stderr, "mxburst: %s\n", f.reason.c_str());
+      return;
   }
+  if (first_claim_ == absl::InfinitePast()) first_claim_ = absl::Now();
+  MessageRecord* msg = f.message;
+  if (f.marked_tries > 0) tries_[msg->spool_name] = f.marked_tries;
+  for (DeliveryJob* job : f.jobs) overflow_[job->worker].push_back(job);
+  ++in_flight_;
+  in_flight_bytes_ += msg->file.size() + msg->wire.size();
+  if (control_) control_->counters().claimed.fetch_add(1, std::memory_order_relaxed);
+  if (f.from_incoming) intake_.claimed_incoming.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::Status Engine::ProcessCompletions() {
@@ -621,24 +525,8 @@ void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
 
 void Engine::CollectDueRetries() {
   // Only what the next claim rounds can take: the rest stays in the heap (and on disk).
-  if (due_.size() >= kClaimBatch) return;
-  for (std::string& name : deferred_.PopDue(absl::Now(), kClaimBatch - due_.size())) {
-    due_.push_back(std::move(name));
-  }
-}
-
-void Engine::Progress(bool final) {
-  if (config_.quiet) return;
-  absl::Time now = absl::Now();
-  if (!final && now - last_progress_ < absl::Seconds(2)) return;
-  last_progress_ = now;
-  std::fprintf(stderr,
-               "mxburst: %llu messages done, %zu in flight; recipients: %llu delivered, "
-               "%llu deferred, %llu bounced\n",
-               static_cast<unsigned long long>(summary_.messages), in_flight_,
-               static_cast<unsigned long long>(summary_.delivered),
-               static_cast<unsigned long long>(summary_.deferred),
-               static_cast<unsigned long long>(summary_.bounced));
+  if (scanner_->due() >= kDueAhead) return;
+  scanner_->AddDue(deferred_.PopDue(absl::Now(), kDueAhead - scanner_->due()));
 }
 
 absl::Status Engine::Run() {
@@ -685,20 +573,25 @@ absl::Status Engine::Run() {
     if (!stopping && !durable_blocked_) {
       if (!config_.drain) CollectDueRetries();
       ClaimBatch();
+    } else {
+      // Claimed already (in active/): handed to the workers like any other, nothing new chosen.
+      scanner_->Collect([this](ClaimedFile f) { Adopt(std::move(f)); });
     }
     FlushOverflow();
     Progress(false);
+    PublishCpu(false);
     if (control_) control_->PublishInFlight(in_flight_, in_flight_bytes_);
     intake_.Publish(in_flight_, config_.max_messages_in_flight);
-    if (in_flight_ == 0) {
+    if (in_flight_ == 0 && scanner_->outstanding() == 0) {
       if (stopping) break;
-      if (config_.drain && incoming_empty_ && pending_.empty()) break;
+      if (config_.drain && scanner_->drained()) break;
     }
-    // Sleep only when nothing was claimed: wake on a completion or the next incoming scan.
+    // Sleep only when nothing was claimed: wake on a completion, a claim thread's result or
+    // the next incoming scan.
     bool busy = in_flight_ > before && in_flight_ < config_.max_messages_in_flight &&
                 in_flight_bytes_ < config_.max_bytes_in_flight;
-    pollfd pfd{completions_->event_fd(), POLLIN, 0};
-    poll(&pfd, 1, busy ? 0 : 20);
+    pollfd pfd[2] = {{completions_->event_fd(), POLLIN, 0}, {scanner_->event_fd(), POLLIN, 0}};
+    poll(pfd, scanner_->event_fd() >= 0 ? 2 : 1, busy ? 0 : 20);
   }
   for (auto& w : workers_) w->RequestStop();
   for (auto& w : workers_) w->Join();
@@ -712,6 +605,7 @@ absl::Status Engine::Run() {
     log_->Discard();
   }
   if (tlsrpt_) tlsrpt_->Close();
+  PublishCpu(true);
   Progress(true);
   if (!config_.quiet && !commit_window_us_.empty()) {
     std::vector<uint32_t>& w = commit_window_us_;
@@ -723,59 +617,6 @@ absl::Status Engine::Run() {
                  w.size(), ms(0.5), ms(0.99), w.back() / 1000.0);
   }
   return result;
-}
-
-EngineSummary Engine::summary() const {
-  EngineSummary s = summary_;
-  for (const auto& w : workers_) {
-    s.connections += w->stats().connections.load();
-    s.tls_sessions += w->stats().tls_sessions.load();
-    s.tls_resumed += w->stats().tls_resumed.load();
-    s.stale_completions += w->stats().stale_completions.load();
-    s.local_waits += w->stats().local_waits.load();
-    s.port_budget_waits += w->stats().port_budget_waits.load();
-    s.pacing_waits += w->stats().connect_pacing_waits.load();
-  }
-  if (first_claim_ != absl::InfinitePast() && last_finish_ > first_claim_) {
-    s.elapsed = last_finish_ - first_claim_;
-  }
-  return s;
-}
-
-std::string Engine::SummaryLine() const {
-  EngineSummary s = summary();
-  double secs = absl::ToDoubleSeconds(s.elapsed);
-  double rate = secs > 0 ? static_cast<double>(s.messages) / secs : 0;
-  double tls_share =
-      s.delivered > 0 ? 100.0 * static_cast<double>(s.delivered_tls) / s.delivered : 0;
-  std::string suites;
-  for (const auto& [suite, n] : s.tls_suites) {
-    absl::StrAppend(&suites, suites.empty() ? "" : ", ", suite, " x", n);
-  }
-  std::string policies;
-  std::vector<std::pair<std::string, uint64_t>> sorted(s.policies.begin(), s.policies.end());
-  std::sort(sorted.begin(), sorted.end());
-  for (const auto& [policy, n] : sorted) {
-    absl::StrAppend(&policies, policies.empty() ? "" : ", ", policy, " x", n);
-  }
-  return absl::StrFormat(
-      "mxburst: %d messages finished in %.2f s (%.0f msgs/s); recipients: %d delivered, "
-      "%d deferred, %d bounced (%d expired), %d DSNs; %d quarantined; over TLS: %.1f%% of "
-      "delivered (%s); "
-      "%d connections, %d TLS sessions (%d resumed); delivered per TLS policy: %s",
-      s.messages, secs, rate, s.delivered, s.deferred, s.bounced + s.expired, s.expired, s.dsns,
-      s.quarantined, tls_share,
-      suites.empty() ? "none" : suites, s.connections, s.tls_sessions, s.tls_resumed,
-      policies.empty() ? "none" : policies) +
-         (s.local_waits + s.port_budget_waits + s.pacing_waits > 0
-              ? absl::StrCat("; connects waited ", s.local_waits, " time(s) for a local shortage, ",
-                             s.port_budget_waits, " for the ephemeral port budget, ",
-                             s.pacing_waits, " for pacing")
-              : std::string()) +
-         (s.durable_pauses > 0
-              ? absl::StrCat("; claiming paused ", s.durable_pauses,
-                             " time(s) because spool writes failed")
-              : std::string());
 }
 
 }  // namespace mxb

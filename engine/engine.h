@@ -1,9 +1,10 @@
 // Engine: the scanner thread plus the workers — the whole delivery pipeline of DESIGN.md.
 //
-// The scanner (the thread that calls Run()) claims spool files (rename into active/), parses the
-// envelope, turns the CRLF-normalised, dot-stuffed body into its wire form once, splits the
-// recipients by domain into DeliveryJobs and hands each job to the worker that owns the domain
-// (hash). Finished jobs come back through one CompletionQueue; the scanner appends their log
+// The scanner (the thread that calls Run()) has its Scanner (engine/scanner.h) claim spool files
+// (rename into active/), parse the envelope, DKIM-sign, turn the CRLF-normalised, dot-stuffed
+// body into its wire form once and split the recipients by domain into DeliveryJobs — on
+// `scanner_threads` claim threads or inline — and hands each job to the worker that owns the
+// domain (hash). Finished jobs come back through one CompletionQueue; the scanner appends their log
 // records, makes the log durable with one fdatasync per batch (group commit), and only then
 // removes the spool file (every recipient final) or moves it to deferred/ with only the
 // pending recipients.
@@ -28,6 +29,7 @@
 #include "dns/static_routes.h"
 #include "engine/accounting_log.h"
 #include "engine/config.h"
+#include "engine/scanner.h"
 #include "engine/sts_fetcher.h"
 #include "engine/tlsrpt_reporter.h"
 #include "engine/worker.h"
@@ -60,6 +62,11 @@ struct EngineSummary {
   uint64_t pacing_waits = 0;       // and by connect pacing (ConnectGate::kMaxUnready)
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
+  // Issue 17: CPU of the scanner thread (commits, logs, spool removal; claims when inline) and
+  // of the claim threads, for "scanner CPU per message".
+  absl::Duration scanner_cpu;
+  absl::Duration claim_cpu;
+  int claim_threads = 0;
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
   absl::flat_hash_map<std::string, uint64_t> policies;    // TLS policy name -> delivered rcpts
 };
@@ -80,19 +87,14 @@ class Engine {
   std::string SummaryLine() const;
 
  private:
-  enum class Source { kIncoming, kActive, kDeferred };  // kActive: recovered from a previous run
-  struct PendingFile {
-    std::string name;
-    Source source = Source::kIncoming;
-  };
-
   void ClaimBatch();
-  void Dispatch(const std::string& name, std::string contents);
+  // A claimed file from the scanner: its jobs to the workers' queues, or quarantine / log.
+  void Adopt(ClaimedFile f);
   // bad/ with a .why (or removed if it cannot be moved), a log record and one stderr line.
   void QuarantineFile(const std::string& name, const std::string& reason);
   void FlushOverflow();
   [[nodiscard]] absl::Status ProcessCompletions();
-  // Moves due retries from the heap into due_, which ClaimBatch interleaves with fresh mail.
+  // Moves due retries from the heap into the scanner, which interleaves them with fresh mail.
   void CollectDueRetries();
   // Delivery passes so far (the retry mark's count when ahead of the envelope's generation).
   uint32_t Tries(const MessageRecord& msg) const;
@@ -113,12 +115,15 @@ class Engine {
   // The recipient's final outcome in the journal (recovery will not send it again).
   void JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class);
   void Progress(bool final);
+  // Scanner and claim thread CPU into summary_ and the metrics (once a second, or now).
+  void PublishCpu(bool final);
   // A journal/log/spool write failed: pause claiming (said once), retry with back-off.
   void BlockDurable(const absl::Status& error, absl::Time now);
 
   EngineConfig config_;
   std::atomic<bool> stop_{false};
   std::unique_ptr<Spool> spool_;
+  std::unique_ptr<Scanner> scanner_;  // after spool_: its claim threads use it
   std::unique_ptr<StaticRoutes> routes_;
   std::unique_ptr<AccountingLog> log_;
   std::unique_ptr<Journal> journal_;
@@ -134,9 +139,6 @@ class Engine {
   std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full
   std::vector<bool> wake_;
 
-  std::deque<PendingFile> pending_;
-  std::deque<std::string> due_;  // retries due now, claimed from deferred/
-  bool retry_turn_ = false;
   absl::Time last_shortage_log_ = absl::InfinitePast();  // claiming hit EMFILE/ENOMEM
   std::vector<Finish> held_;     // finished, waiting for a durable commit or spool write
   bool durable_blocked_ = false;
@@ -144,13 +146,13 @@ class Engine {
   absl::Time durable_retry_at_;
   bool xattr_ok_ = true;         // Spool::DeferUnchanged works on this file system
   absl::flat_hash_map<std::string, uint32_t> tries_;  // in-flight messages whose mark is ahead
-  bool incoming_empty_ = false;
   size_t in_flight_ = 0;
   size_t in_flight_bytes_ = 0;
   EngineSummary summary_;
   absl::Time first_claim_ = absl::InfinitePast();
   absl::Time last_finish_;
   absl::Time last_progress_;
+  absl::Time last_cpu_sample_ = absl::InfinitePast();
   absl::Time last_pop_ = absl::InfinitePast();
   absl::Time stop_seen_ = absl::InfinitePast();  // when Run() first saw the stop request
   bool abort_sent_ = false;

@@ -8,7 +8,9 @@
 //   spool/bounces/    delivery status notifications (RFC 3464) for the senders (queue/dsn.h)
 //   spool/journal/    the outcome journal's segments (queue/journal.h; not created here)
 //
-// Owned by the scanner (main) thread; none of its methods are called from workers.
+// Owned by the scanner (main) thread; none of its methods are called from workers. Claim,
+// ClaimDeferred, ReadActive and ReadRetryMark keep no state (one rename, open, read, close,
+// getxattr each): the scanner's claim threads (engine/scanner.h) call them concurrently.
 // Names are single path components: empty names, dotfiles (in-progress by convention, never
 // listed) and names with '/' are rejected with InvalidArgument. Errors carry the full path and
 // the errno text ("/spool/incoming/x.eml: open: No such file or directory").

@@ -1,0 +1,321 @@
+#include "engine/scanner.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/smtp_data.h"
+#include "queue/envelope.h"
+
+namespace mxb {
+namespace {
+
+constexpr size_t kClaimBatch = 256;
+// Inline: the longest one call claims before the scanner journals the outcomes that arrived
+// meanwhile; that wait is the crash window in which a delivered message is sent again (issue
+// 10). With claim threads the scanner thread only hands out names, so the window is its own.
+constexpr absl::Duration kClaimSlice = absl::Milliseconds(2);
+constexpr size_t kListBatch = 4096;
+// Files handed out per claim thread ahead of its work: enough to never wait for the scanner
+// thread, few enough that the in-flight byte bound (checked as files come back) overshoots by
+// little.
+constexpr size_t kAheadPerThread = 8;
+
+bool HasEightBit(absl::string_view body) {
+  return std::any_of(body.begin(), body.end(),
+                     [](char ch) { return static_cast<unsigned char>(ch) >= 0x80; });
+}
+
+void FreeResult(ClaimedFile& f) {
+  for (DeliveryJob* j : f.jobs) delete j;
+  delete f.message;
+  f.jobs.clear();
+  f.message = nullptr;
+}
+
+}  // namespace
+
+uint64_t ThreadCpuNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int Scanner::DefaultThreads(const EngineConfig& config) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (config.dkim != nullptr && config.dkim->size() > 0) return std::min(cores, 8);
+  return cores < 4 ? 0 : std::min(cores / 4, 4);
+}
+
+Scanner::Scanner(const EngineConfig& config, Spool* spool, size_t workers, int threads)
+    : config_(config), spool_(spool), workers_(std::max<size_t>(1, workers)) {
+  if (threads < 0) threads = DefaultThreads(config);
+  if (threads == 0) return;
+  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  for (int i = 0; i < threads; ++i) {
+    auto t = std::make_unique<ClaimThread>();
+    ClaimThread* self = t.get();
+    t->thread = std::thread([this, self, i] {
+      const std::string name = absl::StrCat("mxb-claim", i);  // for top -H and perf
+      pthread_setname_np(pthread_self(), name.c_str());
+      ThreadMain(self);
+    });
+    threads_.push_back(std::move(t));
+  }
+}
+
+Scanner::~Scanner() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t->thread.join();
+  // Claimed but never handed to a worker: the files are in active/, recovered at the next start.
+  for (ClaimedFile& f : results_) FreeResult(f);
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+void Scanner::AddRecovered(std::vector<std::string> names) {
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    pending_.push_front({std::move(*it), Source::kActive});
+  }
+}
+
+void Scanner::AddDue(std::vector<std::string> names) {
+  for (std::string& n : names) due_.push_back(std::move(n));
+}
+
+uint64_t Scanner::claim_cpu_ns() const {
+  uint64_t sum = 0;
+  for (const auto& t : threads_) sum += t->cpu_ns.load(std::memory_order_relaxed);
+  return sum;
+}
+
+bool Scanner::NextTask(bool* listed, Task* out) {
+  if (pending_.empty() && !*listed) {
+    *listed = true;  // one directory scan per call at most
+    for (std::string& name : spool_->ListIncoming(kListBatch)) {
+      // A name a claim thread has not renamed yet is still listed: claimed once.
+      if (!in_claim_.contains(name)) pending_.push_back({std::move(name), Source::kIncoming});
+    }
+    incoming_empty_ = pending_.empty();
+  }
+  // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
+  // incoming and deferred queues: a backlog of retries never starves new mail, nor the
+  // reverse. Files recovered from active/ sit at the front of pending_ and go first.
+  const bool retry_turn =
+      !due_.empty() &&
+      (pending_.empty() || (retry_turn_ && pending_.front().source != Source::kActive));
+  if (!retry_turn && pending_.empty()) return false;
+  if (retry_turn) {
+    *out = {std::move(due_.front()), Source::kDeferred};
+    due_.pop_front();
+  } else {
+    *out = std::move(pending_.front());
+    pending_.pop_front();
+  }
+  retry_turn_ = !retry_turn;
+  return true;
+}
+
+ClaimedFile Scanner::Process(const Task& task) const {
+  absl::StatusOr<std::string> contents =
+      task.source == Source::kActive     ? spool_->ReadActive(task.name)
+      : task.source == Source::kDeferred ? spool_->ClaimDeferred(task.name)
+                                         : spool_->Claim(task.name);
+  if (contents.ok()) {
+    ClaimedFile f = Prepare(task.name, *std::move(contents));
+    f.from_incoming = task.source == Source::kIncoming;
+    return f;
+  }
+  ClaimedFile f;
+  f.name = task.name;
+  f.reason = std::string(contents.status().message());
+  if (absl::IsResourceExhausted(contents.status())) {
+    f.kind = ClaimedFile::Kind::kShortage;
+  } else if (absl::IsFailedPrecondition(contents.status())) {
+    // Not a regular file (a symbolic link, directory, FIFO, device): never followed or read.
+    f.kind = ClaimedFile::Kind::kQuarantine;
+  } else if (absl::IsNotFound(contents.status())) {
+    f.kind = ClaimedFile::Kind::kGone;
+  } else {
+    f.kind = ClaimedFile::Kind::kError;
+  }
+  return f;
+}
+
+ClaimedFile Scanner::Prepare(const std::string& name, std::string contents) const {
+  ClaimedFile f;
+  f.name = name;
+  absl::StatusOr<Envelope> env = ParseEnvelope(contents);
+  if (!env.ok()) {
+    f.kind = ClaimedFile::Kind::kQuarantine;
+    f.reason = absl::StrCat(config_.spool_dir, "/active/", name, ": ", env.status().message());
+    return f;
+  }
+  // A message deferred without a rewrite carries its retry state on the file (the envelope's
+  // x-attempts stays the generation the journal's indexes refer to).
+  if (std::optional<RetryMark> mark = spool_->ReadRetryMark("active", name); mark.has_value()) {
+    if (mark->attempts > env->attempts) f.marked_tries = mark->attempts;
+    if (env->first_attempt == 0) env->first_attempt = mark->first_attempt;
+  }
+  // DKIM (dkim/signer.h): signed once per message, here, over the bytes the encoder sends
+  // (line ends normalised, long lines re-cut, before dot-stuffing); the fields go in front.
+  std::string dkim_fields;
+  if (config_.dkim != nullptr) {
+    const std::string sender_domain = env->sender.empty() ? "" : DomainOf(env->sender);
+    if (config_.dkim->Applies(sender_domain, env->job)) {
+      absl::StatusOr<std::string> fields = config_.dkim->Sign(
+          sender_domain, env->job,
+          NormalizeLineEndings(absl::string_view(contents).substr(env->body_offset)), name);
+      if (!fields.ok()) {  // e.g. no From field: not sent unsigned, kept in bad/ with the reason
+        f.kind = ClaimedFile::Kind::kQuarantine;
+        f.reason = absl::StrCat(config_.spool_dir, "/active/", name, ": dkim: ",
+                                fields.status().message());
+        return f;
+      }
+      dkim_fields = *std::move(fields);
+    }
+  }
+  auto* msg = new MessageRecord;
+  msg->spool_name = name;
+  msg->envelope = *std::move(env);
+  msg->file = std::move(contents);
+  absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
+  msg->wire = std::move(dkim_fields);
+  msg->wire.reserve(msg->wire.size() + body.size() + body.size() / 32 + 8);
+  AppendDataWire(body, &msg->wire, &msg->stuffed_dots);  // dots recorded after the DKIM fields
+  msg->eight_bit = HasEightBit(body);
+  msg->queued_at = absl::Now();
+  msg->final_class.assign(msg->envelope.recipients.size(), DeliveryClass::kDeferred);
+  msg->outcomes.resize(msg->envelope.recipients.size());
+
+  // Group recipients by domain, at most max_recipients_per_transaction per job. One recipient
+  // (the common case) needs no map.
+  absl::flat_hash_map<absl::string_view, DeliveryJob*> open_jobs;
+  for (uint32_t i = 0; i < msg->envelope.recipients.size(); ++i) {
+    std::string domain = DomainOf(msg->envelope.recipients[i]);
+    DeliveryJob* job = nullptr;
+    if (msg->envelope.recipients.size() > 1) {
+      auto it = open_jobs.find(domain);
+      if (it != open_jobs.end()) job = it->second;
+    }
+    if (job == nullptr || job->rcpt_index.size() >= config_.max_recipients_per_transaction) {
+      job = new DeliveryJob;
+      job->message = msg;
+      job->worker = static_cast<uint32_t>(absl::HashOf(domain) % workers_);
+      job->domain = std::move(domain);
+      ++msg->jobs_out;
+      f.jobs.push_back(job);
+      if (msg->envelope.recipients.size() > 1) open_jobs[job->domain] = job;
+    }
+    job->rcpt_index.push_back(i);
+  }
+  f.kind = ClaimedFile::Kind::kMessage;
+  f.message = msg;
+  return f;
+}
+
+void Scanner::ThreadMain(ClaimThread* self) {
+  uint32_t since_sample = 0;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (tasks_.empty() && !stop_) {
+      self->cpu_ns.store(ThreadCpuNs(), std::memory_order_relaxed);
+      work_cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+    }
+    if (stop_) break;
+    Task task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    ClaimedFile f = Process(task);
+    if (++since_sample % 16 == 0) self->cpu_ns.store(ThreadCpuNs(), std::memory_order_relaxed);
+    lock.lock();
+    const bool wake = results_.empty();
+    results_.push_back(std::move(f));
+    if (wake) {
+      // The scanner thread drains results_ after reading the eventfd: a result pushed after
+      // that drain finds results_ empty again and writes, so none waits for the poll timeout.
+      lock.unlock();
+      const uint64_t one = 1;
+      (void)!write(event_fd_, &one, sizeof one);
+      lock.lock();
+    }
+  }
+  self->cpu_ns.store(ThreadCpuNs(), std::memory_order_relaxed);
+}
+
+void Scanner::Finish(ClaimedFile f, absl::FunctionRef<void(ClaimedFile)> done) {
+  if (f.kind == ClaimedFile::Kind::kShortage) {
+    // Out of descriptors or memory (issue 17): the claimed file waits in active/ and is read
+    // again on a later call; nothing more is chosen in this one.
+    pending_.push_front({f.name, Source::kActive});
+    shortage_ = true;
+  }
+  done(std::move(f));
+}
+
+void Scanner::Collect(absl::FunctionRef<void(ClaimedFile)> done) {
+  if (threads_.empty()) return;
+  uint64_t ignored;
+  (void)!read(event_fd_, &ignored, sizeof ignored);
+  std::vector<ClaimedFile> got;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    got.swap(results_);
+  }
+  for (ClaimedFile& f : got) {
+    --outstanding_;
+    in_claim_.erase(f.name);
+    Finish(std::move(f), done);
+  }
+}
+
+void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
+                    absl::FunctionRef<void(ClaimedFile)> done) {
+  shortage_ = false;
+  bool listed = false;
+  size_t chosen = 0;
+  Task task;
+  if (threads_.empty()) {
+    const absl::Time start = absl::Now();
+    while (chosen < kClaimBatch && !shortage_ && may_claim()) {
+      if (chosen % 8 == 7 && absl::Now() - start > kClaimSlice) break;
+      if (!NextTask(&listed, &task)) break;
+      ++chosen;
+      Finish(Process(task), done);
+    }
+    return;
+  }
+  Collect(done);
+  const size_t ahead = std::max<size_t>(16, kAheadPerThread * threads_.size());
+  std::vector<Task> batch;
+  while (chosen < kClaimBatch && !shortage_ && outstanding_ < ahead && may_claim()) {
+    if (!NextTask(&listed, &task)) break;
+    ++chosen;
+    ++outstanding_;
+    in_claim_.insert(task.name);
+    batch.push_back(std::move(task));
+  }
+  if (batch.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Task& t : batch) tasks_.push_back(std::move(t));
+  }
+  if (batch.size() == 1) {
+    work_cv_.notify_one();
+  } else {
+    work_cv_.notify_all();
+  }
+}
+
+}  // namespace mxb

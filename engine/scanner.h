@@ -1,0 +1,145 @@
+// Scanner: the claim side of the scanner thread (issue 17 item 2). It owns which spool file is
+// claimed next — files recovered from active/ first, then fresh mail from incoming/ and due
+// retries from deferred/ taking turns — and the per-message work before delivery: claim (rename
+// into active/), read, parse the envelope, DKIM-sign (dkim/signer.h), encode the wire form once
+// (engine/smtp_data.h), split the recipients into DeliveryJobs per (domain, at most
+// max_recipients_per_transaction) with their worker chosen by hash.
+//
+// That work is independent per message, so it runs on `scanner_threads` claim threads
+// (`--scanner-threads`); 0 does it on the scanner thread itself, within a 2 ms slice per call
+// (the pre-issue-17 behaviour). Everything durable stays on the scanner thread: the journal,
+// the accounting log, spool completions and defers, the in-flight bounds — a claim thread only
+// renames into active/ and reads, which is what recovery after a crash already expects to find
+// half done (at-least-once). Claimed files come back in the order the threads finish them;
+// the order in which files are *chosen* (fresh mail fair with retries) is decided here, on the
+// scanner thread, before any thread sees them.
+//
+// Thread: every public method from the scanner thread (Engine::Run) only. The claim threads
+// touch only Spool's stateless read/rename methods, the DKIM signer (libopendkim: a DKIM_LIB
+// "can be used by several threads at once", overview.html) and their own task/result queues.
+//
+//   Scanner scanner(config, &spool, workers.size(), config.scanner_threads);
+//   scanner.AddRecovered(std::move(report.redeliver));
+//   scanner.Claim([&] { return in_flight + scanner.outstanding() < max; },
+//                 [&](ClaimedFile f) { /* hand f.jobs to the workers, or quarantine f.name */ });
+//   pollfd fds[] = {{completions.event_fd(), POLLIN}, {scanner.event_fd(), POLLIN}};
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
+#include "engine/config.h"
+#include "engine/delivery.h"
+#include "queue/spool.h"
+
+namespace mxb {
+
+// One chosen file after its claim: a message ready for the workers, or why not.
+struct ClaimedFile {
+  enum class Kind {
+    kMessage,     // `message` and `jobs` are set (the caller owns them)
+    kQuarantine,  // not a regular file, unparseable, or DKIM refused it: `reason` for bad/
+    kShortage,    // EMFILE/ENFILE/ENOMEM: back-pressure; the file waits in active/ (re-queued)
+    kGone,        // NotFound: another engine claimed it first
+    kError,       // anything else: `reason` is the one-line error
+  };
+  Kind kind = Kind::kGone;
+  std::string name;
+  bool from_incoming = false;
+  std::string reason;
+  MessageRecord* message = nullptr;
+  std::vector<DeliveryJob*> jobs;  // each with `worker` set
+  uint32_t marked_tries = 0;       // retry mark's count when ahead of the envelope's generation
+};
+
+// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), in nanoseconds.
+uint64_t ThreadCpuNs();
+
+class Scanner {
+ public:
+  // `threads` < 0: DefaultThreads(config). `spool` and `config` outlive the scanner.
+  Scanner(const EngineConfig& config, Spool* spool, size_t workers, int threads);
+  ~Scanner();  // stops and joins the claim threads; unclaimed results are freed (files stay)
+  Scanner(const Scanner&) = delete;
+  Scanner& operator=(const Scanner&) = delete;
+
+  // scanner_threads = -1: with [[dkim]] the RSA signature is the cost (~1 ms per message),
+  // so one claim thread per core (at most 8); without it claiming is a few µs and syscalls per
+  // message, one claim thread per 4 cores (at most 4), none below 4 cores (two threads on two
+  // cores only add hand-offs; bench/README.md "Scanner").
+  static int DefaultThreads(const EngineConfig& config);
+
+  // Files left in active/ by a previous run: claimed again before anything else.
+  void AddRecovered(std::vector<std::string> names);
+  // Due retries (deferred/ names), claimed in turn with fresh mail.
+  void AddDue(std::vector<std::string> names);
+  size_t due() const { return due_.size(); }
+
+  // Chooses and claims files while `may_claim()` and at most 256 per call; `done` gets each
+  // finished one (threads: what they finished since the last call, then new names are handed
+  // out; inline: claimed here, at most 2 ms). Stops at the first local shortage.
+  void Claim(absl::FunctionRef<bool()> may_claim, absl::FunctionRef<void(ClaimedFile)> done);
+  // Only what the claim threads finished (while stopping or paused: nothing new is chosen).
+  void Collect(absl::FunctionRef<void(ClaimedFile)> done);
+
+  // Handed to claim threads and not yet passed to `done`.
+  size_t outstanding() const { return outstanding_; }
+  // incoming/ was empty at the last scan and nothing is waiting or outstanding (--drain).
+  bool drained() const { return incoming_empty_ && pending_.empty() && outstanding_ == 0; }
+  // Readable when claim threads have finished files; -1 without claim threads.
+  int event_fd() const { return event_fd_; }
+  int threads() const { return static_cast<int>(threads_.size()); }
+  // CPU time of the claim threads so far (CLOCK_THREAD_CPUTIME_ID, sampled after each file).
+  uint64_t claim_cpu_ns() const;
+
+ private:
+  enum class Source { kIncoming, kActive, kDeferred };  // kActive: recovered
+  struct Task {
+    std::string name;
+    Source source = Source::kIncoming;
+  };
+  struct ClaimThread {
+    std::thread thread;
+    std::atomic<uint64_t> cpu_ns{0};
+  };
+
+  // Next file to claim, fresh and retries in turn; false when there is none.
+  bool NextTask(bool* listed, Task* out);
+  // The claim itself and everything up to the jobs: any thread.
+  ClaimedFile Process(const Task& task) const;
+  ClaimedFile Prepare(const std::string& name, std::string contents) const;
+  void ThreadMain(ClaimThread* self);
+  // Scanner thread: a result leaves the scanner (shortage: the file goes back to the front).
+  void Finish(ClaimedFile f, absl::FunctionRef<void(ClaimedFile)> done);
+
+  const EngineConfig& config_;
+  Spool* spool_;
+  size_t workers_;
+  std::deque<Task> pending_;
+  std::deque<std::string> due_;
+  bool retry_turn_ = false;
+  bool incoming_empty_ = false;
+  size_t outstanding_ = 0;
+  bool shortage_ = false;  // set by Finish: stop choosing for this call
+  absl::flat_hash_set<std::string> in_claim_;  // names handed to claim threads
+
+  // Claim threads (empty when inline).
+  std::vector<std::unique_ptr<ClaimThread>> threads_;
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::deque<Task> tasks_;            // guarded by mu_
+  std::vector<ClaimedFile> results_;  // guarded by mu_
+  bool stop_ = false;                 // guarded by mu_
+  int event_fd_ = -1;
+};
+
+}  // namespace mxb
