@@ -58,6 +58,7 @@ TEST(ConfigFile, BadKeysAreNamed) {
       {"spool = \"/s\"\n[domain.\"a.example\"]\ntls = \"maybe\"\n", "domain.\"a.example\".tls"},
       {"spool = \"/s\"\nworkers = 0\n", "workers"},
       {"spool = \"/s\"\nworkers = \"two\"\n", "workers"},
+      {"spool = \"/s\"\nscanner_threads = 65\n", "scanner_threads"},
       {"spool = \"/s\"\n[timeouts]\nscale = -1.0\n", "timeouts.scale"},
       {"spool = \"/s\"\nroute = \"*=x\"\n", "route"},
       {"spool = \"/s\"\nunknown_top = 1\n", "unknown_top"},
@@ -125,6 +126,7 @@ TEST(ConfigFile, DkimEntries) {
 TEST(ConfigFile, GoodFileIsReadAndFlagsOverrideIt) {
   std::string path = WriteTemp(R"(spool = "/var/spool/mxb"
 workers = 3
+scanner_threads = 2
 route = ["*=127.0.0.1:2525"]
 dns = ["127.0.0.1:5353"]
 [limits]
@@ -146,6 +148,7 @@ verify = true
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->spool_dir, "/var/spool/mxb");
   EXPECT_EQ(cfg->workers, 2);  // the flag wins, wherever --config stands
+  EXPECT_EQ(cfg->scanner_threads, 2);
   EXPECT_EQ(cfg->max_connections_per_destination, 7);
   EXPECT_EQ(cfg->idle_timeout, absl::Seconds(9));
   EXPECT_DOUBLE_EQ(cfg->reply_timeout_scale, 0.5);
@@ -163,6 +166,7 @@ verify = true
 TEST(Flags, BadFlagsAreNamed) {
   const std::vector<std::vector<std::string>> cases = {
       {"--spool", "/s", "--route", "*=127.0.0.1", "--workers", "0"},
+      {"--spool", "/s", "--route", "*=127.0.0.1", "--scanner-threads", "-1"},
       {"--spool", "/s", "--route", "*=127.0.0.1", "--tls", "maybe"},
       {"--spool", "/s", "--route", "*=127.0.0.1", "--bogus"},
       {"--spool", "/s", "--route", "*=127.0.0.1", "--prefix-signals", "x"},
