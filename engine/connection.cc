@@ -19,8 +19,6 @@
 namespace mxb {
 namespace {
 
-constexpr size_t kKeepSendCapacity = 1024;
-
 std::string ErrnoText(int err) { return std::strerror(err); }
 
 // EHLO keywords as seen, for the policy cache ("PIPELINING SIZE=52428800 8BITMIME ...").
@@ -38,14 +36,10 @@ std::string KeywordsOf(const EhloCapabilities& caps) {
   return out;
 }
 
-// Empties a send buffer; one that grew past a few commands (a message body) is freed.
-void ReleaseIfLarge(std::string& buf) {
-  if (buf.capacity() > kKeepSendCapacity) {
-    std::string().swap(buf);
-  } else {
-    buf.clear();
-  }
-}
+// Empties a drained send buffer and frees it: over TLS each flight arrives as a fresh string
+// (TlsSession::TakeCiphertext), so a kept capacity is never reused and only pins memory in every
+// session that waits for a reply (issue 17: 100k sessions).
+void FreeBuffer(std::string& buf) { std::string().swap(buf); }
 
 // Binds a new socket to the source address chosen for its connection, before connect().
 // IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), so many sources x destinations do
@@ -92,7 +86,7 @@ absl::string_view SendQueue::Next() {
   if (off >= wire.size()) {
     if (pending.empty()) return {};
     wire.swap(pending);
-    ReleaseIfLarge(pending);
+    FreeBuffer(pending);
     off = 0;
   }
   return absl::string_view(wire).substr(off);
@@ -101,7 +95,7 @@ absl::string_view SendQueue::Next() {
 void SendQueue::Sent(size_t n) {
   off += n;
   if (off >= wire.size()) {
-    ReleaseIfLarge(wire);
+    FreeBuffer(wire);
     off = 0;
   }
 }

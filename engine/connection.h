@@ -129,8 +129,8 @@ struct ConnectSpec {
 absl::StatusOr<int> OpenSocket(const ConnectSpec& spec);
 
 // Bytes for the peer. `wire` is held by the kernel while `inflight`; later bytes wait in
-// `pending`. A buffer that grew past a few commands (a message body) is freed once drained, so
-// a session waiting for a reply or parked idle does not keep its last message's bytes.
+// `pending`. A drained buffer is freed, so a session waiting for a reply or parked idle keeps
+// no send bytes.
 struct SendQueue {
   std::string wire;
   size_t off = 0;

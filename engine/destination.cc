@@ -12,7 +12,6 @@
 #include "dns/static_routes.h"
 #include "engine/config.h"
 #include "engine/control_plane.h"
-#include "engine/requiretls.h"
 #include "engine/tlsrpt_message.h"
 
 namespace mxb {
@@ -127,12 +126,9 @@ bool Destination::Suspended() const {
 
 void Destination::Accept(DeliveryJob* job) {
   DestinationHost& host = *ctx_->host;
-  if (ctx_->config->tls_global.honor_tls_required_no && job->message != nullptr &&
-      !job->message->envelope.require_tls) {
-    // RFC 8689 §5 (REQUIRETLS, when both are present, wins).
-    job->tls_optional = HasTlsRequiredNo(
-        absl::string_view(job->message->file).substr(job->message->envelope.body_offset));
-  }
+  // RFC 8689 §5 (REQUIRETLS, when both are present, wins): decided by the scanner
+  // (Scanner, engine/scanner.cc), with [tls] honor_tls_required_no.
+  if (job->message != nullptr && job->message->tls_required_no) job->tls_optional = true;
   auto fail = [&](absl::string_view enhanced, absl::string_view text) {
     SetAllOutcomes(job, DeliveryClass::kDeferred, 0, enhanced, text, {});
     host.Complete(job);

@@ -257,7 +257,7 @@ void Engine::Adopt(ClaimedFile f) {
   if (f.marked_tries > 0) tries_[msg->spool_name] = f.marked_tries;
   for (DeliveryJob* job : f.jobs) overflow_[job->worker].push_back(job);
   ++in_flight_;
-  in_flight_bytes_ += msg->file.size() + msg->wire.size();
+  in_flight_bytes_ += msg->wire.size();  // the file itself is not held (delivery.h)
   if (control_) control_->counters().claimed.fetch_add(1, std::memory_order_relaxed);
   if (f.from_incoming) intake_.claimed_incoming.fetch_add(1, std::memory_order_relaxed);
 }
@@ -280,6 +280,9 @@ absl::Status Engine::ProcessCompletions() {
       uint32_t idx = job->rcpt_index[k];
       LogOutcome(*msg, idx, job->domain, o, now);
       msg->final_class[idx] = o.klass;
+      // Sized at the first outcome, not at claim: 352 bytes per recipient that a message waiting
+      // on a slow receiver would otherwise hold for nothing (issue 17).
+      if (msg->outcomes.empty()) msg->outcomes.resize(msg->envelope.recipients.size());
       msg->outcomes[idx] = o;
       if (o.klass != DeliveryClass::kDeferred) {
         JournalFinal(*msg, idx, o.klass == DeliveryClass::kDelivered ? FinalClass::kDelivered
@@ -348,16 +351,17 @@ absl::Status Engine::ProcessCompletions() {
       }
     }
     if (!f.complete && (!f.unchanged || !xattr_ok_)) {
-      Envelope next = msg->envelope;
+      Envelope next = f.unchanged ? msg->envelope : *std::move(f.rewrite);
       if (f.unchanged) {
         next.attempts = f.mark.attempts;
         next.first_attempt = f.mark.first_attempt;
         next.next_attempt = f.mark.next_attempt;
       }
-      s = spool_->Defer(msg->spool_name,
-                        f.unchanged ? SerializeEnvelope(next, absl::string_view(msg->file).substr(
-                                                                  msg->envelope.body_offset))
-                                    : f.deferred_file);
+      // A read error is retried like a failed write below (the file stays in active/).
+      absl::StatusOr<std::string> body = ReadBody(*msg);
+      s = body.ok() ? spool_->Defer(msg->spool_name, SerializeEnvelope(next, *body))
+                    : body.status();
+      if (!body.ok() && !f.unchanged) f.rewrite = std::move(next);
     }
     if (absl::IsResourceExhausted(s) || absl::IsUnavailable(s)) {
       // No space for deferred/ (ENOSPC, EDQUOT) or an I/O error: keep it, retry with the
@@ -375,7 +379,7 @@ absl::Status Engine::ProcessCompletions() {
     }
     ++summary_.messages;
     --in_flight_;
-    in_flight_bytes_ -= msg->file.size() + msg->wire.size();
+    in_flight_bytes_ -= msg->wire.size();
     delete msg;
     last_finish_ = now;
   }
@@ -406,6 +410,7 @@ void Engine::BlockDurable(const absl::Status& error, absl::Time now) {
 }
 
 Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
+  msg->outcomes.resize(msg->envelope.recipients.size());  // a no-op once an outcome arrived
   Finish f;
   f.msg = msg;
   std::vector<std::string> pending;
@@ -419,7 +424,6 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
       failures = true;
     }
   }
-  absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
   f.complete = pending.empty();
   if (!f.complete) {
     // The schedule counts delivery passes (tries), which may be ahead of the generation.
@@ -434,7 +438,7 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
       // new generation (tries + 1 > the old generation).
       f.unchanged = next->recipients.size() == all;
       f.mark = {next->attempts, next->first_attempt, next->next_attempt};
-      if (!f.unchanged) f.deferred_file = SerializeEnvelope(*next, body);
+      if (!f.unchanged) f.rewrite = *std::move(next);
     } else {
       // RFC 5321 §4.5.4.1: gave up after the maximum queue age.
       f.complete = true;
@@ -455,6 +459,18 @@ Engine::Finish Engine::PlanFinish(MessageRecord* msg, absl::Time now) {
   }
   if (failures) WriteDsnFor(*msg, now);
   return f;
+}
+
+absl::StatusOr<std::string> Engine::ReadBody(const MessageRecord& msg) const {
+  absl::StatusOr<std::string> file = spool_->ReadActive(msg.spool_name);
+  if (!file.ok()) return file.status();
+  if (file->size() != msg.file_size || file->size() < msg.envelope.body_offset) {
+    return absl::DataLossError(absl::StrCat(config_.spool_dir, "/active/", msg.spool_name,
+                                            ": changed while claimed (", file->size(),
+                                            " bytes, claimed ", msg.file_size, ")"));
+  }
+  file->erase(0, msg.envelope.body_offset);
+  return file;
 }
 
 // RFC 3464 DSN to the sender for bounced and expired recipients (none for the null sender).
@@ -508,8 +524,12 @@ void Engine::WriteDsnFor(const MessageRecord& msg, absl::Time now) {
     r.last_attempt = now;
     report.recipients.push_back(std::move(r));
   }
-  absl::string_view body = absl::string_view(msg.file).substr(msg.envelope.body_offset);
-  std::optional<std::string> dsn = BuildDsn(body, msg.envelope, report);
+  absl::StatusOr<std::string> body = ReadBody(msg);
+  if (!body.ok()) {
+    std::fprintf(stderr, "mxburst: DSN for %s: %s; the DSN goes without the message's header\n",
+                 msg.spool_name.c_str(), std::string(body.status().message()).c_str());
+  }
+  std::optional<std::string> dsn = BuildDsn(body.ok() ? *body : "", msg.envelope, report);
   if (!dsn.has_value()) return;  // null sender: never a DSN
   // dsn = "spool": a null-sender pickup file in incoming/, delivered by this engine like any
   // other message (and, having the null sender, never the subject of another DSN).

@@ -19,11 +19,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cluster/redis_budgets.h"
 #include "dns/static_routes.h"
@@ -102,13 +104,16 @@ class Engine {
   struct Finish {
     MessageRecord* msg;
     bool complete;             // every recipient final: remove from active/
-    std::string deferred_file; // else: the envelope+body for deferred/ (when !unchanged)
+    std::optional<Envelope> rewrite;  // else: the envelope for deferred/ (when !unchanged)
     bool unchanged = false;    // no recipient became final: only the schedule moves
     RetryMark mark;            // that schedule
     absl::Time next_attempt;
   };
   Finish PlanFinish(MessageRecord* msg, absl::Time now);
   void WriteDsnFor(const MessageRecord& msg, absl::Time now);
+  // The message text of a claimed file (after its envelope lines), read back from active/
+  // (MessageRecord keeps no copy). DataLoss when the file is not the one claimed.
+  absl::StatusOr<std::string> ReadBody(const MessageRecord& msg) const;
   // One accounting-log record for recipient `idx` of `msg` (status_override: e.g. "expired").
   void LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_view domain,
                   const RecipientOutcome& o, absl::Time now, absl::string_view status_override = {});

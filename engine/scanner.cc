@@ -13,6 +13,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/requiretls.h"
 #include "engine/smtp_data.h"
 #include "queue/envelope.h"
 
@@ -200,15 +201,16 @@ ClaimedFile Scanner::Prepare(const std::string& name, std::string contents) cons
   auto* msg = new MessageRecord;
   msg->spool_name = name;
   msg->envelope = *std::move(env);
-  msg->file = std::move(contents);
-  absl::string_view body = absl::string_view(msg->file).substr(msg->envelope.body_offset);
+  msg->file_size = contents.size();
+  absl::string_view body = absl::string_view(contents).substr(msg->envelope.body_offset);
   msg->wire = std::move(dkim_fields);
   msg->wire.reserve(msg->wire.size() + body.size() + body.size() / 32 + 8);
   AppendDataWire(body, &msg->wire, &msg->stuffed_dots);  // dots recorded after the DKIM fields
   msg->eight_bit = HasEightBit(body);
+  msg->tls_required_no = config_.tls_global.honor_tls_required_no &&
+                         !msg->envelope.require_tls && HasTlsRequiredNo(body);
   msg->queued_at = absl::Now();
   msg->final_class.assign(msg->envelope.recipients.size(), DeliveryClass::kDeferred);
-  msg->outcomes.resize(msg->envelope.recipients.size());
 
   // Group recipients by domain, at most max_recipients_per_transaction per job. One recipient
   // (the common case) needs no map.

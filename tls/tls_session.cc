@@ -33,9 +33,6 @@ namespace {
 // Consumed input is erased once this much of in_ is dead, so a long-lived session's buffer does
 // not grow with the connection's lifetime; below it the copy is not worth making.
 constexpr size_t kInputCompactThreshold = 16 * 1024;
-// Buffers larger than this are released when they run empty: an idle session (tens of thousands
-// per worker) must not pin the memory of its largest burst.
-constexpr size_t kIdleBufferCap = 64 * 1024;
 // Maximum TLS plaintext record (RFC 8446 §5.1).
 constexpr int kMaxRecordPlaintext = 16 * 1024;
 // Per-record expansion upper bound for the AEAD suites we offer: 5-byte header, 16-byte tag,
@@ -585,8 +582,11 @@ void TlsSession::FeedCiphertext(absl::string_view bytes) {
   in_.append(bytes.data(), bytes.size());
 }
 
+// A drained buffer is released, not kept for the next read: an idle session (tens of thousands
+// per worker, issue 17) would otherwise pin its largest burst — at the least the server's
+// handshake flight, ~750 bytes each. A session that is busy pays one allocation per fed batch.
 void TlsSession::TrimInput() {
-  if (in_pos_ == in_.size() && in_.capacity() > kIdleBufferCap) {
+  if (in_pos_ == in_.size()) {
     std::string().swap(in_);
     in_pos_ = 0;
   }
@@ -594,11 +594,7 @@ void TlsSession::TrimInput() {
 
 void TlsSession::ConsumeCiphertext(size_t n) {
   if (n >= out_.size()) {
-    if (out_.capacity() > kIdleBufferCap) {
-      std::string().swap(out_);
-    } else {
-      out_.clear();
-    }
+    std::string().swap(out_);  // released like the input (TrimInput)
     return;
   }
   out_.erase(0, n);

@@ -173,12 +173,21 @@ TEST_F(DeliveryTest, TempfailedRecipientsStayInSpoolAsDeferred) {
   EXPECT_EQ(Count("active"), 0u);
   std::vector<std::string> deferred = ListDir(spool_ + "/deferred");
   ASSERT_EQ(deferred.size(), 15u);
+  int rewritten = 0;
   for (const std::string& name : deferred) {
     absl::StatusOr<Envelope> env = ParseEnvelope(ReadFileOrDie(spool_ + "/deferred/" + name));
     ASSERT_TRUE(env.ok()) << name;
     ASSERT_EQ(env->recipients.size(), 1u) << name;
     EXPECT_TRUE(absl::StartsWith(env->recipients[0], "defer-")) << env->recipients[0];
+    if (absl::StartsWith(name, "mixed-")) {
+      // Rewritten with only the pending recipient, and the whole message: the engine holds no
+      // copy of the file while delivering and reads it back from active/ (issue 17).
+      const std::string file = ReadFileOrDie(spool_ + "/deferred/" + name);
+      EXPECT_TRUE(absl::EndsWith(file, "Subject: mixed\n\nhello\n")) << file;
+      ++rewritten;
+    }
   }
+  EXPECT_EQ(rewritten, 5);
 
   std::vector<nlohmann::json> log = ReadJsonLines(log_);
   int delivered = 0, deferred_records = 0;
