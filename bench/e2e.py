@@ -348,6 +348,21 @@ def resumed_text(runs):
     return f"{share * 100:.0f}%"
 
 
+def c_sizing(a, target, nofile):
+    """(engine workers, sink threads, sink addresses) for `target` sessions at once, unless given.
+
+    Each engine worker and each sink thread has one direct-descriptor table of
+    min(RLIMIT_NOFILE, 65,536) slots (10% spare: domains hash unevenly over the workers). The
+    engine paces connects at ConnectGate::kMaxUnready = 512 not-yet-ready sessions per worker and
+    sink address (engine/connect_gate.h); a session is not ready for 4 of its ~7 delayed replies
+    (greeting, EHLO, STARTTLS, EHLO), so T sessions open at once need 4T/7 unready ones."""
+    table = int(min(nofile, 65536) * 0.9)
+    workers = a.c_workers or max(3, -(-target // table))
+    threads = a.c_sink_threads or max(3, -(-target // table))
+    addresses = a.c_addresses or max(8, -(-(target * 4 // 7) // (512 * workers)) + 2)
+    return workers, threads, addresses
+
+
 def sessions_scenario(a):
     """Scenario c: RSS of mxburst while T sessions wait on a slow sink, for each target T.
 
@@ -357,31 +372,39 @@ def sessions_scenario(a):
     its exact peak_tls_sessions gauge."""
     rows = []
     work = os.path.join(a.workdir, "c")
+    spool = os.path.join(work, "spool")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    # 10% below workers x table: domains hash unevenly over the workers.
-    cap = int(a.c_workers * min(nofile, 65536) * 0.9)
-    addresses = [f"127.0.0.{2 + i}" for i in range(a.c_addresses)]
-    workers = ["--workers", str(a.c_workers)]
-    baseline = None
+    baselines = {}  # engine workers -> idle RSS (KiB): more workers, more fixed memory
+
+    def idle(nworkers, addresses, threads):
+        """An idle engine on an empty spool: the 0-session baseline for this many workers."""
+        if nworkers in baselines:
+            return baselines[nworkers]
+        shutil.rmtree(spool, ignore_errors=True)
+        os.makedirs(os.path.join(spool, "incoming"), exist_ok=True)
+        sink = Sink(work, addresses, threads, 0)
+        m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports),
+                       ["--workers", str(nworkers)], sample_fds=True, stop_after=2.0)
+        sink.stop()
+        rss = statistics.median(s[1] for s in m["samples"][len(m["samples"]) // 2:])
+        baselines[nworkers] = rss
+        rows.append({"scenario": f"c: 0 sessions (idle engine, {nworkers} workers)",
+                     "messages": "0", "size": "-", "conns": "0", "msgs/s": "-", "MB/s": "-",
+                     "p50 ms": "-", "p99 ms": "-", "peak RSS": fmt_kib(m["maxrss_kib"]),
+                     "RSS/session": "-", "CPU s/1k": "-", "sink CPU s/1k": "-",
+                     "resumed": "-", "runs": "1"})
+        log(f"e2e:   c: idle engine RSS {rss / 1024:.1f} MiB ({nworkers} workers)")
+        return rss
+
     for target in a.session_targets:
-        spool = os.path.join(work, "spool")
+        nworkers, threads, naddr = c_sizing(a, target, nofile)
+        addresses = [f"127.0.0.{2 + i}" for i in range(naddr)]
+        workers = ["--workers", str(nworkers)]
+        baseline = idle(nworkers, addresses, threads)
         if target == 0:
-            # An idle engine on an empty spool: the 0-session baseline.
-            shutil.rmtree(spool, ignore_errors=True)
-            os.makedirs(os.path.join(spool, "incoming"), exist_ok=True)
-            sink = Sink(work, addresses, a.c_sink_threads, 0)
-            m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports), workers,
-                           sample_fds=True, stop_after=2.0)
-            sink.stop()
-            rss = statistics.median(s[1] for s in m["samples"][len(m["samples"]) // 2:])
-            baseline = rss
-            rows.append({"scenario": "c: 0 sessions (idle engine)", "messages": "0",
-                         "size": "-", "conns": "0", "msgs/s": "-", "MB/s": "-", "p50 ms": "-",
-                         "p99 ms": "-", "peak RSS": fmt_kib(m["maxrss_kib"]),
-                         "RSS/session": "-", "CPU s/1k": "-", "sink CPU s/1k": "-",
-                         "resumed": "-", "runs": "1"})
-            log(f"e2e:   c: idle engine RSS {rss / 1024:.1f} MiB")
             continue
+        # 10% below workers x table: domains hash unevenly over the workers.
+        cap = int(nworkers * min(nofile, 65536) * 0.9)
         eff = min(target, cap)
         per_dest = max(1, -(-eff // a.c_domains))
         domains = min(a.c_domains, eff)
@@ -390,7 +413,7 @@ def sessions_scenario(a):
         # per session, handshakes after the third.
         delay = a.reply_delay_ms if a.reply_delay_ms is not None else max(5000, target // 5)
         inject(spool, msgs, a.c_size, domains, seed=7)
-        sink = Sink(work, addresses, a.c_sink_threads, delay)
+        sink = Sink(work, addresses, threads, delay)
         ports = {int(hp.rsplit(":", 1)[1]) for hp in sink.hostports}
         # The sessions all go to c_addresses MX hosts: lift the MX pool's cap (engine/mx_pool.h).
         extra = workers + ["--max-connections-per-mx", "100000",
@@ -420,7 +443,7 @@ def sessions_scenario(a):
         sink_per = (sink_peak_rss - sink_base) / sink_peak_tls if sink_peak_tls else float("nan")
         label = f"c: {target // 1000}k sessions" if target >= 1000 else f"c: {target} sessions"
         if eff < target:
-            label += (f" (capped at {eff}: {a.c_workers} workers x RLIMIT_NOFILE {nofile})")
+            label += (f" (capped at {eff}: {nworkers} workers x RLIMIT_NOFILE {nofile})")
         lat = m["latencies"]
         rows.append({
             "scenario": label,
@@ -440,7 +463,8 @@ def sessions_scenario(a):
             "resumed": resumed_text([m]),
             "runs": "1",
         })
-        log(f"e2e:   c: target {target} (reply delay {delay} ms): {sessions} open sessions at peak "
+        log(f"e2e:   c: target {target} (reply delay {delay} ms, engine --workers {nworkers}, sink "
+            f"--threads {threads} on {naddr} addresses): {sessions} open sessions at peak "
             f"RSS (max {most_open}), RSS there {rss_at_peak / 1024:.0f} MiB, peak RSS "
             f"{m['maxrss_kib'] / 1024:.0f} MiB; sink: peak {sink_peak_tls} TLS sessions, peak RSS "
             f"{sru.ru_maxrss / 1024:.0f} MiB | {m['summary']}")
@@ -568,11 +592,14 @@ def main():
     p.add_argument("--sessions",
                    help="scenario c session targets (default 0,10000,25000,50000)")
     p.add_argument("--c-domains", type=int, default=1000)
-    p.add_argument("--c-workers", type=int, default=3,
-                   help="engine workers in c: each holds up to RLIMIT_NOFILE sessions (3)")
-    p.add_argument("--c-sink-threads", type=int, default=3, help="sink workers in c (3)")
-    p.add_argument("--c-addresses", type=int, default=8,
-                   help="sink addresses in c, 127.0.0.2.. (8): ephemeral ports per address pair")
+    p.add_argument("--c-workers", type=int,
+                   help="engine workers in c: each holds up to RLIMIT_NOFILE sessions "
+                        "(default: enough for the target, at least 3)")
+    p.add_argument("--c-sink-threads", type=int,
+                   help="sink workers in c (default: like the engine's)")
+    p.add_argument("--c-addresses", type=int,
+                   help="sink addresses in c, 127.0.0.2.. (default: enough for the engine's "
+                        "connect pacing at the target, at least 8)")
     p.add_argument("--c-size", type=int, default=1000, help="message size in c (default 1000)")
     p.add_argument("--reply-delay-ms", type=int,
                    help="sink reply delay in c (default max(5000, T/5) ms; --quick 500)")
@@ -640,8 +667,8 @@ def main():
     if "c" in scen:
         delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
         log(f"e2e: scenario c: slow sink ({delay} ms per reply), targets {a.session_targets}, "
-            f"{a.c_workers} engine workers, {a.c_sink_threads} sink workers, "
-            f"{a.c_addresses} sink addresses")
+            f"engine workers {a.c_workers or 'auto'}, sink workers {a.c_sink_threads or 'auto'}, "
+            f"sink addresses {a.c_addresses or 'auto'}")
         rows += sessions_scenario(a)
     if "d" in scen:
         log(f"e2e: scenario d: long tail, {a.tail_messages} messages to {a.tail_domains} domains")
@@ -658,10 +685,12 @@ def main():
                   f"{a.runs} run(s) (msgs/s range: min-max)", file=o)
         if "c" in scen:
             delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
+            sizing = "; ".join("%d: %d/%d/%d" % ((t,) + c_sizing(a, t, nofile))
+                               for t in a.session_targets)
             print(f"c: {a.c_size} B messages, {a.c_domains} domains, sink reply delay "
-                  f"{delay} ms, one message per connection, engine --workers {a.c_workers}, "
-                  f"sink --threads {a.c_sink_threads} on {a.c_addresses} addresses; sessions "
-                  f"counted with ss (ESTABLISHED to the sink ports)", file=o)
+                  f"{delay} ms, one message per connection, engine --workers / sink --threads / "
+                  f"sink addresses per target: {sizing}; sessions counted with ss (ESTABLISHED "
+                  f"to the sink ports)", file=o)
         if "d" in scen:
             print(f"d: {a.tail_messages} x {a.tail_size} B plaintext to one sink address by "
                   f"--route '*=...', engine --workers {a.workers or 2}, one run each", file=o)
