@@ -11,7 +11,8 @@
 // (for back-off), a finished job, a failure before it was ever ready — and takes jobs with
 // Transfer(). The ring is reached through ConnectionEnv (engine/ring.h, the timer wheel) only.
 // connection.cc holds the bytes, the dialog and the close protocol; connection_tls.cc the TLS
-// step (session, handshake, implicit-TLS fallback).
+// step (session, handshake, implicit-TLS fallback); connection_transfer.cc the transactions
+// (Transfer with the REQUIRETLS check, Park/Quit, results into the job).
 //
 // Thread: the worker thread that owns the ring, for everything.
 //
