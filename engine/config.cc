@@ -34,6 +34,8 @@ x-sender:/x-receiver: lines) to their destinations over SMTP.
   --smtps-port N           implicit-TLS port tried first for smtps- MX hosts (default 26)
   --dns HOST:PORT[,...]    DNS servers (default: /etc/resolv.conf)
   --prefix-signals MODE    enforce (default) | log-only | off: the starttls-/smtps- MX name rules
+  --banner-pins MODE       off (default) | learn: keep the "strict-tls=" pins verified MX hosts
+                           announce in their greeting (experimental, not a standard)
   --helo NAME              name sent in EHLO/HELO (default: host name)
   --tls MODE               opportunistic (default) | required | disabled
   --ca-file FILE           CA bundle for certificate checks (default: system store)
@@ -153,6 +155,12 @@ absl::StatusOr<EngineConfig> ParseFlags(int argc, char** argv, bool* help, bool*
       else if (m == "log-only") c.tls_global.prefix_signals = PrefixSignals::kLogOnly;
       else if (m == "off") c.tls_global.prefix_signals = PrefixSignals::kOff;
       else return Bad(flag, absl::StrCat("expected enforce|log-only|off, got '", m, "'"));
+    } else if (flag == "--banner-pins") {
+      if (!(st = need(v)).ok()) return st;
+      std::string m = v;
+      if (m == "off") c.banner_pins = BannerPinMode::kOff;
+      else if (m == "learn") c.banner_pins = BannerPinMode::kLearn;
+      else return Bad(flag, absl::StrCat("expected off|learn, got '", m, "'"));
     } else if (flag == "--smtps-port") {
       if (!(st = need(v)).ok() ||
           !(st = ParseInt<uint16_t>(flag, v, 1, 65535, &c.tls_global.smtps_port)).ok())

@@ -18,6 +18,7 @@
 #include "output/amqp_output.h"
 #include "engine/smtp_session.h"
 #include "queue/dsn.h"
+#include "tls/banner_pin.h"
 #include "tls/policy.h"
 
 namespace mxb {
@@ -94,6 +95,10 @@ struct EngineConfig {
   // Smarthost relays, the [relay.NAME] tables (engine/relay.h), for "DOMAIN=relay:NAME" routes.
   std::vector<RelayConfig> relays;
   bool tls_resumption = true;  // resume TLS sessions per MX (off: for benchmarks)
+  // The banner "strict-tls" pin (tls/banner_pin.h; experimental, not a standard): `[tls]
+  // banner_pins` / --banner-pins. learn = pins announced in a verified host's 220 greeting are
+  // kept in SPOOL/policy/banner-pins.json and enforced like a starttls- prefix.
+  BannerPinMode banner_pins = BannerPinMode::kOff;
   // MTA-STS (RFC 8461, engine/sts_fetcher.h), the [mta_sts] table: applied to MX delivery (not
   // static routes); policies cached in SPOOL/policy/mta-sts/. `wait`: how long jobs of a domain
   // whose first check is still running wait before they are deferred.

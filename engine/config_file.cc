@@ -269,7 +269,7 @@ class Reader : public TomlReader {
       const std::string p = "tls.";
       if (!(s = CheckKeys(*t, p, {"mode", "prefix_signals", "ca_file", "smtp_port",
                                   "smtps_port", "implicit_tls_retry", "dane",
-                                  "honor_tls_required_no"}))
+                                  "honor_tls_required_no", "banner_pins"}))
                .ok())
         return s;
       std::string mode;
@@ -287,6 +287,14 @@ class Reader : public TomlReader {
         else if (signals == "log-only") c_->tls_global.prefix_signals = PrefixSignals::kLogOnly;
         else if (signals == "off") c_->tls_global.prefix_signals = PrefixSignals::kOff;
         else return Error("tls.prefix_signals", absl::StrCat("expected enforce|log-only|off, got '", signals, "'"));
+      }
+      std::string pins;
+      if (!(s = String(*t, p, "banner_pins", &pins)).ok()) return s;
+      if (!pins.empty()) {
+        // The banner strict-tls pin (tls/banner_pin.h): experimental, off by default.
+        if (pins == "off") c_->banner_pins = BannerPinMode::kOff;
+        else if (pins == "learn") c_->banner_pins = BannerPinMode::kLearn;
+        else return Error("tls.banner_pins", absl::StrCat("expected off|learn, got '", pins, "'"));
       }
       std::string dane;
       if (!(s = String(*t, p, "dane", &dane)).ok()) return s;

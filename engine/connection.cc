@@ -141,6 +141,8 @@ void Connection::Acquire() {
   addr_len_ = 0;
   session_saved_ = false;
   violation_.clear();
+  announced_pin_.reset();
+  pins_checked_gen_ = ~uint64_t{0};
   session_.reset();
   tls_.reset();
   parser_ = ReplyParser();
@@ -401,6 +403,7 @@ void Connection::DispatchReplies(absl::string_view data) {
   }
   for (const SmtpReply& r : replies) {
     if (phase_ != Phase::kSmtp) return;
+    if (session_->state() == SmtpState::kGreeting) NoteGreeting(r);
     Action a = session_->OnReply(r);
     bool starttls = a.kind == Action::Kind::kStartTls;
     Handle(std::move(a));
@@ -558,6 +561,7 @@ void Connection::Handle(Action a) {
         }
         ready_seen_ = true;
         if (env_->gate != nullptr) env_->gate->Ready(spec_);
+        LearnBannerPin();
         RecordTlsRpt(true, "");
         if (PolicyEntry* e = env_->policy_cache->Find(spec_.mx)) {
           e->ehlo_keywords = KeywordsOf(session_->capabilities());

@@ -43,6 +43,7 @@
 #include "engine/smtp_reply.h"
 #include "engine/smtp_session.h"
 #include "engine/timer_wheel.h"
+#include "tls/banner_pin.h"
 #include "tls/policy.h"
 #include "tls/tls_session.h"
 #include "tls/tlsrpt.h"
@@ -69,6 +70,8 @@ struct ConnectionEnv {
   WorkerStats* stats = nullptr;
   ConnectGate* gate = nullptr;  // local back-pressure (engine/connect_gate.h); nullptr = none
   TlsRptRecorder* tlsrpt = nullptr;  // engine/tlsrpt_reporter.h; nullptr = TLS-RPT off
+  // Banner strict-tls pins (tls/banner_pin.h) learned from verified greetings; nullptr = off.
+  BannerPinStore* banner_pins = nullptr;
 };
 
 // The upward interface: what a connection tells whoever opened it (a Destination). `slot`
@@ -181,6 +184,10 @@ class Connection {
   void Abort(absl::string_view why);
   // Keeps the ready session until `until_ms` (then QUIT) while no job is there for it.
   void Park(int64_t until_ms);
+  // False when a banner pin (tls/banner_pin.h) learned after this connection opened now covers
+  // its MX host and the connection has no verified TLS: it must carry no more mail (the owner
+  // quits it; the next connection is opened under the pin). engine/connection_pin.cc.
+  bool MeetsBannerPins();
   bool parked() const { return parked_; }
   void Unpark() { parked_ = false; }
 
@@ -220,6 +227,11 @@ class Connection {
   // TLS-RPT: this session's outcome, once — ready (success, or the log-only violation / missing
   // STARTTLS it had), or failed before ready with `reason` (counted only if it is a TLS one).
   void RecordTlsRpt(bool ready, absl::string_view reason);
+  // Banner pins (engine/connection_pin.cc): the 220 greeting's strict-tls announcement, kept
+  // until the session is ready; recorded then only if the certificate was PKIX-verified for
+  // the MX name.
+  void NoteGreeting(const SmtpReply& greeting);
+  void LearnBannerPin();
   void StartClose();
   void MaybeFinishClose();
 
@@ -236,6 +248,8 @@ class Connection {
   __kernel_timespec connect_timeout_{};
   bool session_saved_ = false;  // TLS session stored for resumption
   std::string violation_;       // log-only mode: what the prefix policy would have refused
+  std::optional<BannerPinAnnouncement> announced_pin_;  // from the greeting (learn mode)
+  uint64_t pins_checked_gen_ = ~uint64_t{0};  // BannerPinStore generation MeetsBannerPins passed
 
   std::optional<SmtpSession> session_;
   std::unique_ptr<TlsSession> tls_;

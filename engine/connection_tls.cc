@@ -22,6 +22,12 @@ bool Connection::NewTls() {
   params.verify = spec_.policy.verify;
   params.log_only = spec_.policy.log_only;  // verify, but let the handshake finish
   params.dane = spec_.policy.dane;  // RFC 7672: TLSA records authenticate, SNI is the MX host
+  if (announced_pin_ && !params.verify && params.dane == nullptr) {
+    // The greeting announced a banner pin: check the certificate without enforcing it, so the
+    // pin can be recorded if (and only if) it verifies (engine/connection_pin.cc).
+    params.verify = true;
+    params.log_only = true;
+  }
   PolicyEntry* e = env_->policy_cache->Find(spec_.mx);
   if (env_->config->tls_resumption && e != nullptr && e->session != nullptr) {
     params.resume = e->session.get();

@@ -111,7 +111,7 @@ struct EngineCounters {
                                                            "expired"};
   // tls/policy.h ToString(PolicySource), and "other" for anything else.
   static constexpr const char* kSourceNames[] = {"opportunistic", "prefix", "config", "dane",
-                                                 "mta-sts", "other"};
+                                                 "mta-sts", "banner-pin", "other"};
   static constexpr size_t kSources = sizeof(kSourceNames) / sizeof(kSourceNames[0]);
 
   std::atomic<uint64_t> claimed{0};

@@ -529,6 +529,11 @@ bool Destination::OpenConnection() {
   SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
   // The domain's MTA-STS policy on top of the per-MX one (tls/mta_sts.h: DANE still wins).
   spec.policy = sts_ != nullptr ? ApplyStsPolicy(policy.policy, *sts_) : policy.policy;
+  // A banner pin learned from a verified greeting (tls/banner_pin.h): like a starttls- prefix.
+  if (ctx_->banner_pins != nullptr && relay_ == nullptr &&
+      ctx_->banner_pins->Match(hop.mx, absl::Now())) {
+    spec.policy = ApplyBannerPin(std::move(spec.policy));
+  }
   // An smtps- host's implicit-TLS port has TLSA records of its own (tls/hop_policy.cc).
   if (implicit && spec.policy.implicit_dane != nullptr) spec.policy.dane = spec.policy.implicit_dane;
   bool relaxed_policy = false;
@@ -628,6 +633,12 @@ bool Destination::OpenConnection() {
 void Destination::StartTransaction(uint32_t slot, bool may_hand_over) {
   DestinationHost& host = *ctx_->host;
   Lease& l = leases_[slot];
+  // A banner pin learned since this connection opened: without verified TLS it carries nothing
+  // more; closing it lets the next one open under the pin (OnClosed pumps).
+  if (!host.MeetsBannerPins(slot)) {
+    host.Quit(slot);
+    return;
+  }
   // Keep the session (and its TLS state) for the next job of this destination or of another
   // one on the same MX pool key, or until the rate budget allows the next message.
   auto park = [&] {

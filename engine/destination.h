@@ -78,6 +78,9 @@ class DestinationHost {
   virtual int64_t LocalRetryAtMs() const { return now_ms() + 100; }
   // Connection::Transfer / Quit / Park of a connection this destination owns.
   virtual bool Transfer(uint32_t slot, DeliveryJob* job) = 0;
+  // Connection::MeetsBannerPins: may this connection still carry mail (a banner pin learned
+  // after it opened covers its MX and it has no verified TLS -> false)?
+  virtual bool MeetsBannerPins(uint32_t /*slot*/) { return true; }
   virtual void Quit(uint32_t slot) = 0;
   virtual void Park(uint32_t slot, int64_t until_ms) = 0;
   // True (and no longer parked) if `c` is still that connection and parked.
@@ -99,6 +102,8 @@ struct DestinationContext {
   // TLS-RPT (engine/tlsrpt_reporter.h): connections carry their policy (ConnectSpec::tlsrpt)
   // and report their outcome; nullptr = off.
   TlsRptRecorder* tlsrpt = nullptr;
+  // Banner strict-tls pins (tls/banner_pin.h) applied on top of the hop policy; nullptr = off.
+  const BannerPinStore* banner_pins = nullptr;
   size_t source_rr = 0;  // rotation over a source pool's addresses, per worker
   // Operator suspensions (engine/control_plane.h); nullptr when the control plane is off.
   const Suspensions* suspensions = nullptr;

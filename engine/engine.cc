@@ -84,6 +84,14 @@ absl::Status Engine::Start() {
     if (!sts.ok()) return sts.status();
     sts_ = *std::move(sts);
   }
+  if (config_.banner_pins == BannerPinMode::kLearn) {
+    std::string warning;
+    absl::StatusOr<std::unique_ptr<BannerPinStore>> pins =
+        BannerPinStore::Open(config_.spool_dir + "/policy", &warning);
+    if (!pins.ok()) return pins.status();
+    if (!warning.empty()) std::fprintf(stderr, "mxburst: banner pins: %s\n", warning.c_str());
+    banner_pins_ = *std::move(pins);
+  }
   // Read-only; the TLS-RPT counters' journal deltas are needed before the workers start.
   std::string journal_dir = config_.spool_dir + "/journal";
   absl::StatusOr<RecoveredJournal> old = Journal::Recover(journal_dir);
@@ -127,6 +135,7 @@ absl::Status Engine::Start() {
                                       tls_client_.get(), completions_.get());
     w->set_sts(config_.mta_sts ? sts_.get() : nullptr);
     w->set_tlsrpt(tlsrpt_.get());
+    w->set_banner_pins(banner_pins_.get());
     w->set_ports(ports, n);
     if (control_) w->AttachControl(control_->channel(static_cast<size_t>(i)));
     if (absl::Status s = w->Init(); !s.ok()) return s;

@@ -139,6 +139,8 @@ class Engine {
   // calls back into it, so that thread is joined first.
   std::unique_ptr<TlsRptReporter> tlsrpt_;
   std::unique_ptr<StsFetcher> sts_;  // MTA-STS (and TLS-RPT's network steps); outlives workers
+  // Banner strict-tls pins (tls/banner_pin.h), shared by the workers; nullptr when off.
+  std::unique_ptr<BannerPinStore> banner_pins_;
   std::unique_ptr<CompletionQueue> completions_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full

@@ -242,6 +242,7 @@ struct Worker::Impl : public DestinationHost {
     env.stats = &w.stats_;
     env.gate = &gate;
     env.tlsrpt = w.tlsrpt_;
+    env.banner_pins = w.banner_pins_;
     tls_rules = RulesOf(w.config_);
     dctx.config = &w.config_;
     dctx.shaping = shaping;
@@ -251,6 +252,7 @@ struct Worker::Impl : public DestinationHost {
     dctx.sts = w.sts_;
     dctx.mx_pool = &mx_pool;
     dctx.tlsrpt = w.tlsrpt_;
+    dctx.banner_pins = w.banner_pins_;
     if (w.control_ != nullptr) dctx.suspensions = &suspensions;
   }
 
@@ -414,6 +416,7 @@ struct Worker::Impl : public DestinationHost {
   }
 
   bool Transfer(uint32_t slot, DeliveryJob* job) override { return slab.At(slot).Transfer(job); }
+  bool MeetsBannerPins(uint32_t slot) override { return slab.At(slot).MeetsBannerPins(); }
   void Quit(uint32_t slot) override { slab.At(slot).Quit(); }
   void Park(uint32_t slot, int64_t until_ms) override { slab.At(slot).Park(until_ms); }
 

@@ -106,6 +106,8 @@ class Worker {
   void set_sts(StsSource* sts) { sts_ = sts; }
   // Where connections record TLS-RPT session outcomes (before Init; nullptr = off).
   void set_tlsrpt(TlsRptRecorder* r) { tlsrpt_ = r; }
+  // Banner strict-tls pins to apply and learn (tls/banner_pin.h; before Init; nullptr = off).
+  void set_banner_pins(BannerPinStore* pins) { banner_pins_ = pins; }
   // The control plane's queues (engine/control_plane.h); before Start(), never with [http] off.
   void AttachControl(WorkerChannel* channel) { control_ = channel; }
   // The ephemeral port range (engine/connect_gate.h) and how many workers share it; before Init.
@@ -129,6 +131,7 @@ class Worker {
   CompletionQueue* done_;
   StsSource* sts_ = nullptr;
   TlsRptRecorder* tlsrpt_ = nullptr;
+  BannerPinStore* banner_pins_ = nullptr;
   MpscQueue<DeliveryJob*> inbound_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};

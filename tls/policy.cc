@@ -71,6 +71,8 @@ const char* ToString(PolicySource s) {
       return "dane";
     case PolicySource::kMtaSts:
       return "mta-sts";
+    case PolicySource::kBannerPin:
+      return "banner-pin";
   }
   return "unknown";
 }

@@ -46,8 +46,9 @@ namespace mxb {
 class TlsSessionTicket;  // tls/tls_session.h
 struct DaneAuthority;    // tls/dane.h
 
-enum class PolicySource { kOpportunistic, kPrefix, kConfig, kDane, kMtaSts };
-const char* ToString(PolicySource s);  // "opportunistic", "prefix", "config", "dane", "mta-sts"
+enum class PolicySource { kOpportunistic, kPrefix, kConfig, kDane, kMtaSts, kBannerPin };
+// "opportunistic", "prefix", "config", "dane", "mta-sts", "banner-pin" (tls/banner_pin.h)
+const char* ToString(PolicySource s);
 
 enum class TlsRequirement {
   kDisabled,       // never STARTTLS (config tls = "disabled")

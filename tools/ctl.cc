@@ -1,7 +1,7 @@
 // mxburstctl: look at a spool and the engine's policy cache, and flush deferred mail.
 //
 //   mxburstctl queue  --spool DIR            counts per spool directory, deferred per domain
-//   mxburstctl policy --spool DIR            the TLS policy cache (written by each worker)
+//   mxburstctl policy --spool DIR            the TLS policy cache (written by each worker), pins
 //   mxburstctl shaping --spool DIR           traffic-shaping budgets: connections, rate, back-off
 //   mxburstctl flush  --spool DIR [--domain D]  deferred messages back to incoming/ now
 //
@@ -25,6 +25,7 @@
 #include "queue/envelope.h"
 #include "queue/journal.h"
 #include "queue/spool.h"
+#include "tls/banner_pin.h"
 #include "tls/mta_sts.h"
 #include "tls/tlsrpt.h"
 
@@ -34,6 +35,8 @@ const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
 
   queue            messages per spool directory, and deferred recipients per domain
   policy           the TLS policy cache per MX host (JSON lines, from SPOOL/log/policy-w*.jsonl)
+                   and the learned banner strict-tls pins ("source":"banner-pin", from
+                   SPOOL/policy/banner-pins.json)
   shaping          the traffic-shaping budgets: open connections, message rate and back-off
                    (throttle) state per [[shaping]] rule (JSON lines, from SPOOL/log/shaping.jsonl)
   sts DOMAIN       DOMAIN's cached MTA-STS policy (RFC 8461): mode, mx patterns, id, fetched and
@@ -87,7 +90,21 @@ int Policy(const mxb::Spool& spool) {
     any = true;
     std::fputs(text.c_str(), stdout);
   }
-  if (!any) std::fprintf(stderr, "mxburstctl: no policy dump yet in %s/log\n", spool.root().c_str());
+  // Banner strict-tls pins (tls/banner_pin.h), process-wide rather than per worker: one line
+  // each with "source":"banner-pin", straight from SPOOL/policy/banner-pins.json.
+  absl::StatusOr<std::vector<mxb::BannerPin>> pins =
+      mxb::BannerPinStore::ReadFile(spool.root() + "/policy");
+  if (pins.ok()) {
+    for (const mxb::BannerPin& p : *pins) {
+      std::printf("%s\n", mxb::BannerPinStore::PinJson(p, absl::Now()).c_str());
+    }
+  } else if (!absl::IsNotFound(pins.status())) {
+    std::fprintf(stderr, "mxburstctl: %s/policy/%s: %s\n", spool.root().c_str(),
+                 mxb::BannerPinStore::kFileName, std::string(pins.status().message()).c_str());
+  }
+  if (!any && !(pins.ok() && !pins->empty())) {
+    std::fprintf(stderr, "mxburstctl: no policy dump yet in %s/log\n", spool.root().c_str());
+  }
   return 0;
 }
 

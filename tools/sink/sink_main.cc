@@ -179,6 +179,7 @@ int Main(int argc, char** argv) {
     ListenerRuntime& lr = listeners[i];
     lr.spec = opts.listeners[i];
     lr.session_config.hostname = hostname;
+    lr.session_config.banner = opts.banner;
     lr.session_config.offer_starttls = !lr.spec.no_starttls;
     lr.session_config.offer_requiretls = lr.spec.requiretls;
     lr.session_config.tempfail_rcpt = opts.tempfail_rcpt;

@@ -130,7 +130,7 @@ bool IsValueFlag(absl::string_view flag) {
       "--listen", "--cert", "--key", "--cert-names", "--write-cert", "--out-dir", "--threads",
       "--tempfail-rcpt", "--reject-rcpt", "--tempfail-data-every", "--max-rcpts",
       "--reject-data-from", "--refuse-data-from", "--shutdown-rcpt",
-      "--reply-delay-ms", "--stats-file", "--ready-file"};
+      "--reply-delay-ms", "--stats-file", "--ready-file", "--banner"};
   for (absl::string_view f : kFlags) {
     if (f == flag) return true;
   }
@@ -174,6 +174,8 @@ Delivery:
   --refuse-data-from SUBSTR   MAIL FROM containing SUBSTR: the DATA command -> 554 5.7.1
   --shutdown-rcpt SUBSTR   RCPT whose address contains SUBSTR -> 421 4.3.2, then close
   --reply-delay-ms N       delay every SMTP reply by N ms (slow server)
+  --banner TEXT            append TEXT to the 220 greeting, e.g. "strict-tls=*.example.com;
+                           max-age=86400" (the banner pin, tls/banner_pin.h)
   --chunking               offer CHUNKING (RFC 3030) and take BDAT; a message that came by BDAT
                            has "transfer: bdat" in its .env
   --chunking-broken        offer CHUNKING but answer BDAT "502 5.5.2 command not recognized" and
@@ -261,6 +263,11 @@ absl::StatusOr<SinkOptions> ParseSinkOptions(int argc, char** argv) {
       st = ParseNumber<uint32_t>(flag, value, 0, 1000000, &opts.max_rcpts);
     } else if (flag == "--reply-delay-ms") {
       st = ParseNumber<uint32_t>(flag, value, 0, 3600 * 1000, &opts.reply_delay_ms);
+    } else if (flag == "--banner") {
+      if (value.find_first_of("\r\n") != std::string::npos) {
+        return absl::InvalidArgumentError("--banner: one line, no CR or LF");
+      }
+      opts.banner = value;
     } else if (flag == "--stats-file") {
       opts.stats_file = value;
     } else if (flag == "--ready-file") {

@@ -46,6 +46,8 @@ struct SinkOptions {
   std::string refuse_data_from;      // MAIL FROM containing this -> 554 5.7.1 to DATA
   std::string shutdown_rcpt;         // RCPT containing this -> 421 4.3.2 and close
   uint32_t reply_delay_ms = 0;       // delay every SMTP reply by this much
+  std::string banner;                // text after "220 <host> ESMTP mxburst-sink" (e.g. a
+                                     // strict-tls= pin, tls/banner_pin.h)
   std::string stats_file;
   std::string ready_file;
   bool chunking = false;         // advertise CHUNKING, take BDAT (RFC 3030)

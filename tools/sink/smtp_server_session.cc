@@ -69,7 +69,8 @@ SmtpServerSession::SmtpServerSession(const SessionConfig* config, MessageStore* 
     : config_(config), store_(store), stats_(stats), in_tls_(in_tls) {}
 
 void SmtpServerSession::Start(std::string* replies) {
-  absl::StrAppend(replies, "220 ", config_->hostname, " ESMTP mxburst-sink\r\n");
+  absl::StrAppend(replies, "220 ", config_->hostname, " ESMTP mxburst-sink",
+                  config_->banner.empty() ? "" : " ", config_->banner, "\r\n");
 }
 
 void SmtpServerSession::ProtocolError(std::string* replies, absl::string_view reply) {

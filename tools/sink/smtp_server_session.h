@@ -27,6 +27,7 @@ namespace mxb::sink {
 // Behaviour shared by all connections of one listener. Read-only after start-up.
 struct SessionConfig {
   std::string hostname = "localhost";  // in the greeting and the EHLO reply
+  std::string banner;                  // appended to the greeting line (--banner)
   bool offer_starttls = true;          // false for no-starttls listeners
   bool offer_requiretls = false;       // RFC 8689 §3: REQUIRETLS in EHLO replies inside TLS
   std::string tempfail_rcpt;           // see SinkOptions
