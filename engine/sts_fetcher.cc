@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -87,8 +88,13 @@ class StsFetcher::Loop {
   void Wake() { curl_multi_wakeup(multi_); }
 
   void Run() {
+    absl::Time next_refresh_scan = absl::InfinitePast();
     while (!f_->stop_.load(std::memory_order_acquire)) {
       StartRequests();
+      if (const absl::Time now = absl::Now(); now >= next_refresh_scan) {
+        for (std::string& d : f_->DueRefreshes(now)) CheckTxt(std::move(d));
+        next_refresh_scan = now + absl::Seconds(1);  // the poll below wakes at least this often
+      }
       std::vector<curl_waitfd> extra;
       for (const auto& [fd, ev] : watched_) {
         curl_waitfd w{};
@@ -403,6 +409,22 @@ StsFetcher::~StsFetcher() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::vector<std::string> StsFetcher::DueRefreshes(absl::Time now) {
+  std::vector<std::string> due;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [domain, st] : states_) {
+    if (st.busy || now < st.refresh_at || now >= st.expires) continue;
+    if (now - st.last_lookup > st.max_age) continue;  // no longer in use: let it lapse
+    if (now - st.refresh_tried < st.refresh_retry) continue;
+    st.busy = true;
+    st.refresh_tried = now;
+    ++stats_.checks;
+    ++stats_.proactive_refreshes;
+    due.push_back(domain);
+  }
+  return due;
+}
+
 StsLookup StsFetcher::Lookup(absl::string_view domain_in, absl::Time now) {
   const std::string domain = absl::AsciiStrToLower(absl::StripSuffix(domain_in, "."));
   StsLookup out;
@@ -415,6 +437,7 @@ StsLookup StsFetcher::Lookup(absl::string_view domain_in, absl::Time now) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     DomainState& st = states_[domain];
+    st.last_lookup = now;
     if (!st.busy && now - st.checked >= opts_.recheck) {
       st.busy = true;
       requests_.push_back(domain);
@@ -437,11 +460,22 @@ StsLookup StsFetcher::Lookup(absl::string_view domain_in, absl::Time now) {
 }
 
 void StsFetcher::Finish(const std::string& domain, std::string failure, bool fetched, bool ok) {
+  std::shared_ptr<const StsPolicy> cached = store_->Get(domain);
   std::lock_guard<std::mutex> lock(mu_);
   DomainState& st = states_[domain];
   st.busy = false;
   st.checked = absl::Now();
   st.failure = std::move(failure);
+  if (cached != nullptr) {
+    // The same threshold DecideStsAction() uses for kUseCachedRefresh, so the check it starts
+    // does fetch (an unchanged id and a policy this old).
+    st.max_age = absl::Seconds(cached->max_age_s);
+    st.refresh_at = cached->fetched + std::min(st.max_age / 2, absl::Hours(24));
+    st.expires = cached->expires();
+    st.refresh_retry = std::clamp(st.max_age / 10, absl::Seconds(1), opts_.recheck);
+  } else {
+    st.refresh_at = absl::InfiniteFuture();
+  }
   if (fetched) {
     ++stats_.fetches;
     ++(ok ? stats_.fetched_ok : stats_.fetch_failures);

@@ -19,6 +19,14 @@
 // TlsRptNetwork interface): the `_smtp._tls` TXT lookup and the https POST of a report, with
 // the same resolver pinning, CA file, timeouts and no-proxy rule; their callbacks run on it.
 //
+// Proactive refresh (RFC 8461 §5.1 "senders SHOULD ... proactively refresh", §10.2): a cached
+// policy of a domain looked up within its max_age is re-checked from this thread once half its
+// max_age (at most a day) has passed — TXT, and since the id is unchanged and the policy old
+// enough, a fetch — without waiting for mail, so a policy in use never lapses between the
+// `recheck` lookups (a max_age shorter than `recheck` would otherwise expire before the next
+// one). A failed refresh keeps the cached policy (§5.1) and is retried every max_age/10
+// (between 1 s and `recheck`) until it expires.
+//
 // Thread: Lookup(), LookupTxt() and PostReport() from any thread, never blocking on I/O: a mutex
 // guards the per-domain state and the request queue. Create/destructor on the engine's thread.
 //
@@ -71,6 +79,7 @@ class StsFetcher : public StsSource, public TlsRptNetwork {
 
   struct Stats {
     uint64_t checks = 0, fetches = 0, fetched_ok = 0, fetch_failures = 0;
+    uint64_t proactive_refreshes = 0;  // checks started by the refresh timer, not by a lookup
   };
   Stats stats() const;
 
@@ -79,7 +88,19 @@ class StsFetcher : public StsSource, public TlsRptNetwork {
     absl::Time checked = absl::InfinitePast();  // last completed check
     bool busy = false;
     std::string failure;
+    // Proactive refresh (RFC 8461 §10.2): the cached policy's refresh time and expiry, set
+    // when a check completes; refreshed from the fetcher thread while the domain is in use
+    // (looked up within the policy's max_age), retried every `refresh_retry` after a failure.
+    absl::Time last_lookup = absl::InfinitePast();
+    absl::Time refresh_at = absl::InfiniteFuture();
+    absl::Time expires = absl::InfinitePast();
+    absl::Duration max_age;
+    absl::Duration refresh_retry;
+    absl::Time refresh_tried = absl::InfinitePast();
   };
+  // The fetcher thread: domains whose cached policy is due for a proactive refresh; marks them
+  // busy as Lookup() does for a recheck.
+  std::vector<std::string> DueRefreshes(absl::Time now);
   class Loop;
   StsFetcher(const Options& opts, std::unique_ptr<StsPolicyStore> store);
   void Finish(const std::string& domain, std::string failure, bool fetched, bool ok);

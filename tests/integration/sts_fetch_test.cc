@@ -40,6 +40,8 @@ constexpr char kZones[] = R"(
   local-data: "mta-sts.badcert.ststest. 60 IN A 127.0.0.1"
   local-data: '_mta-sts.down.ststest. 60 IN TXT "v=STSv1; id=d2;"'
   local-data: "mta-sts.down.ststest. 60 IN A 127.0.0.9"
+  local-data: '_mta-sts.refresh.ststest. 60 IN TXT "v=STSv1; id=rf1;"'
+  local-data: "mta-sts.refresh.ststest. 60 IN A 127.0.0.1"
   local-data: "plain.ststest. 60 IN A 127.0.0.1"
 )";
 
@@ -54,7 +56,8 @@ class StsFetchTest : public ::testing::Test {
     server_ = StsPolicyServer::Start(
                   *dir_, {"mta-sts.good.ststest", "mta-sts.redirect.ststest",
                           "mta-sts.ctype.ststest", "mta-sts.big.ststest",
-                          "mta-sts.invalid.ststest", "mta-sts.down.ststest"})
+                          "mta-sts.invalid.ststest", "mta-sts.down.ststest",
+                          "mta-sts.refresh.ststest"})
                   .release();
     ASSERT_NE(server_, nullptr);
     ASSERT_TRUE(server_->ready()) << server_->error();
@@ -208,6 +211,54 @@ TEST_F(StsFetchTest, ChangedTxtIdRefetches) {
   ASSERT_EQ(l.state, StsLookup::State::kPolicy);
   EXPECT_EQ(l.policy->id, "goodid1");
   EXPECT_EQ(l.policy->mode, StsMode::kEnforce);
+}
+
+// §5.1 / §10.2: a cached policy in use is refreshed before it expires, by the fetcher thread
+// and without another lookup (the TXT id is unchanged: only a refresh sees the new policy); a
+// refresh that fails keeps the cached policy until its max_age runs out.
+TEST_F(StsFetchTest, PolicyInUseIsRefreshedBeforeExpiryAndKeptWhenTheRefreshFails) {
+  const std::string host = "mta-sts.refresh.ststest";
+  server_->SetPolicy(host, "version: STSv1\nmode: enforce\nmx: a.refresh.ststest\nmax_age: 10\n");
+  auto f = MakeFetcher("refresh");
+  ASSERT_NE(f, nullptr);
+  StsLookup first = Settle(f.get(), "refresh.ststest");
+  ASSERT_EQ(first.state, StsLookup::State::kPolicy) << first.failure;
+  ASSERT_TRUE(first.policy->MatchesMx("a.refresh.ststest"));
+  server_->SetPolicy(host, "version: STSv1\nmode: enforce\nmx: b.refresh.ststest\nmax_age: 10\n");
+  // Half the max_age (5 s) after the fetch the fetcher refreshes on its own.
+  std::shared_ptr<const StsPolicy> refreshed;
+  for (int i = 0; i < 800; ++i) {
+    refreshed = f->store().Get("refresh.ststest");
+    if (refreshed != nullptr && refreshed->MatchesMx("b.refresh.ststest")) break;
+    absl::SleepFor(absl::Milliseconds(25));
+  }
+  ASSERT_TRUE(refreshed != nullptr && refreshed->MatchesMx("b.refresh.ststest"))
+      << "no proactive refresh within 20 s";
+  EXPECT_GE(f->stats().proactive_refreshes, 1u);
+  EXPECT_LT(refreshed->fetched, first.policy->expires()) << "refreshed only after it had expired";
+  StsLookup used = f->Lookup("refresh.ststest", absl::Now());  // what a worker now gets
+  ASSERT_EQ(used.state, StsLookup::State::kPolicy);
+  EXPECT_TRUE(used.policy->MatchesMx("b.refresh.ststest"));
+
+  // The policy host answers 404 from now on: the next refresh fails, the cached policy stays.
+  server_->Remove(host);
+  const uint64_t failures = f->stats().fetch_failures;
+  for (int i = 0; i < 800 && f->stats().fetch_failures == failures; ++i) {
+    absl::SleepFor(absl::Milliseconds(25));
+  }
+  ASSERT_GT(f->stats().fetch_failures, failures) << "no refresh attempt within 20 s";
+  const absl::Time now = absl::Now();
+  StsLookup kept = f->Lookup("refresh.ststest", now);
+  if (now < refreshed->expires()) {  // (a loaded machine may have taken longer than max_age)
+    ASSERT_EQ(kept.state, StsLookup::State::kPolicy);
+    EXPECT_TRUE(kept.policy->MatchesMx("b.refresh.ststest"));
+    EXPECT_TRUE(absl::StartsWith(kept.failure, "sts-policy-fetch-error")) << kept.failure;
+  }
+  // Past its expiry it is gone: no stale policy is enforced forever.
+  while (absl::Now() < refreshed->expires() + absl::Milliseconds(50)) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(f->Lookup("refresh.ststest", absl::Now()).state, StsLookup::State::kNoPolicy);
 }
 
 }  // namespace
