@@ -110,9 +110,10 @@ void Connection::RecordTlsRpt(bool ready, absl::string_view reason) {
   std::string code;
   if (!result && ready) {
     if (spec_.policy.name == "dane-unusable") {
-      // RFC 7672 §2.2: TLSA records, none usable: encrypted, but not the DANE it asked for.
-      result = TlsRptResult::kDaneRequired;
+      // RFC 7672 §2.2: TLSA records, none usable: encrypted, but not the DANE it asked for
+      // (tls/tlsrpt.h maps this to tlsa-invalid, RFC 8460 §4.3.2.1).
       code = "tlsa-unusable";
+      result = TlsRptResultForFailure(code);
     } else if (!violation_.empty()) {
       result = TlsRptResultForFailure(violation_);
       code = violation_;

@@ -134,7 +134,11 @@ std::optional<TlsRptResult> TlsRptResultForFailure(absl::string_view reason) {
   // DANE (RFC 7672) reasons may follow a generic label ("validation-failure: tlsa-mismatch: ").
   if (absl::StrContains(r, "tlsa-mismatch")) return TlsRptResult::kTlsaInvalid;
   if (absl::StrContains(r, "tlsa-lookup-failed")) return TlsRptResult::kDnssecInvalid;
-  if (absl::StrContains(r, "tlsa-unusable")) return TlsRptResult::kDaneRequired;
+  // RFC 8460 §4.3.2.1: tlsa-invalid is "a validation error in the TLSA record associated with a
+  // DANE policy. None of the records in the RRset were found to be valid" — exactly an RRset
+  // with no usable record (RFC 7672 §2.2). dane-required means no validated TLSA records were
+  // present at all, which is not this case (we found some).
+  if (absl::StrContains(r, "tlsa-unusable")) return TlsRptResult::kTlsaInvalid;
   if (absl::StartsWith(r, "starttls-not-offered") || absl::StartsWith(r, "starttls-failed")) {
     return TlsRptResult::kStartTlsNotSupported;
   }

@@ -57,7 +57,7 @@ std::optional<TlsRptResult> TlsRptResultFromString(absl::string_view s);
 // as is; "validation-failure" -> certificate-not-trusted when the text says the chain has no
 // trusted signer, else validation-failure; "handshake-failed" -> validation-failure (§4.3.2.? the
 // catch-all); DANE "tlsa-mismatch" -> tlsa-invalid, "tlsa-lookup-failed" -> dnssec-invalid,
-// "tlsa-unusable" -> dane-required; "sts-*" as is. nullopt: not a TLS negotiation failure (a
+// "tlsa-unusable" (TLSA records, none usable) -> tlsa-invalid; "sts-*" as is. nullopt: not a TLS negotiation failure (a
 // refused connection, a 4xx greeting), which TLS-RPT does not count.
 std::optional<TlsRptResult> TlsRptResultForFailure(absl::string_view reason);
 

@@ -36,7 +36,8 @@ TEST(TlsRptResult, EngineFailureLabelsMapToRfcResultTypes) {
       {"handshake-failed: timed out", TlsRptResult::kValidationFailure},
       {"validation-failure: tlsa-mismatch: no record matched", TlsRptResult::kTlsaInvalid},
       {"tlsa-lookup-failed: SERVFAIL", TlsRptResult::kDnssecInvalid},
-      {"tlsa-unusable", TlsRptResult::kDaneRequired},
+      // §4.3.2.1: "None of the records in the RRset were found to be valid" (RFC 7672 §2.2).
+      {"tlsa-unusable", TlsRptResult::kTlsaInvalid},
       {"sts-policy-fetch-error: HTTP status 302", TlsRptResult::kStsPolicyFetchError},
       {"sts-webpki-invalid: SSL certificate problem", TlsRptResult::kStsWebpkiInvalid},
       {"sts-policy-invalid: line 2: mode", TlsRptResult::kStsPolicyInvalid},
