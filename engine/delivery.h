@@ -14,12 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "engine/smtp_session.h"
 #include "queue/envelope.h"
 
 namespace mxb {
-
 
 // Where and how a recipient's attempt ran; copied into the log record.
 struct AttemptInfo {
@@ -75,6 +76,18 @@ struct DeliveryJob {
   // RFC 8689 §5: the message says "TLS-Required: No" (and [tls] honor_tls_required_no): the
   // hop's TLS policy failures are logged, not enforced, for this job.
   bool tls_optional = false;
+  // Set by the destination when it deferred this job because every next hop failed recently
+  // (engine/destination.h, "dead"): until when new jobs will not be tried either, and the last
+  // hop failure. The scanner learns it (engine/dead_destinations.h) and defers such mail itself.
+  absl::Time dead_until = absl::InfinitePast();
+  std::string dead_reason;
 };
+
+// The outcome text of a job deferred without a connection attempt because its destination is
+// dead; the worker and the scanner say the same.
+inline std::string NotTriedText(absl::string_view last_failure) {
+  return absl::StrCat("destination not tried: all next hops failed recently (", last_failure,
+                      ")");
+}
 
 }  // namespace mxb

@@ -138,8 +138,8 @@ void Destination::Accept(DeliveryJob* job) {
     return;
   }
   if (now() < dead_until_ms_) {
-    fail("4.4.1", absl::StrCat("destination not tried: all next hops failed recently (",
-                               last_failure_, ")"));
+    MarkDead(job);
+    fail("4.4.1", NotTriedText(last_failure_));
     return;
   }
   if (const ShapingBudget* paused = PausedFor()) {
@@ -313,7 +313,15 @@ void Destination::HopFailed(size_t hop, absl::string_view reason, const AttemptI
   // arrives for a while, without new attempts.
   hops_.ResetFailures();
   dead_until_ms_ = now() + absl::ToInt64Milliseconds(ctx_->config->dead_destination_time);
+  for (DeliveryJob* job : queue_) MarkDead(job);
   FailQueue(DeliveryClass::kDeferred, 0, last_failure_enhanced_, last_failure_, attempt);
+}
+
+// The scanner defers this destination's next messages itself until then (no claim, no encoding,
+// no round trip through this worker: engine/dead_destinations.h). Wall clock: the scanner's.
+void Destination::MarkDead(DeliveryJob* job) const {
+  job->dead_until = absl::Now() + absl::Milliseconds(dead_until_ms_ - now());
+  job->dead_reason = last_failure_;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -233,6 +233,8 @@ class Destination : public ConnectionOwner {
   // Back-pressure from this host (ports, descriptors): jobs stay queued, Pump() runs again at
   // the host's LocalRetryAtMs(); no hop is marked failed.
   void WaitForLocalResources();
+  // Tells the scanner that `job` met a dead destination (DeliveryJob::dead_until).
+  void MarkDead(DeliveryJob* job) const;
   void FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
                  absl::string_view text, const AttemptInfo& attempt);
   int64_t now() const { return ctx_->host->now_ms(); }

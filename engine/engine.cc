@@ -188,6 +188,7 @@ absl::Status Engine::Start() {
   scanner_ = std::make_unique<Scanner>(config_, spool_.get(), workers_.size(),
                                        config_.scanner_threads);
   scanner_->AddRecovered(rep->redeliver);
+  scanner_->set_gate(this);  // dead destinations (engine/dead_destinations.h)
   if (!config_.quiet &&
       (rep->redeliver.size() + rep->completed + rep->rewritten + log_repaired) > 0) {
     std::fprintf(stderr,
@@ -314,6 +315,7 @@ absl::Status Engine::ProcessCompletions() {
           break;
       }
     }
+    dead_.Learn(*job);
     if (--msg->jobs_out == 0) finished.push_back(msg);
     delete job;
   }
@@ -321,7 +323,8 @@ absl::Status Engine::ProcessCompletions() {
   // before the commit (their names are deterministic, so a crash rewrites the same file).
   for (MessageRecord* msg : finished) held_.push_back(PlanFinish(msg, now));
   if (tlsrpt_) tlsrpt_->OnBatch(journal_.get(), now);  // TLS-RPT counts commit with the batch
-  if (held_.empty() && log_->buffered().empty() && journal_->buffered_bytes() == 0) {
+  if (held_.empty() && moves_.empty() && log_->buffered().empty() &&
+      journal_->buffered_bytes() == 0) {
     return absl::OkStatus();
   }
   // Disk full (or another failed durable write): everything stays in memory and is retried
@@ -393,6 +396,7 @@ absl::Status Engine::ProcessCompletions() {
     last_finish_ = now;
   }
   held_ = std::move(retry);
+  if (absl::Status s = MovePostponed(now); !s.ok() && first_error.ok()) first_error = s;
   if (!first_error.ok()) {
     BlockDurable(first_error, now);
   } else if (durable_blocked_) {
@@ -479,12 +483,13 @@ absl::Status Engine::Run() {
     intake_.Publish(in_flight_, config_.max_messages_in_flight);
     if (in_flight_ == 0 && scanner_->outstanding() == 0) {
       if (stopping) break;
-      if (config_.drain && scanner_->drained()) break;
+      if (config_.drain && scanner_->drained() && !dead_.holds_any()) break;
     }
     // Sleep only when nothing was claimed: wake on a completion, a claim thread's result or
     // the next incoming scan.
-    bool busy = in_flight_ > before && in_flight_ < config_.max_messages_in_flight &&
-                in_flight_bytes_ < config_.max_bytes_in_flight;
+    bool busy = (in_flight_ > before && in_flight_ < config_.max_messages_in_flight &&
+                 in_flight_bytes_ < config_.max_bytes_in_flight) ||
+                dead_.has_postponed() || !moves_.empty();
     pollfd pfd[2] = {{completions_->event_fd(), POLLIN, 0}, {scanner_->event_fd(), POLLIN, 0}};
     poll(pfd, scanner_->event_fd() >= 0 ? 2 : 1, busy ? 0 : 20);
   }

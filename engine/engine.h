@@ -31,6 +31,7 @@
 #include "dns/static_routes.h"
 #include "engine/accounting_log.h"
 #include "engine/config.h"
+#include "engine/dead_destinations.h"
 #include "engine/scanner.h"
 #include "engine/sts_fetcher.h"
 #include "engine/tlsrpt_reporter.h"
@@ -62,6 +63,9 @@ struct EngineSummary {
   uint64_t local_waits = 0;        // connects held back by a local shortage (engine/connect_gate.h)
   uint64_t port_budget_waits = 0;  // and by a spent ephemeral port budget
   uint64_t pacing_waits = 0;       // and by connect pacing (ConnectGate::kMaxUnready)
+  // Messages for dead destinations deferred by the scanner without a claim or a worker
+  // (engine/dead_destinations.h).
+  uint64_t not_tried_by_scanner = 0;
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   // Issue 17: CPU of the scanner thread (commits, logs, spool removal; claims when inline) and
@@ -73,7 +77,7 @@ struct EngineSummary {
   absl::flat_hash_map<std::string, uint64_t> policies;    // TLS policy name -> delivered rcpts
 };
 
-class Engine {
+class Engine : private ClaimGate {
  public:
   explicit Engine(EngineConfig config);
   ~Engine();
@@ -98,6 +102,18 @@ class Engine {
   [[nodiscard]] absl::Status ProcessCompletions();
   // Moves due retries from the heap into the scanner, which interleaves them with fresh mail.
   void CollectDueRetries();
+  // ClaimGate (engine/scanner.h), for dead destinations (engine/dead_destinations.h,
+  // engine_postponed.cc): a file whose every recipient's destination is dead is postponed
+  // (it stays unclaimed) ...
+  bool Postpone(const std::string& name, bool from_incoming) override;
+  bool Holds(absl::string_view name) const override { return dead_.Holds(name); }
+  bool holds_any() const override { return dead_.holds_any(); }
+  bool has_postponed() const override { return dead_.has_postponed(); }
+  bool crowded() const override { return dead_.postponed() >= config_.max_messages_in_flight; }
+  // ... and, later, deferred: logged now, moved after the next commit ...
+  void DeferOnePostponed() override;
+  // ... by this, after the commit (ResourceExhausted/Unavailable: kept, retried with back-off).
+  absl::Status MovePostponed(absl::Time now);
   // Delivery passes so far (the retry mark's count when ahead of the envelope's generation).
   uint32_t Tries(const MessageRecord& msg) const;
   // Deferred recipients: the next attempt's envelope, or expiry (journaled, logged, DSN).
@@ -145,6 +161,14 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::deque<DeliveryJob*>> overflow_;  // per worker, when its queue was full
   std::vector<bool> wake_;
+  DeadDestinations dead_{config_.shaping.get()};
+  // Postponed files deferred and logged, to be moved once the log records are durable.
+  struct PostponedMove {
+    std::string name;
+    bool from_incoming;
+    RetryMark mark;
+  };
+  std::vector<PostponedMove> moves_;
 
   absl::Time last_shortage_log_ = absl::InfinitePast();  // claiming hit EMFILE/ENOMEM
   std::vector<Finish> held_;     // finished, waiting for a durable commit or spool write

@@ -99,6 +99,10 @@ std::string Engine::SummaryLine() const {
                                 absl::ToDoubleMicroseconds(s.claim_cpu) /
                                     static_cast<double>(s.messages))
               : std::string()) +
+         (s.not_tried_by_scanner > 0
+              ? absl::StrCat("; ", s.not_tried_by_scanner,
+                             " message(s) for dead destinations deferred by the scanner")
+              : std::string()) +
          (s.durable_pauses > 0
               ? absl::StrCat("; claiming paused ", s.durable_pauses,
                              " time(s) because spool writes failed")

@@ -13,6 +13,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/dead_destinations.h"
 #include "engine/requiretls.h"
 #include "engine/smtp_data.h"
 #include "queue/envelope.h"
@@ -26,6 +27,7 @@ constexpr size_t kClaimBatch = 256;
 // 10). With claim threads the scanner thread only hands out names, so the window is its own.
 constexpr absl::Duration kClaimSlice = absl::Milliseconds(2);
 constexpr size_t kListBatch = 4096;
+constexpr absl::Duration kHeldListingPause = absl::Milliseconds(50);
 // Files handed out per claim thread ahead of its work: enough to never wait for the scanner
 // thread, few enough that the in-flight byte bound (checked as files come back) overshoots by
 // little.
@@ -112,14 +114,23 @@ uint64_t Scanner::claim_cpu_ns() const {
   return sum;
 }
 
-bool Scanner::NextTask(bool* listed, Task* out) {
-  if (pending_.empty() && !*listed) {
+Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
+  const absl::Time now = absl::Now();
+  const bool held = gate_ != nullptr && gate_->holds_any();
+  // While postponed files fill incoming/, a scan that finds only them reads the whole directory
+  // for nothing: the next one waits a little (new mail waits at most that long).
+  if (pending_.empty() && !*listed && (!held || now >= next_listing_)) {
     *listed = true;  // one directory scan per call at most
-    for (std::string& name : spool_->ListIncoming(kListBatch)) {
+    std::vector<std::string> names =
+        held ? spool_->ListIncoming(kListBatch,
+                                    [this](absl::string_view n) { return gate_->Holds(n); })
+             : spool_->ListIncoming(kListBatch);
+    for (std::string& name : names) {
       // A name a claim thread has not renamed yet is still listed: claimed once.
       if (!in_claim_.contains(name)) pending_.push_back({std::move(name), Source::kIncoming});
     }
     incoming_empty_ = pending_.empty();
+    if (incoming_empty_ && held) next_listing_ = now + kHeldListingPause;
   }
   // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
   // incoming and deferred queues: a backlog of retries never starves new mail, nor the
@@ -127,7 +138,14 @@ bool Scanner::NextTask(bool* listed, Task* out) {
   const bool retry_turn =
       !due_.empty() &&
       (pending_.empty() || (retry_turn_ && pending_.front().source != Source::kActive));
-  if (!retry_turn && pending_.empty()) return false;
+  // Mail postponed for dead destinations goes last (engine/dead_destinations.h).
+  if (gate_ != nullptr && gate_->has_postponed() &&
+      ((!retry_turn && pending_.empty()) || gate_->crowded() ||
+       ++postponed_turn_ % kPostponedShare == 0)) {
+    gate_->DeferOnePostponed();
+    return Pick::kGated;
+  }
+  if (!retry_turn && pending_.empty()) return Pick::kNone;
   if (retry_turn) {
     *out = {std::move(due_.front()), Source::kDeferred};
     due_.pop_front();
@@ -136,7 +154,19 @@ bool Scanner::NextTask(bool* listed, Task* out) {
     pending_.pop_front();
   }
   retry_turn_ = !retry_turn;
-  return true;
+  if (gate_ != nullptr && out->source != Source::kActive &&
+      gate_->Postpone(out->name, out->source == Source::kIncoming)) {
+    return Pick::kGated;
+  }
+  return Pick::kTask;
+}
+
+void Scanner::Requeue(std::string name, bool from_incoming) {
+  if (from_incoming) {
+    pending_.push_front({std::move(name), Source::kIncoming});
+  } else {
+    due_.push_front(std::move(name));
+  }
 }
 
 ClaimedFile Scanner::Process(const Task& task) const {
@@ -303,9 +333,10 @@ void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
     const absl::Time start = absl::Now();
     while (chosen < kClaimBatch && !shortage_ && may_claim()) {
       if (chosen % 8 == 7 && absl::Now() - start > kClaimSlice) break;
-      if (!NextTask(&listed, &task)) break;
+      const Pick pick = NextTask(&listed, &task);
+      if (pick == Pick::kNone) break;
       ++chosen;
-      Finish(Process(task), done);
+      if (pick == Pick::kTask) Finish(Process(task), done);
     }
     return;
   }
@@ -313,8 +344,10 @@ void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
   const size_t ahead = std::max<size_t>(16, kAheadPerThread * threads_.size());
   std::vector<Task> batch;
   while (chosen < kClaimBatch && !shortage_ && outstanding_ < ahead && may_claim()) {
-    if (!NextTask(&listed, &task)) break;
+    const Pick pick = NextTask(&listed, &task);
+    if (pick == Pick::kNone) break;
     ++chosen;
+    if (pick == Pick::kGated) continue;
     ++outstanding_;
     in_claim_.insert(task.name);
     batch.push_back(std::move(task));

@@ -37,11 +37,31 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "engine/config.h"
 #include "engine/delivery.h"
 #include "queue/spool.h"
 
 namespace mxb {
+
+// Decides, on the scanner thread, whether a chosen file is claimed at all: the engine postpones
+// mail for dead destinations (engine/dead_destinations.h) and defers it last, unclaimed.
+class ClaimGate {
+ public:
+  virtual ~ClaimGate() = default;
+  // `name` in incoming/ (else deferred/): true when the gate took it instead of the claim.
+  virtual bool Postpone(const std::string& name, bool from_incoming) = 0;
+  // Postponed names not moved yet: listings of incoming/ skip them.
+  virtual bool Holds(absl::string_view name) const = 0;
+  virtual bool holds_any() const = 0;
+  // Postponed files wait (one in kPostponedShare choices goes to them, every one when nothing
+  // else waits or when crowded()) ...
+  virtual bool has_postponed() const = 0;
+  virtual bool crowded() const = 0;
+  // ... and this defers the oldest (it may hand it back through Scanner::Requeue).
+  virtual void DeferOnePostponed() = 0;
+};
 
 // One chosen file after its claim: a message ready for the workers, or why not.
 struct ClaimedFile {
@@ -80,6 +100,10 @@ class Scanner {
 
   // Files left in active/ by a previous run: claimed again before anything else.
   void AddRecovered(std::vector<std::string> names);
+  // Dead destinations: `gate` (outlives the scanner) is asked about each chosen file.
+  void set_gate(ClaimGate* gate) { gate_ = gate; }
+  // A postponed file goes back to be claimed next (its destination's dead time is over).
+  void Requeue(std::string name, bool from_incoming);
   // Due retries (deferred/ names), claimed in turn with fresh mail.
   void AddDue(std::vector<std::string> names);
   size_t due() const { return due_.size(); }
@@ -112,8 +136,10 @@ class Scanner {
     std::atomic<uint64_t> cpu_ns{0};
   };
 
-  // Next file to claim, fresh and retries in turn; false when there is none.
-  bool NextTask(bool* listed, Task* out);
+  // Next file to claim, fresh and retries in turn; kGated: the gate took a turn instead (a
+  // postponed deferral, or `out` was postponed); kNone: nothing to choose.
+  enum class Pick { kNone, kTask, kGated };
+  Pick NextTask(bool* listed, Task* out);
   // The claim itself and everything up to the jobs: any thread.
   ClaimedFile Process(const Task& task) const;
   ClaimedFile Prepare(const std::string& name, std::string contents) const;
@@ -128,6 +154,9 @@ class Scanner {
   std::deque<std::string> due_;
   bool retry_turn_ = false;
   bool incoming_empty_ = false;
+  ClaimGate* gate_ = nullptr;
+  size_t postponed_turn_ = 0;
+  absl::Time next_listing_ = absl::InfinitePast();  // while only postponed files are listed
   size_t outstanding_ = 0;
   bool shortage_ = false;  // set by Finish: stop choosing for this call
   absl::flat_hash_set<std::string> in_claim_;  // names handed to claim threads

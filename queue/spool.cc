@@ -207,6 +207,17 @@ std::vector<std::string> Spool::ListIncoming(size_t max) const {
   return ListNames(DirOf(root_, kIncoming), max);
 }
 
+std::vector<std::string> Spool::ListIncoming(
+    size_t max, absl::FunctionRef<bool(absl::string_view)> skip) const {
+  std::vector<std::string> names;
+  if (max == 0) return names;
+  ForEachName(DirOf(root_, kIncoming), ListFilter::kAll, [&](absl::string_view name) {
+    if (!skip(name)) names.emplace_back(name);
+    return names.size() < max;
+  });
+  return names;
+}
+
 std::vector<std::string> Spool::ListActive() const {
   return ListNames(DirOf(root_, kActive), SIZE_MAX);
 }
@@ -246,6 +257,12 @@ absl::StatusOr<std::string> Spool::ReadDeferred(const std::string& name,
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   if (max_bytes == 0) return std::string();
   return ReadFile(PathIn(root_, kDeferred, name), max_bytes);
+}
+
+absl::StatusOr<std::string> Spool::ReadIncoming(const std::string& name,
+                                                size_t max_bytes) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  return ReadFile(PathIn(root_, kIncoming, name), max_bytes);
 }
 
 absl::Status Spool::RewriteActive(const std::string& name, absl::string_view contents) {
@@ -290,9 +307,10 @@ absl::StatusOr<std::string> Spool::ClaimDeferred(const std::string& name) {
   return ReadFile(to);
 }
 
-absl::Status Spool::DeferUnchanged(const std::string& name, const RetryMark& mark) {
+absl::Status Spool::DeferUnchanged(const std::string& name, const RetryMark& mark,
+                                   absl::string_view from) {
   if (absl::Status s = CheckName(name); !s.ok()) return s;
-  const std::string active = PathIn(root_, kActive, name);
+  const std::string active = PathIn(root_, from, name);
   const std::string target = PathIn(root_, kDeferred, name);
   const std::string value =
       absl::StrFormat("%d %d %d", mark.attempts, mark.first_attempt, mark.next_attempt);
@@ -304,6 +322,7 @@ absl::Status Spool::DeferUnchanged(const std::string& name, const RetryMark& mar
     }
     return ErrnoError(err, "setxattr", active);
   }
+  if (from == kDeferred) return absl::OkStatus();
   if (rename(active.c_str(), target.c_str()) != 0) {
     return ErrnoError(errno, absl::StrCat("rename to ", target), active);
   }

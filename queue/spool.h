@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -55,6 +56,9 @@ class Spool {
 
   // Up to `max` file names (not paths) in incoming/, oldest-first is not promised. Skips dotfiles.
   std::vector<std::string> ListIncoming(size_t max) const;
+  // The same, without the names `skip` is true for (they do not count against `max`).
+  std::vector<std::string> ListIncoming(size_t max,
+                                        absl::FunctionRef<bool(absl::string_view)> skip) const;
   // Names in active/ (left over from a previous run: re-queued at start).
   std::vector<std::string> ListActive() const;
   // Names in deferred/.
@@ -69,6 +73,10 @@ class Spool {
   // Reads deferred/name, at most `max_bytes` of it (the retry loader needs only the envelope).
   [[nodiscard]] absl::StatusOr<std::string> ReadDeferred(const std::string& name,
                                                          size_t max_bytes = SIZE_MAX) const;
+  // Reads incoming/name without claiming it, at most `max_bytes` (the scanner's look at the
+  // envelope of a message for a dead destination, engine/dead_destinations.h).
+  [[nodiscard]] absl::StatusOr<std::string> ReadIncoming(const std::string& name,
+                                                         size_t max_bytes) const;
   // Moves deferred/name back into incoming/ (retry; mxburstctl flush).
   [[nodiscard]] absl::Status Requeue(const std::string& name);
   // Claims a due retry straight from deferred/ (deferred/name -> active/name) and returns its
@@ -86,7 +94,10 @@ class Spool {
   // crash that undoes the rename leaves the message in active/ (delivered again at start-up,
   // at-least-once); one that undoes the attribute makes the retry come earlier. Unimplemented
   // when the file system has no user extended attributes (the caller then uses Defer).
-  [[nodiscard]] absl::Status DeferUnchanged(const std::string& name, const RetryMark& mark);
+  // `from` "incoming" defers a message never claimed (its destination is dead: one rename,
+  // incoming/ to deferred/); "deferred" only moves the mark of a file that stays there.
+  [[nodiscard]] absl::Status DeferUnchanged(const std::string& name, const RetryMark& mark,
+                                            absl::string_view from = "active");
   // The mark of `subdir`/name ("active" or "deferred"), if it has one.
   std::optional<RetryMark> ReadRetryMark(absl::string_view subdir, const std::string& name) const;
   // Recovery: replaces active/name with `contents` (tmp/, fsync, rename over, fsync active/), so
