@@ -52,6 +52,9 @@ struct EngineConfig {
   // After every next hop of a destination failed, its new jobs are deferred without a
   // connection attempt for this long (Postfix: a "dead" destination).
   absl::Duration dead_destination_time = absl::Seconds(60);
+  // A destination with nothing queued, open, pending or remembered is forgotten after this
+  // (issue 17: the long tail must not keep ~3 KiB per domain ever seen).
+  absl::Duration destination_idle_time = absl::Seconds(300);
   // After SIGTERM/SIGINT, in-flight transactions may finish for this long; then they are aborted
   // and deferred ("shutdown"), so a stalled peer cannot hold the process for its RFC timeout.
   absl::Duration shutdown_timeout = absl::Seconds(15);

@@ -186,7 +186,8 @@ class Reader : public TomlReader {
 
     if (const toml::table* t = root["timeouts"].as_table()) {
       const std::string p = "timeouts.";
-      if (!(s = CheckKeys(*t, p, {"connect", "idle", "scale", "dead_destination", "shutdown"}))
+      if (!(s = CheckKeys(*t, p, {"connect", "idle", "scale", "dead_destination", "shutdown",
+                                      "destination_idle"}))
                .ok())
         return s;
       if (!(s = Seconds(*t, p, "connect", 3600, &c_->connect_timeout)).ok()) return s;
@@ -194,6 +195,8 @@ class Reader : public TomlReader {
       if (!(s = Seconds(*t, p, "dead_destination", 86400, &c_->dead_destination_time)).ok())
         return s;
       if (!(s = Seconds(*t, p, "shutdown", 3600, &c_->shutdown_timeout)).ok()) return s;
+      if (!(s = Seconds(*t, p, "destination_idle", 86400, &c_->destination_idle_time)).ok())
+        return s;
       if (const toml::node* n = t->get("scale")) {
         std::optional<double> v = n->value<double>();
         // nan compares false with everything: without isfinite it would pass both checks.

@@ -124,8 +124,15 @@ bool Destination::Suspended() const {
 // ---------------------------------------------------------------------------------------------
 // Jobs in
 
+bool Destination::Expirable(int64_t idle_ms) const {
+  return queue_.empty() && connections_ == 0 && leases_.empty() &&
+         state_ != State::kResolving && sts_wait_since_ms_ < 0 && now() >= dead_until_ms_ &&
+         now() >= shaping_wake_ms_ && now() - last_active_ms_ >= idle_ms;
+}
+
 void Destination::Accept(DeliveryJob* job) {
   DestinationHost& host = *ctx_->host;
+  last_active_ms_ = now();
   // RFC 8689 §5 (REQUIRETLS, when both are present, wins): decided by the scanner
   // (Scanner, engine/scanner.cc), with [tls] honor_tls_required_no.
   if (job->message != nullptr && job->message->tls_required_no) job->tls_optional = true;
@@ -773,6 +780,7 @@ void Destination::WaitForLocalResources() {
 }
 
 void Destination::OnClosed(uint32_t slot) {
+  last_active_ms_ = now();
   if (auto it = leases_.find(slot); it != leases_.end()) {
     it->second.budgets.CloseConnection();  // after close(): the peer saw it go
     if (it->second.relay_probe) relay_->gate->ProbeDone(false);  // closed before it was ready

@@ -175,6 +175,10 @@ class Destination : public ConnectionOwner {
   int pool() const { return pool_; }
   const std::string& last_failure() const { return last_failure_; }
   absl::Time oldest_queued_at() const;  // queued() > 0
+  // Nothing queued, no connection (closing ones included), no lookup or MTA-STS wait pending,
+  // not dead, no back-off or rate wait, and nothing happened for `idle_ms`: the worker may
+  // erase it (no connection, resolver callback or throttled entry can point at it then).
+  bool Expirable(int64_t idle_ms) const;
 
   // ConnectionOwner
   void OnReady(uint32_t slot, bool first) override;
@@ -245,6 +249,7 @@ class Destination : public ConnectionOwner {
   const RelayConfig* const relay_;  // a "relay:NAME" route's relay (engine/relay.h), else null
   State state_ = State::kUnresolved;
   int64_t resolved_at_ms_ = 0;
+  int64_t last_active_ms_ = 0;  // last Accept() or connection close
   HopList hops_;
   std::deque<DeliveryJob*> queue_;
   int connections_ = 0;  // open or opening

@@ -228,6 +228,7 @@ struct Worker::Impl : public DestinationHost {
   bool completions_pushed = false;
   int64_t local_retry_at_ms = 0;  // the gate's last answer for a held-back connect
   bool connects_held = false;     // since the last tick
+  int64_t last_expiry_ms = 0;
 
   explicit Impl(Worker& worker)
       : w(worker),
@@ -510,6 +511,18 @@ struct Worker::Impl : public DestinationHost {
     }
   }
 
+  // Issue 17: forget destinations idle for destination_idle_time, so memory follows the
+  // domains in use, not every domain ever seen. Expirable() guarantees nothing points at one.
+  void ExpireIdleDestinations() {
+    last_expiry_ms = now_ms_;
+    const int64_t idle = absl::ToInt64Milliseconds(w.config_.destination_idle_time);
+    absl::erase_if(dests, [&](const auto& kv) {
+      if (!kv.second->Expirable(idle)) return false;
+      throttled.erase(kv.second.get());
+      return true;
+    });
+  }
+
   // --- the loop --------------------------------------------------------------------------------
 
   void PostWake() {
@@ -532,6 +545,7 @@ struct Worker::Impl : public DestinationHost {
     RepumpThrottled();
     if (resolver != nullptr) resolver->ProcessTimeouts();
     if (now_ms_ - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
+    if (now_ms_ - last_expiry_ms >= 1000) ExpireIdleDestinations();
     if (w.control_ != nullptr) ServeControl();
     PostTick();
   }

@@ -357,6 +357,26 @@ TEST_F(DestinationTest, LocalShortageAtConnectWaitsInsteadOfDeferring) {
   EXPECT_EQ(host_.connected.size(), 1u);
 }
 
+// Issue 17: an idle destination may be forgotten only once nothing can point at it.
+TEST_F(DestinationTest, ExpirableOnlyWhenNothingIsQueuedOpenOrPendingForTheIdleTime) {
+  Build({"d.example=127.0.0.2:2525"});
+  auto d = Make("d.example");
+  DeliveryJob* job = Job("d.example");
+  d->Accept(job);
+  EXPECT_FALSE(d->Expirable(0));  // queued, connecting
+  ASSERT_EQ(host_.connected.size(), 1u);
+  ConnectionOwner* o = host_.connected[0].owner;
+  o->OnReady(0, /*first=*/true);
+  host_.FinishTransaction(0, host_.transfers.at(0).second);
+  EXPECT_FALSE(d->Expirable(0));  // parked connection
+  o->OnClosing(0, /*was_connecting=*/false);
+  EXPECT_FALSE(d->Expirable(0));  // closing: its lease is held until OnClosed
+  o->OnClosed(0);
+  EXPECT_FALSE(d->Expirable(1000));  // just closed
+  host_.now += 1000;
+  EXPECT_TRUE(d->Expirable(1000));
+}
+
 // The same shortage reported by a connect completion (EADDRNOTAVAIL: no free local port).
 TEST_F(DestinationTest, LocalShortageOfAConnectionWaitsInsteadOfDeferring) {
   Build({"d.example=127.0.0.2:2525"});
