@@ -31,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "dns/resolver.h"
@@ -275,5 +277,15 @@ class Destination : public ConnectionOwner {
   // Node-based: a Lease& stays valid while other connections open and close.
   std::unordered_map<uint32_t, Lease> leases_;
 };
+
+// A worker's destinations by their (domain, pool) key (engine/worker.cc AcceptJob).
+using DestinationMap = absl::flat_hash_map<std::string, std::unique_ptr<Destination>>;
+
+// Issue 17: erases the destinations of `dests` that are Expirable(idle_ms), once `pool` (nullptr:
+// none) forgot them — its wait lists and stale parked entries name destinations, and a later
+// Closed() or Adopt() would call a freed one. `erasing` runs for each first (the worker drops it
+// from its throttled set). Returns how many went. Worker thread.
+size_t ForgetIdleDestinations(DestinationMap* dests, MxPool* pool, int64_t idle_ms,
+                              absl::FunctionRef<void(Destination*)> erasing);
 
 }  // namespace mxb

@@ -5,10 +5,27 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "engine/config.h"
 #include "engine/destination.h"
 
 namespace mxb {
+
+size_t ForgetIdleDestinations(DestinationMap* dests, MxPool* pool, int64_t idle_ms,
+                              absl::FunctionRef<void(Destination*)> erasing) {
+  absl::flat_hash_set<Destination*> gone;
+  for (const auto& [key, d] : *dests) {
+    if (d->Expirable(idle_ms)) gone.insert(d.get());
+  }
+  if (gone.empty()) return 0;
+  if (pool != nullptr) pool->Forget(gone);
+  absl::erase_if(*dests, [&](const auto& kv) {
+    if (!gone.contains(kv.second.get())) return false;
+    erasing(kv.second.get());
+    return true;
+  });
+  return gone.size();
+}
 
 bool Destination::Owns(ConnRef c) const {
   auto it = leases_.find(c.slot);

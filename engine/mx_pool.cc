@@ -92,13 +92,21 @@ Destination* MxPool::PopWaiter(const std::string& key) {
   return d;
 }
 
-void MxPool::Forget(Destination* d) {
+void MxPool::Forget(Destination* d) { Forget(absl::flat_hash_set<Destination*>{d}); }
+
+void MxPool::Forget(const absl::flat_hash_set<Destination*>& gone) {
+  if (gone.empty()) return;
   for (auto& [key, e] : entries_) {
-    if (e.waiting_set.erase(d) > 0) {
-      e.waiting.erase(std::remove(e.waiting.begin(), e.waiting.end(), d), e.waiting.end());
-    }
+    // Linear in the entries, not keys x destinations (the long tail forgets thousands).
+    e.waiting.erase(std::remove_if(e.waiting.begin(), e.waiting.end(),
+                                   [&](Destination* d) {
+                                     if (!gone.contains(d)) return false;
+                                     e.waiting_set.erase(d);
+                                     return true;
+                                   }),
+                    e.waiting.end());
     e.idle.erase(std::remove_if(e.idle.begin(), e.idle.end(),
-                                [d](const Idle& i) { return i.owner == d; }),
+                                [&](const Idle& i) { return gone.contains(i.owner); }),
                  e.idle.end());
   }
 }

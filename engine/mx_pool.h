@@ -77,6 +77,8 @@ class MxPool {
   Destination* PopWaiter(const std::string& key);
   // `d` goes away (idle-destination expiry): no entry may name it any more.
   void Forget(Destination* d);
+  // The same for several at once (one pass over the keys).
+  void Forget(const absl::flat_hash_set<Destination*>& gone);
 
   size_t keys() const { return entries_.size(); }
 

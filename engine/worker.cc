@@ -210,7 +210,7 @@ struct Worker::Impl : public DestinationHost {
   ShapingTable no_shaping;
   const ShapingTable* shaping = nullptr;
   DestinationContext dctx;
-  absl::flat_hash_map<std::string, std::unique_ptr<Destination>> dests;
+  DestinationMap dests;
   // Connections shared by the destinations on one MX host (engine/mx_pool.h).
   MxPool mx_pool{w.config_.max_connections_per_mx};
   absl::flat_hash_set<Destination*> throttled;
@@ -516,11 +516,7 @@ struct Worker::Impl : public DestinationHost {
   void ExpireIdleDestinations() {
     last_expiry_ms = now_ms_;
     const int64_t idle = absl::ToInt64Milliseconds(w.config_.destination_idle_time);
-    absl::erase_if(dests, [&](const auto& kv) {
-      if (!kv.second->Expirable(idle)) return false;
-      throttled.erase(kv.second.get());
-      return true;
-    });
+    ForgetIdleDestinations(&dests, &mx_pool, idle, [&](Destination* d) { throttled.erase(d); });
   }
 
   // --- the loop --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "dns/static_routes.h"
 #include "engine/config.h"
+#include "engine/mx_pool.h"
 #include "gtest/gtest.h"
 
 namespace mxb {
@@ -375,6 +376,54 @@ TEST_F(DestinationTest, ExpirableOnlyWhenNothingIsQueuedOpenOrPendingForTheIdleT
   EXPECT_FALSE(d->Expirable(1000));  // just closed
   host_.now += 1000;
   EXPECT_TRUE(d->Expirable(1000));
+}
+
+// Issue 17: a dead destination (its deferred mail comes back) is kept while it is dead, so the
+// scanner's and its own "not tried" state stays one.
+TEST_F(DestinationTest, DeadDestinationIsNotForgottenWhileItIsDead) {
+  Build({"d.example=127.0.0.2:2525"});
+  auto d = Make("d.example");
+  d->Accept(Job("d.example"));
+  ASSERT_EQ(host_.connected.size(), 1u);
+  host_.FailBeforeReady(0, "connection refused");
+  ASSERT_EQ(host_.completed.size(), 1u);  // deferred: every next hop failed
+  host_.now += 1000;
+  EXPECT_FALSE(d->Expirable(1000));
+  host_.now += absl::ToInt64Milliseconds(config_.dead_destination_time);
+  EXPECT_TRUE(d->Expirable(1000));
+}
+
+// Issue 17: a destination forgotten while the MX pool still names it (the wait-list entry left
+// when its queue was bounced) used to be called after it was freed, by the next close of that
+// key (MxPool::Closed -> Pump). ForgetIdleDestinations makes the pool forget it first; one with
+// a connection or a queued job stays.
+TEST_F(DestinationTest, ForgottenDestinationsLeaveNoEntryInTheMxPool) {
+  config_.max_connections_per_mx = 1;
+  Build({"a.example=127.0.0.2:2525", "b.example=127.0.0.2:2525"});
+  MxPool pool(1);
+  ctx_.mx_pool = &pool;
+  DestinationMap dests;
+  dests["a.example"] = Make("a.example");
+  dests["b.example"] = Make("b.example");
+  dests["a.example"]->Accept(Job("a.example"));
+  ASSERT_EQ(host_.connected.size(), 1u);  // a's connection fills the key's cap
+  dests["b.example"]->Accept(Job("b.example"));
+  EXPECT_EQ(host_.connected.size(), 1u);  // b waits for it
+  const std::string key = MxPool::KeyOf(host_.connected[0].spec, -1, /*relaxed=*/false);
+  ASSERT_TRUE(pool.HasWaiters(key));
+  dests["b.example"]->BounceQueued("operator");  // b's queue is empty; its wait entry stays
+  host_.now += 1000;
+  std::vector<Destination*> erased;
+  EXPECT_EQ(ForgetIdleDestinations(&dests, &pool, 1000,
+                                   [&](Destination* d) { erased.push_back(d); }),
+            1u);
+  EXPECT_EQ(erased.size(), 1u);
+  EXPECT_EQ(dests.count("b.example"), 0u);
+  ASSERT_EQ(dests.count("a.example"), 1u);  // its connection is opening, its job queued
+  EXPECT_FALSE(pool.HasWaiters(key));       // else a's close would pump the freed b
+  // a's connection fails: nothing left in the pool that names b.
+  host_.FailBeforeReady(0, "connection refused");
+  EXPECT_EQ(pool.PopWaiter(key), nullptr);
 }
 
 // The same shortage reported by a connect completion (EADDRNOTAVAIL: no free local port).

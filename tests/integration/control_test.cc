@@ -41,7 +41,7 @@ class ControlTest : public SpoolWorld {
   ControlTest() : SpoolWorld("control") {}
 
   // mxburst (no --drain: a live engine) with the control plane on a free port.
-  void StartEngine() {
+  void StartEngine(const std::string& extra_toml = "") {
     http_port_ = FreePort("127.0.0.1");
     ASSERT_GT(http_port_, 0);
     const std::string token = dir_ + "/token";
@@ -49,7 +49,8 @@ class ControlTest : public SpoolWorld {
     chmod(token.c_str(), 0600);
     WriteFileOrDie(dir_ + "/mxburst.toml",
                    absl::StrCat("[http]\nlisten = \"127.0.0.1:", http_port_,
-                                "\"\ntoken_file = \"", token, "\"\ntop_destinations = 2\n"));
+                                "\"\ntoken_file = \"", token, "\"\ntop_destinations = 2\n",
+                                extra_toml));
     engine_ = std::make_unique<Subprocess>(
         std::vector<std::string>{Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml",
                                  "--spool", spool_, "--log", log_, "--workers", "2", "--route",
@@ -122,6 +123,28 @@ class ControlTest : public SpoolWorld {
   std::unique_ptr<Subprocess> engine_;
   std::unique_ptr<httplib::Client> client_;
 };
+
+// Issue 17 item 6: a destination idle for [timeouts] destination_idle is forgotten (its memory
+// follows the domains in use, not every domain ever seen), and mail for it later simply creates
+// it again. Before, /api/v1/destinations listed every destination until the process ended.
+TEST_F(ControlTest, IdleDestinationIsForgottenAndComesBack) {
+  StartSink("127.0.0.1");
+  StartEngine("[timeouts]\ndestination_idle = 1\n");
+  Inject(3, "back.example", "first");
+  ASSERT_EQ(WaitForLog(3).size(), 3u);
+  ASSERT_FALSE(Destination("back.example").is_null());
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {  // idle 1 s + the idle connection's 2 s + a tick
+    gone = Destination("back.example").is_null();
+    if (!gone) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(gone) << client_->Get("/api/v1/destinations")->body;
+  Inject(3, "back.example", "again");
+  std::vector<nlohmann::json> log = WaitForLog(6);
+  ASSERT_EQ(log.size(), 6u);
+  EXPECT_EQ(StatusCounts(log)["delivered"], 6);
+  EXPECT_FALSE(Destination("back.example").is_null());
+}
 
 // Counts on /metrics equal the accounting log's records per status; the whole page parses with
 // prometheus_client's parser (names, types, labels, histogram shape).
