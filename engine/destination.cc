@@ -786,6 +786,7 @@ void Destination::OnClosed(uint32_t slot) {
     if (it->second.relay_probe) relay_->gate->ProbeDone(false);  // closed before it was ready
     const std::string key = std::move(it->second.key);
     leases_.erase(it);
+    ReleaseLeaseTable();
     // A place under the key's cap is free: the destination that waited longest opens it.
     if (!key.empty()) {
       if (Destination* d = ctx_->mx_pool->Closed(key); d != nullptr && d != this) d->Pump();

@@ -93,6 +93,7 @@ bool Destination::Receive(uint32_t slot, Lease&& l, Destination* from, size_t ho
   theirs.budgets = {l.budgets.budgets[BudgetSet::kDomain], nullptr, nullptr};
   theirs.CloseConnection();
   from->leases_.erase(slot);
+  from->ReleaseLeaseTable();
   --from->connections_;
   l.budgets.budgets[BudgetSet::kDomain] = budget_;
   l.hop = hop < hops_.size() ? hop : 0;
