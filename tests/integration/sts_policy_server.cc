@@ -14,8 +14,11 @@ namespace {
 // Serves GET /.well-known/mta-sts.txt by Host header from config.json (re-read per request) and
 // appends each request's host to requests.log. Loopback only.
 constexpr char kScript[] = R"PY(
-import http.server, json, os, ssl, sys
+import http.server, json, os, ssl, sys, threading
 d, port = sys.argv[1], int(sys.argv[2])
+# ThreadingHTTPServer: concurrent POSTs must not pick the same number (they did, and a report
+# overwrote another one's files).
+post_lock = threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         host = (self.headers.get('Host') or '').split(':')[0].lower()
@@ -39,15 +42,16 @@ class H(http.server.BaseHTTPRequestHandler):
         # TLS-RPT (RFC 8460 §5.2): keep each report POSTed, with its headers, for the test.
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
         pd = os.path.join(d, 'posts')
-        os.makedirs(pd, exist_ok=True)
-        n = len([x for x in os.listdir(pd) if x.endswith('.json')])
-        with open(os.path.join(pd, '%d.bin' % n), 'wb') as f:
-            f.write(body)
         meta = {'host': (self.headers.get('Host') or '').split(':')[0].lower(), 'path': self.path,
                 'content_type': self.headers.get('Content-Type') or ''}
-        with open(os.path.join(pd, '%d.tmp' % n), 'w') as f:
-            json.dump(meta, f)
-        os.rename(os.path.join(pd, '%d.tmp' % n), os.path.join(pd, '%d.json' % n))
+        with post_lock:
+            os.makedirs(pd, exist_ok=True)
+            n = len([x for x in os.listdir(pd) if x.endswith('.json')])
+            with open(os.path.join(pd, '%d.bin' % n), 'wb') as f:
+                f.write(body)
+            with open(os.path.join(pd, '%d.tmp' % n), 'w') as f:
+                json.dump(meta, f)
+            os.rename(os.path.join(pd, '%d.tmp' % n), os.path.join(pd, '%d.json' % n))
         self.send_response(201); self.send_header('Content-Length', '0'); self.end_headers()
     def log_message(self, *a):
         pass
