@@ -13,10 +13,8 @@
 
 namespace mxb {
 
-absl::StatusOr<std::unique_ptr<AccountingLog>> AccountingLog::Open(const std::string& path) {
-  if (path == "-") {
-    return std::unique_ptr<AccountingLog>(new AccountingLog(STDOUT_FILENO, false, 0, 0));
-  }
+absl::Status AccountingLog::OpenFile(const std::string& path, int* fd_out, uint64_t* size,
+                                     uint64_t* inode) {
   std::error_code ec;
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
@@ -32,8 +30,35 @@ absl::StatusOr<std::unique_ptr<AccountingLog>> AccountingLog::Open(const std::st
     return absl::InvalidArgumentError(
         absl::StrCat("--log ", path, ": fstat: ", std::strerror(err)));
   }
-  return std::unique_ptr<AccountingLog>(new AccountingLog(
-      fd, true, static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_ino)));
+  *fd_out = fd;
+  *size = static_cast<uint64_t>(st.st_size);
+  *inode = static_cast<uint64_t>(st.st_ino);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AccountingLog>> AccountingLog::Open(const std::string& path) {
+  if (path == "-") {
+    return std::unique_ptr<AccountingLog>(new AccountingLog(path, STDOUT_FILENO, false, 0, 0));
+  }
+  int fd = -1;
+  uint64_t size = 0, inode = 0;
+  if (absl::Status s = OpenFile(path, &fd, &size, &inode); !s.ok()) return s;
+  return std::unique_ptr<AccountingLog>(new AccountingLog(path, fd, true, size, inode));
+}
+
+absl::Status AccountingLog::Reopen() {
+  if (!sync_) return absl::OkStatus();  // stdout
+  if (!buf_.empty() || !unsynced_.empty() || rewrite_) {
+    return absl::UnavailableError("accounting log: a batch is not durable yet");
+  }
+  int fd = -1;
+  uint64_t size = 0, inode = 0;
+  if (absl::Status s = OpenFile(path_, &fd, &size, &inode); !s.ok()) return s;
+  close(fd_);
+  fd_ = fd;
+  end_ = size;
+  inode_ = inode;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> AccountingLog::Repair(uint64_t offset, uint64_t inode,
@@ -78,6 +103,7 @@ void AccountingLog::Append(const LogRecord& r) {
   j["code"] = o.code;
   j["enhanced"] = o.enhanced;
   j["text"] = o.text;
+  if (!r.bounce_class.empty()) j["class"] = std::string(r.bounce_class);
   j["attempt"] = r.attempt;
   j["queue_ms"] = absl::ToInt64Milliseconds(r.queue_time);
   // Server text is untrusted: replace invalid UTF-8 instead of failing the whole record.

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -35,6 +36,7 @@ struct LogRecord {
   int attempt = 1;
   absl::Duration queue_time;
   absl::string_view status_override;  // e.g. "quarantined"; empty = ToString(outcome->klass)
+  absl::string_view bounce_class;     // deferred/bounced/expired: engine/bounce_class.h; else ""
 };
 
 class AccountingLog {
@@ -68,10 +70,20 @@ class AccountingLog {
   // complete, is another file now (rotated: inode differs) or is shorter than tail.offset.
   [[nodiscard]] absl::StatusOr<size_t> Repair(uint64_t offset, uint64_t inode,
                                               absl::string_view bytes);
+  // SIGHUP (logrotate renamed the file): opens the path again and appends there from now on.
+  // Only between batches — Unavailable while records are buffered or not yet synced (the
+  // journal's log tail names the old file's inode and offset); the caller tries again after
+  // the next commit. Any other error leaves the old file in use.
+  [[nodiscard]] absl::Status Reopen();
+  const std::string& path() const { return path_; }
 
  private:
-  AccountingLog(int fd, bool sync, uint64_t end, uint64_t inode)
-      : fd_(fd), sync_(sync), end_(end), inode_(inode) {}
+  AccountingLog(std::string path, int fd, bool sync, uint64_t end, uint64_t inode)
+      : path_(std::move(path)), fd_(fd), sync_(sync), end_(end), inode_(inode) {}
+  // The open(2) + fstat(2) of Open() and Reopen().
+  [[nodiscard]] static absl::Status OpenFile(const std::string& path, int* fd, uint64_t* size,
+                                             uint64_t* inode);
+  std::string path_;
   int fd_;
   bool sync_;
   uint64_t end_;    // bytes in the file (written, maybe not yet synced)

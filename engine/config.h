@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -138,6 +139,9 @@ struct EngineConfig {
   AmqpInputConfig amqp;
   AmqpOutputConfig amqp_output;
   ClusterConfig cluster;
+  // Bounce classification rules tried before the built-in ones (engine/bounce_class.h);
+  // "" = built-in only. Read at start-up and on SIGHUP.
+  std::string bounce_classes_file;
 
   std::string config_path;  // --config, for messages
   bool drain = false;       // exit when incoming/ and active/ are empty and nothing is in flight
@@ -159,10 +163,18 @@ inline constexpr int64_t kMaxRetrySeconds = int64_t{86400} * 60;
 // one line naming the file, the key and what is wrong: "mxburst.toml: tls.prefix_signals:
 // expected enforce|log-only|off, got 'strict'".
 [[nodiscard]] absl::Status LoadConfigFile(const std::string& path, EngineConfig* config);
+// Which keys a config text names and which the parser accepts in the tables it names, as dotted
+// paths ("limits.max_connections", "shaping[0].domain", "domain.\"x\".tls"). The example
+// config's test (tests/engine/config_example_test.cc) uses it so the example cannot drift.
+struct ConfigKeyListing {
+  std::set<std::string> accepted;
+  std::set<std::string> present;
+};
 // The same for TOML text already in memory (`name` stands for the file in messages); the fuzz
 // target's entry point. Non-ASCII outside strings and comments is rejected before toml++ sees it.
 [[nodiscard]] absl::Status LoadConfigString(absl::string_view text, const std::string& name,
-                                            EngineConfig* config);
+                                            EngineConfig* config,
+                                            ConfigKeyListing* listing = nullptr);
 
 // Loads and checks the [[dkim]] keys into config->dkim (nothing to do without entries); the
 // error is one line naming the entry and the file: "mxburst.toml: dkim[0].key_file: /k.pem: ...".

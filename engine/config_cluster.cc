@@ -20,11 +20,16 @@ struct TableReader {
   const std::string& file;
   const toml::table& t;
   std::string prefix;
+  ConfigKeyListing* listing;  // the example config's test (engine/config.h); usually null
 
   absl::Status Error(const std::string& key, const std::string& why) const {
     return absl::InvalidArgumentError(absl::StrCat(file, ": ", prefix, key, ": ", why));
   }
   absl::Status Keys(const std::set<std::string>& known) const {
+    if (listing != nullptr) {
+      for (const std::string& k : known) listing->accepted.insert(prefix + k);
+      for (const auto& [k, v] : t) listing->present.insert(prefix + std::string(k.str()));
+    }
     for (const auto& [k, v] : t) {
       if (!known.count(std::string(k.str()))) {
         return Error(std::string(k.str()),
@@ -55,16 +60,16 @@ struct TableReader {
 }  // namespace
 
 absl::Status ReadClusterTables(const toml::table& root, const std::string& file,
-                               EngineConfig* c) {
+                               EngineConfig* c, ConfigKeyListing* listing) {
   absl::Status s;
   if (const toml::node* input = root.get("input")) {
     const toml::table* it = input->as_table();
     if (it == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": input: expected a table"));
-    TableReader in{file, *it, "input."};
+    TableReader in{file, *it, "input.", listing};
     if (!(s = in.Keys({"amqp"})).ok()) return s;
     if (const toml::node* a = it->get("amqp")) {
       if (!a->is_table()) return in.Error("amqp", "expected a table");
-      TableReader r{file, *a->as_table(), "input.amqp."};
+      TableReader r{file, *a->as_table(), "input.amqp.", listing};
       if (!(s = r.Keys({"url", "queue", "prefetch"})).ok()) return s;
       if (!(s = r.Text("url", &c->amqp.url)).ok()) return s;
       if (!(s = r.Text("queue", &c->amqp.queue)).ok()) return s;
@@ -106,7 +111,7 @@ absl::Status ReadClusterTables(const toml::table& root, const std::string& file,
   }
   if (const toml::node* cl = root.get("cluster")) {
     if (!cl->is_table()) return absl::InvalidArgumentError(absl::StrCat(file, ": cluster: expected a table"));
-    TableReader r{file, *cl->as_table(), "cluster."};
+    TableReader r{file, *cl->as_table(), "cluster.", listing};
     if (!(s = r.Keys({"redis", "node", "expected_nodes", "lease_ttl"})).ok()) return s;
     if (!(s = r.Text("redis", &c->cluster.redis)).ok()) return s;
     if (!(s = r.Text("node", &c->cluster.node)).ok()) return s;

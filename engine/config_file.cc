@@ -42,7 +42,10 @@ bool ParseIp(const std::string& text, sockaddr_storage* out) {
 
 class Reader : public TomlReader {
  public:
-  Reader(const std::string& file, EngineConfig* c) : TomlReader(file), c_(c) {}
+  Reader(const std::string& file, EngineConfig* c, ConfigKeyListing* listing = nullptr)
+      : TomlReader(file), c_(c) {
+    if (listing != nullptr) ListKeys(&listing->accepted, &listing->present);
+  }
 
   absl::Status TlsMode(const toml::table& t, const std::string& prefix, const char* key,
                        TlsRequirement* out, bool* present) const {
@@ -114,7 +117,7 @@ class Reader : public TomlReader {
                                    "backoff", "shaping", "source_pools", "source_select",
                                    "default_source_pool", "mta_sts", "tlsrpt", "http", "user",
                                    "allow_root", "smtp", "dkim",
-                                   "relay", "input", "output", "cluster"}))
+                                   "relay", "input", "output", "cluster", "bounce_classes"}))
              .ok())
       return s;
     if (!(s = String(root, "", "spool", &c_->spool_dir)).ok()) return s;
@@ -148,6 +151,7 @@ class Reader : public TomlReader {
     if (!(s = Bool(root, "", "drain", &c_->drain)).ok()) return s;
     if (!(s = String(root, "", "user", &c_->user)).ok()) return s;
     if (!(s = Bool(root, "", "allow_root", &c_->allow_root)).ok()) return s;
+    if (!(s = String(root, "", "bounce_classes", &c_->bounce_classes_file)).ok()) return s;
 
     if (const toml::table* t = root["limits"].as_table()) {
       const std::string p = "limits.";
@@ -569,10 +573,11 @@ absl::Status Reader::ReadShaping(const toml::table& root) {
 }  // namespace
 
 // config_cluster.cc: [input.amqp], [output.amqp], [cluster], and the scope = "cluster" rules' needs.
-absl::Status ReadClusterTables(const toml::table& root, const std::string& file, EngineConfig* c);
+absl::Status ReadClusterTables(const toml::table& root, const std::string& file, EngineConfig* c,
+                               ConfigKeyListing* listing);
 
 absl::Status LoadConfigString(absl::string_view text, const std::string& name,
-                              EngineConfig* config) {
+                              EngineConfig* config, ConfigKeyListing* listing) {
   absl::StatusOr<std::string> ascii = AsciiForToml(text, name);
   if (!ascii.ok()) return ascii.status();
   toml::parse_result result = toml::parse(std::string_view(*ascii), name);
@@ -582,8 +587,8 @@ absl::Status LoadConfigString(absl::string_view text, const std::string& name,
                                                    e.source().begin.column, ": ",
                                                    std::string(e.description())));
   }
-  if (absl::Status s = Reader(name, config).Read(result.table()); !s.ok()) return s;
-  return ReadClusterTables(result.table(), name, config);
+  if (absl::Status s = Reader(name, config, listing).Read(result.table()); !s.ok()) return s;
+  return ReadClusterTables(result.table(), name, config, listing);
 }
 
 absl::Status LoadConfigFile(const std::string& path, EngineConfig* config) {

@@ -34,11 +34,22 @@ class TomlReader {
     return absl::InvalidArgumentError(absl::StrCat(file_, ": ", key, ": ", why));
   }
 
+  // Every CheckKeys call adds prefix+key of what the table accepts to *accepted and of what it
+  // names to *present (engine/config.h ConfigKeyListing: the example config's test).
+  void ListKeys(std::set<std::string>* accepted, std::set<std::string>* present) {
+    accepted_ = accepted;
+    present_ = present;
+  }
+
   // Rejects keys of `table` not in `known` (the typo guard).
   absl::Status CheckKeys(const toml::table& table, const std::string& prefix,
                          const std::set<std::string>& known) const {
+    if (accepted_ != nullptr) {
+      for (const std::string& k : known) accepted_->insert(prefix + k);
+    }
     for (const auto& [k, v] : table) {
       std::string key(k.str());
+      if (present_ != nullptr) present_->insert(prefix + key);
       if (!known.count(key)) {
         return Error(absl::StrCat(prefix, key),
                      absl::StrCat("unknown key (line ", k.source().begin.line, ")"));
@@ -110,6 +121,8 @@ class TomlReader {
 
  protected:
   std::string file_;
+  std::set<std::string>* accepted_ = nullptr;
+  std::set<std::string>* present_ = nullptr;
 };
 
 // The [[dkim]] array of tables (engine/config_dkim.cc; README "DKIM signing"): syntax and values

@@ -157,7 +157,7 @@ WorkerSnapshot* TakeSnapshot(uint32_t worker, int64_t now_ms, absl::Time now,
 // --- scanner side --------------------------------------------------------------------------
 
 void EngineCounters::OnOutcome(const RecipientOutcome& o, absl::string_view status_override,
-                               absl::Duration queue_time_d) {
+                               absl::Duration queue_time_d, BounceClass klass) {
   Outcome k = kDeferred;
   if (status_override == "expired") {
     k = kExpired;
@@ -169,6 +169,7 @@ void EngineCounters::OnOutcome(const RecipientOutcome& o, absl::string_view stat
   recipients[k].fetch_add(1, std::memory_order_relaxed);
   by_source[k][SourceIndex(o.attempt.policy_source)].fetch_add(1, std::memory_order_relaxed);
   if (!o.attempt.tls_version.empty()) over_tls[k].fetch_add(1, std::memory_order_relaxed);
+  if (k != kDelivered) by_class[k][static_cast<size_t>(klass)].fetch_add(1, std::memory_order_relaxed);
   if (k != kDeferred) queue_time.Observe(absl::ToDoubleSeconds(queue_time_d));
 }
 
@@ -282,6 +283,18 @@ std::string ControlPlane::RenderMetrics() {
   for (int k = 0; k < EngineCounters::kOutcomes; ++k) {
     p.Sample("mxburst_recipients_over_tls_total", {{"outcome", EngineCounters::kOutcomeNames[k]}},
              u(c.over_tls[k]));
+  }
+
+  p.Family("mxburst_recipients_by_class_total", "counter",
+           "Deferred, bounced and expired recipients by bounce class (README \"Bounce classes\").");
+  for (int k = 0; k < EngineCounters::kOutcomes; ++k) {
+    if (k == EngineCounters::kDelivered) continue;
+    for (size_t b = 0; b < kBounceClasses; ++b) {
+      p.Sample("mxburst_recipients_by_class_total",
+               {{"outcome", EngineCounters::kOutcomeNames[k]},
+                {"class", ToString(static_cast<BounceClass>(b))}},
+               u(c.by_class[k][b]));
+    }
   }
 
   p.Family("mxburst_queue_messages", "gauge", "Messages in the spool by state.");
@@ -500,10 +513,12 @@ absl::Status ControlPlane::Start(const std::vector<std::unique_ptr<Worker>>* wor
   });
   h.Get("/api/v1/shaping", [this](const HttpRequest&) {
     std::string body = "[";
-    if (config_.shaping) {
+    const ShapingTable* table = shaping_.load(std::memory_order_acquire);
+    if (table == nullptr) table = config_.shaping.get();
+    if (table != nullptr) {
       bool first = true;
       for (absl::string_view line :
-           absl::StrSplit(config_.shaping->DumpJson(MonotonicMs()), '\n', absl::SkipEmpty())) {
+           absl::StrSplit(table->DumpJson(MonotonicMs()), '\n', absl::SkipEmpty())) {
         absl::StrAppend(&body, first ? "" : ",", line);
         first = false;
       }

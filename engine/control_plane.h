@@ -13,7 +13,7 @@
 //   ControlPlane cp(config, workers.size());
 //   worker[i]->AttachControl(cp.channel(i));   // before Worker::Start
 //   cp.Start(&workers);                         // serving
-//   cp.counters().OnOutcome(outcome, "", queue_time);   // scanner, per log record
+//   cp.counters().OnOutcome(outcome, "", queue_time, klass);   // scanner, per log record
 #pragma once
 
 #include <atomic>
@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "control/prometheus.h"
 #include "dns/resolver.h"
+#include "engine/bounce_class.h"
 #include "engine/config.h"
 #include "engine/delivery.h"
 #include "queue/mpsc_queue.h"
@@ -120,6 +121,7 @@ struct EngineCounters {
   std::atomic<uint64_t> recipients[kOutcomes] = {};
   std::atomic<uint64_t> by_source[kOutcomes][kSources] = {};
   std::atomic<uint64_t> over_tls[kOutcomes] = {};
+  std::atomic<uint64_t> by_class[kOutcomes][kBounceClasses] = {};  // not for kDelivered
   std::atomic<int64_t> in_flight_messages{0};
   std::atomic<int64_t> in_flight_bytes{0};
   // CPU so far of the scanner thread and of the claim threads (engine/scanner.h), sampled
@@ -130,7 +132,7 @@ struct EngineCounters {
 
   // One accounting-log record (status_override: "expired" or empty).
   void OnOutcome(const RecipientOutcome& o, absl::string_view status_override,
-                 absl::Duration queue_time);
+                 absl::Duration queue_time, BounceClass klass);
 };
 
 // Worker thread: the snapshot of its destinations and caches.
@@ -157,6 +159,8 @@ class ControlPlane {
   }
   // Scanner thread, once when it starts stopping (see ControlCommand::kRelease).
   void OnStopping();
+  // Scanner thread, after SIGHUP loaded new rules (the table outlives the server).
+  void SetShaping(const ShapingTable* table) { shaping_.store(table, std::memory_order_release); }
   // Scanner thread, every loop.
   void PublishInFlight(size_t messages, size_t bytes) {
     counters_.in_flight_messages.store(static_cast<int64_t>(messages), std::memory_order_relaxed);
@@ -174,6 +178,7 @@ class ControlPlane {
   void Broadcast(const ControlCommand& c);
 
   const EngineConfig& config_;
+  std::atomic<const ShapingTable*> shaping_{nullptr};  // after SIGHUP; else config_.shaping
   const std::vector<std::unique_ptr<Worker>>* workers_ = nullptr;
   std::vector<std::unique_ptr<WorkerChannel>> channels_;
   EngineCounters counters_;

@@ -185,6 +185,9 @@ class Destination : public ConnectionOwner {
   // A new job: queued (then resolve, reuse or connect), or failed at once when the destination
   // is dead, paused, over its rate-queue cap or the worker stops.
   void Accept(DeliveryJob* job);
+  // After SIGHUP the context's ShapingTable is new: take the domain budget from it (or a fresh
+  // own budget with the new default back-off). Leases of open connections keep the old ones.
+  void RebindShaping();
   // `facts`: one per mx.hosts entry (engine/dane_lookup.h), or empty = only mx.dnssec known.
   void OnMx(const MxResult& mx, const std::vector<HopDnsFacts>& facts = {});
   // Opens connections while jobs wait and the destination is under its limits. After a failure
@@ -310,6 +313,7 @@ class Destination : public ConnectionOwner {
   const int pool_;
   ShapingBudget* budget_ = nullptr;  // the domain rule's budget, else own_budget_
   std::unique_ptr<ShapingBudget> own_budget_;
+  std::vector<std::unique_ptr<ShapingBudget>> retired_budgets_;  // own budgets before a reload
   int64_t shaping_wake_ms_ = 0;  // waits for a rate slot or a connection budget until then
   // Node-based: a Lease& stays valid while other connections open and close.
   std::unordered_map<uint32_t, Lease> leases_;

@@ -66,6 +66,10 @@ absl::Status Engine::Start() {
     outcomes_->Start();
   }
 
+  absl::StatusOr<BounceClassifier> classes = BounceClassifier::Load(config_.bounce_classes_file);
+  if (!classes.ok()) return classes.status();
+  bounce_classes_ = *std::move(classes);
+
   TlsGlobalInit();
   TlsClientOptions tls_opts;
   tls_opts.ca_file = config_.ca_file;
@@ -438,6 +442,7 @@ absl::Status Engine::Run() {
       result = s;
       stop_.store(true);
     }
+    ServeReload();  // right after a commit: nothing buffered, the log can be reopened
     bool stopping = stop_.load(std::memory_order_relaxed);
     if (stopping && control_) control_->OnStopping();
     if (stopping && amqp_) amqp_->Stop();  // acks what is durable; the rest stays in the broker

@@ -30,6 +30,7 @@
 #include "cluster/redis_budgets.h"
 #include "dns/static_routes.h"
 #include "engine/accounting_log.h"
+#include "engine/bounce_class.h"
 #include "engine/config.h"
 #include "engine/dead_destinations.h"
 #include "engine/scanner.h"
@@ -86,6 +87,9 @@ class Engine : private ClaimGate {
   [[nodiscard]] absl::Status Run();
   // Async-signal-safe: stop claiming, let in-flight transactions finish, then return from Run().
   void RequestStop() { stop_.store(true, std::memory_order_relaxed); }
+  // Async-signal-safe (SIGHUP): reopen the accounting log and reload the shaping rules from the
+  // config file on the scanner's next loop (engine/reload.cc).
+  void RequestReload() { reload_.store(true, std::memory_order_relaxed); }
 
   EngineSummary summary() const;
   // Claiming is paused because a durable write failed (for the metrics endpoint).
@@ -140,13 +144,24 @@ class Engine : private ClaimGate {
   void PublishCpu(bool final);
   // A journal/log/spool write failed: pause claiming (said once), retry with back-off.
   void BlockDurable(const absl::Status& error, absl::Time now);
+  // SIGHUP, scanner thread (engine/reload.cc): the log is reopened between batches; new
+  // shaping rules go to every worker, new bounce rules to the scanner; a config that does not
+  // load changes nothing.
+  void ServeReload();
+  void ReloadRules();
 
   EngineConfig config_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reload_{false};
+  bool reopen_log_ = false;  // SIGHUP seen, the log not reopened yet (a batch was in the way)
+  // Every shaping table since start (SIGHUP adds one): connections opened under an older one
+  // still hold leases on its budgets, so none is freed before the engine.
+  std::vector<std::shared_ptr<const ShapingTable>> shaping_generations_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Scanner> scanner_;  // after spool_: its claim threads use it
   std::unique_ptr<StaticRoutes> routes_;
   std::unique_ptr<AccountingLog> log_;
+  BounceClassifier bounce_classes_;  // built in Start(), replaced on SIGHUP
   std::unique_ptr<Journal> journal_;
   RetrySchedule schedule_;
   DeferredQueue deferred_;

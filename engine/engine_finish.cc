@@ -99,8 +99,14 @@ void Engine::LogOutcome(const MessageRecord& msg, uint32_t idx, absl::string_vie
   r.queue_time = now - msg.queued_at;
   r.attempt = static_cast<int>(Tries(msg)) + 1;
   r.status_override = status_override;
+  // Every failure gets its class (engine/bounce_class.h); "expired" keeps its last error's.
+  BounceClass klass = BounceClass::kOther;
+  if (o.klass != DeliveryClass::kDelivered) {
+    klass = bounce_classes_.Classify(o.code, o.enhanced, o.text);
+    r.bounce_class = ToString(klass);
+  }
   log_->Append(r);
-  if (control_) control_->counters().OnOutcome(o, status_override, r.queue_time);
+  if (control_) control_->counters().OnOutcome(o, status_override, r.queue_time, klass);
 }
 
 void Engine::JournalFinal(const MessageRecord& msg, uint32_t idx, FinalClass final_class) {

@@ -23,6 +23,11 @@ void OnSignal(int) {
   if (g_engine != nullptr) g_engine->RequestStop();
 }
 
+// SIGHUP: reopen the accounting log (logrotate) and reload the shaping rules (engine/reload.cc).
+void OnHangup(int) {
+  if (g_engine != nullptr) g_engine->RequestReload();
+}
+
 // Sessions are io_uring direct descriptors in one registered file table per worker, and the
 // kernel sizes each table by RLIMIT_NOFILE: raise the soft limit to the hard one. One line on
 // stderr (also with --quiet) when that fails or when the tables hold fewer sessions than
@@ -112,6 +117,11 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction hup {};
+  hup.sa_handler = OnHangup;
+  sigemptyset(&hup.sa_mask);
+  hup.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &hup, nullptr);
 
   absl::Status s = engine.Run();
   g_engine = nullptr;

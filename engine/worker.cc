@@ -538,12 +538,23 @@ struct Worker::Impl : public DestinationHost {
       if (Connection* c = slab.Find(s, g)) c->OnDeadline(deadline);  // else re-used or gone
     });
     QuitIdleForHeldConnects();
+    if (const ShapingTable* t = w.new_shaping_.exchange(nullptr, std::memory_order_acquire)) {
+      AdoptShaping(t);
+    }
     RepumpThrottled();
     if (resolver != nullptr) resolver->ProcessTimeouts();
     if (now_ms_ - last_policy_dump_ms >= kPolicyDumpMs) DumpPolicies();
     if (now_ms_ - last_expiry_ms >= 1000) ExpireIdleDestinations();
     if (w.control_ != nullptr) ServeControl();
     PostTick();
+  }
+
+  // SIGHUP's shaping rules (engine/reload.cc): new connections and messages use the new budgets;
+  // open connections keep their leases on the old ones until they close.
+  void AdoptShaping(const ShapingTable* t) {
+    shaping = t;
+    dctx.shaping = t;
+    for (auto& [key, d] : dests) d->RebindShaping();
   }
 
   // The control plane (engine/control_plane.h), every tick: apply the operator's commands, let

@@ -115,6 +115,11 @@ class Worker {
     ports_ = ports;
     port_sharers_ = workers;
   }
+  // Any thread (the scanner after SIGHUP, engine/reload.cc): new shaping rules, adopted on the
+  // worker's next tick. The table must outlive the worker.
+  void ReplaceShaping(const ShapingTable* table) {
+    new_shaping_.store(table, std::memory_order_release);
+  }
 
   // Sockets one worker can hold as io_uring direct descriptors (engine/ring.h): its
   // registered file table, min(RLIMIT_NOFILE, 65536) — each worker has its own.
@@ -141,6 +146,7 @@ class Worker {
   WorkerChannel* control_ = nullptr;
   EphemeralPorts ports_;
   int port_sharers_ = 1;
+  std::atomic<const ShapingTable*> new_shaping_{nullptr};
   std::unique_ptr<Impl> impl_;
 };
 

@@ -33,6 +33,9 @@ PACKAGES=(
   librabbitmq-dev libhiredis-dev rabbitmq-server redis-server
   # bench/cluster.py publishes with pika
   python3-pika
+  # dist/: the man pages (scdoc), and tests/integration/service_test.cc checks the installed
+  # unit with systemd-analyze verify and the logrotate snippet with logrotate --debug
+  scdoc systemd logrotate
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )

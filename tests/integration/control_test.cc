@@ -175,6 +175,7 @@ TEST_F(ControlTest, MetricsParseAndMatchTheAccountingLog) {
   std::map<std::string, std::string> types;
   double claimed = -1, hist_count = -1, inf_bucket = -1, by_source_delivered = 0;
   size_t per_destination = 0;
+  std::map<std::string, double> by_class;
   for (const nlohmann::json& s : ReadJsonLines(dir_ + "/samples.jsonl")) {
     const std::string name = s["name"];
     types[s["family"]] = s["type"];
@@ -189,7 +190,24 @@ TEST_F(ControlTest, MetricsParseAndMatchTheAccountingLog) {
       by_source_delivered += s["value"].get<double>();
     }
     if (name == "mxburst_destination_queued_messages") ++per_destination;
+    if (name == "mxburst_recipients_by_class_total" && s["value"].get<double>() > 0) {
+      by_class[absl::StrCat(s["labels"]["outcome"].get<std::string>(), " ",
+                            s["labels"]["class"].get<std::string>())] = s["value"];
+    }
   }
+  // Every failure record names its class, and the metric counts them the same way.
+  std::map<std::string, double> log_by_class;
+  for (const nlohmann::json& rec : log) {
+    if (rec["status"] == "delivered") {
+      EXPECT_FALSE(rec.contains("class")) << rec.dump();
+      continue;
+    }
+    ASSERT_TRUE(rec.contains("class")) << rec.dump();
+    log_by_class[absl::StrCat(rec["status"].get<std::string>(), " ",
+                              rec["class"].get<std::string>())] += 1;
+  }
+  EXPECT_EQ(by_class, log_by_class);
+  EXPECT_GT(log_by_class.size(), 0u);
   EXPECT_EQ(recipients["delivered"], by_status["delivered"]);
   EXPECT_EQ(recipients["bounced"], by_status["bounced"]);
   EXPECT_EQ(recipients["deferred"], by_status["deferred"]);

@@ -31,6 +31,7 @@ class Subprocess {
   Subprocess& operator=(const Subprocess&) = delete;
 
   bool started() const { return pid_ > 0; }
+  int pid() const { return pid_; }
   void Signal(int sig);
   // Waits for exit; returns the exit code, 128+signal if killed, -1 on timeout (then it is
   // killed).

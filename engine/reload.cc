@@ -1,0 +1,102 @@
+// SIGHUP (DESIGN.md "Interfaces"; issue 14): what a running engine re-reads without dropping a
+// connection or a queued message. Scanner thread; main() only sets a flag (RequestReload).
+//
+// - The accounting log is reopened by path (logrotate renamed it). The switch happens between
+//   batches only, right after a commit: the journal's log tail names the file (inode) and the
+//   offset its batch went to, and nothing may be half in one file and half in the other. Records
+//   written before the switch are at the end of the renamed file; none is lost or doubled.
+// - The bounce classification rules (`bounce_classes`, engine/bounce_class.h) and the
+//   [[shaping]] rules and [backoff] are read again from the --config file. The whole file
+//   must load (the same checks as at start-up); otherwise nothing changes and one line says
+//   why. A new ShapingTable goes to every worker, which switches on its next tick: new
+//   connections and messages draw on the new budgets, connections open under the old rules
+//   keep their leases on the old budgets until they close (every table stays alive, see
+//   shaping_generations_). Source pools key the destinations, so they need a restart; the
+//   rules' tls/verify keys too (the TLS policy rules are built once per worker).
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "engine/config.h"
+#include "engine/control_plane.h"
+#include "engine/engine.h"
+#include "engine/shaping.h"
+
+namespace mxb {
+namespace {
+
+bool SamePools(const ShapingConfig& a, const ShapingConfig& b) {
+  if (a.default_pool != b.default_pool || a.pools.size() != b.pools.size() ||
+      a.select.size() != b.select.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.pools.size(); ++i) {
+    if (a.pools[i].name != b.pools[i].name || a.pools[i].addresses != b.pools[i].addresses) {
+      return false;
+    }
+  }
+  for (size_t i = 0; i < a.select.size(); ++i) {
+    if (a.select[i].job != b.select[i].job || a.select[i].sender_domain != b.select[i].sender_domain ||
+        a.select[i].pool != b.select[i].pool) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void Engine::ServeReload() {
+  if (reload_.exchange(false, std::memory_order_relaxed)) {
+    reopen_log_ = true;
+    ReloadRules();
+  }
+  if (!reopen_log_) return;
+  absl::Status s = log_->Reopen();
+  if (absl::IsUnavailable(s)) return;  // a batch is in the way: after the next commit
+  reopen_log_ = false;
+  if (s.ok()) {
+    std::fprintf(stderr, "mxburst: SIGHUP: accounting log %s reopened\n", log_->path().c_str());
+  } else {
+    std::fprintf(stderr, "mxburst: SIGHUP: %s; still writing to the old file\n",
+                 std::string(s.message()).c_str());
+  }
+}
+
+void Engine::ReloadRules() {
+  if (config_.config_path.empty()) {
+    std::fprintf(stderr, "mxburst: SIGHUP: no --config file: shaping rules unchanged\n");
+    return;
+  }
+  EngineConfig fresh;
+  if (absl::Status s = LoadConfigFile(config_.config_path, &fresh); !s.ok()) {
+    std::fprintf(stderr, "mxburst: SIGHUP: %s: keeping the running configuration\n",
+                 std::string(s.message()).c_str());
+    return;
+  }
+  absl::StatusOr<BounceClassifier> classes = BounceClassifier::Load(fresh.bounce_classes_file);
+  if (!classes.ok()) {
+    std::fprintf(stderr, "mxburst: SIGHUP: %s: keeping the running configuration\n",
+                 std::string(classes.status().message()).c_str());
+    return;
+  }
+  bounce_classes_ = *std::move(classes);
+  if (shaping_generations_.empty()) shaping_generations_.push_back(config_.shaping);
+  const ShapingConfig& running = shaping_generations_.back()->config();
+  ShapingConfig next = std::move(fresh.shaping_config);
+  const bool pools_changed = !SamePools(running, next);
+  next.pools = running.pools;
+  next.select = running.select;
+  next.default_pool = running.default_pool;
+  const size_t rules = next.rules.size();
+  auto table = std::make_shared<const ShapingTable>(std::move(next));
+  shaping_generations_.push_back(table);
+  for (auto& w : workers_) w->ReplaceShaping(table.get());
+  if (control_) control_->SetShaping(table.get());
+  std::fprintf(stderr, "mxburst: SIGHUP: %zu shaping rule(s) loaded from %s%s\n", rules,
+               config_.config_path.c_str(),
+               pools_changed ? "; source pools changed: they apply after a restart" : "");
+}
+
+}  // namespace mxb
