@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "control/http_server.h"
 #include "engine/destination.h"
+#include "engine/message_lookup.h"
 #include "engine/worker.h"
 #include "nlohmann/json.hpp"
 
@@ -95,32 +96,7 @@ bool ParseSuspendDuration(const std::string& text, absl::Duration* out) {
 
 // --- worker side ---------------------------------------------------------------------------
 
-bool Suspensions::Suspended(absl::string_view domain, int64_t now_ms) const {
-  if (by_domain_.empty()) return false;
-  auto it = by_domain_.find(domain);
-  return it != by_domain_.end() && it->second.until_ms > now_ms;
-}
-
-void Suspensions::Apply(const ControlCommand& c) {
-  if (c.kind == ControlCommand::Kind::kSuspend) {
-    by_domain_[c.domain] = Entry{c.until_ms, c.reason};
-  } else if (c.kind == ControlCommand::Kind::kResume) {
-    by_domain_.erase(c.domain);
-  }
-}
-
-std::vector<std::string> Suspensions::Expire(int64_t now_ms) {
-  std::vector<std::string> out;
-  for (auto it = by_domain_.begin(); it != by_domain_.end();) {
-    if (it->second.until_ms <= now_ms) {
-      out.push_back(it->first);
-      by_domain_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
-  return out;
-}
+// Suspensions: engine/suspensions.cc.
 
 WorkerSnapshot* TakeSnapshot(uint32_t worker, int64_t now_ms, absl::Time now,
                              const std::vector<const Destination*>& dests,
@@ -139,19 +115,33 @@ WorkerSnapshot* TakeSnapshot(uint32_t worker, int64_t now_ms, absl::Time now,
     v.worker = worker;
     v.queued = d->queued();
     v.connections = d->connections();
-    auto sus = suspensions.entries().find(d->domain());
-    const bool suspended = sus != suspensions.entries().end() && sus->second.until_ms > now_ms;
+    const Suspensions::Entry* sus = d->Suspension();
+    const bool suspended = sus != nullptr;
+    v.held = d->held();
     v.state = StateName(*d, suspended, now_ms);
     v.last_error = d->last_failure();
     if (d->queued() > 0) v.oldest_age_seconds = absl::ToDoubleSeconds(now - d->oldest_queued_at());
     if (d->dead_until_ms() > now_ms) v.dead_for_seconds = (d->dead_until_ms() - now_ms) / 1000.0;
     if (suspended) {
-      v.suspended_for_seconds = (sus->second.until_ms - now_ms) / 1000.0;
-      v.suspend_reason = sus->second.reason;
+      v.suspended_for_seconds = (sus->until_ms - now_ms) / 1000.0;
+      v.suspend_reason = sus->reason;
     }
     s->destinations.push_back(std::move(v));
   }
+  s->suspensions = suspensions.DumpJson(now_ms);
   return s;
+}
+
+bool ControlPlane::TakeFlush(bool* all, std::vector<std::string>* domains) {
+  if (!flush_.pending.load(std::memory_order_acquire)) return false;
+  std::lock_guard<std::mutex> lock(flush_.mu);
+  if (absl::Now() - flush_.at < absl::Milliseconds(250)) return false;
+  *all = flush_.all;
+  *domains = std::move(flush_.domains);
+  flush_.all = false;
+  flush_.domains.clear();
+  flush_.pending.store(false, std::memory_order_relaxed);
+  return true;
 }
 
 // --- scanner side --------------------------------------------------------------------------
@@ -437,9 +427,17 @@ std::string ControlPlane::RenderDestinations(bool all) {
       j["suspended_for_seconds"] = v->suspended_for_seconds;
       j["suspend_reason"] = v->suspend_reason;
     }
+    if (v->held > 0) j["held_by_job_suspension"] = v->held;
     out.push_back(std::move(j));
   }
-  return nlohmann::json{{"destinations", out}}.dump();
+  // Every worker holds the same suspensions (commands are broadcast): the first one's list.
+  nlohmann::json sus = nlohmann::json::array();
+  for (const auto& s : snaps) {
+    if (!s) continue;
+    for (const std::string& e : s->suspensions) sus.push_back(nlohmann::json::parse(e));
+    break;
+  }
+  return nlohmann::json{{"destinations", out}, {"suspensions", sus}}.dump();
 }
 
 std::string ControlPlane::RenderPolicy() {
@@ -526,16 +524,35 @@ absl::Status ControlPlane::Start(const std::vector<std::unique_ptr<Worker>>* wor
     body += "]";
     return HttpResponse{200, control::kJsonType, body};
   });
+  // Commands name their target: domain=, mx= (an MX suffix) or job= (an x-job). Bounce takes a
+  // domain or a job; flush (retry now) a domain or nothing (everything).
   auto command = [this](ControlCommand::Kind kind) {
     return [this, kind](const HttpRequest& r) {
       ControlCommand c;
       c.kind = kind;
       c.domain = absl::AsciiStrToLower(r.Param("domain"));
+      c.mx_suffix = absl::AsciiStrToLower(r.Param("mx"));
+      if (absl::StartsWith(c.mx_suffix, "*")) c.mx_suffix.erase(0, 1);
+      if (absl::StartsWith(c.mx_suffix, ".")) c.mx_suffix.erase(0, 1);
+      c.job = r.Param("job");
       c.reason = r.Param("reason");
-      if (c.domain.empty() || c.domain.find_first_of(" \t\r\n/") != std::string::npos) {
-        return JsonError(400, "domain: expected a recipient domain");
+      const int targets = !c.domain.empty() + !c.mx_suffix.empty() + !c.job.empty();
+      const bool mx_ok = kind == ControlCommand::Kind::kSuspend ||
+                         kind == ControlCommand::Kind::kResume;
+      if (kind == ControlCommand::Kind::kFlush ? targets > 1 || !c.job.empty() || !c.mx_suffix.empty()
+                                               : targets != 1 || (!mx_ok && !c.mx_suffix.empty())) {
+        return JsonError(400, kind == ControlCommand::Kind::kFlush
+                                  ? "expected domain= or nothing (everything)"
+                                  : mx_ok ? "expected exactly one of domain=, mx=, job="
+                                          : "expected exactly one of domain=, job=");
       }
-      nlohmann::json ok = {{"domain", c.domain}, {"workers", channels_.size()}};
+      for (const std::string* v : {&c.domain, &c.mx_suffix, &c.job}) {
+        if (v->find_first_of(" \t\r\n/") != std::string::npos) {
+          return JsonError(400, "target: no spaces or '/' allowed");
+        }
+      }
+      nlohmann::json ok = {{"target", c.Target()}, {"workers", channels_.size()}};
+      if (!c.domain.empty()) ok["domain"] = c.domain;
       if (kind == ControlCommand::Kind::kSuspend) {
         absl::Duration d;
         if (!ParseSuspendDuration(r.Param("duration"), &d)) {
@@ -547,11 +564,18 @@ absl::Status ControlPlane::Start(const std::vector<std::unique_ptr<Worker>>* wor
         ok["seconds"] = absl::ToDoubleSeconds(d);
       } else if (kind == ControlCommand::Kind::kResume) {
         ok["action"] = "resume";
+      } else if (kind == ControlCommand::Kind::kFlush) {
+        ok["action"] = "flush";
+        std::lock_guard<std::mutex> lock(flush_.mu);
+        flush_.at = absl::Now();
+        if (c.domain.empty()) flush_.all = true;
+        else flush_.domains.push_back(c.domain);
+        flush_.pending.store(true, std::memory_order_release);
       } else {
         if (c.reason.empty()) c.reason = "bounced by the operator";
         ok["action"] = "bounce";
       }
-      ok["reason"] = c.reason;
+      if (!c.reason.empty()) ok["reason"] = c.reason;
       Broadcast(c);
       return Json(200, ok);
     };
@@ -559,6 +583,13 @@ absl::Status ControlPlane::Start(const std::vector<std::unique_ptr<Worker>>* wor
   h.Post("/api/v1/suspend", command(ControlCommand::Kind::kSuspend));
   h.Post("/api/v1/resume", command(ControlCommand::Kind::kResume));
   h.Post("/api/v1/bounce", command(ControlCommand::Kind::kBounce));
+  h.Post("/api/v1/flush", command(ControlCommand::Kind::kFlush));
+  // One message: where it is and its recipients' states (engine/message_lookup.h).
+  h.Get(R"(/api/v1/messages/([^/]+))", [this](const HttpRequest& r) {
+    const std::string id = r.path.substr(r.path.rfind('/') + 1);
+    MessageLookup found = LookUpMessage(config_.spool_dir, config_.log_path, id);
+    return Json(found.status, found.json);
+  });
   return h.Start();
 }
 

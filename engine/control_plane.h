@@ -43,34 +43,52 @@ namespace control {
 class ControlHttpServer;
 }
 
-// An operator's command for the destinations of one recipient domain, on every worker.
+// An operator's command, on every worker. Its target is a recipient domain, an MX suffix (every
+// destination with an MX host at or under it: "yahoodns.net"), or a job (messages whose x-job
+// is `job`): exactly one of the three is set (kFlush: none = every destination).
 struct ControlCommand {
   // kRelease: the engine stops; suspended destinations hand their jobs back (deferred), or
-  // the scanner would wait for them until the suspension ends.
-  enum class Kind { kSuspend, kResume, kBounce, kRelease };
+  // the scanner would wait for them until the suspension ends. kFlush: retry now — dead
+  // destinations are tried again at once (the scanner makes deferred/ due).
+  enum class Kind { kSuspend, kResume, kBounce, kRelease, kFlush };
   Kind kind = Kind::kSuspend;
-  std::string domain;  // lower case
+  std::string domain;     // lower case
+  std::string mx_suffix;  // lower case, no leading "*." / "."
+  std::string job;        // as in x-job
   int64_t until_ms = 0;  // kSuspend: CLOCK_MONOTONIC ms (the workers' clock)
   std::string reason;
+  // "domain d1.example", "mx yahoodns.net", "job spring-sale", "all".
+  std::string Target() const;
 };
 
-// Suspended domains of one worker (worker thread only). A suspended destination keeps its jobs
-// queued in memory and opens no connection and starts no transaction; mail stays in active/
-// and never enters the retry schedule. Destinations consult it through DestinationContext.
+// What an operator suspended, on one worker (worker thread only). A suspended destination (its
+// domain, or one of its MX hosts under a suspended suffix) keeps its jobs queued in memory,
+// opens no connection and starts no transaction; a suspended job's messages are held aside at
+// each destination while its other mail goes on. Mail stays in active/ and never enters the
+// retry schedule. Destinations consult it through DestinationContext.
+struct SuspensionEntry {
+  int64_t until_ms = 0;
+  std::string reason;
+};
 class Suspensions {
  public:
-  struct Entry {
-    int64_t until_ms = 0;
-    std::string reason;
-  };
+  using Entry = SuspensionEntry;
+  enum class Kind { kDomain, kMxSuffix, kJob };
   bool Suspended(absl::string_view domain, int64_t now_ms) const;
+  const Entry* ForDomain(absl::string_view domain, int64_t now_ms) const;
+  const Entry* ForMx(absl::string_view mx_host, int64_t now_ms) const;
+  const Entry* ForJob(absl::string_view job, int64_t now_ms) const;
+  bool any_jobs() const { return !by_job_.empty(); }
   void Apply(const ControlCommand& c);
-  // Entries past their time are removed; their domains returned (to be pumped again).
-  std::vector<std::string> Expire(int64_t now_ms);
-  const absl::flat_hash_map<std::string, Entry>& entries() const { return by_domain_; }
+  // Entries past their time are removed; true when any was (their mail is pumped again).
+  bool Expire(int64_t now_ms);
+  // Every entry as JSON objects {kind, target, seconds_left, reason}.
+  std::vector<std::string> DumpJson(int64_t now_ms) const;
 
  private:
   absl::flat_hash_map<std::string, Entry> by_domain_;
+  absl::flat_hash_map<std::string, Entry> by_mx_;  // suffix -> entry
+  absl::flat_hash_map<std::string, Entry> by_job_;
 };
 
 // What one destination looks like to an operator, taken on its worker's thread.
@@ -86,6 +104,7 @@ struct DestinationView {
   double dead_for_seconds = 0;
   double suspended_for_seconds = 0;
   std::string suspend_reason;
+  size_t held = 0;  // of `queued`: jobs held because their x-job is suspended
 };
 
 struct WorkerSnapshot {
@@ -95,6 +114,7 @@ struct WorkerSnapshot {
   Resolver::Stats dns;
   std::vector<DestinationView> destinations;
   std::string policy_jsonl;  // the policy cache, one JSON object per line
+  std::vector<std::string> suspensions;  // Suspensions::DumpJson
 };
 
 // One worker's two queues with the HTTP side.
@@ -103,6 +123,16 @@ struct WorkerChannel {
   MpscQueue<WorkerSnapshot*> snapshots{8};
   std::atomic<uint64_t> wanted{0};  // the HTTP side's request serial; the worker answers once
   uint64_t answered = 0;            // worker thread only
+};
+
+// Retry-now requests for the scanner (POST /api/v1/flush): the HTTP thread adds, the scanner
+// takes them on its next loop and makes the matching deferred/ messages due.
+struct FlushRequests {
+  std::mutex mu;
+  absl::Time at;  // the newest request
+  bool all = false;
+  std::vector<std::string> domains;
+  std::atomic<bool> pending{false};
 };
 
 // Counters the scanner thread updates (relaxed atomics) and the HTTP threads read.
@@ -159,6 +189,11 @@ class ControlPlane {
   }
   // Scanner thread, once when it starts stopping (see ControlCommand::kRelease).
   void OnStopping();
+  // Scanner thread, every loop: retry-now requests since the last call (false: none). *all:
+  // every deferred message; else those with a recipient at one of *domains. A request is handed
+  // out 250 ms after it came, when every worker has applied the same kFlush on its 100 ms tick
+  // (revived its dead destinations): else the retried mail would meet them still dead.
+  bool TakeFlush(bool* all, std::vector<std::string>* domains);
   // Scanner thread, after SIGHUP loaded new rules (the table outlives the server).
   void SetShaping(const ShapingTable* table) { shaping_.store(table, std::memory_order_release); }
   // Scanner thread, every loop.
@@ -182,6 +217,7 @@ class ControlPlane {
   const std::vector<std::unique_ptr<Worker>>* workers_ = nullptr;
   std::vector<std::unique_ptr<WorkerChannel>> channels_;
   EngineCounters counters_;
+  FlushRequests flush_;
   std::unique_ptr<control::ControlHttpServer> http_;
   absl::Time started_ = absl::Now();
   std::mutex snapshot_mu_;  // HTTP threads only: the snapshot queues have one consumer

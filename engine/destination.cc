@@ -123,15 +123,8 @@ void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enh
   }
 }
 
-void Destination::BounceQueued(absl::string_view reason) {
-  FailQueue(DeliveryClass::kBounced, 0, "5.0.0", reason, {});
-}
-
-absl::Time Destination::oldest_queued_at() const { return queue_.front()->message->queued_at; }
-
-bool Destination::Suspended() const {
-  return ctx_->suspensions != nullptr && ctx_->suspensions->Suspended(domain_, now());
-}
+// BounceQueued, oldest_queued_at, Suspended and the other operator commands:
+// engine/destination_control.cc.
 
 // ---------------------------------------------------------------------------------------------
 // Jobs in
@@ -171,6 +164,7 @@ void Destination::Accept(DeliveryJob* job) {
                                " already wait for max_message_rate"));
     return;
   }
+  if (HoldIfJobSuspended(job)) return;
   queue_.push_back(job);
   ResumeIdle();
   if (NeedsResolve()) {
@@ -181,6 +175,7 @@ void Destination::Accept(DeliveryJob* job) {
 }
 
 void Destination::Shutdown() {
+  ReleaseForStop();
   FailQueue(DeliveryClass::kDeferred, 0, "4.3.2", "engine shutting down", {});
   while (!idle_.empty()) {
     ConnRef c = idle_.back();

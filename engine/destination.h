@@ -53,6 +53,7 @@ struct RelayConfig;  // engine/relay.h
 struct EngineConfig;
 class Destination;
 class Suspensions;
+struct SuspensionEntry;
 
 // Fills every outcome of `job` with one result (the job has not been tried, or failed whole).
 void SetAllOutcomes(DeliveryJob* job, DeliveryClass klass, int code, absl::string_view enhanced,
@@ -202,9 +203,20 @@ class Destination : public ConnectionOwner {
   // The operator's administrative bounce (control plane): every queued job bounces with
   // 5.0.0 and `reason`; jobs already in a transaction finish it.
   void BounceQueued(absl::string_view reason);
+  // The operator's commands by job and for retry-now (engine/destination_control.cc).
+  // Suspension(): what suspends this destination (its domain, or an MX suffix one of its hosts
+  // is under), nullptr if nothing. Jobs whose x-job is suspended wait in held_, apart from the
+  // queue, while the destination's other mail goes on.
+  const SuspensionEntry* Suspension() const;
+  void HoldSuspendedJobs();   // after a job suspension: queued jobs of it move to held_
+  void ReleaseHeldJobs();     // after a resume or expiry: back to the queue, then Pump()
+  void BounceJob(absl::string_view job, absl::string_view reason);  // queued and held ones
+  void ReleaseForStop();      // the engine stops: suspended/held jobs are deferred
+  void Revive();              // retry now: a dead destination is tried again at once
+  size_t held() const { return held_.size(); }
 
   const std::string& domain() const { return domain_; }
-  size_t queued() const { return queue_.size(); }
+  size_t queued() const { return queue_.size() + held_.size(); }
   int connections() const { return connections_; }
   State state() const { return state_; }
   const HopList& hops() const { return hops_; }
@@ -212,7 +224,7 @@ class Destination : public ConnectionOwner {
   int64_t dead_until_ms() const { return dead_until_ms_; }
   int pool() const { return pool_; }
   const std::string& last_failure() const { return last_failure_; }
-  absl::Time oldest_queued_at() const;  // queued() > 0
+  absl::Time oldest_queued_at() const;  // queued() > 0 (the queue or held_)
   // Nothing queued, no connection (closing ones included), no lookup or MTA-STS wait pending,
   // not dead, no back-off or rate wait, and nothing happened for `idle_ms`: the worker may
   // erase it (no connection, resolver callback or throttled entry can point at it then).
@@ -246,7 +258,8 @@ class Destination : public ConnectionOwner {
   enum class BudgetResult { kOk, kFull, kNoSource };
 
   // Suspended by the operator: jobs stay queued, no connection opens, no transaction starts.
-  bool Suspended() const;
+  bool Suspended() const { return Suspension() != nullptr; }
+  bool HoldIfJobSuspended(DeliveryJob* job);  // true: into held_
   bool NeedsResolve() const;
   bool StsReady();
   bool StsCandidate(const Hop& hop) const;
@@ -314,6 +327,7 @@ class Destination : public ConnectionOwner {
   ShapingBudget* budget_ = nullptr;  // the domain rule's budget, else own_budget_
   std::unique_ptr<ShapingBudget> own_budget_;
   std::vector<std::unique_ptr<ShapingBudget>> retired_budgets_;  // own budgets before a reload
+  std::deque<DeliveryJob*> held_;  // jobs of a suspended x-job (destination_control.cc)
   int64_t shaping_wake_ms_ = 0;  // waits for a rate slot or a connection budget until then
   // Node-based: a Lease& stays valid while other connections open and close.
   std::unordered_map<uint32_t, Lease> leases_;

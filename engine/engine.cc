@@ -443,6 +443,7 @@ absl::Status Engine::Run() {
       stop_.store(true);
     }
     ServeReload();  // right after a commit: nothing buffered, the log can be reopened
+    ServeRetryNow();
     bool stopping = stop_.load(std::memory_order_relaxed);
     if (stopping && control_) control_->OnStopping();
     if (stopping && amqp_) amqp_->Stop();  // acks what is durable; the rest stays in the broker

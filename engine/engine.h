@@ -149,6 +149,8 @@ class Engine : private ClaimGate {
   // load changes nothing.
   void ServeReload();
   void ReloadRules();
+  // Retry-now requests from the control plane (engine/retry_now.cc), every loop.
+  void ServeRetryNow();
 
   EngineConfig config_;
   std::atomic<bool> stop_{false};

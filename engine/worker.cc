@@ -562,26 +562,41 @@ struct Worker::Impl : public DestinationHost {
   void ServeControl() {
     WorkerChannel& ch = *w.control_;
     ControlCommand* raw;
-    std::vector<std::string> to_pump;
+    bool repump = false;
     while (ch.commands.TryPop(raw)) {
       std::unique_ptr<ControlCommand> cmd(raw);
-      if (cmd->kind == ControlCommand::Kind::kRelease) {
-        for (auto& [key, d] : dests) {
-          if (suspensions.Suspended(d->domain(), now_ms_)) d->Shutdown();
-        }
+      using Kind = ControlCommand::Kind;
+      if (cmd->kind == Kind::kRelease) {
+        for (auto& [key, d] : dests) d->ReleaseForStop();
         continue;
       }
       suspensions.Apply(*cmd);
       for (auto& [key, d] : dests) {
-        if (d->domain() != cmd->domain) continue;
-        if (cmd->kind == ControlCommand::Kind::kBounce) d->BounceQueued(cmd->reason);
+        const bool domain_match = !cmd->domain.empty() && d->domain() == cmd->domain;
+        switch (cmd->kind) {
+          case Kind::kSuspend:
+            if (!cmd->job.empty()) d->HoldSuspendedJobs();
+            break;
+          case Kind::kBounce:
+            if (domain_match) d->BounceQueued(cmd->reason);
+            if (!cmd->job.empty()) d->BounceJob(cmd->job, cmd->reason);
+            break;
+          case Kind::kFlush:
+            if (cmd->domain.empty() || domain_match) {
+              d->Revive();
+              d->Pump();
+            }
+            break;
+          default:
+            break;
+        }
       }
-      if (cmd->kind == ControlCommand::Kind::kResume) to_pump.push_back(cmd->domain);
+      if (cmd->kind == Kind::kResume) repump = true;
     }
-    for (std::string& domain : suspensions.Expire(now_ms_)) to_pump.push_back(std::move(domain));
-    for (const std::string& domain : to_pump) {
+    if (suspensions.Expire(now_ms_)) repump = true;
+    if (repump) {
       for (auto& [key, d] : dests) {
-        if (d->domain() != domain) continue;
+        d->ReleaseHeldJobs();
         d->ResumeIdle();
         d->Pump();
       }

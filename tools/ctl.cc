@@ -1,12 +1,24 @@
-// mxburstctl: look at a spool and the engine's policy cache, and flush deferred mail.
+// mxburstctl: the operator's client of a running mxburst (its control endpoint, issue 14), and a
+// reader of the spool's files when no engine runs.
 //
-//   mxburstctl queue  --spool DIR            counts per spool directory, deferred per domain
-//   mxburstctl policy --spool DIR            the TLS policy cache (written by each worker), pins
-//   mxburstctl shaping --spool DIR           traffic-shaping budgets: connections, rate, back-off
-//   mxburstctl flush  --spool DIR [--domain D]  deferred messages back to incoming/ now
+//   mxburstctl status|queue|policy|shaping             live: tables (or --json) from the API
+//                                                      (policy --spool DIR: the files, banner pins too)
+//   mxburstctl message ID                              where a message is, its recipients' states
+//   mxburstctl suspend|resume --domain D|--mx S|--job J [--duration 20m] [--reason TEXT]
+//   mxburstctl bounce --domain D|--job J [--reason TEXT]
+//   mxburstctl flush [--domain D]                      retry deferred mail now
+//   mxburstctl sts DOMAIN --spool DIR                  the cached MTA-STS policy (a file)
+//   mxburstctl tlsrpt [--send-now] --spool DIR         today's TLS-RPT counters (files)
 //
-// It works on the files the engine keeps (no control socket yet): `policy` shows the cache as of
-// the workers' last dump (every 30 s and at exit); `shaping` the same for the shaping budgets.
+// Which engine: --url, else the [http] listen of --config (default /etc/mxburst/mxburst.toml,
+// which also names the spool and the token file). With only --spool DIR it reads that spool's
+// files, as before the control endpoint existed (queue counts, policy/shaping dumps, flush moves
+// deferred/ files to incoming/). When the engine does not answer, queue/policy/shaping/message/
+// flush fall back to the files and say so on stderr; suspend/resume/bounce need the engine.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -21,7 +33,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/config.h"
+#include "engine/message_lookup.h"
 #include "engine/tlsrpt_reporter.h"
+#include "httplib.h"
 #include "queue/envelope.h"
 #include "queue/journal.h"
 #include "queue/spool.h"
@@ -31,23 +46,34 @@
 
 namespace {
 
-const char kUsage[] = R"(usage: mxburstctl COMMAND --spool DIR [options]
+const char kUsage[] = R"(usage: mxburstctl COMMAND [options]
 
-  queue            messages per spool directory, and deferred recipients per domain
-  policy           the TLS policy cache per MX host (JSON lines, from SPOOL/log/policy-w*.jsonl)
-                   and the learned banner strict-tls pins ("source":"banner-pin", from
-                   SPOOL/policy/banner-pins.json)
-  shaping          the traffic-shaping budgets: open connections, message rate and back-off
-                   (throttle) state per [[shaping]] rule (JSON lines, from SPOOL/log/shaping.jsonl)
-  sts DOMAIN       DOMAIN's cached MTA-STS policy (RFC 8461): mode, mx patterns, id, fetched and
-                   expiry time (one JSON object, from SPOOL/policy/mta-sts/DOMAIN)
+  status           version, uptime, totals (live)
+  queue            destinations by queue: queued, connections, state, oldest, last error;
+                   without an engine: messages per spool directory, deferred per domain
+  message ID       where a message is (incoming, in-flight, deferred, bad, done) and each
+                   recipient's state and last reply (ID = the log's msgid, the spool file name)
+  policy           the TLS policy cache per MX host (with --spool alone also the learned banner
+                   strict-tls pins, from SPOOL/policy/banner-pins.json)
+  shaping          the traffic-shaping budgets: connections, rate and back-off per rule
+  suspend          --domain D | --mx SUFFIX | --job JOB  [--duration 20m] [--reason TEXT]
+  resume           --domain D | --mx SUFFIX | --job JOB
+  bounce           --domain D | --job JOB  [--reason TEXT]  (what is queued: 5.0.0 + DSN)
+  flush            [--domain D]  retry deferred mail now (without an engine: move the files
+                   from deferred/ back to incoming/)
+  sts DOMAIN       DOMAIN's cached MTA-STS policy (RFC 8461, from SPOOL/policy/mta-sts/)
   tlsrpt           today's TLS-RPT (RFC 8460) counters per policy domain: successful and failed
                    sessions per policy and result type (JSON lines, from SPOOL/tlsrpt and the
                    journal)
     --send-now     ask the running engine to build and send the reports now (every day held,
                    today's so far); waits until they are in SPOOL/tlsrpt/outbox.*
-  flush            move deferred messages back to incoming/ for an immediate retry
-    --domain D     only messages with a recipient at domain D
+
+  --url URL        the engine's control endpoint (default: [http] listen of the config)
+  --config FILE    mxburst.toml for listen, spool and token_file (default
+                   /etc/mxburst/mxburst.toml when it exists)
+  --spool DIR      the spool (alone: read its files, do not ask an engine)
+  --token-file F   bearer token for suspend/resume/bounce/flush (default: [http] token_file)
+  --json           the API's JSON instead of a table
   --help           this text
 )";
 
@@ -215,6 +241,167 @@ int Flush(mxb::Spool& spool, const std::string& domain) {
   return 0;
 }
 
+// --- tables ------------------------------------------------------------------------------
+
+std::string Cell(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f", v.get<double>());
+    return buf;
+  }
+  return v.dump();
+}
+
+// An array of objects as a table: the given columns, or every key of the first row.
+void PrintTable(const nlohmann::json& rows, std::vector<std::string> columns = {}) {
+  if (!rows.is_array() || rows.empty()) {
+    std::printf("(none)\n");
+    return;
+  }
+  if (columns.empty()) {
+    for (const auto& [k, v] : rows.front().items()) columns.push_back(k);
+  }
+  std::vector<size_t> width(columns.size());
+  std::vector<std::vector<std::string>> cells;
+  for (size_t c = 0; c < columns.size(); ++c) width[c] = columns[c].size();
+  for (const nlohmann::json& r : rows) {
+    std::vector<std::string> line;
+    for (size_t c = 0; c < columns.size(); ++c) {
+      std::string v = r.contains(columns[c]) ? Cell(r[columns[c]]) : "";
+      if (v.size() > 60 && c + 1 < columns.size()) v = v.substr(0, 57) + "...";
+      width[c] = std::max(width[c], v.size());
+      line.push_back(std::move(v));
+    }
+    cells.push_back(std::move(line));
+  }
+  auto print = [&](const std::vector<std::string>& line) {
+    std::string out;
+    for (size_t c = 0; c < line.size(); ++c) {
+      out += line[c];
+      if (c + 1 < line.size()) out += std::string(width[c] - line[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  std::vector<std::string> head;
+  for (const std::string& c : columns) {
+    std::string h = c;
+    for (char& ch : h) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    head.push_back(h);
+  }
+  print(head);
+  for (const auto& line : cells) print(line);
+}
+
+// --- the live API --------------------------------------------------------------------------
+
+struct Options {
+  std::string command, arg, url, config, spool, token_file, domain, mx, job, duration, reason;
+  bool json = false;
+  bool send_now = false;    // tlsrpt --send-now
+  bool spool_only = false;  // only --spool given: files, no engine
+};
+
+struct Live {
+  std::string host;
+  int port = 0;
+  std::string token;
+  std::string why_not;  // set when the engine did not answer
+};
+
+bool ParseUrl(const std::string& url, Live* l) {
+  std::string u = url;
+  if (u.rfind("http://", 0) == 0) u = u.substr(7);
+  while (!u.empty() && u.back() == '/') u.pop_back();
+  const size_t colon = u.rfind(':');
+  if (colon == std::string::npos) return false;
+  l->host = u.substr(0, colon);
+  if (l->host.size() > 2 && l->host.front() == '[') l->host = l->host.substr(1, l->host.size() - 2);
+  try {
+    l->port = std::stoi(u.substr(colon + 1));
+  } catch (...) {
+    return false;
+  }
+  return l->port > 0 && l->port < 65536;
+}
+
+// GET/POST; nullopt (and why_not) when nothing answers.
+std::optional<httplib::Result> Call(Live* l, const std::string& method, const std::string& path,
+                                    const httplib::Params& form = {}) {
+  httplib::Client c(l->host, l->port);
+  c.set_connection_timeout(2, 0);
+  c.set_read_timeout(10, 0);
+  httplib::Result r = method == "GET" ? c.Get(path.c_str())
+                                      : c.Post(path.c_str(),
+                                               httplib::Headers{{"Authorization", "Bearer " + l->token}},
+                                               form);
+  if (!r) {
+    l->why_not = httplib::to_string(r.error());
+    return std::nullopt;
+  }
+  return r;
+}
+
+int PrintBody(const Options& o, int status, const std::string& body, const std::string& what) {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  if (status != 200) {
+    std::string err = !j.is_discarded() && j.contains("error") ? Cell(j["error"]) : body;
+    return Fail(absl::StrCat(what, ": HTTP ", status, ": ", err));
+  }
+  if (o.json || j.is_discarded()) {
+    std::printf("%s\n", body.c_str());
+    return 0;
+  }
+  if (what == "status") {
+    for (const auto& [k, v] : j.items()) std::printf("%-24s %s\n", k.c_str(), Cell(v).c_str());
+  } else if (what == "queue") {
+    PrintTable(j["destinations"], {"domain", "queued", "connections", "state", "oldest_age_seconds",
+                                   "last_error"});
+    if (!j["suspensions"].empty()) {
+      std::printf("\nsuspended:\n");
+      PrintTable(j["suspensions"], {"kind", "target", "seconds_left", "reason"});
+    }
+  } else if (what == "policy") {
+    PrintTable(j["policies"]);
+  } else if (what == "shaping") {
+    PrintTable(j);
+  } else if (what == "message") {
+    for (const char* k : {"id", "location", "sender", "job", "attempts", "next_attempt"}) {
+      if (j.contains(k)) std::printf("%-10s %s\n", k, Cell(j[k]).c_str());
+    }
+    PrintTable(j["recipients"], {"rcpt", "state", "code", "enhanced", "class", "text"});
+  } else {
+    for (const auto& [k, v] : j.items()) std::printf("%s=%s ", k.c_str(), Cell(v).c_str());
+    std::printf("\n");
+  }
+  return 0;
+}
+
+int Offline(const Options& o, const std::string& why) {
+  if (!why.empty()) {
+    std::fprintf(stderr, "mxburstctl: no engine answers (%s): showing the files in %s\n",
+                 why.c_str(), o.spool.c_str());
+  }
+  if (o.spool.empty()) return Fail("--spool: required without a running engine");
+  absl::StatusOr<mxb::Spool> spool = mxb::Spool::Open(o.spool);
+  if (!spool.ok()) return Fail(std::string(spool.status().message()));
+  if (o.command == "queue") return Queue(*spool);
+  if (o.command == "policy") return Policy(*spool);
+  if (o.command == "shaping") return Shaping(*spool);
+  if (o.command == "flush") return Flush(*spool, o.domain);
+  if (o.command == "sts") return Sts(*spool, o.arg);
+  if (o.command == "tlsrpt") return TlsRpt(*spool, o.send_now);
+  if (o.command == "message") {
+    mxb::EngineConfig c;
+    std::string log = o.spool + "/log/accounting.jsonl";
+    if (!o.config.empty() && mxb::LoadConfigFile(o.config, &c).ok() && !c.log_path.empty()) log = c.log_path;
+    mxb::MessageLookup m = mxb::LookUpMessage(o.spool, log, o.arg);
+    return PrintBody(o, m.status, m.json.dump(), "message");
+  }
+  return Fail(absl::StrCat(o.command, ": needs a running engine (", why.empty() ? "--url or --config" : why, ")"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -222,28 +409,87 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  std::string command = argv[1], spool_dir, domain;
-  bool send_now = false;
+  Options o;
+  o.command = argv[1];
   int first = 2;
-  if (command == "sts" && argc > 2 && argv[2][0] != '-') domain = argv[first++];
+  if ((o.command == "sts" || o.command == "message") && argc > 2 && argv[2][0] != '-') {
+    o.arg = argv[first++];
+  }
+  bool explicit_config = false;
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
-    if ((a == "--spool" || a == "--domain") && i + 1 < argc) {
-      (a == "--spool" ? spool_dir : domain) = argv[++i];
-    } else if (a == "--send-now" && command == "tlsrpt") {
-      send_now = true;
-    } else {
-      return Fail(absl::StrCat(a, ": unknown option (see --help)"));
+    std::string* value = nullptr;
+    if (a == "--spool") value = &o.spool;
+    else if (a == "--domain") value = &o.domain;
+    else if (a == "--mx") value = &o.mx;
+    else if (a == "--job") value = &o.job;
+    else if (a == "--url") value = &o.url;
+    else if (a == "--config") value = &o.config;
+    else if (a == "--token-file") value = &o.token_file;
+    else if (a == "--duration") value = &o.duration;
+    else if (a == "--reason") value = &o.reason;
+    else if (a == "--json") { o.json = true; continue; }
+    else if (a == "--send-now" && o.command == "tlsrpt") { o.send_now = true; continue; }
+    else return Fail(absl::StrCat(a, ": unknown option (see --help)"));
+    if (i + 1 >= argc) return Fail(absl::StrCat(a, ": missing value"));
+    *value = argv[++i];
+    if (a == "--config") explicit_config = true;
+  }
+  if ((o.command == "sts" || o.command == "message") && o.arg.empty()) {
+    return Fail(absl::StrCat(o.command, ": an argument is required (see --help)"));
+  }
+  o.spool_only = !o.spool.empty() && o.url.empty() && !explicit_config;
+  Live live;
+  if (!o.spool_only) {
+    if (o.config.empty() && access("/etc/mxburst/mxburst.toml", R_OK) == 0) {
+      o.config = "/etc/mxburst/mxburst.toml";
+    }
+    mxb::EngineConfig c;
+    if (!o.config.empty()) {
+      if (absl::Status s = mxb::LoadConfigFile(o.config, &c); !s.ok()) {
+        return Fail(std::string(s.message()));
+      }
+      if (o.spool.empty()) o.spool = c.spool_dir;
+      if (o.url.empty()) o.url = c.http_listen;
+      if (o.token_file.empty()) o.token_file = c.http_token_file;
     }
   }
-  if (spool_dir.empty()) return Fail("--spool: required");
-  absl::StatusOr<mxb::Spool> spool = mxb::Spool::Open(spool_dir);
-  if (!spool.ok()) return Fail(std::string(spool.status().message()));
-  if (command == "queue") return Queue(*spool);
-  if (command == "policy") return Policy(*spool);
-  if (command == "shaping") return Shaping(*spool);
-  if (command == "flush") return Flush(*spool, domain);
-  if (command == "sts") return Sts(*spool, domain);
-  if (command == "tlsrpt") return TlsRpt(*spool, send_now);
-  return Fail(absl::StrCat(command, ": unknown command (see --help)"));
+  // sts and tlsrpt read the spool's files (tlsrpt --send-now hands the engine a trigger file).
+  if (o.spool_only || o.url.empty() || o.command == "sts" || o.command == "tlsrpt") {
+    return Offline(o, "");
+  }
+  if (!ParseUrl(o.url, &live)) return Fail(absl::StrCat("--url: expected [http://]HOST:PORT, got '", o.url, "'"));
+  if (!o.token_file.empty()) {
+    std::string t = ReadAll(o.token_file);
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    live.token = t;
+  }
+  const std::string& cmd = o.command;
+  std::optional<httplib::Result> r;
+  if (cmd == "status" || cmd == "queue" || cmd == "policy" || cmd == "shaping" || cmd == "message") {
+    const std::string path = cmd == "status"    ? "/api/v1/status"
+                             : cmd == "queue"   ? "/api/v1/destinations"
+                             : cmd == "policy"  ? "/api/v1/policy"
+                             : cmd == "shaping" ? "/api/v1/shaping"
+                                                : "/api/v1/messages/" + o.arg;
+    r = Call(&live, "GET", path);
+    if (!r) return cmd == "status" ? Fail(absl::StrCat("status: no engine at ", o.url, " (", live.why_not, ")"))
+                                   : Offline(o, absl::StrCat(o.url, ": ", live.why_not));
+    return PrintBody(o, (*r)->status, (*r)->body, cmd);
+  }
+  if (cmd == "suspend" || cmd == "resume" || cmd == "bounce" || cmd == "flush") {
+    httplib::Params form;
+    if (!o.domain.empty()) form.emplace("domain", o.domain);
+    if (!o.mx.empty()) form.emplace("mx", o.mx);
+    if (!o.job.empty()) form.emplace("job", o.job);
+    if (!o.duration.empty()) form.emplace("duration", o.duration);
+    if (!o.reason.empty()) form.emplace("reason", o.reason);
+    r = Call(&live, "POST", "/api/v1/" + cmd, form);
+    if (!r) {
+      if (cmd == "flush") return Offline(o, absl::StrCat(o.url, ": ", live.why_not));
+      return Fail(absl::StrCat(cmd, ": no engine at ", o.url, " (", live.why_not, ")"));
+    }
+    return PrintBody(o, (*r)->status, (*r)->body, cmd);
+  }
+  return Fail(absl::StrCat(cmd, ": unknown command (see --help)"));
 }

@@ -8,6 +8,11 @@
 #   tools/demo.sh                        # 10,000 x 20 KB messages to 50 domains
 #   MXB_DEMO_MESSAGES=100000 MXB_DEMO_SIZE=5000 tools/demo.sh
 #   MXB_DEMO_ROUTE='*=127.0.0.2:2525' tools/demo.sh   # static route instead of DNS
+#   MXB_DEMO_LIVE=1 tools/demo.sh        # keep running (slow receiver): watch the dashboard,
+#                                        # suspend a domain there; Ctrl-C stops
+#
+# The engine's control endpoint listens on 127.0.0.1 (a free port); the script prints the
+# dashboard URL and the token for its suspend/resume buttons.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +73,9 @@ CONF
 unbound -d -c "$work/unbound.conf" 2>"$work/unbound.err" &
 pids+=($!)
 
-"$B/tools/mxburst-sink" \
+# Live mode: the receiver answers each reply after MXB_DEMO_DELAY_MS, so the run lasts minutes.
+delay=(); [ "${MXB_DEMO_LIVE:-}" = 1 ] && delay=(--reply-delay-ms "${MXB_DEMO_DELAY_MS:-20}")
+"$B/tools/mxburst-sink" "${delay[@]}" \
   --listen "127.0.0.2:$SMTP_PORT,127.0.0.2:$SMTPS_PORT/implicit-tls" \
   --cert-names '*.mx.demo.example' --write-cert "$work/ca.pem" --quiet \
   --ready-file "$work/sink.ready" --stats-file "$work/sink-stats.json" \
@@ -93,11 +100,32 @@ else
   echo "== delivering by MX (unbound on 127.0.0.1:$DNS_PORT) to mxburst-sink on 127.0.0.2" \
        "(STARTTLS :$SMTP_PORT, implicit TLS :$SMTPS_PORT)"
 fi
+# The control endpoint (status page, /metrics, API) on loopback, with a token for commands.
+HTTP_PORT=$(free_port)
+python3 -c 'import secrets; print(secrets.token_hex(16))' >"$work/token"
+chmod 600 "$work/token"
+printf '[http]\nlisten = "127.0.0.1:%s"\ntoken_file = "%s"\n' "$HTTP_PORT" "$work/token" \
+  >"$work/mxburst.toml"
+echo "== dashboard: http://127.0.0.1:$HTTP_PORT/   (token for its buttons: $(cat "$work/token"))"
+echo "   metrics:   curl -s http://127.0.0.1:$HTTP_PORT/metrics"
+echo "   commands:  $B/tools/mxburstctl queue --url 127.0.0.1:$HTTP_PORT"
+echo "              $B/tools/mxburstctl suspend --domain d1.example --duration 10m --url 127.0.0.1:$HTTP_PORT --token-file $work/token"
 # mxburst refuses to run as root without a `user` to drop to; the demo is a lab run.
 root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)
-"$B/engine/mxburst" --spool "$work/spool" "${routing[@]}" "${root_flag[@]}" --drain \
+mode=(--drain)
+if [ "${MXB_DEMO_LIVE:-}" = 1 ]; then
+  mode=()
+  echo "== live mode: the engine keeps running; Ctrl-C stops it"
+  trap 'kill -TERM "$engine" 2>/dev/null || true' INT
+fi
+"$B/engine/mxburst" --config "$work/mxburst.toml" --spool "$work/spool" "${routing[@]}" \
+  "${root_flag[@]}" "${mode[@]}" \
   --smtp-port "$SMTP_PORT" --smtps-port "$SMTPS_PORT" --ca-file "$work/ca.pem" \
-  --log "$work/accounting.jsonl" --helo demo.mxburst.example | tee "$work/summary.txt"
+  --log "$work/accounting.jsonl" --helo demo.mxburst.example >"$work/summary.txt" &
+engine=$!
+wait "$engine" || wait "$engine" || true
+trap - INT
+cat "$work/summary.txt"
 
 kill -TERM "$sink"
 wait "$sink" || true

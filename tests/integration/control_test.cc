@@ -40,8 +40,9 @@ class ControlTest : public SpoolWorld {
  protected:
   ControlTest() : SpoolWorld("control") {}
 
-  // mxburst (no --drain: a live engine) with the control plane on a free port.
-  void StartEngine(const std::string& extra_toml = "") {
+  // mxburst (no --drain: a live engine) with the control plane on a free port. `routes`: the
+  // --route specs (default: every domain to the sink); `extra_toml` is appended to the config.
+  void StartEngine(std::vector<std::string> routes = {}, const std::string& extra_toml = "") {
     http_port_ = FreePort("127.0.0.1");
     ASSERT_GT(http_port_, 0);
     const std::string token = dir_ + "/token";
@@ -51,12 +52,15 @@ class ControlTest : public SpoolWorld {
                    absl::StrCat("[http]\nlisten = \"127.0.0.1:", http_port_,
                                 "\"\ntoken_file = \"", token, "\"\ntop_destinations = 2\n",
                                 extra_toml));
-    engine_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml",
-                                 "--spool", spool_, "--log", log_, "--workers", "2", "--route",
-                                 absl::StrCat("*=127.0.0.1:", port_), "--helo",
-                                 "test.mxburst.example", "--quiet"},
-        dir_ + "/engine.out", dir_ + "/engine.err");
+    if (routes.empty()) routes.push_back(absl::StrCat("*=127.0.0.1:", port_));
+    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--config",
+                                     dir_ + "/mxburst.toml", "--spool", spool_, "--log", log_,
+                                     "--workers", "2", "--helo", "test.mxburst.example", "--quiet"};
+    for (const std::string& r : routes) {
+      argv.push_back("--route");
+      argv.push_back(r);
+    }
+    engine_ = std::make_unique<Subprocess>(argv, dir_ + "/engine.out", dir_ + "/engine.err");
     ASSERT_TRUE(engine_->started());
     client_ = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
     for (int i = 0; i < 200; ++i) {
@@ -73,12 +77,42 @@ class ControlTest : public SpoolWorld {
     }
   }
 
-  void Inject(int count, const std::string& domains, const std::string& prefix) {
-    ASSERT_EQ(RunCommand({Bin("tools/mxburst-inject"), "--spool", spool_, "--count",
-                          absl::StrCat(count), "--domain-list", domains, "--rcpt-local-prefix",
-                          prefix},
-                         dir_ + "/inject.log"),
-              0);
+  void Inject(int count, const std::string& domains, const std::string& prefix,
+              const std::string& job = "") {
+    std::vector<std::string> argv = {Bin("tools/mxburst-inject"), "--spool", spool_, "--count",
+                                     absl::StrCat(count), "--domain-list", domains,
+                                     "--rcpt-local-prefix", prefix};
+    if (!job.empty()) {
+      argv.push_back("--job");
+      argv.push_back(job);
+    }
+    ASSERT_EQ(RunCommand(argv, dir_ + "/inject.log"), 0);
+  }
+
+  // mxburstctl against this engine (--url, --token-file); its stdout, *rc its exit code.
+  std::string Ctl(std::vector<std::string> args, int* rc = nullptr, bool live = true) {
+    std::vector<std::string> argv = {Bin("tools/mxburstctl")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (live) {
+      for (const std::string& a : {std::string("--url"), absl::StrCat("127.0.0.1:", http_port_),
+                                   std::string("--token-file"), dir_ + "/token"}) {
+        argv.push_back(a);
+      }
+    }
+    const int code = RunCommand(argv, dir_ + "/ctl.out");
+    if (rc != nullptr) *rc = code;
+    return ReadFileOrDie(dir_ + "/ctl.out");
+  }
+
+  // Waits until the API shows `domain` with `queued` jobs.
+  nlohmann::json WaitForQueued(const std::string& domain, int queued) {
+    nlohmann::json d;
+    for (int i = 0; i < 100; ++i) {
+      d = Destination(domain);
+      if (!d.is_null() && d["queued"] == queued) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return d;
   }
 
   // Waits until the accounting log holds `n` records.
@@ -129,7 +163,7 @@ class ControlTest : public SpoolWorld {
 // it again. Before, /api/v1/destinations listed every destination until the process ended.
 TEST_F(ControlTest, IdleDestinationIsForgottenAndComesBack) {
   StartSink("127.0.0.1");
-  StartEngine("[timeouts]\ndestination_idle = 1\n");
+  StartEngine({}, "[timeouts]\ndestination_idle = 1\n");
   Inject(3, "back.example", "first");
   ASSERT_EQ(WaitForLog(3).size(), 3u);
   ASSERT_FALSE(Destination("back.example").is_null());
@@ -313,6 +347,121 @@ TEST_F(ControlTest, StopWhileSuspendedKeepsTheMailAndExits) {
   engine_.reset();
   EXPECT_EQ(Count("deferred"), 3u);
   EXPECT_EQ(Received("@held.example"), 0u);
+}
+
+// Suspend by MX suffix (mxburstctl, live): every domain with an MX host under it is held, the
+// others are not; resume delivers the held mail. The command is logged.
+TEST_F(ControlTest, SuspendByMxSuffixHoldsEveryDomainUnderIt) {
+  StartSink("127.0.0.1");
+  StartEngine({absl::StrCat("a.example=mx1.held.example@127.0.0.1:", port_),
+               absl::StrCat("b.example=mx2.held.example@127.0.0.1:", port_),
+               absl::StrCat("c.example=mx.free.example@127.0.0.1:", port_)});
+  int rc = -1;
+  std::string out = Ctl({"suspend", "--mx", "held.example", "--duration", "10m", "--reason",
+                         "provider maintenance"},
+                        &rc);
+  ASSERT_EQ(rc, 0) << out;
+  absl::SleepFor(absl::Milliseconds(500));
+  Inject(9, "a.example,b.example,c.example", "user");
+  ASSERT_EQ(WaitForLog(3).size(), 3u);
+  EXPECT_EQ(WaitForQueued("a.example", 3)["state"], "suspended");
+  EXPECT_EQ(WaitForQueued("b.example", 3)["suspend_reason"], "provider maintenance");
+  EXPECT_EQ(Received("@a.example") + Received("@b.example"), 0u);
+  EXPECT_EQ(Received("@c.example"), 3u);
+  out = Ctl({"queue"});
+  EXPECT_TRUE(absl::StrContains(out, "DOMAIN")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "suspended")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "held.example")) << out;
+  ASSERT_EQ((Ctl({"resume", "--mx", "held.example"}, &rc), rc), 0);
+  EXPECT_EQ(WaitForLog(9).size(), 9u);
+  EXPECT_EQ(Received("@a.example") + Received("@b.example"), 6u);
+  EXPECT_TRUE(absl::StrContains(ReadFileOrDie(dir_ + "/engine.err"),
+                                "control: POST /api/v1/suspend duration=10m mx=held.example"));
+}
+
+// Suspend by job: that job's messages wait, the same domain's other mail goes on; then the
+// job's queued mail is bounced by job (log records, DSNs), the rest was never held up.
+TEST_F(ControlTest, SuspendAndBounceByJob) {
+  StartSink("127.0.0.1");
+  StartEngine();
+  ASSERT_EQ(Command("suspend", "job=spring-sale&duration=1h")->status, 200);
+  absl::SleepFor(absl::Milliseconds(500));
+  Inject(4, "shop.example", "sale", "spring-sale");
+  Inject(4, "shop.example", "receipt", "receipts");
+  std::vector<nlohmann::json> log = WaitForLog(4);
+  ASSERT_EQ(log.size(), 4u);
+  for (const nlohmann::json& rec : log) EXPECT_EQ(rec["job"], "receipts") << rec.dump();
+  nlohmann::json d = WaitForQueued("shop.example", 4);
+  EXPECT_EQ(d["held_by_job_suspension"], 4) << d.dump();
+  auto r = client_->Get("/api/v1/destinations");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(absl::StrContains(r->body, R"("kind":"job","reason":"suspended by the operator")") ||
+              absl::StrContains(r->body, R"("target":"spring-sale")"))
+      << r->body;
+  ASSERT_EQ(Command("bounce", "job=spring-sale&reason=sale+cancelled")->status, 200);
+  log = WaitForLog(8);
+  ASSERT_EQ(log.size(), 8u);
+  int bounced = 0;
+  for (const nlohmann::json& rec : log) {
+    if (rec["job"] != "spring-sale") continue;
+    EXPECT_EQ(rec["status"], "bounced");
+    EXPECT_TRUE(absl::StrContains(rec["text"].get<std::string>(), "sale cancelled"));
+    ++bounced;
+  }
+  EXPECT_EQ(bounced, 4);
+  EXPECT_EQ(Received("sale"), 0u);
+  for (int i = 0; i < 100 && Count("bounces") < 4; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(Count("bounces"), 4u);
+}
+
+// Retry now: deferred mail (nothing listened on the receiver's port, so the destination is also
+// "dead" for a minute) is tried again at once when asked, not after the 5-minute retry delay;
+// the message endpoint (and mxburstctl message) follow it from deferred/ to done; with the
+// engine gone, mxburstctl falls back to the files and says so.
+TEST_F(ControlTest, FlushRetriesDeferredMailNowAndMessageShowsIt) {
+  port_ = FreePort("127.0.0.1");  // no sink yet: connections are refused
+  StartEngine();
+  Inject(3, "later.example", "user");
+  std::vector<nlohmann::json> log = WaitForLog(3);
+  ASSERT_EQ(log.size(), 3u);
+  for (int i = 0; i < 100 && Count("deferred") < 3; ++i) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_EQ(Count("deferred"), 3u);
+  const std::string id = log[0]["msgid"];
+  auto r = client_->Get(("/api/v1/messages/" + id).c_str());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  nlohmann::json m = nlohmann::json::parse(r->body);
+  EXPECT_EQ(m["location"], "deferred") << r->body;
+  ASSERT_EQ(m["recipients"].size(), 1u);
+  EXPECT_EQ(m["recipients"][0]["state"], "deferred");
+  EXPECT_EQ(m["recipients"][0]["class"], "server-error") << r->body;
+  EXPECT_EQ(client_->Get("/api/v1/messages/nope")->status, 404);
+  EXPECT_EQ(client_->Get("/api/v1/messages/..")->status, 400);
+
+  // The receiver comes up.
+  sink_ = std::make_unique<testing::SinkProcess>(
+      dir_, std::vector<std::string>{"--listen", absl::StrCat("127.0.0.1:", port_), "--out-dir",
+                                     received_});
+  ASSERT_TRUE(sink_->ready()) << sink_->error_text();
+  int rc = -1;
+  std::string out = Ctl({"flush"}, &rc);
+  ASSERT_EQ(rc, 0) << out;
+  log = WaitForLog(6);
+  ASSERT_EQ(log.size(), 6u) << ReadFileOrDie(dir_ + "/engine.err");
+  EXPECT_EQ(StatusCounts(log)["delivered"], 3);
+  EXPECT_EQ(Received("@later.example"), 3u);
+  EXPECT_TRUE(absl::StrContains(ReadFileOrDie(dir_ + "/engine.err"), "retry now: 3 deferred"));
+  out = Ctl({"message", id});
+  EXPECT_TRUE(absl::StrContains(out, "done")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "delivered")) << out;
+
+  engine_->Signal(SIGTERM);
+  ASSERT_EQ(engine_->Wait(absl::Seconds(60)), 0);
+  engine_.reset();
+  out = Ctl({"queue", "--config", dir_ + "/mxburst.toml", "--spool", spool_}, &rc, false);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "deferred 0")) << out;
+  EXPECT_TRUE(absl::StrContains(ReadFileOrDie(dir_ + "/ctl.out.err"), "no engine answers"));
 }
 
 // Mutating calls without (or with a wrong) bearer token are refused and change nothing.
