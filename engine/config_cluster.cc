@@ -86,11 +86,11 @@ absl::Status ReadClusterTables(const toml::table& root, const std::string& file,
   if (const toml::node* output = root.get("output")) {
     const toml::table* ot = output->as_table();
     if (ot == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": output: expected a table"));
-    TableReader out{file, *ot, "output."};
+    TableReader out{file, *ot, "output.", listing};
     if (!(s = out.Keys({"amqp"})).ok()) return s;
     if (const toml::node* a = ot->get("amqp")) {
       if (!a->is_table()) return out.Error("amqp", "expected a table");
-      TableReader r{file, *a->as_table(), "output.amqp."};
+      TableReader r{file, *a->as_table(), "output.amqp.", listing};
       AmqpOutputConfig& o = c->amqp_output;
       if (!(s = r.Keys({"url", "exchange", "routing_key", "max_queued"})).ok()) return s;
       if (!(s = r.Text("url", &o.url)).ok()) return s;

@@ -95,24 +95,6 @@ Destination::Destination(DestinationContext* ctx, std::string domain, int pool, 
   RebindShaping();
 }
 
-void Destination::RebindShaping() {
-  budget_ = ctx_->shaping->ForDomain(domain_);
-  if (budget_ != nullptr) return;
-  ShapingLimits own;
-  own.backoff = ctx_->shaping->config().default_backoff;
-  if (own_budget_ != nullptr) {
-    const BackoffSettings& had = own_budget_->limits().backoff;
-    if (had.enabled == own.backoff.enabled && had.after_4xx == own.backoff.after_4xx &&
-        had.base == own.backoff.base && had.max == own.backoff.max) {
-      budget_ = own_budget_.get();  // unchanged: keep its back-off state
-      return;
-    }
-    retired_budgets_.push_back(std::move(own_budget_));
-  }
-  own_budget_ = std::make_unique<ShapingBudget>(absl::StrCat("domain ", domain_), own);
-  budget_ = own_budget_.get();
-}
-
 void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enhanced,
                             absl::string_view text, const AttemptInfo& attempt) {
   while (!queue_.empty()) {
@@ -123,8 +105,8 @@ void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enh
   }
 }
 
-// BounceQueued, oldest_queued_at, Suspended and the other operator commands:
-// engine/destination_control.cc.
+// BounceQueued, oldest_queued_at, Suspended, RebindShaping (SIGHUP) and the other operator
+// commands: engine/destination_control.cc.
 
 // ---------------------------------------------------------------------------------------------
 // Jobs in

@@ -53,6 +53,7 @@ struct RelayConfig;  // engine/relay.h
 struct EngineConfig;
 class Destination;
 class Suspensions;
+struct ControlCommand;  // engine/control_plane.h
 struct SuspensionEntry;
 
 // Fills every outcome of `job` with one result (the job has not been tried, or failed whole).
@@ -213,6 +214,8 @@ class Destination : public ConnectionOwner {
   void BounceJob(absl::string_view job, absl::string_view reason);  // queued and held ones
   void ReleaseForStop();      // the engine stops: suspended/held jobs are deferred
   void Revive();              // retry now: a dead destination is tried again at once
+  // A suspend (of a job), bounce or flush command, on each destination of the worker.
+  void Apply(const ControlCommand& cmd);
   size_t held() const { return held_.size(); }
 
   const std::string& domain() const { return domain_; }

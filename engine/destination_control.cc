@@ -1,10 +1,15 @@
 // The operator's side of a Destination (engine/destination.h, engine/control_plane.h): what a
-// suspension by domain, MX suffix or job does to its jobs, the administrative bounce, retry-now.
-// Worker thread, like the rest of Destination.
+// suspension by domain, MX suffix or job does to its jobs, the administrative bounce, retry-now,
+// and the shaping rules SIGHUP reloaded (engine/reload.cc). Worker thread, like the rest of
+// Destination.
 #include <algorithm>
+#include <memory>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "engine/control_plane.h"
 #include "engine/destination.h"
+#include "engine/shaping.h"
 
 namespace mxb {
 
@@ -97,6 +102,45 @@ void Destination::ReleaseForStop() {
   }
   held_.clear();
   if (Suspended()) FailQueue(DeliveryClass::kDeferred, 0, "4.3.2", "engine shutting down", {});
+}
+
+void Destination::RebindShaping() {
+  budget_ = ctx_->shaping->ForDomain(domain_);
+  if (budget_ != nullptr) return;
+  ShapingLimits own;
+  own.backoff = ctx_->shaping->config().default_backoff;
+  if (own_budget_ != nullptr) {
+    const BackoffSettings& had = own_budget_->limits().backoff;
+    if (had.enabled == own.backoff.enabled && had.after_4xx == own.backoff.after_4xx &&
+        had.base == own.backoff.base && had.max == own.backoff.max) {
+      budget_ = own_budget_.get();  // unchanged: keep its back-off state
+      return;
+    }
+    retired_budgets_.push_back(std::move(own_budget_));
+  }
+  own_budget_ = std::make_unique<ShapingBudget>(absl::StrCat("domain ", domain_), own);
+  budget_ = own_budget_.get();
+}
+
+void Destination::Apply(const ControlCommand& cmd) {
+  const bool domain_match = !cmd.domain.empty() && domain_ == cmd.domain;
+  switch (cmd.kind) {
+    case ControlCommand::Kind::kSuspend:
+      if (!cmd.job.empty()) HoldSuspendedJobs();
+      break;
+    case ControlCommand::Kind::kBounce:
+      if (domain_match) BounceQueued(cmd.reason);
+      if (!cmd.job.empty()) BounceJob(cmd.job, cmd.reason);
+      break;
+    case ControlCommand::Kind::kFlush:
+      if (cmd.domain.empty() || domain_match) {
+        Revive();
+        Pump();
+      }
+      break;
+    default:
+      break;
+  }
 }
 
 void Destination::Revive() {

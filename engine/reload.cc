@@ -13,9 +13,15 @@
 //   keep their leases on the old budgets until they close (every table stays alive, see
 //   shaping_generations_). Source pools key the destinations, so they need a restart; the
 //   rules' tls/verify keys too (the TLS policy rules are built once per worker).
+// - scope = "cluster" rules are registered with the Redis thread at start-up (engine.cc,
+//   RedisBudgets): the new table's cluster budgets draw on the same leases (ClusterShare) when
+//   those rules and [cluster] are unchanged; a change to them needs a restart, so such a file is
+//   refused like a bad one (an unattached budget would silently fall back to its local share).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/config.h"
@@ -43,6 +49,40 @@ bool SamePools(const ShapingConfig& a, const ShapingConfig& b) {
     }
   }
   return true;
+}
+
+bool SameClusterRule(const ShapingRule& a, const ShapingRule& b) {
+  return a.match == b.match && a.pattern == b.pattern &&
+         a.limits.max_connections == b.limits.max_connections &&
+         a.limits.max_message_rate.count == b.limits.max_message_rate.count &&
+         a.limits.max_message_rate.period == b.limits.max_message_rate.period &&
+         a.limits.rate_burst == b.limits.rate_burst;
+}
+
+// "" when `next` has the same scope = "cluster" rules and [cluster] as the running engine,
+// else what differs.
+std::string ClusterChange(const EngineConfig& running, const ShapingConfig& running_rules,
+                          const EngineConfig& fresh) {
+  if (running.cluster.redis != fresh.cluster.redis || running.cluster.node != fresh.cluster.node ||
+      running.cluster.expected_nodes != fresh.cluster.expected_nodes ||
+      running.cluster.lease_ttl != fresh.cluster.lease_ttl) {
+    return "[cluster] changed";
+  }
+  std::vector<const ShapingRule*> a, b;
+  for (const ShapingRule& r : running_rules.rules) {
+    if (r.cluster) a.push_back(&r);
+  }
+  for (const ShapingRule& r : fresh.shaping_config.rules) {
+    if (r.cluster) b.push_back(&r);
+  }
+  for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+    if (i >= a.size() || i >= b.size() || !SameClusterRule(*a[i], *b[i])) {
+      const ShapingRule& r = i < b.size() ? *b[i] : *a[i];
+      return absl::StrCat("the scope = \"cluster\" rule for ", ToString(r.match), " ",
+                          r.pattern, " changed");
+    }
+  }
+  return "";
 }
 
 }  // namespace
@@ -81,9 +121,17 @@ void Engine::ReloadRules() {
                  std::string(classes.status().message()).c_str());
     return;
   }
-  bounce_classes_ = *std::move(classes);
   if (shaping_generations_.empty()) shaping_generations_.push_back(config_.shaping);
-  const ShapingConfig& running = shaping_generations_.back()->config();
+  const ShapingTable& running_table = *shaping_generations_.back();
+  const ShapingConfig& running = running_table.config();
+  if (std::string why = ClusterChange(config_, running, fresh); !why.empty()) {
+    std::fprintf(stderr,
+                 "mxburst: SIGHUP: %s: %s (that needs a restart): keeping the running "
+                 "configuration\n",
+                 config_.config_path.c_str(), why.c_str());
+    return;
+  }
+  bounce_classes_ = *std::move(classes);
   ShapingConfig next = std::move(fresh.shaping_config);
   const bool pools_changed = !SamePools(running, next);
   next.pools = running.pools;
@@ -91,6 +139,12 @@ void Engine::ReloadRules() {
   next.default_pool = running.default_pool;
   const size_t rules = next.rules.size();
   auto table = std::make_shared<const ShapingTable>(std::move(next));
+  // The same cluster rules in the same order (ClusterChange): the same Redis leases.
+  const auto old_cluster = running_table.ClusterBudgets();
+  const auto new_cluster = table->ClusterBudgets();
+  for (size_t i = 0; i < new_cluster.size() && i < old_cluster.size(); ++i) {
+    new_cluster[i].second->AttachCluster(old_cluster[i].second->cluster());
+  }
   shaping_generations_.push_back(table);
   for (auto& w : workers_) w->ReplaceShaping(table.get());
   if (control_) control_->SetShaping(table.get());

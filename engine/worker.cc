@@ -571,26 +571,7 @@ struct Worker::Impl : public DestinationHost {
         continue;
       }
       suspensions.Apply(*cmd);
-      for (auto& [key, d] : dests) {
-        const bool domain_match = !cmd->domain.empty() && d->domain() == cmd->domain;
-        switch (cmd->kind) {
-          case Kind::kSuspend:
-            if (!cmd->job.empty()) d->HoldSuspendedJobs();
-            break;
-          case Kind::kBounce:
-            if (domain_match) d->BounceQueued(cmd->reason);
-            if (!cmd->job.empty()) d->BounceJob(cmd->job, cmd->reason);
-            break;
-          case Kind::kFlush:
-            if (cmd->domain.empty() || domain_match) {
-              d->Revive();
-              d->Pump();
-            }
-            break;
-          default:
-            break;
-        }
-      }
+      for (auto& [key, d] : dests) d->Apply(*cmd);
       if (cmd->kind == Kind::kResume) repump = true;
     }
     if (suspensions.Expire(now_ms_)) repump = true;

@@ -34,8 +34,10 @@ PACKAGES=(
   # bench/cluster.py publishes with pika
   python3-pika
   # dist/: the man pages (scdoc), and tests/integration/service_test.cc checks the installed
-  # unit with systemd-analyze verify and the logrotate snippet with logrotate --debug
-  scdoc systemd logrotate
+  # unit with systemd-analyze verify (which runs kill(1) from procps and man(1) from man-db for
+  # the unit's ExecReload and Documentation lines; no systemd PID 1 is needed or started) and
+  # the logrotate snippet with logrotate --debug
+  scdoc systemd logrotate procps man-db
   # tools/build-wolfssl.sh (MXB_WOLFSSL=bundled): `apt-get source wolfssl` and its configure
   dpkg-dev autoconf automake libtool
 )

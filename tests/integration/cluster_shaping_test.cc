@@ -295,5 +295,80 @@ TEST_F(ClusterShapingTest, RedisDownFallsBackToLocalShareThenRecovers) {
               "(local shares), %.1f after it came back\n", before, fallback, after);
 }
 
+// SIGHUP (issue 14) on a cluster node: the reloaded table's scope = "cluster" rule still draws
+// on the Redis leases (a new, unattached budget would fall back to the local share, 20/4 = 5/s
+// here, as soon as the connections opened before the reload are replaced); a file that changes
+// the cluster rule is refused with one line (that needs a restart) and the rate stays.
+TEST_F(ClusterShapingTest, SighupKeepsClusterRulesOnRedisAndRefusesToChangeThem) {
+  int port = 0;
+  auto sink = Sink("127.0.0.2", "sink", &port);
+  auto n = std::make_unique<Node>();
+  n->dir = dir_ + "/reload-node";
+  n->spool = n->dir + "/spool";
+  mkdir(n->dir.c_str(), 0755);
+  ASSERT_TRUE(Spool::Open(n->spool).ok());
+  for (int k = 0; k < 400; ++k) {
+    ASSERT_TRUE(InjectFile(n->spool, absl::StrCat("r", k, ".eml"),
+                           absl::StrCat("x-sender: <b@esp.example>\nx-receiver: <u", k,
+                                        "@rate.example>\nSubject: s\n\nhi\n"),
+                           false)
+                    .ok());
+  }
+  const std::string config = n->dir + "/mxburst.toml";
+  // max_messages_per_connection = 10: connections are replaced every half second, so new ones
+  // (under the reloaded table) carry the mail after the SIGHUP.
+  const std::string spool = n->spool;
+  auto write_config = [&](const std::string& rate, const std::string& extra) {
+    testing::WriteFileOrDie(
+        config, absl::StrCat("spool = \"", spool, "\"\n[timeouts]\nshutdown = 1\n[limits]\n",
+                             "max_messages_per_connection = 10\n[cluster]\nredis = \"",
+                             redis_->url(), "\"\nnode = \"reload1\"\nexpected_nodes = 4\n[[shaping]]\ndomain = "
+                             "\"rate.example\"\nscope = \"cluster\"\nmax_message_rate = \"",
+                             rate, "\"\n", extra));
+  };
+  write_config("20/second", "");
+  n->proc = std::make_unique<Subprocess>(
+      std::vector<std::string>{Bin("engine/mxburst"), "--allow-root", "--config", config,
+                               "--workers", "1", "--log", n->dir + "/accounting.jsonl", "--helo",
+                               "n.cluster.test", "--route",
+                               absl::StrCat("rate.example=127.0.0.2:", port)},
+      "", n->dir + "/stderr");
+  Node* node = n.get();
+  nodes_.push_back(std::move(n));
+  auto wait_stderr = [&](const std::string& needle) {
+    for (int i = 0; i < 200; ++i) {
+      if (absl::StrContains(ReadFileOrDie(node->dir + "/stderr"), needle)) return true;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return false;
+  };
+  const std::string out = dir_ + "/sink/received";
+  const double t0 = FirstDelivery(out);
+  ASSERT_GT(t0, 0) << ReadFileOrDie(node->dir + "/stderr");
+  SleepUntil(t0 + 3);
+  write_config("20/second", "[[shaping]]\ndomain = \"other.example\"\nmax_connections = 2\n");
+  node->proc->Signal(SIGHUP);
+  ASSERT_TRUE(wait_stderr("2 shaping rule(s) loaded")) << ReadFileOrDie(node->dir + "/stderr");
+  const double t1 = Now();
+  SleepUntil(t1 + 4);
+  write_config("40/second", "");
+  node->proc->Signal(SIGHUP);
+  ASSERT_TRUE(wait_stderr("changed (that needs a restart): keeping the running configuration"))
+      << ReadFileOrDie(node->dir + "/stderr");
+  const double t2 = Now();
+  SleepUntil(t2 + 3);
+  StopAll();
+  const std::vector<double> t = DeliveryTimes(out);
+  const double before = RateIn(t, t0 + 1, 2);
+  const double after = RateIn(t, t1 + 1.5, 2.5);
+  const double refused = RateIn(t, t2 + 0.5, 2.5);
+  sink->Stop();
+  EXPECT_NEAR(before, 20, 5);
+  EXPECT_NEAR(after, 20, 5) << "after the reload (the local share would be 5/s)";
+  EXPECT_NEAR(refused, 20, 5) << "the refused 40/s rule must not apply";
+  std::printf("[ measure  ] cluster rule 20/s on one node: %.1f msgs/s before SIGHUP, %.1f "
+              "after, %.1f after a refused change\n", before, after, refused);
+}
+
 }  // namespace
 }  // namespace mxb
