@@ -73,6 +73,9 @@ class DeadDestinations {
   // (NotTriedText of the first one's last failure). Forgets lapsed entries.
   std::optional<std::string> NotTried(const Envelope& env, absl::Time now);
   bool any() const { return !dead_.empty(); }
+  // Retry now (engine/retry_now.cc): the workers forgot their dead destinations, so must we, or
+  // the flushed messages would be deferred again without a try.
+  void Forget() { dead_.clear(); }
 
   void Postpone(PostponedFile f);
   bool has_postponed() const { return !postponed_.empty(); }

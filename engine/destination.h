@@ -167,9 +167,11 @@ class JobQueue {
     return q_ == nullptr ? Deque::const_iterator() : q_->cbegin();
   }
   Deque::const_iterator end() const { return q_ == nullptr ? Deque::const_iterator() : q_->cend(); }
-  void erase(Deque::iterator it) {
-    q_->erase(it);
-    if (q_->empty()) q_.reset();
+  Deque::iterator erase(Deque::iterator it) {
+    it = q_->erase(it);
+    if (!q_->empty()) return it;
+    q_.reset();
+    return Deque::iterator();  // == end() of the now empty queue
   }
 
  private:

@@ -81,18 +81,20 @@ void Destination::BounceQueued(absl::string_view reason) {
 }
 
 void Destination::BounceJob(absl::string_view job_id, absl::string_view reason) {
-  for (std::deque<DeliveryJob*>* q : {&queue_, &held_}) {
-    for (auto it = q->begin(); it != q->end();) {
+  auto bounce_in = [&](auto& q) {  // queue_ (a JobQueue) and held_ (a deque)
+    for (auto it = q.begin(); it != q.end();) {
       DeliveryJob* job = *it;
       if (job->message->envelope.job == job_id) {
-        it = q->erase(it);
+        it = q.erase(it);
         SetAllOutcomes(job, DeliveryClass::kBounced, 0, "5.0.0", reason, {});
         ctx_->host->Complete(job);
       } else {
         ++it;
       }
     }
-  }
+  };
+  bounce_in(queue_);
+  bounce_in(held_);
 }
 
 void Destination::ReleaseForStop() {

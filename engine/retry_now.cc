@@ -21,6 +21,7 @@ void Engine::ServeRetryNow() {
   std::vector<std::string> domains;
   if (!control_ || !control_->TakeFlush(&all, &domains)) return;
   const absl::Time now = absl::Now();
+  dead_.Forget();  // else the scanner defers the flushed mail again, untried
   size_t due = 0;
   if (all) {
     due = deferred_.size();
