@@ -112,7 +112,7 @@ void Destination::FailQueue(DeliveryClass klass, int code, absl::string_view enh
 // Jobs in
 
 bool Destination::Expirable(int64_t idle_ms) const {
-  return queue_.empty() && connections_ == 0 && leases_.empty() &&
+  return queue_.empty() && held_.empty() && connections_ == 0 && leases_.empty() &&
          state_ != State::kResolving && sts_wait_since_ms_ < 0 && now() >= dead_until_ms_ &&
          now() >= shaping_wake_ms_ && now() - last_active_ms_ >= idle_ms;
 }

@@ -230,9 +230,10 @@ class Destination : public ConnectionOwner {
   int pool() const { return pool_; }
   const std::string& last_failure() const { return last_failure_; }
   absl::Time oldest_queued_at() const;  // queued() > 0 (the queue or held_)
-  // Nothing queued, no connection (closing ones included), no lookup or MTA-STS wait pending,
-  // not dead, no back-off or rate wait, and nothing happened for `idle_ms`: the worker may
-  // erase it (no connection, resolver callback or throttled entry can point at it then).
+  // Nothing queued or held (a job suspension), no connection (closing ones included), no
+  // lookup or MTA-STS wait pending, not dead, no back-off or rate wait, and nothing happened
+  // for `idle_ms`: the worker may erase it (no connection, resolver callback or throttled entry
+  // can point at it then).
   bool Expirable(int64_t idle_ms) const;
 
   // ConnectionOwner

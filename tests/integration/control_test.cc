@@ -414,6 +414,27 @@ TEST_F(ControlTest, SuspendAndBounceByJob) {
   EXPECT_EQ(Count("bounces"), 4u);
 }
 
+// Mail held by a job suspension keeps its destination alive: [timeouts] destination_idle
+// forgets only destinations with nothing queued or held (else the held jobs went with it, never
+// delivered, and the engine could not stop). Resume delivers them.
+TEST_F(ControlTest, JobHeldMailOutlivesIdleDestinationExpiry) {
+  StartSink("127.0.0.1");
+  StartEngine({}, "[timeouts]\ndestination_idle = 1\n");
+  ASSERT_EQ(Command("suspend", "job=later-sale&duration=1h")->status, 200);
+  absl::SleepFor(absl::Milliseconds(500));
+  Inject(3, "hold.example", "held", "later-sale");
+  EXPECT_EQ(WaitForQueued("hold.example", 3)["held_by_job_suspension"], 3);
+  absl::SleepFor(absl::Seconds(3));  // three times destination_idle
+  nlohmann::json d = Destination("hold.example");
+  ASSERT_FALSE(d.is_null()) << "the destination holding 3 jobs was forgotten";
+  EXPECT_EQ(d["queued"], 3) << d.dump();
+  ASSERT_EQ(Command("resume", "job=later-sale")->status, 200);
+  std::vector<nlohmann::json> log = WaitForLog(3);
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(StatusCounts(log)["delivered"], 3);
+  EXPECT_EQ(Received("held"), 3u);
+}
+
 // Retry now: deferred mail (nothing listened on the receiver's port, so the destination is also
 // "dead" for a minute) is tried again at once when asked, not after the 5-minute retry delay;
 // the message endpoint (and mxburstctl message) follow it from deferred/ to done; with the
