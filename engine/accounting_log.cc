@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
+#include "engine/json_line.h"
 
 namespace mxb {
 
@@ -77,48 +77,59 @@ AccountingLog::~AccountingLog() {
   if (fd_ > STDERR_FILENO) close(fd_);
 }
 
+const std::string& AccountingLog::TimeText(absl::Time t) {
+  // A batch's records share one `now`: formatted once per batch, not once per record.
+  if (t != time_key_) {
+    time_key_ = t;
+    time_text_ = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+  }
+  return time_text_;
+}
+
 void AccountingLog::Append(const LogRecord& r) {
   const RecipientOutcome& o = *r.outcome;
-  // nlohmann::ordered_json keeps the field order stable for people reading the log.
-  nlohmann::ordered_json j;
-  j["time"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", r.time, absl::UTCTimeZone());
-  j["status"] = r.status_override.empty() ? ToString(o.klass) : std::string(r.status_override);
-  j["msgid"] = std::string(r.message_id);
-  if (!r.job.empty()) j["job"] = std::string(r.job);
-  if (!r.envid.empty()) j["envid"] = std::string(r.envid);
-  j["sender"] = std::string(r.sender);
-  j["rcpt"] = std::string(r.recipient);
-  j["domain"] = std::string(r.domain);
-  j["mx"] = o.attempt.mx;
-  j["ip"] = o.attempt.ip;
-  j["port"] = o.attempt.port;
-  j["tls"] = o.attempt.tls_version.empty() ? "none" : o.attempt.tls_version;
-  if (!o.attempt.tls_cipher.empty()) j["cipher"] = o.attempt.tls_cipher;
-  if (!o.attempt.tls_version.empty()) j["tls_resumed"] = o.attempt.tls_resumed;
-  j["policy"] = o.attempt.policy;
-  j["policy_source"] = o.attempt.policy_source;
-  if (!o.attempt.violation.empty()) j["policy_violation"] = o.attempt.violation;
-  if (!o.attempt.dane.empty()) j["dane"] = o.attempt.dane;
-  j["dnssec"] = o.attempt.dnssec;
-  j["code"] = o.code;
-  j["enhanced"] = o.enhanced;
-  j["text"] = o.text;
-  if (!r.bounce_class.empty()) j["class"] = std::string(r.bounce_class);
-  j["attempt"] = r.attempt;
-  j["queue_ms"] = absl::ToInt64Milliseconds(r.queue_time);
-  // Server text is untrusted: replace invalid UTF-8 instead of failing the whole record.
-  absl::StrAppend(&buf_, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "\n");
+  // Field order is stable for people reading the log (engine/json_line.h: the same bytes the
+  // nlohmann::ordered_json writer produced before).
+  JsonLine j(&buf_);
+  j.Str("time", TimeText(r.time));
+  j.Str("status", r.status_override.empty() ? ToString(o.klass) : r.status_override);
+  j.Str("msgid", r.message_id);
+  if (!r.job.empty()) j.Str("job", r.job);
+  if (!r.envid.empty()) j.Str("envid", r.envid);
+  j.Str("sender", r.sender);
+  j.Str("rcpt", r.recipient);
+  j.Str("domain", r.domain);
+  j.Str("mx", o.attempt.mx);
+  j.Str("ip", o.attempt.ip);
+  j.Int("port", o.attempt.port);
+  j.Str("tls", o.attempt.tls_version.empty() ? absl::string_view("none")
+                                             : absl::string_view(o.attempt.tls_version));
+  if (!o.attempt.tls_cipher.empty()) j.Str("cipher", o.attempt.tls_cipher);
+  if (!o.attempt.tls_version.empty()) j.Bool("tls_resumed", o.attempt.tls_resumed);
+  j.Str("policy", o.attempt.policy);
+  j.Str("policy_source", o.attempt.policy_source);
+  if (!o.attempt.violation.empty()) j.Str("policy_violation", o.attempt.violation);
+  if (!o.attempt.dane.empty()) j.Str("dane", o.attempt.dane);
+  j.Bool("dnssec", o.attempt.dnssec);
+  j.Int("code", o.code);
+  j.Str("enhanced", o.enhanced);
+  // Server text is untrusted: invalid UTF-8 is replaced, control characters escaped.
+  j.Str("text", o.text);
+  if (!r.bounce_class.empty()) j.Str("class", r.bounce_class);
+  j.Int("attempt", r.attempt);
+  j.Int("queue_ms", absl::ToInt64Milliseconds(r.queue_time));
+  j.End();
   ++records_;
 }
 
 void AccountingLog::AppendQuarantine(absl::Time t, absl::string_view file,
                                      absl::string_view reason) {
-  nlohmann::ordered_json j;
-  j["time"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
-  j["status"] = "quarantined";
-  j["msgid"] = std::string(file);
-  j["text"] = std::string(reason);
-  absl::StrAppend(&buf_, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "\n");
+  JsonLine j(&buf_);
+  j.Str("time", TimeText(t));
+  j.Str("status", "quarantined");
+  j.Str("msgid", file);
+  j.Str("text", reason);
+  j.End();
   ++records_;
 }
 
@@ -169,7 +180,13 @@ absl::Status AccountingLog::Flush() {
     buf_.clear();
     return absl::OkStatus();
   }
-  unsynced_.append(buf_);
+  // Usually nothing is left unsynced from an earlier failure: the buffer changes hands (its
+  // capacity comes back below) instead of being copied.
+  if (unsynced_.empty()) {
+    unsynced_.swap(buf_);
+  } else {
+    unsynced_.append(buf_);
+  }
   buf_.clear();
   if (unsynced_.empty()) return absl::OkStatus();
   if (fdatasync(fd_) != 0) {
@@ -179,6 +196,7 @@ absl::Status AccountingLog::Flush() {
   }
   if (on_durable_) on_durable_(unsynced_);
   unsynced_.clear();
+  if (buf_.capacity() < unsynced_.capacity()) buf_.swap(unsynced_);  // the next batch reuses it
   return absl::OkStatus();
 }
 

@@ -83,6 +83,8 @@ class AccountingLog {
   // The open(2) + fstat(2) of Open() and Reopen().
   [[nodiscard]] static absl::Status OpenFile(const std::string& path, int* fd, uint64_t* size,
                                              uint64_t* inode);
+  // r.time as the log writes it, formatted once per distinct time.
+  const std::string& TimeText(absl::Time t);
   std::string path_;
   int fd_;
   bool sync_;
@@ -92,6 +94,8 @@ class AccountingLog {
   std::string unsynced_;  // written since the last successful fdatasync
   bool rewrite_ = false;  // an fdatasync failed: write unsynced_ again before the next one
   uint64_t records_ = 0;
+  absl::Time time_key_ = absl::InfinitePast();
+  std::string time_text_;
   std::function<void(absl::string_view)> on_durable_;
 };
 

@@ -31,10 +31,12 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
@@ -42,6 +44,7 @@
 #include "engine/config.h"
 #include "engine/delivery.h"
 #include "queue/spool.h"
+#include "queue/spool_ring.h"
 
 namespace mxb {
 
@@ -119,8 +122,12 @@ class Scanner {
   size_t outstanding() const { return outstanding_; }
   // incoming/ was empty at the last scan and nothing is waiting or outstanding (--drain).
   bool drained() const { return incoming_empty_ && pending_.empty() && outstanding_ == 0; }
-  // Readable when claim threads have finished files; -1 without claim threads.
+  // Readable when claim threads (or the claim renames on the ring) have finished files; -1
+  // when neither is in use.
   int event_fd() const { return event_fd_; }
+  // Claim renames go through the scanner's io_uring (queue/spool_ring.h): inline claiming
+  // only, unless MXB_SPOOL_URING=0 in the environment (for side-by-side measurements).
+  bool uses_ring() const { return ring_ != nullptr; }
   int threads() const { return static_cast<int>(threads_.size()); }
   // CPU time of the claim threads so far (CLOCK_THREAD_CPUTIME_ID, sampled after each file).
   uint64_t claim_cpu_ns() const;
@@ -142,8 +149,15 @@ class Scanner {
   Pick NextTask(bool* listed, Task* out);
   // The claim itself and everything up to the jobs: any thread.
   ClaimedFile Process(const Task& task) const;
-  ClaimedFile Prepare(const std::string& name, std::string contents) const;
+  ClaimedFile Prepare(const std::string& name, absl::string_view contents,
+                      const std::optional<RetryMark>& mark) const;
   void ThreadMain(ClaimThread* self);
+  // Inline claiming with the ring: finished renames are read and prepared, then new names are
+  // chosen and their renames submitted in one batch (the file is read once it is in active/).
+  void ClaimOnRing(absl::FunctionRef<bool()> may_claim, absl::FunctionRef<void(ClaimedFile)> done);
+  void ReapRing(absl::FunctionRef<void(ClaimedFile)> done);
+  // A claim that failed: the kind for `status` (shortage, quarantine, gone, error).
+  static ClaimedFile Failed(const Task& task, const absl::Status& status);
   // Scanner thread: a result leaves the scanner (shortage: the file goes back to the front).
   void Finish(ClaimedFile f, absl::FunctionRef<void(ClaimedFile)> done);
 
@@ -160,6 +174,12 @@ class Scanner {
   size_t outstanding_ = 0;
   bool shortage_ = false;  // set by Finish: stop choosing for this call
   absl::flat_hash_set<std::string> in_claim_;  // names handed to claim threads
+
+  // Inline claim renames in flight on the ring, by cookie.
+  std::unique_ptr<SpoolRing> ring_;
+  absl::flat_hash_map<uint64_t, Task> ring_tasks_;
+  uint64_t next_cookie_ = 1;
+  bool rename_fallback_ = false;  // the ring's rename failed with EINVAL: syscalls instead
 
   // Claim threads (empty when inline).
   std::vector<std::unique_ptr<ClaimThread>> threads_;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +56,17 @@ absl::Status NotRegular(const std::string& path, unsigned mode) {
 }  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  std::string out;
+  absl::StatusOr<absl::string_view> got = ReadFileInto(path, &out, max_bytes);
+  if (!got.ok()) return got.status();
+  out.resize(got->size());
+  return out;
+}
+
+absl::StatusOr<absl::string_view> ReadFileInto(const std::string& path, std::string* scratch,
+                                               size_t max_bytes, const char* xattr,
+                                               std::string* xattr_value) {
+  if (xattr_value != nullptr) xattr_value->clear();
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);
   if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
@@ -73,15 +85,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
     close(fd);
     return NotRegular(path, st.st_mode);
   }
-  size_t expected = 0;
-  if (st.st_size > 0) expected = static_cast<size_t>(st.st_size);
-  if (expected >= max_bytes) expected = max_bytes - 1;
-  // One byte more than the size so the EOF read needs no resize; grows if the file does.
-  std::string out(expected + 1, '\0');
+  const size_t file_size = st.st_size > 0 ? static_cast<size_t>(st.st_size) : 0;
+  const size_t expected = std::min(file_size, max_bytes - 1);
+  // One byte more than the size, so a file that did grow is seen; only new room is zeroed.
+  if (scratch->size() < expected + 1) scratch->resize(expected + 1);
   size_t len = 0;
   while (len < max_bytes) {
-    if (len == out.size()) out.resize(std::min(out.size() * 2, max_bytes));
-    const ssize_t n = read(fd, out.data() + len, out.size() - len);
+    if (len == scratch->size()) scratch->resize(std::min(scratch->size() * 2, max_bytes));
+    const ssize_t n = read(fd, scratch->data() + len, std::min(scratch->size(), max_bytes) - len);
     if (n < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
@@ -90,10 +101,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
     }
     if (n == 0) break;
     len += static_cast<size_t>(n);
+    if (file_size > 0 && len == file_size) break;  // the size fstat reported: the whole file
+  }
+  if (xattr != nullptr && xattr_value != nullptr) {
+    char buf[256];
+    const ssize_t n = fgetxattr(fd, xattr, buf, sizeof buf);
+    if (n > 0) xattr_value->assign(buf, static_cast<size_t>(n));
   }
   close(fd);
-  out.resize(len);
-  return out;
+  return absl::string_view(scratch->data(), len);
 }
 
 }  // namespace mxb::file_io

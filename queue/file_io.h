@@ -25,6 +25,18 @@ absl::Status FsyncDir(const std::string& dir);
 // between). Anything else is FailedPrecondition "<path>: not a regular file (symbolic link)".
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX);
 
+// ReadFile into a buffer the caller reuses from file to file (the scanner's claims: no
+// allocation, zero fill or free per message). `scratch` only grows (its size() is capacity, not
+// content); the view of the bytes read points into it, valid until its next use. When the read
+// returns as many bytes as fstat reported, that is the file (spool files are complete and never
+// grow: DESIGN.md "Spool directory API"), so no second read looks for the end. With `xattr`, the
+// value of that extended attribute is read on the same descriptor into `*xattr_value` (empty
+// when the file has none or the file system has no xattrs), sparing a second path lookup.
+absl::StatusOr<absl::string_view> ReadFileInto(const std::string& path, std::string* scratch,
+                                               size_t max_bytes = SIZE_MAX,
+                                               const char* xattr = nullptr,
+                                               std::string* xattr_value = nullptr);
+
 // "symbolic link", "directory", "FIFO", "socket", "character device", "block device" or
 // "regular file" for a st_mode.
 absl::string_view FileTypeName(unsigned mode);

@@ -235,10 +235,40 @@ absl::string_view ToString(FinalClass c) {
   return "unknown";
 }
 
-uint32_t Crc32c(absl::string_view data, uint32_t crc) {
-  crc = ~crc;
+namespace {
+
+uint32_t Crc32cTable(absl::string_view data, uint32_t crc) {
   for (char ch : data) crc = kCrcTable[(crc ^ static_cast<unsigned char>(ch)) & 0xff] ^ (crc >> 8);
-  return ~crc;
+  return crc;
+}
+
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes exactly this CRC (Castagnoli, reflected), 8 bytes per
+// instruction: the table loop cost ~1.5 ns per byte, i.e. ~1 us per message for the log bytes
+// every batch carries (issue 17 item 3). Chosen at run time; the table is the fallback.
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(absl::string_view data, uint32_t crc) {
+  const char* p = data.data();
+  size_t n = data.size();
+  uint64_t c = crc;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    c = __builtin_ia32_crc32di(c, w);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; n > 0; ++p, --n) c32 = __builtin_ia32_crc32qi(c32, static_cast<unsigned char>(*p));
+  return c32;
+}
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(absl::string_view data, uint32_t crc) {
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) return ~Crc32cSse42(data, ~crc);
+#endif
+  return ~Crc32cTable(data, ~crc);
 }
 
 std::string JournalSegmentName(uint64_t n) {

@@ -226,25 +226,85 @@ std::vector<std::string> Spool::ListDeferred() const {
   return ListNames(DirOf(root_, kDeferred), SIZE_MAX);
 }
 
-absl::StatusOr<std::string> Spool::Claim(const std::string& name) {
-  if (absl::Status s = CheckName(name); !s.ok()) return s;
-  const std::string from = PathIn(root_, kIncoming, name);
-  const std::string to = PathIn(root_, kActive, name);
+namespace {
+
+// incoming/name (deferred/name) -> active/name; the active/ path.
+absl::StatusOr<std::string> ClaimRename(const Spool& spool, const std::string& name,
+                                        bool from_deferred) {
+  std::string from, to;
+  if (absl::Status s = spool.ClaimPaths(name, from_deferred, &from, &to); !s.ok()) return s;
   // rename(2) is atomic: of several claimers exactly one succeeds, the others get ENOENT.
-  if (RenameNoReplace(from, to) != 0) {
-    const int err = errno;
-    if (err == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrCat(from, ": not found (claimed by another process?)"));
-    }
-    if (err == EEXIST) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(to, ": already exists; not claiming ", from));
-    }
-    return ErrnoError(err, absl::StrCat("rename to ", to), from);
+  if (RenameNoReplace(from, to) != 0) return Spool::ClaimError(errno, from_deferred, from, to);
+  return to;
+}
+
+std::optional<RetryMark> ParseRetryMark(absl::string_view value) {
+  std::vector<absl::string_view> parts = absl::StrSplit(value, ' ');
+  RetryMark m;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &m.attempts) ||
+      !absl::SimpleAtoi(parts[1], &m.first_attempt) ||
+      !absl::SimpleAtoi(parts[2], &m.next_attempt) || m.first_attempt < 0 ||
+      m.next_attempt < 0) {
+    return std::nullopt;  // not ours or damaged: the envelope's fields apply
   }
+  return m;
+}
+
+absl::StatusOr<SpoolRead> ReadWithMark(const std::string& path, std::string* scratch) {
+  std::string mark;
+  absl::StatusOr<absl::string_view> bytes =
+      file_io::ReadFileInto(path, scratch, SIZE_MAX, kRetryAttr, &mark);
+  if (!bytes.ok()) return bytes.status();
+  SpoolRead out;
+  out.contents = *bytes;
+  if (!mark.empty()) out.mark = ParseRetryMark(mark);
+  return out;
+}
+
+}  // namespace
+
+absl::Status Spool::ClaimPaths(const std::string& name, bool from_deferred, std::string* from,
+                              std::string* to) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  *from = PathIn(root_, from_deferred ? kDeferred : kIncoming, name);
+  *to = PathIn(root_, kActive, name);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::ClaimError(int err, bool from_deferred, const std::string& from,
+                               const std::string& to) {
+  if (err == ENOENT) {
+    return absl::NotFoundError(absl::StrCat(
+        from, from_deferred ? ": not found" : ": not found (claimed by another process?)"));
+  }
+  if (err == EEXIST && !from_deferred) {
+    return absl::AlreadyExistsError(absl::StrCat(to, ": already exists; not claiming ", from));
+  }
+  return ErrnoError(err, absl::StrCat("rename to ", to), from);
+}
+
+absl::StatusOr<std::string> Spool::Claim(const std::string& name) {
+  absl::StatusOr<std::string> to = ClaimRename(*this, name, false);
+  if (!to.ok()) return to.status();
   // On a read error the file stays in active/; recovery (ListActive + ReadActive) retries it.
-  return ReadFile(to);
+  return ReadFile(*to);
+}
+
+absl::StatusOr<SpoolRead> Spool::Claim(const std::string& name, std::string* scratch) {
+  absl::StatusOr<std::string> to = ClaimRename(*this, name, false);
+  if (!to.ok()) return to.status();
+  return ReadWithMark(*to, scratch);
+}
+
+absl::StatusOr<SpoolRead> Spool::ClaimDeferred(const std::string& name, std::string* scratch) {
+  absl::StatusOr<std::string> to = ClaimRename(*this, name, true);
+  if (!to.ok()) return to.status();
+  return ReadWithMark(*to, scratch);
+}
+
+absl::StatusOr<SpoolRead> Spool::ReadActive(const std::string& name, std::string* scratch) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  return ReadWithMark(PathIn(root_, kActive, name), scratch);
 }
 
 absl::StatusOr<std::string> Spool::ReadActive(const std::string& name) const {
@@ -296,15 +356,9 @@ absl::Status Spool::Requeue(const std::string& name) {
 }
 
 absl::StatusOr<std::string> Spool::ClaimDeferred(const std::string& name) {
-  if (absl::Status s = CheckName(name); !s.ok()) return s;
-  const std::string from = PathIn(root_, kDeferred, name);
-  const std::string to = PathIn(root_, kActive, name);
-  if (RenameNoReplace(from, to) != 0) {
-    const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(from, ": not found"));
-    return ErrnoError(err, absl::StrCat("rename to ", to), from);
-  }
-  return ReadFile(to);
+  absl::StatusOr<std::string> to = ClaimRename(*this, name, true);
+  if (!to.ok()) return to.status();
+  return ReadFile(*to);
 }
 
 absl::Status Spool::DeferUnchanged(const std::string& name, const RetryMark& mark,
@@ -336,16 +390,12 @@ std::optional<RetryMark> Spool::ReadRetryMark(absl::string_view subdir,
   const std::string path = PathIn(root_, subdir, name);
   const ssize_t n = lgetxattr(path.c_str(), kRetryAttr, buf, sizeof(buf) - 1);
   if (n <= 0) return std::nullopt;
-  std::vector<absl::string_view> parts =
-      absl::StrSplit(absl::string_view(buf, static_cast<size_t>(n)), ' ');
-  RetryMark m;
-  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &m.attempts) ||
-      !absl::SimpleAtoi(parts[1], &m.first_attempt) ||
-      !absl::SimpleAtoi(parts[2], &m.next_attempt) || m.first_attempt < 0 ||
-      m.next_attempt < 0) {
-    return std::nullopt;  // not ours or damaged: the envelope's fields apply
-  }
-  return m;
+  return ParseRetryMark(absl::string_view(buf, static_cast<size_t>(n)));
+}
+
+absl::StatusOr<std::string> Spool::ActivePath(const std::string& name) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  return PathIn(root_, kActive, name);
 }
 
 absl::Status Spool::Complete(const std::string& name) {
