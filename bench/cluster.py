@@ -34,20 +34,15 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proctree import free_port, proc_cpu  # noqa: E402  /proc CPU sampling, loopback ports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, os.environ.get("MXB_BUILD_DIR", "build/release"))
 ENGINE = os.path.join(BUILD, "engine", "mxburst")
 SINK = os.path.join(BUILD, "tools", "mxburst-sink")
 INJECT = os.path.join(BUILD, "tools", "mxburst-inject")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def port_free(p):
@@ -70,13 +65,6 @@ def wait_port(host, port, timeout=30):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {host}:{port} after {timeout} s")
-
-
-def proc_cpu(pid):
-    """utime + stime of a running process, seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Broker:

@@ -42,9 +42,9 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in bench/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402  the sink, injection, engine runner and rusage helpers
+from proctree import free_port, tree_cpu  # noqa: E402  /proc CPU of process trees, ports
 
 log = e2e.log
-HZ = os.sysconf("SC_CLK_TCK")
 HARAKA_VERSION = "3.3.4"  # what the figures in bench/README.md were measured with
 
 
@@ -53,45 +53,6 @@ def sh(*cmd, **kw):
     if r.returncode != 0:
         raise SystemExit(f"compare: {' '.join(cmd)} exited {r.returncode}: {r.stdout.strip()}")
     return r.stdout
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def tree_cpu(root, by_pid=None):
-    """user+sys seconds of root and its live descendants, plus everything they reaped
-    (utime stime cutime cstime of /proc/PID/stat). by_pid receives {pid: (comm, seconds)}."""
-    parents, cpu, comm = {}, {}, {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        comm[int(p)] = st[st.index("(") + 1:st.rindex(")")]
-        parents[int(p)] = int(fields[1])
-        cpu[int(p)] = sum(int(x) for x in fields[11:15]) / HZ
-    total = 0.0
-    for pid in cpu:
-        q = pid
-        for _ in range(64):
-            if q == root:
-                total += cpu[pid]
-                if by_pid is not None:
-                    by_pid[pid] = (comm[pid], cpu[pid])
-                break
-            q = parents.get(q, 0)
-            if q <= 1:
-                break
-    return total
 
 
 def count_files(d):

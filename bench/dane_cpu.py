@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402  (the engine/sink/inject runners of the end-to-end bench)
+from proctree import free_port  # noqa: E402
 
 FLAVOURS = ("dane", "pkix", "opp")
 
@@ -38,12 +38,6 @@ FLAVOURS = ("dane", "pkix", "opp")
 def sh(cmd, cwd):
     subprocess.run(cmd, cwd=cwd, shell=True, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certs(d, mx_names):

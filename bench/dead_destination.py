@@ -23,21 +23,17 @@ import calendar
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
+import sys
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proctree import free_port  # noqa: E402  a free loopback port
 
 SIZE = 20000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port(ip):
-    s = socket.socket()
-    s.bind((ip, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def log_time(t):

@@ -349,18 +349,27 @@ def resumed_text(runs):
 
 
 def c_sizing(a, target, nofile):
-    """(engine workers, sink threads, sink addresses) for `target` sessions at once, unless given.
+    """(engine workers, sink threads, sink addresses, domains) for `target` sessions at once,
+    unless given.
 
     Each engine worker and each sink thread has one direct-descriptor table of
     min(RLIMIT_NOFILE, 65,536) slots (10% spare: domains hash unevenly over the workers). The
     engine paces connects at ConnectGate::kMaxUnready = 512 not-yet-ready sessions per worker and
-    sink address (engine/connect_gate.h); a session is not ready for 4 of its ~7 delayed replies
-    (greeting, EHLO, STARTTLS, EHLO), so T sessions open at once need 4T/7 unready ones."""
+    sink address (engine/connect_gate.h), and a session is not ready until greeting, EHLO,
+    STARTTLS, handshake and EHLO are through (4 delayed replies). Every session of c starts in one
+    burst, so each (worker, address) pair must be able to hold all of its sessions unready at
+    once: a pair's share beyond 512 waits for the first ones to become ready (4 replies later)
+    and reaches TLS when they are already finishing — at 100k on 21 addresses only the first
+    126 x 512 = 64.5k sessions ever overlapped in TLS. Domains hash to workers at random, so a
+    pair's share is per-domain sessions x Binomial(domains per address, 1 / workers): keep its
+    mean at 60% of 512, and at most 10 sessions per domain so that the largest of the
+    workers x addresses shares stays under 512 (at 100k, 6 x 55 pairs: mean 303, sd ~50)."""
     table = int(min(nofile, 65536) * 0.9)
     workers = a.c_workers or max(3, -(-target // table))
     threads = a.c_sink_threads or max(3, -(-target // table))
-    addresses = a.c_addresses or max(8, -(-(target * 4 // 7) // (512 * workers)) + 2)
-    return workers, threads, addresses
+    addresses = a.c_addresses or max(8, -(-target // int(512 * 0.6 * workers)))
+    domains = a.c_domains or max(1000, -(-target // 10))
+    return workers, threads, addresses, domains
 
 
 def sessions_scenario(a):
@@ -374,40 +383,45 @@ def sessions_scenario(a):
     work = os.path.join(a.workdir, "c")
     spool = os.path.join(work, "spool")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    baselines = {}  # engine workers -> idle RSS (KiB): more workers, more fixed memory
+    # (engine workers, routed domains) -> idle RSS (KiB): more workers, more fixed memory; more
+    # routes, a bigger configuration.
+    baselines = {}
 
-    def idle(nworkers, addresses, threads):
-        """An idle engine on an empty spool: the 0-session baseline for this many workers."""
-        if nworkers in baselines:
-            return baselines[nworkers]
+    def idle(nworkers, addresses, threads, ndomains):
+        """An idle engine on an empty spool: the 0-session baseline for this many workers and
+        routes."""
+        if (nworkers, ndomains) in baselines:
+            return baselines[(nworkers, ndomains)]
         shutil.rmtree(spool, ignore_errors=True)
         os.makedirs(os.path.join(spool, "incoming"), exist_ok=True)
         sink = Sink(work, addresses, threads, 0)
-        m = run_engine(work, spool, routes_for(a.c_domains, sink.hostports),
+        m = run_engine(work, spool, routes_for(ndomains, sink.hostports),
                        ["--workers", str(nworkers)], sample_fds=True, stop_after=2.0)
         sink.stop()
         rss = statistics.median(s[1] for s in m["samples"][len(m["samples"]) // 2:])
-        baselines[nworkers] = rss
-        rows.append({"scenario": f"c: 0 sessions (idle engine, {nworkers} workers)",
+        baselines[(nworkers, ndomains)] = rss
+        rows.append({"scenario": f"c: 0 sessions (idle engine, {nworkers} workers, "
+                                 f"{ndomains} routes)",
                      "messages": "0", "size": "-", "conns": "0", "msgs/s": "-", "MB/s": "-",
                      "p50 ms": "-", "p99 ms": "-", "peak RSS": fmt_kib(m["maxrss_kib"]),
                      "RSS/session": "-", "CPU s/1k": "-", "sink CPU s/1k": "-",
                      "resumed": "-", "runs": "1"})
-        log(f"e2e:   c: idle engine RSS {rss / 1024:.1f} MiB ({nworkers} workers)")
+        log(f"e2e:   c: idle engine RSS {rss / 1024:.1f} MiB ({nworkers} workers, {ndomains} "
+            f"routes)")
         return rss
 
     for target in a.session_targets:
-        nworkers, threads, naddr = c_sizing(a, target, nofile)
+        nworkers, threads, naddr, ndomains = c_sizing(a, target, nofile)
         addresses = [f"127.0.0.{2 + i}" for i in range(naddr)]
         workers = ["--workers", str(nworkers)]
-        baseline = idle(nworkers, addresses, threads)
+        baseline = idle(nworkers, addresses, threads, ndomains)
         if target == 0:
             continue
         # 10% below workers x table: domains hash unevenly over the workers.
         cap = int(nworkers * min(nofile, 65536) * 0.9)
         eff = min(target, cap)
-        per_dest = max(1, -(-eff // a.c_domains))
-        domains = min(a.c_domains, eff)
+        per_dest = max(1, -(-eff // ndomains))
+        domains = min(ndomains, eff)
         msgs = per_dest * domains if per_dest * domains <= cap else eff
         # Every session must still be open when the last handshake is done: ~7 delayed replies
         # per session, handshakes after the third.
@@ -591,7 +605,8 @@ def main():
     p.add_argument("--sink-threads", type=int, default=1)
     p.add_argument("--sessions",
                    help="scenario c session targets (default 0,10000,25000,50000)")
-    p.add_argument("--c-domains", type=int, default=1000)
+    p.add_argument("--c-domains", type=int,
+                   help="domains in c (default: max(1000, T/10): at most 10 sessions each)")
     p.add_argument("--c-workers", type=int,
                    help="engine workers in c: each holds up to RLIMIT_NOFILE sessions "
                         "(default: enough for the target, at least 3)")
@@ -623,7 +638,7 @@ def main():
                          .split(",")]
     if a.reply_delay_ms is None and q:
         a.reply_delay_ms = 500
-    if q and a.c_domains == 1000:
+    if q and a.c_domains is None:
         a.c_domains = 100
     a.addresses = [f"127.0.0.{2 + i}" for i in range(a.addresses)]
     a.tail_domains = [int(x) for x in a.tail_domains.split(",")]
@@ -685,12 +700,12 @@ def main():
                   f"{a.runs} run(s) (msgs/s range: min-max)", file=o)
         if "c" in scen:
             delay = a.reply_delay_ms if a.reply_delay_ms is not None else "max(5000, T/5)"
-            sizing = "; ".join("%d: %d/%d/%d" % ((t,) + c_sizing(a, t, nofile))
+            sizing = "; ".join("%d: %d/%d/%d/%d" % ((t,) + c_sizing(a, t, nofile))
                                for t in a.session_targets)
-            print(f"c: {a.c_size} B messages, {a.c_domains} domains, sink reply delay "
-                  f"{delay} ms, one message per connection, engine --workers / sink --threads / "
-                  f"sink addresses per target: {sizing}; sessions counted with ss (ESTABLISHED "
-                  f"to the sink ports)", file=o)
+            print(f"c: {a.c_size} B messages, sink reply delay {delay} ms, one message per "
+                  f"connection, engine --workers / sink --threads / sink addresses / domains per "
+                  f"target: {sizing}; sessions counted with ss (ESTABLISHED to the sink ports)",
+                  file=o)
         if "d" in scen:
             print(f"d: {a.tail_messages} x {a.tail_size} B plaintext to one sink address by "
                   f"--route '*=...', engine --workers {a.workers or 2}, one run each", file=o)

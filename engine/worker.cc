@@ -1,10 +1,10 @@
 // Worker (engine/worker.h): the thread, its loop, dispatch of completions by tag, the job
-// queues in and out, and the DNS sockets polled through the ring. Scheduling lives in
-// engine/destination.cc, one connection in engine/connection.cc, the ring in engine/ring.cc.
+// queues in and out. The DNS sockets polled through the ring: engine/worker_dns.cc. Scheduling
+// lives in engine/destination.cc, one connection in engine/connection.cc, the ring in
+// engine/ring.cc.
 #include "engine/worker.h"
 
 #include <liburing.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,7 +17,6 @@
 #include <future>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "dns/resolver.h"
@@ -29,6 +28,7 @@
 #include "engine/shaping.h"
 #include "engine/timer_wheel.h"
 #include "engine/uring_tag.h"
+#include "engine/worker_dns.h"
 #include "tls/hop_policy.h"
 #include "tls/policy.h"
 
@@ -100,68 +100,6 @@ TlsPolicyRules RulesOf(const EngineConfig& config) {
   rules.global = config.tls_global;
   return rules;
 }
-
-// c-ares sockets polled through the ring (dns/ does not know the ring): the resolver says which
-// fds it wants watched; each armed POLL_ADD carries the fd and a watch generation, so a poll CQE
-// from before a change is recognised and ignored.
-class DnsPoller {
- public:
-  explicit DnsPoller(Ring* ring) : ring_(ring) {}
-  void set_resolver(Resolver* r) { resolver_ = r; }
-
-  void Watch(int fd, bool read, bool write) {
-    State& wt = watch_[fd];
-    if (wt.armed) {
-      // Cancel the armed poll; its CQE (if any) is stale from now on.
-      io_uring_sqe* sqe = ring_->Sqe();
-      io_uring_prep_poll_remove(sqe, UringTag{UringOp::kDnsPoll, wt.gen,
-                                              static_cast<uint32_t>(fd)}.Encode());
-      Ring::SetTag(sqe, UringTag{UringOp::kCancel, 0, kNoSlot});
-      wt.armed = false;
-    }
-    wt.gen = (wt.gen + 1) & kGenMask;
-    wt.read = read;
-    wt.write = write;
-    if (!read && !write) {
-      watch_.erase(fd);
-      return;
-    }
-    Arm(fd, wt);
-  }
-
-  void OnPoll(const UringTag& tag, int res) {
-    int fd = static_cast<int>(tag.slot);
-    auto it = watch_.find(fd);
-    if (it == watch_.end() || it->second.gen != tag.gen) return;  // stale
-    it->second.armed = false;
-    if (res > 0 && (res & (POLLIN | POLLERR | POLLHUP))) resolver_->OnReadable(fd);
-    it = watch_.find(fd);  // the resolver may have changed the watch
-    if (it != watch_.end() && it->second.gen == tag.gen && res > 0 && (res & POLLOUT)) {
-      resolver_->OnWritable(fd);
-    }
-    it = watch_.find(fd);
-    if (it != watch_.end() && !it->second.armed) Arm(fd, it->second);
-  }
-
- private:
-  struct State {
-    bool read = false, write = false;
-    bool armed = false;  // a POLL_ADD is in the ring
-    uint32_t gen = 0;    // bumped when the watch changes
-  };
-
-  void Arm(int fd, State& wt) {
-    io_uring_sqe* sqe = ring_->Sqe();
-    unsigned mask = (wt.read ? POLLIN : 0) | (wt.write ? POLLOUT : 0);
-    io_uring_prep_poll_add(sqe, fd, mask);
-    Ring::SetTag(sqe, UringTag{UringOp::kDnsPoll, wt.gen, static_cast<uint32_t>(fd)});
-    wt.armed = true;
-  }
-
-  Ring* ring_;
-  Resolver* resolver_ = nullptr;
-  absl::flat_hash_map<int, State> watch_;
-};
 
 }  // namespace
 
@@ -261,46 +199,9 @@ struct Worker::Impl : public DestinationHost {
     if (absl::Status s = ring.Init(kRingEntries, kCqEntries); !s.ok()) return s;
     SetUpSockets();
     policy_cache = PolicyCache(w.config_.policy_cache_entries);
-    Resolver::Options ro;
-    ro.servers = w.config_.dns_servers;
-    ro.ttl_floor = w.config_.dns_ttl_floor;
-    ro.ttl_ceiling = w.config_.dns_ttl_ceiling;
-    ro.negative_ttl = w.config_.dns_negative_ttl;
-    ro.tempfail_ttl = w.config_.dns_tempfail_ttl;
-    ro.max_mx_hosts = w.config_.dns_max_mx_hosts;
-    absl::StatusOr<std::unique_ptr<Resolver>> r =
-        Resolver::Create(ro, [this](int fd, bool rd, bool wr) { dns.Watch(fd, rd, wr); });
-    if (!r.ok()) {
-      // Static routes still work; domains without one are deferred with the reason.
-      std::fprintf(stderr, "mxburst: worker %u: DNS unavailable: %s\n", w.index_,
-                   std::string(r.status().message()).c_str());
-    } else {
-      resolver = *std::move(r);
-      dns.set_resolver(resolver.get());
-    }
+    // DNS sockets polled through this ring (engine/worker_dns.cc); nullptr: DNS unavailable.
+    resolver = CreateWorkerResolver(w.config_, w.index_, &dns);
     return absl::OkStatus();
-  }
-
-  // RFC 7672 §2.1: DANE needs a validating resolver. Without the AD bit every MX looks insecure
-  // and DANE silently never applies, so say it once per process, with the first MX lookup.
-  void ProbeDnssec() {
-    static std::atomic<bool> probed{false};
-    const std::string& probe = w.config_.dnssec_probe;
-    if (!w.config_.tls_global.dane || probe.empty() || probed.exchange(true)) return;
-    resolver->ResolveTxt(probe, [probe](const TxtResult& r) {
-      if (r.dnssec) return;
-      const std::string why =
-          r.status == DnsStatus::kOk || r.status == DnsStatus::kNoData ||
-                  r.status == DnsStatus::kNxDomain
-              ? std::string("answered without the AD bit")
-              : absl::StrCat("did not answer (", r.error.empty() ? ToString(r.status) : r.error,
-                             ")");
-      std::fprintf(stderr,
-                   "mxburst: dns: the resolver %s for TXT %s: no DNSSEC validation, so DANE is "
-                   "inert (use a validating resolver; [tls] dane = \"off\" or [dns] "
-                   "dnssec_probe = \"\" silences this)\n",
-                   why.c_str(), probe.c_str());
-    });
   }
 
   // Direct descriptors and the buffer ring, each with a fallback that is announced once per
@@ -380,7 +281,7 @@ struct Worker::Impl : public DestinationHost {
 
   void ResolveMx(Destination* d) override {
     // Destinations are never erased while the worker runs.
-    ProbeDnssec();
+    ProbeDnssec(resolver.get(), w.config_);
     ResolveMxAndTlsa(resolver.get(), d->domain(), w.config_.smtp_port,
                      w.config_.tls_global.smtps_port, w.config_.tls_global.dane,
                      [d](const MxResult& mx, std::vector<HopDnsFacts> facts) {

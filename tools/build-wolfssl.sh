@@ -31,7 +31,17 @@ WOLFSSL_UPSTREAM_VERSION=5.5.4
 # of the peer's chain in every WOLFSSL_SESSION), no peer-certificate chain stored for the
 # application, no TLS < 1.2, DTLS, DES, RC4, Camellia, OCSP/CRL, PKCS#7/#12, SHA-3, ALPN, ...
 # Record buffers stay dynamic (no LARGE_STATIC_BUFFERS): wolfSSL shrinks them after each record,
-# so an idle session holds none.
+# so an idle session holds none. Per idle TLS session (bench/README.md, "bytes per session"):
+#  - no copy of the peer certificate kept in every WOLFSSL: OPENSSL_EXTRA forces KEEP_PEER_CERT
+#    in settings.h (a WOLFSSL_X509 of 3,536 bytes inside each WOLFSSL plus ~1.3 KB of decoded
+#    names and DER on the heap), which only wolfSSL_get_peer_certificate() needs after the
+#    handshake and mxburst never calls; the verify callback still gets store->current_cert
+#    (a temporary copy per certificate). settings.h has no switch for it, so the build copies
+#    the source and adds one (MXB_NO_KEEP_PEER_CERT, see patch_source below);
+#  - --enable-aesgcm=small: no 512-byte GHASH table (GCM_TABLE_4BIT's M0) in each of the two
+#    Aes key states of a session. With AES-NI (haveAESNI) wolfSSL never builds or reads it: the
+#    AES-NI/AVX2 assembly computes GHASH from H. Without AES-NI, GCM falls back to the slow
+#    bitwise GHASH, but then ChaCha20-Poly1305 is our first choice anyway (TlsPrefersAesGcm).
 CONFIGURE_FLAGS=(
   --enable-static --disable-shared --with-pic
   --disable-examples --disable-crypttests --disable-benchmark --disable-jobserver
@@ -40,7 +50,7 @@ CONFIGURE_FLAGS=(
   --enable-tls13 --enable-tlsv12 --disable-oldtls --disable-sslv3 --disable-dtls
   --enable-session-ticket --enable-sni --enable-supportedcurves --enable-extended-master
   --enable-ecc --enable-curve25519 --enable-rsa --enable-dh --enable-rsapss
-  --enable-aesgcm --enable-chacha --enable-poly1305 --enable-hkdf --enable-aescbc
+  --enable-aesgcm=small --enable-chacha --enable-poly1305 --enable-hkdf --enable-aescbc
   --enable-opensslextra --disable-opensslall --disable-sessioncerts
   --enable-certgen --enable-keygen --enable-certext
   --enable-sys-ca-certs --enable-altcertchains --enable-errorstrings
@@ -54,6 +64,7 @@ EXTRA_DEFINES=(
   -DWOLFSSL_VERIFY_CB_ALL_CERTS   # ... and for every certificate of the chain, not only the leaf
   -DHAVE_EX_DATA                  # wolfSSL_X509_STORE_CTX_get_ex_data: the WOLFSSL of a store
   -DWOLFSSL_ALT_NAMES             # certgen: Cert::altNames (SAN list) and explicit validity dates
+  -DMXB_NO_KEEP_PEER_CERT         # patch_source: no peer certificate copy per WOLFSSL (above)
 )
 CFLAGS_BUILD="-O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 ${EXTRA_DEFINES[*]}"
 
@@ -120,9 +131,33 @@ if [ ! -x "$src_dir/configure" ]; then
   }
 fi
 
+# A private copy of the (shared, pristine) source with settings.h's forced KEEP_PEER_CERT made
+# conditional — `#if defined(OPENSSL_EXTRA) && !defined(NO_CERTS)` gains
+# `&& !defined(MXB_NO_KEEP_PEER_CERT)` — and the one function that then no longer compiles,
+# wolfSSL_cmp_peer_cert_to_file (reads ssl->peerCert; unused by mxburst), left out without
+# KEEP_PEER_CERT. Fails loudly if either line is not there (another wolfSSL version).
+patch_source() {
+  local settings="$1/wolfssl/wolfcrypt/settings.h" ssl_c="$1/src/ssl.c"
+  local guard='^#if defined(OPENSSL_EXTRA) && !defined(NO_CERTS)$'
+  local cmp_guard='^#if defined(HAVE_EX_DATA) && !defined(NO_FILESYSTEM)$'
+  if [ "$(grep -c "$guard" "$settings")" != 1 ] ||
+     [ "$(grep -A1 "$cmp_guard" "$ssl_c" | grep -c '^int wolfSSL_cmp_peer_cert_to_file(')" != 1 ]; then
+    log "$1: the KEEP_PEER_CERT lines of settings.h / ssl.c are not where expected"
+    return 1
+  fi
+  sed -i "s/$guard/& \\&\\& !defined(MXB_NO_KEEP_PEER_CERT)/" "$settings"
+  sed -i "/$cmp_guard/{N;s/\n\(int wolfSSL_cmp_peer_cert_to_file(\)/ \\&\\& defined(KEEP_PEER_CERT)\n\1/}" \
+    "$ssl_c"
+  grep -q 'defined(NO_CERTS) && !defined(MXB_NO_KEEP_PEER_CERT)$' "$settings" &&
+    grep -B1 '^int wolfSSL_cmp_peer_cert_to_file(' "$ssl_c" | grep -q 'defined(KEEP_PEER_CERT)$'
+}
+
 build_dir="$PREFIX.build"
 rm -rf "$build_dir"
 mkdir -p "$build_dir"
+cp -a "$src_dir" "$build_dir/src"
+src_dir="$build_dir/src"
+patch_source "$src_dir" || exit 1
 log "configuring wolfssl $deb_ver for $PREFIX"
 start=$(date +%s)
 (cd "$build_dir" && "$src_dir/configure" --prefix="$PREFIX" "${CONFIGURE_FLAGS[@]}" \
@@ -132,13 +167,24 @@ start=$(date +%s)
   exit 1
 }
 log "compiling ($(nproc) jobs)"
-rm -rf "$PREFIX/include" "$PREFIX/lib" "$STAMP"
-(cd "$build_dir" && make -j"$(nproc)" >make.log 2>&1 && make install >install.log 2>&1) || {
+# Installed into a staging copy first and moved into PREFIX only when complete: builds that use
+# PREFIX meanwhile (other worktrees share one) keep the old headers and library until then.
+stage="$build_dir/stage"
+(cd "$build_dir" && make -j"$(nproc)" >make.log 2>&1 &&
+   make install DESTDIR="$stage" >install.log 2>&1) || {
   tail -30 "$build_dir/make.log" >&2
-  log "make failed (full log: $build_dir/make.log)"
+  log "make failed (full log: $build_dir/make.log; $PREFIX unchanged)"
   exit 1
 }
-rm -f "$PREFIX"/lib/*.la
+rm -f "$stage$PREFIX"/lib/*.la
+rm -f "$STAMP"
+for d in bin include lib share; do
+  [ -e "$stage$PREFIX/$d" ] || continue
+  rm -rf "$PREFIX/$d.old"
+  [ -e "$PREFIX/$d" ] && mv "$PREFIX/$d" "$PREFIX/$d.old"
+  mv "$stage$PREFIX/$d" "$PREFIX/$d"
+done
+rm -rf "$PREFIX"/*.old
 {
   echo "debian: $deb_ver"
   echo "$want_flags"

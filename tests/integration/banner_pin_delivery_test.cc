@@ -23,26 +23,27 @@ namespace {
 using testing::Bin;
 using testing::CountSpool;
 using testing::FreePort;
-using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
+using testing::RunEngine;
 using testing::SinkProcess;
 
 constexpr char kMx[] = "mx.pin.example";
 constexpr char kPin[] = "strict-tls=mx.pin.example; max-age=3600";
 
-class BannerPinDeliveryTest : public ::testing::Test {
+class BannerPinDeliveryTest : public testing::SpoolWorld {
  protected:
+  BannerPinDeliveryTest() : SpoolWorld("bannerpin") {}
+
   void SetUp() override {
-    dir_ = MakeTempDir("bannerpin");
-    spool_ = dir_ + "/spool";
+    SpoolWorld::SetUp();
+    if (HasFatalFailure()) return;
     ca_ = dir_ + "/ca.pem";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
     port_ = FreePort("127.0.0.1");
   }
 
-  // The sink for kMx (a certificate for `names`, written to ca_) greeting with `banner`.
+  // (Hides SpoolWorld::StartSink.) The sink for kMx (a certificate for `names`, written to ca_) greeting with `banner`.
   void StartSink(const std::string& banner, const std::string& names = kMx,
                  std::vector<std::string> extra = {}) {
     if (sink_) sink_->Stop();
@@ -77,14 +78,14 @@ class BannerPinDeliveryTest : public ::testing::Test {
   std::vector<nlohmann::json> Run(const std::string& name, int port,
                                   std::vector<std::string> extra = {}) {
     const std::string log = absl::StrCat(dir_, "/", name, ".jsonl");
-    std::vector<std::string> argv = {
-        Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log", log,
+    std::vector<std::string> args = {
+        "--spool", spool_, "--drain", "--log", log,
         "--workers", "1", "--helo", "test.mxburst.example", "--ca-file", ca_,
         "--banner-pins", "learn", "--smtp-port", std::to_string(port),
         "--route", absl::StrCat("pin.example=", kMx, "@127.0.0.1")};
-    argv.insert(argv.end(), extra.begin(), extra.end());
+    args.insert(args.end(), extra.begin(), extra.end());
     const std::string out = absl::StrCat(dir_, "/", name, ".out");
-    EXPECT_EQ(RunCommand(argv, out, absl::Minutes(3)), 0) << ReadFileOrDie(out + ".err");
+    EXPECT_EQ(RunEngine(args, out, absl::Minutes(3)), 0) << ReadFileOrDie(out + ".err");
     stderr_ = ReadFileOrDie(out + ".err");
     return ReadJsonLines(log);
   }
@@ -94,9 +95,7 @@ class BannerPinDeliveryTest : public ::testing::Test {
     return p.ok() ? *p : std::vector<BannerPin>();
   }
 
-  std::string dir_, spool_, ca_, stderr_;
-  int port_ = 0;
-  std::unique_ptr<SinkProcess> sink_;
+  std::string ca_, stderr_;
 };
 
 TEST_F(BannerPinDeliveryTest, LearnedOverVerifiedTlsSurvivesARestartAndDefersAStrippedConnection) {

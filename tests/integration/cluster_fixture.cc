@@ -172,12 +172,7 @@ bool RabbitMqServer::Start(absl::Duration timeout) {
           "-start_epmd false",
           kRabbitServer},
       log_, log_ + ".err");
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (Client(url()).open()) return true;
-    absl::SleepFor(absl::Milliseconds(250));
-  }
-  return false;
+  return WaitFor([&] { return Client(url()).open(); }, timeout, absl::Milliseconds(250));
 }
 
 void RabbitMqServer::Stop() {
@@ -207,14 +202,11 @@ bool RedisServer::Start(absl::Duration timeout) {
                                std::to_string(port_), "--save", "", "--appendonly", "no",
                                "--dir", dir_, "--protected-mode", "yes"},
       dir_ + "/redis.out", dir_ + "/redis.err");
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
+  return WaitFor([&] {
     std::ifstream in(dir_ + "/redis.out");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (absl::StrContains(text, "Ready to accept connections")) return true;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return false;
+    return absl::StrContains(text, "Ready to accept connections");
+  }, timeout);
 }
 
 void RedisServer::Stop() {

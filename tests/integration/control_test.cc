@@ -53,14 +53,14 @@ class ControlTest : public SpoolWorld {
                                 "\"\ntoken_file = \"", token, "\"\ntop_destinations = 2\n",
                                 extra_toml));
     if (routes.empty()) routes.push_back(absl::StrCat("*=127.0.0.1:", port_));
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--config",
-                                     dir_ + "/mxburst.toml", "--spool", spool_, "--log", log_,
-                                     "--workers", "2", "--helo", "test.mxburst.example", "--quiet"};
+    std::vector<std::string> args = {"--config", dir_ + "/mxburst.toml", "--spool", spool_,
+                                     "--log", log_, "--workers", "2", "--helo",
+                                     "test.mxburst.example", "--quiet"};
     for (const std::string& r : routes) {
-      argv.push_back("--route");
-      argv.push_back(r);
+      args.push_back("--route");
+      args.push_back(r);
     }
-    engine_ = std::make_unique<Subprocess>(argv, dir_ + "/engine.out", dir_ + "/engine.err");
+    engine_ = testing::StartEngine(args, dir_ + "/engine.out", dir_ + "/engine.err");
     ASSERT_TRUE(engine_->started());
     client_ = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
     for (int i = 0; i < 200; ++i) {

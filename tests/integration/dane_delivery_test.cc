@@ -29,15 +29,15 @@
 namespace mxb {
 namespace {
 
-using testing::Bin;
 using testing::CountSpool;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
-using testing::RunCommand;
+using testing::RunEngine;
 using testing::SinkProcess;
+using testing::WaitFor;
 using testing::WriteFileOrDie;
 
 GeneratedCert MakeOrDie(const CertOptions& o) {
@@ -258,11 +258,11 @@ class DaneDeliveryTest : public ::testing::Test {
 
   std::vector<nlohmann::json> Deliver(std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {
-        Bin("engine/mxburst"), "--allow-root", "--allow-private-mx", "--spool", spool_, "--drain", "--log", log_, "--quiet",
+        "--allow-private-mx", "--spool", spool_, "--drain", "--log", log_, "--quiet",
         "--workers", "1", "--helo", "dane.mxburst.example", "--dns", dns_->address(),
         "--smtp-port", std::to_string(port_), "--connect-timeout", "5"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    int rc = RunCommand(argv, dir_ + "/engine.out", absl::Minutes(2));
+    int rc = RunEngine(argv, dir_ + "/engine.out", absl::Minutes(2));
     EXPECT_EQ(rc, 0) << ReadFileOrDie(dir_ + "/engine.out.err");
     return ReadJsonLines(log_);
   }
@@ -443,18 +443,21 @@ TEST_F(DaneDeliveryTest, RequireTlsOnlyOverAuthenticatedHops) {
   // The engine's own retry schedule (1 s, max age 1 s) runs out on the next attempt: bounce
   // 5.7.30 + DSN. Not --drain (which never retries deferred/): run until the record appears.
   testing::Subprocess engine(
-      {Bin("engine/mxburst"), "--allow-root", "--allow-private-mx", "--spool", spool_, "--log", log_, "--quiet", "--workers", "1",
-       "--helo", "dane.mxburst.example", "--dns", dns_->address(), "--smtp-port",
-       std::to_string(port_), "--connect-timeout", "5", "--retry", "1/1/1"},
+      testing::EngineArgv({"--allow-private-mx", "--spool", spool_, "--log", log_, "--quiet",
+                           "--workers", "1", "--helo", "dane.mxburst.example", "--dns",
+                           dns_->address(), "--smtp-port", std::to_string(port_),
+                           "--connect-timeout", "5", "--retry", "1/1/1"}),
       dir_ + "/engine2.out", dir_ + "/engine2.err");
   ASSERT_TRUE(engine.started());
   nlohmann::json expired;
-  for (int i = 0; i < 300 && expired.is_null(); ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    for (const nlohmann::json& r : ReadJsonLines(log_)) {
-      if (r["domain"] == "plain.dane" && r["status"] == "expired") expired = r;
-    }
-  }
+  WaitFor(
+      [&] {
+        for (const nlohmann::json& r : ReadJsonLines(log_)) {
+          if (r["domain"] == "plain.dane" && r["status"] == "expired") expired = r;
+        }
+        return !expired.is_null();
+      },
+      absl::Seconds(30), absl::Milliseconds(100));
   engine.Signal(SIGTERM);
   EXPECT_EQ(engine.Wait(absl::Seconds(60)), 0) << ReadFileOrDie(dir_ + "/engine2.err");
   log = ReadJsonLines(log_);

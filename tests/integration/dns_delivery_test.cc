@@ -17,14 +17,13 @@
 namespace mxb {
 namespace {
 
-using testing::Bin;
 using testing::CountSpool;
 using testing::FreePort;
 using testing::ListDir;
 using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
-using testing::RunCommand;
+using testing::RunEngine;
 using testing::SinkProcess;
 using testing::UnboundServer;
 using testing::WriteFileOrDie;
@@ -118,13 +117,13 @@ class DnsDeliveryTest : public ::testing::Test {
 
   // Every MX of the test zone is on 127.0.0.0/8: allowed unless `allow_private_mx` is false.
   std::vector<nlohmann::json> Deliver(bool allow_private_mx = true) {
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log",
+    std::vector<std::string> argv = {"--spool", spool_, "--drain", "--log",
                                      log_, "--quiet", "--workers", "1", "--helo",
                                      "dns.mxburst.example", "--dns", unbound_->address(),
                                      "--smtp-port", std::to_string(port_), "--connect-timeout",
                                      "5"};
     if (allow_private_mx) argv.push_back("--allow-private-mx");
-    int rc = RunCommand(argv, dir_ + "/engine.out", absl::Minutes(2));
+    int rc = RunEngine(argv, dir_ + "/engine.out", absl::Minutes(2));
     EXPECT_EQ(rc, 0) << ReadFileOrDie(dir_ + "/engine.out.err");
     return ReadJsonLines(log_);
   }

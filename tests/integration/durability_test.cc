@@ -36,6 +36,7 @@ using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
 using testing::SpoolWorld;
+using testing::WaitFor;
 
 class DurabilityTest : public SpoolWorld {
  protected:
@@ -155,17 +156,6 @@ int Occurrences(const std::string& path, const std::string& needle) {
   return n;
 }
 
-// Polls until `done()` or the timeout (a bound for a hung engine, not a timing assertion).
-template <typename F>
-bool WaitUntil(F done, absl::Duration timeout = absl::Seconds(60)) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (done()) return true;
-    usleep(20000);
-  }
-  return done();
-}
-
 // The dead-destination files of the spool's incoming/ (their recipients are at dead.example):
 // name -> (bytes, inode).
 std::map<std::string, std::pair<std::string, ino_t>> DeadFiles(const std::string& spool) {
@@ -253,7 +243,7 @@ TEST_F(DurabilityTest, RetriesToADeadDestinationOnlyMoveTheirMark) {
   {
     testing::Subprocess engine(EngineArgs({"--retry", "1/1/3600"}), dir_ + "/engine.out", err);
     // Three passes: the first through the worker, the next ones deferred by the scanner.
-    ASSERT_TRUE(WaitUntil([&] { return Occurrences(log_, "\"deferred\"") >= 300; }))
+    ASSERT_TRUE(WaitFor([&] { return Occurrences(log_, "\"deferred\"") >= 300; }))
         << ReadFileOrDie(err);
     engine.Signal(SIGTERM);
     ASSERT_EQ(engine.Wait(absl::Seconds(60)), 0) << ReadFileOrDie(err);
@@ -342,7 +332,7 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
                                    "--workers", "2", "--max-in-flight", "40", "--quiet"};
   {
     testing::Subprocess engine(argv, dir_ + "/engine-full.out", err);
-    ASSERT_TRUE(WaitUntil([&] { return Occurrences(err, "claiming paused") > 0; }))
+    ASSERT_TRUE(WaitFor([&] { return Occurrences(err, "claiming paused") > 0; }))
         << ReadFileOrDie(err);
     usleep(1500 * 1000);  // several retries with back-off happen meanwhile
     EXPECT_EQ(Occurrences(err, "claiming paused"), 1) << ReadFileOrDie(err);
@@ -350,7 +340,7 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
     EXPECT_LT(std::count(text.begin(), text.end(), '\n'), 4) << text;  // no error per retry
     EXPECT_GT(CountSpool(spool, "incoming"), 0u);  // claiming stopped
     ASSERT_EQ(unlink(filler.c_str()), 0);           // space returns
-    ASSERT_TRUE(WaitUntil([&] {
+    ASSERT_TRUE(WaitFor([&] {
       return CountSpool(spool, "incoming") + CountSpool(spool, "active") == 0;
     })) << ReadFileOrDie(err);
     EXPECT_EQ(Occurrences(err, "claiming resumed"), 1) << ReadFileOrDie(err);
@@ -359,7 +349,7 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
     inject(60, 2);
     pin();
     FillUp(filler);
-    ASSERT_TRUE(WaitUntil([&] { return Occurrences(err, "claiming paused") > 1; }))
+    ASSERT_TRUE(WaitFor([&] { return Occurrences(err, "claiming paused") > 1; }))
         << ReadFileOrDie(err);
     engine.Signal(SIGTERM);
     EXPECT_EQ(engine.Wait(absl::Seconds(60)), 1) << ReadFileOrDie(err);
@@ -396,8 +386,8 @@ TEST_F(DurabilityTest, ShutdownIsBoundedWhenThePeerNeverGreets) {
   testing::WriteFileOrDie(config, "[timeouts]\nshutdown = 1\n");
   const std::string err = dir_ + "/engine.err";
   testing::Subprocess engine(EngineArgs({"--config", config}), dir_ + "/engine.out", err);
-  ASSERT_TRUE(WaitUntil([&] { return silent.accepts() > 0; }));
-  ASSERT_TRUE(WaitUntil([&] { return Count("incoming") == 0; }));
+  ASSERT_TRUE(WaitFor([&] { return silent.accepts() > 0; }));
+  ASSERT_TRUE(WaitFor([&] { return Count("incoming") == 0; }));
   engine.Signal(SIGTERM);
   EXPECT_EQ(engine.Wait(absl::Seconds(60)), 0) << ReadFileOrDie(err);
   EXPECT_TRUE(absl::StrContains(ReadFileOrDie(err), "shutdown: ")) << ReadFileOrDie(err);

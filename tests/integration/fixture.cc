@@ -109,13 +109,8 @@ void WriteFileOrDie(const std::string& path, const std::string& contents) {
 }
 
 bool WaitForFile(const std::string& path, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
   struct stat st;
-  while (stat(path.c_str(), &st) != 0) {
-    if (absl::Now() > deadline) return false;
-    usleep(10000);
-  }
-  return true;
+  return WaitFor([&] { return stat(path.c_str(), &st) == 0; }, timeout, absl::Milliseconds(10));
 }
 
 std::vector<std::string> ListDir(const std::string& dir) {
@@ -151,6 +146,24 @@ int RunCommand(std::vector<std::string> argv, const std::string& log_path, absl:
   return p.Wait(timeout);
 }
 
+std::vector<std::string> EngineArgv(std::vector<std::string> args) {
+  std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root"};
+  argv.insert(argv.end(), std::make_move_iterator(args.begin()),
+              std::make_move_iterator(args.end()));
+  return argv;
+}
+
+int RunEngine(std::vector<std::string> args, const std::string& out_path,
+              absl::Duration timeout) {
+  return RunCommand(EngineArgv(std::move(args)), out_path, timeout);
+}
+
+std::unique_ptr<Subprocess> StartEngine(std::vector<std::string> args,
+                                        const std::string& out_path,
+                                        const std::string& err_path) {
+  return std::make_unique<Subprocess>(EngineArgv(std::move(args)), out_path, err_path);
+}
+
 SinkProcess::SinkProcess(const std::string& dir, std::vector<std::string> args) : dir_(dir) {
   std::vector<std::string> argv = {Bin("tools/mxburst-sink"), "--ready-file", dir + "/sink.ready",
                                    "--stats-file", dir + "/sink-stats.json", "--quiet"};
@@ -158,6 +171,15 @@ SinkProcess::SinkProcess(const std::string& dir, std::vector<std::string> args) 
   unlink((dir + "/sink.ready").c_str());
   proc_ = std::make_unique<Subprocess>(argv, dir + "/sink.out", dir + "/sink.err");
   ready_ = WaitForFile(dir + "/sink.ready", absl::Seconds(10));
+}
+
+std::vector<std::string> SinkProcess::HostPorts() const {
+  std::vector<std::string> out;
+  for (absl::string_view line :
+       absl::StrSplit(ReadFileOrDie(dir_ + "/sink.ready"), '\n', absl::SkipEmpty())) {
+    out.push_back(std::string(line.substr(0, line.find(' '))));
+  }
+  return out;
 }
 
 std::string SinkProcess::error_text() const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -54,12 +55,40 @@ int FreePort(const std::string& ip);                      // a currently free TC
 int RunCommand(std::vector<std::string> argv, const std::string& log_path,
         absl::Duration timeout = absl::Minutes(5));
 
+// Polls `done` every `every` until it holds or `limit` has passed: a bound for a hung engine or
+// server, never a timing assertion. True when `done` held.
+//   ASSERT_TRUE(WaitFor([&] { return ReadJsonLines(log_).size() >= 7; })) << ...;
+template <typename F>
+bool WaitFor(F&& done, absl::Duration limit = absl::Seconds(60),
+             absl::Duration every = absl::Milliseconds(50)) {
+  const absl::Time deadline = absl::Now() + limit;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(every);
+  }
+  return true;
+}
+
+// The engine's command line: the mxburst binary, --allow-root (CI runs the tests as root), then
+// `args`.
+std::vector<std::string> EngineArgv(std::vector<std::string> args);
+// One engine run to its end (EngineArgv(args), usually with --drain): stdout to `out_path`,
+// stderr to `out_path`.err. Its exit code; -1 after `timeout` (it is killed then).
+int RunEngine(std::vector<std::string> args, const std::string& out_path,
+              absl::Duration timeout = absl::Minutes(5));
+// The engine (EngineArgv(args)) running in the background until the test signals it.
+std::unique_ptr<Subprocess> StartEngine(std::vector<std::string> args,
+                                        const std::string& out_path,
+                                        const std::string& err_path);
+
 // mxburst-sink as a child process, started with a ready file and a stats file in `dir`.
 class SinkProcess {
  public:
   // `args`: --listen and any other options. Waits until every listener is bound.
   SinkProcess(const std::string& dir, std::vector<std::string> args);
   bool ready() const { return ready_; }
+  // host:port of every listener, in --listen order (the ready file's first words).
+  std::vector<std::string> HostPorts() const;
   // SIGTERM, wait, and the stats JSON it wrote ({} if it did not exit with 0).
   nlohmann::json Stop();
   // The exit code Stop() saw (-1 before Stop()).
@@ -75,6 +104,20 @@ class SinkProcess {
 
 // Files in `spool`/`subdir` ("incoming", "deferred", ...).
 size_t CountSpool(const std::string& spool, const std::string& subdir);
+
+// `n` pickup files for `rcpt` in `spool` (rcpt.0.eml ...): from <bounce@esp.example>, Message-ID
+// <i.rcpt>, Subject `subject`, body "hello"; `envelope_extra` ("x-requiretls: yes\n") goes after
+// the x-receiver line. Header-only (InjectFile is mxb_queue's), like SpoolWorld.
+inline void InjectTo(const std::string& spool, const std::string& rcpt, int n,
+                     const std::string& subject, const std::string& envelope_extra = "") {
+  for (int i = 0; i < n; ++i) {
+    std::string msg = absl::StrCat("x-sender: <bounce@esp.example>\nx-receiver: <", rcpt, ">\n",
+                                   envelope_extra, "From: a@esp.example\nTo: ", rcpt,
+                                   "\nMessage-ID: <", i, ".", rcpt, ">\nSubject: ", subject,
+                                   "\n\nhello\n");
+    ASSERT_TRUE(InjectFile(spool, absl::StrCat(rcpt, ".", i, ".eml"), msg, false).ok());
+  }
+}
 
 // Accounting log records per "status" value.
 std::map<std::string, int> StatusCounts(const std::vector<nlohmann::json>& log);

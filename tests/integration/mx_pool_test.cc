@@ -7,7 +7,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/fixture.h"
@@ -41,10 +40,7 @@ class MxPoolTest : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     sink_ = std::make_unique<SinkProcess>(dir_, args);
     ASSERT_TRUE(sink_->ready()) << sink_->error_text();
-    for (absl::string_view line :
-         absl::StrSplit(ReadFileOrDie(dir_ + "/sink.ready"), '\n', absl::SkipEmpty())) {
-      hostports_.push_back(std::string(line.substr(0, line.find(' '))));
-    }
+    hostports_ = sink_->HostPorts();
     ASSERT_EQ(hostports_.size(), static_cast<size_t>(kMxHosts));
   }
 

@@ -35,12 +35,12 @@ class ReloadTest : public SpoolWorld {
     if (access(config_.c_str(), F_OK) != 0) {
       WriteFileOrDie(config_, "[limits]\nmax_connections = 4\n[timeouts]\nshutdown = 1\n");
     }
-    std::vector<std::string> argv = {Bin("engine/mxburst"), "--allow-root", "--config", config_,
-                                     "--spool", spool_, "--log", log_, "--workers", "2", "--route",
+    std::vector<std::string> args = {"--config", config_, "--spool", spool_, "--log", log_,
+                                     "--workers", "2", "--route",
                                      absl::StrCat("*=127.0.0.1:", port_), "--helo",
                                      "test.mxburst.example", "--quiet"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    engine_ = std::make_unique<Subprocess>(argv, dir_ + "/engine.out", dir_ + "/engine.err");
+    args.insert(args.end(), extra.begin(), extra.end());
+    engine_ = testing::StartEngine(args, dir_ + "/engine.out", dir_ + "/engine.err");
     ASSERT_TRUE(engine_->started());
   }
 

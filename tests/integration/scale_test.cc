@@ -12,7 +12,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/fixture.h"
@@ -53,10 +52,7 @@ class ScaleTest : public ::testing::Test {
                                        "--threads", "2", "--reply-delay-ms",
                                        std::to_string(reply_delay_ms)});
     ASSERT_TRUE(sink_->ready()) << sink_->error_text();
-    for (absl::string_view line :
-         absl::StrSplit(ReadFileOrDie(dir_ + "/sink.ready"), '\n', absl::SkipEmpty())) {
-      hostports_.push_back(std::string(line.substr(0, line.find(' '))));
-    }
+    hostports_ = sink_->HostPorts();
     ASSERT_EQ(hostports_.size(), 4u);
   }
 

@@ -22,13 +22,15 @@ namespace mxb {
 namespace {
 
 using testing::Bin;
+using testing::EngineArgv;
 using testing::FreePort;
-using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
+using testing::RunEngine;
 using testing::SinkProcess;
 using testing::UnboundServer;
+using testing::WaitFor;
 using testing::WriteFileOrDie;
 
 constexpr char kZones[] = R"(
@@ -60,13 +62,13 @@ constexpr char kZones[] = R"(
   local-data: "rtlsnone.stsdeliv. 60 IN MX 10 mx.rtls.stsdeliv."
 )";
 
-class StsDeliveryTest : public ::testing::Test {
+class StsDeliveryTest : public testing::SpoolWorld {
  protected:
+  StsDeliveryTest() : SpoolWorld("stsdeliv", "acct.jsonl") {}
+
   void SetUp() override {
-    dir_ = MakeTempDir("stsdeliv");
-    spool_ = dir_ + "/spool";
-    log_ = dir_ + "/acct.jsonl";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
+    SpoolWorld::SetUp();
+    if (HasFatalFailure()) return;
     absl::StatusOr<std::unique_ptr<UnboundServer>> u = UnboundServer::Start(kZones, "");
     ASSERT_TRUE(u.ok()) << u.status();
     dns_ = *std::move(u);
@@ -85,13 +87,8 @@ class StsDeliveryTest : public ::testing::Test {
                        "version: STSv1\nmode: testing\nmx: mx.plain.stsdeliv\nmax_age: 86400\n");
     server_->SetPolicy("mta-sts.rtls.stsdeliv",
                        "version: STSv1\nmode: enforce\nmx: mx.rtls.stsdeliv\nmax_age: 86400\n");
-    CertOptions leaf;
-    leaf.common_name = "mx1.enforce.stsdeliv";
-    leaf.dns_names = {"mx1.enforce.stsdeliv", "mx.shared.stsdeliv", "mx.plain.stsdeliv",
-                      "mx.rtls.stsdeliv"};
-    leaf.is_ca = false;
-    leaf.issuer = &server_->ca();
-    absl::StatusOr<GeneratedCert> cert = GenerateSelfSignedCert(leaf);
+    absl::StatusOr<GeneratedCert> cert = server_->IssueLeaf(
+        {"mx1.enforce.stsdeliv", "mx.shared.stsdeliv", "mx.plain.stsdeliv", "mx.rtls.stsdeliv"});
     ASSERT_TRUE(cert.ok()) << cert.status();
     WriteFileOrDie(dir_ + "/mx.pem", cert->cert_pem);
     WriteFileOrDie(dir_ + "/mx.key", cert->key_pem);
@@ -111,22 +108,22 @@ class StsDeliveryTest : public ::testing::Test {
   }
 
   void InjectTo(const std::string& rcpt, int n = 1, const std::string& envelope_extra = "") {
-    for (int i = 0; i < n; ++i) {
-      std::string msg = absl::StrCat("x-sender: <bounce@esp.example>\nx-receiver: <", rcpt,
-                                     ">\n", envelope_extra, "From: a@esp.example\nTo: ", rcpt, "\nMessage-ID: <", i,
-                                     ".", rcpt, ">\nSubject: sts\n\nhello\n");
-      ASSERT_TRUE(InjectFile(spool_, absl::StrCat(rcpt, ".", i, ".eml"), msg, false).ok());
-    }
+    testing::InjectTo(spool_, rcpt, n, "sts", envelope_extra);
+  }
+
+  // The engine's flags in this world, resolving through `dns` (add --drain for one run).
+  std::vector<std::string> EngineFlags(const UnboundServer* dns) const {
+    return {"--config", dir_ + "/mxburst.toml", "--spool", spool_, "--log", log_, "--quiet",
+            "--workers", "1", "--helo", "sts.mxburst.example", "--dns", dns->address(),
+            "--allow-private-mx", "--smtp-port", std::to_string(port_), "--ca-file",
+            server_->ca_file(), "--connect-timeout", "5"};
   }
 
   std::vector<nlohmann::json> Deliver(const UnboundServer* dns = nullptr) {
     if (dns == nullptr) dns = dns_.get();
-    int rc = RunCommand({Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml", "--spool",
-                         spool_, "--drain", "--log", log_, "--quiet", "--workers", "1", "--helo",
-                         "sts.mxburst.example", "--dns", dns->address(), "--allow-private-mx", "--smtp-port",
-                         std::to_string(port_), "--ca-file", server_->ca_file(),
-                         "--connect-timeout", "5"},
-                        dir_ + "/engine.out", absl::Minutes(2));
+    std::vector<std::string> args = EngineFlags(dns);
+    args.push_back("--drain");
+    int rc = RunEngine(args, dir_ + "/engine.out", absl::Minutes(2));
     EXPECT_EQ(rc, 0) << ReadFileOrDie(dir_ + "/engine.out.err");
     return ReadJsonLines(log_);
   }
@@ -140,11 +137,8 @@ class StsDeliveryTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_, spool_, log_;
-  int port_ = 0;
   std::unique_ptr<UnboundServer> dns_;
   std::unique_ptr<StsPolicyServer> server_;
-  std::unique_ptr<SinkProcess> sink_;
 };
 
 // Issue 13 test 1: enforce, the MX matches, valid certificate -> delivered over verified TLS.
@@ -286,18 +280,15 @@ TEST_F(StsDeliveryTest, CachedPolicyEnforcedWhileServerDownAndNewTxtIdRefetches)
   // new policy is in the cache, then deliver with it.
   InjectTo("y@enforce.stsdeliv");
   {
-    testing::Subprocess engine(
-        {Bin("engine/mxburst"), "--allow-root", "--config", dir_ + "/mxburst.toml", "--spool",
-         spool_, "--log", log_, "--quiet", "--workers", "1", "--helo", "sts.mxburst.example",
-         "--dns", (*dns2)->address(), "--allow-private-mx", "--smtp-port", std::to_string(port_),
-         "--ca-file", server_->ca_file(), "--connect-timeout", "5"},
-        dir_ + "/engine3.out", dir_ + "/engine3.err");
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    testing::Subprocess engine(EngineArgv(EngineFlags(dns2->get())), dir_ + "/engine3.out",
+                               dir_ + "/engine3.err");
     absl::StatusOr<StsPolicy> cached;
-    do {
-      absl::SleepFor(absl::Milliseconds(50));
-      cached = StsPolicyStore::ReadFile(spool_ + "/policy/mta-sts", "enforce.stsdeliv");
-    } while ((!cached.ok() || cached->id != "e2") && absl::Now() < deadline);
+    WaitFor(
+        [&] {
+          cached = StsPolicyStore::ReadFile(spool_ + "/policy/mta-sts", "enforce.stsdeliv");
+          return cached.ok() && cached->id == "e2";
+        },
+        absl::Seconds(30));
     ASSERT_TRUE(cached.ok()) << cached.status();
     EXPECT_EQ(cached->id, "e2") << ReadFileOrDie(dir_ + "/engine3.err");
     engine.Signal(SIGTERM);

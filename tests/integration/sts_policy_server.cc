@@ -65,7 +65,23 @@ os.rename(os.path.join(d, 'ready.tmp'), os.path.join(d, 'ready'))
 srv.serve_forever()
 )PY";
 
+// A leaf certificate (CA:FALSE) for `names`, the first one its CN, signed by `ca`.
+absl::StatusOr<GeneratedCert> LeafCert(const GeneratedCert& ca,
+                                       const std::vector<std::string>& names) {
+  CertOptions leaf;
+  leaf.common_name = names.empty() ? "mta-sts.invalid" : names.front();
+  leaf.dns_names = names;
+  leaf.is_ca = false;
+  leaf.issuer = &ca;
+  return GenerateSelfSignedCert(leaf);
+}
+
 }  // namespace
+
+absl::StatusOr<GeneratedCert> StsPolicyServer::IssueLeaf(
+    const std::vector<std::string>& names) const {
+  return LeafCert(ca_, names);
+}
 
 std::unique_ptr<StsPolicyServer> StsPolicyServer::Start(const std::string& dir,
                                                         const std::vector<std::string>& names) {
@@ -80,12 +96,7 @@ std::unique_ptr<StsPolicyServer> StsPolicyServer::Start(const std::string& dir,
     s->error_ = std::string(ca.status().message());
     return s;
   }
-  CertOptions leaf;
-  leaf.common_name = names.empty() ? "mta-sts.invalid" : names.front();
-  leaf.dns_names = names;
-  leaf.is_ca = false;
-  leaf.issuer = &*ca;
-  absl::StatusOr<GeneratedCert> cert = GenerateSelfSignedCert(leaf);
+  absl::StatusOr<GeneratedCert> cert = LeafCert(*ca, names);
   if (!cert.ok()) {
     s->error_ = std::string(cert.status().message());
     return s;

@@ -29,6 +29,8 @@ class StsPolicyServer {
   const std::string& ca_file() const { return ca_file_; }
   // The test CA (with its key): sign other test certificates (an SMTP sink's) with it.
   const GeneratedCert& ca() const { return ca_; }
+  // A leaf certificate for `names` (the first one its CN) signed by ca(): an SMTP sink's.
+  absl::StatusOr<GeneratedCert> IssueLeaf(const std::vector<std::string>& names) const;
   void SetPolicy(const std::string& host, const std::string& body,
                  const std::string& content_type = "text/plain; charset=utf-8");
   void SetRedirect(const std::string& host, const std::string& location);

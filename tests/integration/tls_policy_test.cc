@@ -28,7 +28,6 @@ using testing::Bin;
 using testing::CountSpool;
 using testing::FaultServer;
 using testing::FreePort;
-using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
@@ -37,14 +36,14 @@ using testing::WriteFileOrDie;
 
 constexpr char kNames[] = "starttls-mx.d1.example,smtps-mx.d2.example,mx.d3.example";
 
-class TlsPolicyTest : public ::testing::Test {
+class TlsPolicyTest : public testing::SpoolWorld {
  public:
+  TlsPolicyTest() : SpoolWorld("tlspolicy", "acct.jsonl") {}
+
   void SetUp() override {
-    dir_ = MakeTempDir("tlspolicy");
-    spool_ = dir_ + "/spool";
-    log_ = dir_ + "/acct.jsonl";
+    SpoolWorld::SetUp();
+    if (HasFatalFailure()) return;
     ca_ = dir_ + "/ca.pem";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
     smtp_port_ = FreePort("127.0.0.1");
     smtps_port_ = FreePort("127.0.0.1");
   }
@@ -54,7 +53,7 @@ class TlsPolicyTest : public ::testing::Test {
   }
   std::string SmtpsListen() const { return absl::StrCat("127.0.0.1:", smtps_port_, "/implicit-tls"); }
 
-  // Starts the sink; `cert_args` default: a generated cert for kNames, written to ca_.
+  // Starts the sink (hides SpoolWorld::StartSink); `cert_args` default: a generated cert for kNames, written to ca_.
   void StartSink(std::vector<std::string> listen, std::vector<std::string> cert_args = {}) {
     std::vector<std::string> args;
     for (const std::string& l : listen) {
@@ -77,7 +76,7 @@ class TlsPolicyTest : public ::testing::Test {
 
   int RunEngine(std::vector<std::string> extra = {}, bool with_ca = true) {
     std::vector<std::string> argv = {
-        Bin("engine/mxburst"), "--allow-root", "--spool", spool_, "--drain", "--log", log_, "--quiet",
+        "--spool", spool_, "--drain", "--log", log_, "--quiet",
         "--workers", "1", "--helo", "test.mxburst.example",
         "--smtp-port", std::to_string(engine_smtp_port_ ? engine_smtp_port_ : smtp_port_),
         "--smtps-port", std::to_string(smtps_port_),
@@ -89,7 +88,7 @@ class TlsPolicyTest : public ::testing::Test {
       argv.push_back(ca_);
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return RunCommand(argv, dir_ + "/engine.out", absl::Minutes(3));
+    return testing::RunEngine(argv, dir_ + "/engine.out", absl::Minutes(3));
   }
 
   // Log records per domain.
@@ -99,10 +98,13 @@ class TlsPolicyTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_, spool_, log_, ca_;
+  // CheckFallback and CheckInjection (free functions) use the world's paths and sink too.
+  using SpoolWorld::dir_;
+  using SpoolWorld::sink_;
+  using SpoolWorld::spool_;
+  std::string ca_;
   int smtp_port_ = 0, smtps_port_ = 0;
   int engine_smtp_port_ = 0;  // a MITM proxy's port when one sits in the path
-  std::unique_ptr<SinkProcess> sink_;
 
   // A man in the middle between the engine's port-25 connections and the sink.
   std::unique_ptr<testing::MitmProxy> StartMitm(testing::MitmMode mode) {

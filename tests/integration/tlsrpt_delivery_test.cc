@@ -36,13 +36,13 @@ namespace {
 using Json = nlohmann::json;
 using testing::Bin;
 using testing::FreePort;
-using testing::MakeTempDir;
 using testing::ReadFileOrDie;
 using testing::ReadJsonLines;
 using testing::RunCommand;
 using testing::SinkProcess;
 using testing::Subprocess;
 using testing::UnboundServer;
+using testing::WaitFor;
 using testing::WriteFileOrDie;
 
 // Every policy domain publishes both report destinations (rua): mail to the sink's domain and
@@ -155,13 +155,13 @@ void ExpectCounts(const Json& r) {
   }
 }
 
-class TlsRptDeliveryTest : public ::testing::Test {
+class TlsRptDeliveryTest : public testing::SpoolWorld {
  protected:
+  TlsRptDeliveryTest() : SpoolWorld("rptdeliv", "acct.jsonl") {}
+
   void SetUp() override {
-    dir_ = MakeTempDir("rptdeliv");
-    spool_ = dir_ + "/spool";
-    log_ = dir_ + "/acct.jsonl";
-    ASSERT_TRUE(Spool::Open(spool_).ok());
+    SpoolWorld::SetUp();
+    if (HasFatalFailure()) return;
     // mta-sts.webpki.rptdeliv is not on the certificate: that fetch fails PKIX.
     server_ = StsPolicyServer::Start(dir_, {"mta-sts.ok.rptdeliv", "mta-sts.strip.rptdeliv",
                                             "reports.rptdeliv"});
@@ -176,12 +176,8 @@ class TlsRptDeliveryTest : public ::testing::Test {
         UnboundServer::Start(Zones(server_->port()), "");
     ASSERT_TRUE(u.ok()) << u.status();
     dns_ = *std::move(u);
-    CertOptions leaf;
-    leaf.common_name = "mx1.ok.rptdeliv";
-    leaf.dns_names = {"mx1.ok.rptdeliv", "mx.shared.rptdeliv", "mx.plain.rptdeliv"};
-    leaf.is_ca = false;
-    leaf.issuer = &server_->ca();
-    absl::StatusOr<GeneratedCert> cert = GenerateSelfSignedCert(leaf);
+    absl::StatusOr<GeneratedCert> cert =
+        server_->IssueLeaf({"mx1.ok.rptdeliv", "mx.shared.rptdeliv", "mx.plain.rptdeliv"});
     ASSERT_TRUE(cert.ok()) << cert.status();
     WriteFileOrDie(dir_ + "/mx.pem", cert->cert_pem);
     WriteFileOrDie(dir_ + "/mx.key", cert->key_pem);
@@ -204,23 +200,14 @@ class TlsRptDeliveryTest : public ::testing::Test {
     if (sink_) sink_->Stop();
   }
 
-  void InjectTo(const std::string& rcpt, int n) {
-    for (int i = 0; i < n; ++i) {
-      std::string msg = absl::StrCat("x-sender: <bounce@esp.example>\nx-receiver: <", rcpt,
-                                     ">\nFrom: a@esp.example\nTo: ", rcpt, "\nMessage-ID: <", i,
-                                     ".", rcpt, ">\nSubject: rpt\n\nhello\n");
-      ASSERT_TRUE(InjectFile(spool_, absl::StrCat(rcpt, ".", i, ".eml"), msg, false).ok());
-    }
-  }
+  void InjectTo(const std::string& rcpt, int n) { testing::InjectTo(spool_, rcpt, n, "rpt"); }
 
   std::unique_ptr<Subprocess> StartEngine(const std::string& tag) {
-    return std::make_unique<Subprocess>(
-        std::vector<std::string>{Bin("engine/mxburst"), "--allow-root", "--config",
-                                 dir_ + "/mxburst.toml", "--spool", spool_, "--log", log_,
-                                 "--workers", "1", "--helo", "rpt.esp.example", "--dns",
-                                 dns_->address(), "--allow-private-mx", "--smtp-port",
-                                 std::to_string(port_), "--ca-file", server_->ca_file(),
-                                 "--connect-timeout", "5"},
+    return testing::StartEngine(
+        {"--config", dir_ + "/mxburst.toml", "--spool", spool_, "--log", log_, "--workers", "1",
+         "--helo", "rpt.esp.example", "--dns", dns_->address(), "--allow-private-mx",
+         "--smtp-port", std::to_string(port_), "--ca-file", server_->ca_file(),
+         "--connect-timeout", "5"},
         dir_ + "/engine-" + tag + ".out", dir_ + "/engine-" + tag + ".err");
   }
 
@@ -233,22 +220,8 @@ class TlsRptDeliveryTest : public ::testing::Test {
     return held;
   }
 
-  // Polls (bounded) until `done` holds.
-  template <typename F>
-  bool WaitFor(F done, absl::Duration limit = absl::Seconds(60)) {
-    const absl::Time deadline = absl::Now() + limit;
-    while (!done()) {
-      if (absl::Now() > deadline) return false;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return true;
-  }
-
-  std::string dir_, spool_, log_;
-  int port_ = 0;
   std::unique_ptr<UnboundServer> dns_;
   std::unique_ptr<StsPolicyServer> server_;
-  std::unique_ptr<SinkProcess> sink_;
 };
 
 TEST_F(TlsRptDeliveryTest, CountsSurviveKill9AndSendNowMailsAndPostsTheReports) {
