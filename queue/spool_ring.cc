@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<SpoolRing>> SpoolRing::Create(unsigned capacity) 
     return absl::UnavailableError(absl::StrCat("io_uring_queue_init: ", std::strerror(-rc)));
   }
   r->ready_ = true;
-  // renameat/unlinkat are "bounded" io-wq work: one worker (see the header).
+  // renameat is "bounded" io-wq work: one worker (see the header).
   unsigned workers[2] = {1, 0};
   (void)io_uring_register_iowq_max_workers(&r->ring_, workers);
   r->event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -60,22 +60,6 @@ void SpoolRing::Rename(std::string from, std::string to, uint64_t cookie) {
     sqe = io_uring_get_sqe(&ring_);
   }
   io_uring_prep_renameat(sqe, AT_FDCWD, op.a.c_str(), AT_FDCWD, op.b.c_str(), RENAME_NOREPLACE);
-  io_uring_sqe_set_data64(sqe, slot);
-  ++queued_;
-}
-
-void SpoolRing::Unlink(std::string path, uint64_t cookie) {
-  const uint32_t slot = TakeSlot();
-  Op& op = ops_[slot];
-  op.a = std::move(path);
-  op.b.clear();
-  op.cookie = cookie;
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    Submit();
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  io_uring_prep_unlinkat(sqe, AT_FDCWD, op.a.c_str(), 0);
   io_uring_sqe_set_data64(sqe, slot);
   ++queued_;
 }

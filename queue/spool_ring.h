@@ -1,16 +1,16 @@
 // SpoolRing: an io_uring owned by the scanner thread for the spool's directory operations — the
-// claim renames (incoming/ or deferred/ into active/, engine/scanner.h) and the unlinks of
-// finished messages (engine.cc) — queued per batch and submitted with one io_uring_enter
-// (issue 17 item 2). The kernel never completes renameat/unlinkat inline: they run on the
-// ring's io-wq worker, a kernel thread of this process, so their CPU (~8 us per claim rename,
-// ~3 us per unlink on ext4, bench/README.md "Scanner") leaves the scanner thread while the
-// process total stays honest (io-wq threads count in its rusage). One bounded io-wq worker
-// (IORING_REGISTER_IOWQ_MAX_WORKERS): cross-directory renames serialise on the file system's
-// rename lock anyway, more workers would only contend for it.
+// claim renames (incoming/ or deferred/ into active/, engine/scanner.h) — queued per batch and
+// submitted with one io_uring_enter (issue 17 item 2). The kernel never completes renameat
+// inline: it runs on the ring's io-wq worker, a kernel thread of this process, so its CPU
+// (~8 us per claim rename on ext4, bench/README.md "Scanner") leaves the scanner thread while
+// the process total stays honest (io-wq threads count in its rusage). The unlinks of finished
+// messages (~3 us each) are still plain syscalls on the scanner thread: the next step. One
+// bounded io-wq worker (IORING_REGISTER_IOWQ_MAX_WORKERS): cross-directory renames serialise on
+// the file system's rename lock anyway, more workers would only contend for it.
 //
-// Nothing here changes what is durable when: a rename or unlink in flight at a crash either
-// happened or did not, exactly as the same syscall made by the scanner thread (queue/spool.h:
-// claims are not fsync'ed; an unlink follows the journal commit that justifies it).
+// Nothing here changes what is durable when: a rename in flight at a crash either happened or
+// did not, exactly as the same syscall made by the scanner thread (queue/spool.h:
+// claims are not fsync'ed).
 //
 // Thread: the creating thread only (the scanner thread). Paths are kept until completion.
 //
@@ -48,7 +48,6 @@ class SpoolRing {
   // Queue one operation (submitted by Submit()); requires has_room(). `cookie` comes back with
   // the result.
   void Rename(std::string from, std::string to, uint64_t cookie);  // renameat2 RENAME_NOREPLACE
-  void Unlink(std::string path, uint64_t cookie);
   // Hands everything queued to the kernel (one io_uring_enter).
   void Submit();
   // f(cookie, res) for each finished operation, res 0 or -errno; returns how many.
