@@ -209,7 +209,7 @@ Destination::BudgetResult Destination::TakeBudgets(const Hop& hop, BudgetSet* se
     bool family = false;
     for (size_t i = 0; i < pool.sockaddrs.size(); ++i) {
       size_t k = (ctx_->source_rr + i) % pool.sockaddrs.size();
-      if (pool.sockaddrs[k].ss_family != hop.addr.ss_family) continue;
+      if (pool.sockaddrs[k].ss_family != hop.addr.family()) continue;
       family = true;
       set->budgets[BudgetSet::kSource] = shaping.ForSource(pool.addresses[k]);
       if (set->TryOpenConnection(now())) {
@@ -354,7 +354,7 @@ bool Destination::OpenConnection() {
       r.result = TlsRptResult::kDnssecInvalid;
       r.reason_code = "tlsa-lookup-failed";
       r.receiving_mx = hop.mx;
-      r.receiving_ip = SockaddrIp(hop.addr);
+      r.receiving_ip = SockaddrIp(hop.addr.storage());
       ctx_->tlsrpt->Record(std::move(r));
     }
     HopFailed(index, absl::StrCat(hop.mx, ": ", policy.policy.defer_reason), a, "4.7.5");
@@ -366,7 +366,7 @@ bool Destination::OpenConnection() {
   spec.mx = hop.mx;
   spec.mx_dnssec = hop.mx_dnssec;
   spec.mx_sts_listed = sts_ != nullptr && sts_->mode != StsMode::kNone && sts_->MatchesMx(hop.mx);
-  spec.addr = hop.addr;
+  spec.addr = hop.addr.storage();
   SetPort(&spec.addr, implicit ? ctx_->config->tls_global.smtps_port : hop.port);
   // The domain's MTA-STS policy on top of the per-MX one (tls/mta_sts.h: DANE still wins).
   spec.policy = sts_ != nullptr ? ApplyStsPolicy(policy.policy, *sts_) : policy.policy;

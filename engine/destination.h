@@ -20,9 +20,11 @@
 //   ... every tick, when throttled: d.ResumeIdle(); d.Pump();
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -117,9 +119,36 @@ struct DestinationContext {
 };
 
 // One address of one MX host (or static next hop), in the order delivery tries them.
+// A hop's IPv4 or IPv6 address in 28 bytes: a sockaddr_storage is 128, ~100 bytes more per hop
+// of every destination kept in memory (the long tail, issue 17 item 6).
+class HopAddr {
+ public:
+  HopAddr() = default;
+  explicit HopAddr(const sockaddr_storage& ss) {
+    if (ss.ss_family == AF_INET6) {
+      std::memcpy(&u_.in6, &ss, sizeof(u_.in6));
+    } else if (ss.ss_family == AF_INET) {
+      std::memcpy(&u_.in4, &ss, sizeof(u_.in4));
+    }
+  }
+  sa_family_t family() const { return u_.sa.sa_family; }
+  sockaddr_storage storage() const {
+    sockaddr_storage ss{};
+    std::memcpy(&ss, &u_, sizeof(u_));
+    return ss;
+  }
+
+ private:
+  union {
+    sockaddr sa;
+    sockaddr_in in4;
+    sockaddr_in6 in6;
+  } u_{};
+};
+
 struct Hop {
   std::string mx;          // MX host name: keys the TLS policy, checked against certificates
-  sockaddr_storage addr{};
+  HopAddr addr;
   uint16_t port = 25;      // the SMTP (STARTTLS) port
   bool mx_dnssec = false;  // the MX answer that named this host was DNSSEC-validated
   HopDnsFacts dns;         // DNSSEC and TLSA facts of the host (tls/hop_policy.h decides)
@@ -167,6 +196,8 @@ class JobQueue {
     return q_ == nullptr ? Deque::const_iterator() : q_->cbegin();
   }
   Deque::const_iterator end() const { return q_ == nullptr ? Deque::const_iterator() : q_->cend(); }
+  void clear() { q_.reset(); }
+  void swap(JobQueue& other) noexcept { q_.swap(other.q_); }
   Deque::iterator erase(Deque::iterator it) {
     it = q_->erase(it);
     if (!q_->empty()) return it;
@@ -333,7 +364,7 @@ class Destination : public ConnectionOwner {
   ShapingBudget* budget_ = nullptr;  // the domain rule's budget, else own_budget_
   std::unique_ptr<ShapingBudget> own_budget_;
   std::vector<std::unique_ptr<ShapingBudget>> retired_budgets_;  // own budgets before a reload
-  std::deque<DeliveryJob*> held_;  // jobs of a suspended x-job (destination_control.cc)
+  JobQueue held_;  // jobs of a suspended x-job (destination_control.cc)
   int64_t shaping_wake_ms_ = 0;  // waits for a rate slot or a connection budget until then
   // Node-based: a Lease& stays valid while other connections open and close.
   std::unordered_map<uint32_t, Lease> leases_;

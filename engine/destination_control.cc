@@ -53,7 +53,7 @@ void Destination::HoldSuspendedJobs() {
 }
 
 void Destination::ReleaseHeldJobs() {
-  std::deque<DeliveryJob*> still;
+  JobQueue still;
   bool any = false;
   for (DeliveryJob* job : held_) {
     if (ctx_->suspensions->ForJob(job->message->envelope.job, now()) != nullptr) {
@@ -81,7 +81,7 @@ void Destination::BounceQueued(absl::string_view reason) {
 }
 
 void Destination::BounceJob(absl::string_view job_id, absl::string_view reason) {
-  auto bounce_in = [&](auto& q) {  // queue_ (a JobQueue) and held_ (a deque)
+  auto bounce_in = [&](auto& q) {  // queue_ and held_
     for (auto it = q.begin(); it != q.end();) {
       DeliveryJob* job = *it;
       if (job->message->envelope.job == job_id) {

@@ -45,7 +45,7 @@ void Destination::Resolve() {
       for (const sockaddr_storage& a : h.addresses) {
         Hop t;
         t.mx = h.host;
-        t.addr = a;
+        t.addr = HopAddr(a);
         t.port = h.explicit_port ? h.port : ctx_->config->smtp_port;
         hops_.hops.push_back(std::move(t));
       }
@@ -86,7 +86,7 @@ void Destination::OnMx(const MxResult& mx, const std::vector<HopDnsFacts>& facts
         }
         Hop t;
         t.mx = h.name;
-        t.addr = a;
+        t.addr = HopAddr(a);
         t.port = ctx_->config->smtp_port;
         t.mx_dnssec = mx.dnssec;
         if (i < facts.size()) {
