@@ -452,6 +452,14 @@ std::string ControlPlane::RenderPolicy() {
       out.push_back(std::move(j));
     }
   }
+  // Banner strict-tls pins are process-wide: one entry each with "source":"banner-pin", as
+  // `mxburstctl policy` prints them from the spool.
+  if (banner_pins_ != nullptr) {
+    const absl::Time now = absl::Now();
+    for (const BannerPin& pin : banner_pins_->List(now)) {
+      out.push_back(nlohmann::json::parse(BannerPinStore::PinJson(pin, now)));
+    }
+  }
   return nlohmann::json{{"policies", out}}.dump();
 }
 

@@ -34,6 +34,7 @@
 #include "engine/config.h"
 #include "engine/delivery.h"
 #include "queue/mpsc_queue.h"
+#include "tls/banner_pin.h"
 
 namespace mxb {
 
@@ -196,6 +197,9 @@ class ControlPlane {
   bool TakeFlush(bool* all, std::vector<std::string>* domains);
   // Scanner thread, after SIGHUP loaded new rules (the table outlives the server).
   void SetShaping(const ShapingTable* table) { shaping_.store(table, std::memory_order_release); }
+  // Before Start(): the learned banner pins (tls/banner_pin.h; nullptr: not learning), listed
+  // by /api/v1/policy next to the workers' policy caches. The store outlives the server.
+  void SetBannerPins(const BannerPinStore* pins) { banner_pins_ = pins; }
   // Scanner thread, every loop.
   void PublishInFlight(size_t messages, size_t bytes) {
     counters_.in_flight_messages.store(static_cast<int64_t>(messages), std::memory_order_relaxed);
@@ -214,6 +218,7 @@ class ControlPlane {
 
   const EngineConfig& config_;
   std::atomic<const ShapingTable*> shaping_{nullptr};  // after SIGHUP; else config_.shaping
+  const BannerPinStore* banner_pins_ = nullptr;
   const std::vector<std::unique_ptr<Worker>>* workers_ = nullptr;
   std::vector<std::unique_ptr<WorkerChannel>> channels_;
   EngineCounters counters_;

@@ -128,6 +128,7 @@ absl::Status Engine::Start() {
   completions_ = std::make_unique<CompletionQueue>(kCompletionCapacity);
   if (!config_.http_listen.empty()) {
     control_ = std::make_unique<ControlPlane>(config_, static_cast<size_t>(n));
+    control_->SetBannerPins(banner_pins_.get());
   }
   // Issue 17: connects stay inside this budget instead of running into EADDRNOTAVAIL.
   const EphemeralPorts ports = ConnectGate::ReadPortRange();

@@ -435,6 +435,35 @@ TEST_F(ControlTest, JobHeldMailOutlivesIdleDestinationExpiry) {
   EXPECT_EQ(Received("held"), 3u);
 }
 
+// The learned banner strict-tls pins are listed by /api/v1/policy (and so by `mxburstctl policy`
+// against a live engine), as `mxburstctl policy --spool` lists them from the file. Before, the
+// live listing showed only the workers' policy caches: a pin in force was invisible there.
+TEST_F(ControlTest, PolicyListsTheLearnedBannerPins) {
+  StartSink("127.0.0.1");
+  ASSERT_EQ(mkdir((spool_ + "/policy").c_str(), 0700), 0);
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  WriteFileOrDie(spool_ + "/policy/banner-pins.json",
+                 absl::StrCat("{\"pins\":[{\"pattern\":\"mx.pinned.example\",",
+                              "\"include_subdomains\":false,\"max_age\":3600,",
+                              "\"learned_from\":\"mx.pinned.example\",\"learned\":", now,
+                              ",\"expires\":", now + 3600, "}]}\n"));
+  StartEngine({}, "[tls]\nbanner_pins = \"learn\"\n");
+  auto r = client_->Get("/api/v1/policy");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const nlohmann::json j = nlohmann::json::parse(r->body);
+  size_t pins = 0;
+  for (const nlohmann::json& p : j["policies"]) {
+    if (p.value("source", "") != "banner-pin") continue;
+    ++pins;
+    EXPECT_EQ(p["pattern"], "mx.pinned.example") << p.dump();
+    EXPECT_EQ(p["expired"], false) << p.dump();
+  }
+  EXPECT_EQ(pins, 1u) << r->body;
+  const std::string listed = Ctl({"policy"});
+  EXPECT_TRUE(absl::StrContains(listed, "mx.pinned.example")) << listed;
+}
+
 // Retry now: deferred mail (nothing listened on the receiver's port, so the destination is also
 // "dead" for a minute) is tried again at once when asked, not after the 5-minute retry delay;
 // the message endpoint (and mxburstctl message) follow it from deferred/ to done; with the
