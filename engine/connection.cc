@@ -152,7 +152,7 @@ void Connection::Acquire() {
   send_.inflight = false;
   recv_inflight_ = close_posted_ = false;
   ops_ = 0;
-  deadline_ms_ = 0;
+  deadline_ = WheelDeadline();  // the last occupant's entries no longer match (generation)
   job_ = nullptr;
   ready_seen_ = false;
   established_ = false;
@@ -427,7 +427,7 @@ void Connection::OnSend(int res) {
 }
 
 void Connection::OnDeadline(int64_t deadline_ms) {
-  if (deadline_ms_ != deadline_ms) return;  // re-armed
+  if (!deadline_.OnFired(env_->wheel, slot_, gen_, deadline_ms)) return;  // not due (re-armed)
   if (phase_ != Phase::kSmtp && phase_ != Phase::kTlsHandshake) return;
   if (parked_) {
     parked_ = false;  // its entry in the owner's idle list goes stale
@@ -514,13 +514,14 @@ void Connection::MoveCiphertext() {
 
 void Connection::ArmDeadline(absl::Duration d) {
   if (d == absl::InfiniteDuration()) {  // nothing awaited (idle between commands)
-    deadline_ms_ = 0;
+    deadline_.Disarm();
     return;
   }
-  deadline_ms_ = *env_->now_ms + static_cast<int64_t>(absl::ToDoubleMilliseconds(d) *
-                                                      env_->config->reply_timeout_scale);
-  env_->wheel->Insert(slot_, gen_, deadline_ms_);
+  ArmDeadlineAt(*env_->now_ms + static_cast<int64_t>(absl::ToDoubleMilliseconds(d) *
+                                                     env_->config->reply_timeout_scale));
 }
+
+void Connection::ArmDeadlineAt(int64_t at_ms) { deadline_.Arm(env_->wheel, slot_, gen_, at_ms); }
 
 // ---------------------------------------------------------------------------------------------
 // The dialog: carrying out the session's actions
@@ -604,7 +605,7 @@ void Connection::StartClose() {
   if (phase_ == Phase::kClosing) return;
   const bool was_connecting = phase_ == Phase::kConnecting;
   phase_ = Phase::kClosing;
-  deadline_ms_ = 0;
+  deadline_.Disarm();
   parked_ = false;
   // Counted as connecting by the owner until it reached the ready state.
   owner_->OnClosing(slot_, was_connecting || !ready_seen_);
@@ -621,6 +622,11 @@ void Connection::StartClose() {
   }
   MaybeFinishClose();
   // Jobs still waiting for the owner get a new connection when this one's close completes.
+}
+
+void Connection::CloseIfNotReady() {
+  if (!used_ || phase_ == Phase::kClosing || ready_seen_ || job_ != nullptr) return;
+  StartClose();
 }
 
 void Connection::MaybeFinishClose() {

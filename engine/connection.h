@@ -182,6 +182,9 @@ class Connection {
   // Shutdown past its bound: the job (if any) is handed back with every recipient not reported
   // yet deferred with `why`, and the connection closes without waiting for the peer.
   void Abort(absl::string_view why);
+  // Shutdown: closes the connection if it never became ready (connecting, greeting, EHLO, TLS),
+  // without telling the owner of a failed hop. Such a connection never holds a job.
+  void CloseIfNotReady();
   // Keeps the ready session until `until_ms` (then QUIT) while no job is there for it.
   void Park(int64_t until_ms);
   // False when a banner pin (tls/banner_pin.h) learned after this connection opened now covers
@@ -210,7 +213,8 @@ class Connection {
   void FlushSend();
   bool Output(const Action& a);
   void MoveCiphertext();
-  void ArmDeadline(absl::Duration d);
+  void ArmDeadline(absl::Duration d);  // a reply timeout from now (scaled); infinite = none
+  void ArmDeadlineAt(int64_t at_ms);
   void Handle(Action a);
   void CollectResults();
   void FinishJob(absl::string_view why);
@@ -260,7 +264,7 @@ class Connection {
   bool close_posted_ = false;
   int ops_ = 0;  // SQEs whose final CQE has not arrived
 
-  int64_t deadline_ms_ = 0;
+  WheelDeadline deadline_;  // the reply or idle deadline: at most one live wheel entry
   DeliveryJob* job_ = nullptr;
   bool ready_seen_ = false;  // reached the ready state at least once
   bool established_ = false;

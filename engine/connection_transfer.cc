@@ -81,8 +81,7 @@ void Connection::Abort(absl::string_view why) {
 
 void Connection::Park(int64_t until_ms) {
   parked_ = true;
-  deadline_ms_ = until_ms;
-  env_->wheel->Insert(slot_, gen_, deadline_ms_);
+  ArmDeadlineAt(until_ms);
 }
 
 // Moves the session's results into the job; hands back the job once its transaction ended.
