@@ -360,6 +360,21 @@ std::string ControlPlane::RenderMetrics() {
   p.Family("mxburst_stale_completions_total", "counter",
            "io_uring completions for a freed connection slot (always a bug).");
   p.Sample("mxburst_stale_completions_total", {}, static_cast<double>(stale));
+  // Per worker: the wheel is one worker's (engine/timer_wheel.h).
+  auto per_worker = [&](const char* name, const char* help,
+                        const std::atomic<uint64_t> WorkerStats::*field) {
+    p.Family(name, "gauge", help);
+    if (workers_ == nullptr) return;
+    for (size_t i = 0; i < workers_->size(); ++i) {
+      p.Sample(name, {{"worker", absl::StrCat(i)}}, u((*workers_)[i]->stats().*field));
+    }
+  };
+  per_worker("mxburst_timer_wheel_entries",
+             "Reply and idle deadline entries in a worker's timer wheel (live and stale).",
+             &WorkerStats::wheel_entries);
+  per_worker("mxburst_timer_wheel_entries_peak",
+             "The most timer wheel entries a worker has held since the start.",
+             &WorkerStats::wheel_entries_peak);
   p.Family("mxburst_dns_queries_total", "counter", "DNS queries sent.");
   p.Sample("mxburst_dns_queries_total", {}, static_cast<double>(dns_queries));
   p.Family("mxburst_dns_cache_hits_total", "counter", "DNS lookups answered from the cache.");

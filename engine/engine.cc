@@ -455,7 +455,11 @@ absl::Status Engine::Run() {
       // workers abort them (deferred "shutdown"), the outcomes are committed and we exit —
       // a peer that never answers cannot hold us for its RFC 5321 §4.5.3.2 timeout.
       const absl::Time now = absl::Now();
-      if (stop_seen_ == absl::InfinitePast()) stop_seen_ = now;
+      if (stop_seen_ == absl::InfinitePast()) {
+        stop_seen_ = now;
+        // Nothing new starts: waiting jobs are deferred now, not after the bound below.
+        for (auto& w : workers_) w->RequestDrain();
+      }
       if (!abort_sent_ && now - stop_seen_ >= config_.shutdown_timeout && in_flight_ > 0) {
         abort_sent_ = true;
         if (!config_.quiet) {

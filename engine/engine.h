@@ -64,6 +64,7 @@ struct EngineSummary {
   uint64_t local_waits = 0;        // connects held back by a local shortage (engine/connect_gate.h)
   uint64_t port_budget_waits = 0;  // and by a spent ephemeral port budget
   uint64_t pacing_waits = 0;       // and by connect pacing (ConnectGate::kMaxUnready)
+  uint64_t wheel_peak = 0;         // the most timer wheel entries one worker held
   // Messages for dead destinations deferred by the scanner without a claim or a worker
   // (engine/dead_destinations.h).
   uint64_t not_tried_by_scanner = 0;
@@ -77,6 +78,12 @@ struct EngineSummary {
   absl::flat_hash_map<std::string, uint64_t> tls_suites;  // "TLSv1.3 CIPHER" -> delivered rcpts
   absl::flat_hash_map<std::string, uint64_t> policies;    // TLS policy name -> delivered rcpts
 };
+
+// Below this many messages the summary gives totals, not rates per message (fixed costs of a
+// run would dominate them).
+inline constexpr uint64_t kSummaryRateMinMessages = 100;
+// The end-of-run summary line (stdout of mxburst): "mxburst: N messages finished in S s ...".
+std::string FormatSummary(const EngineSummary& s);
 
 class Engine : private ClaimGate {
  public:

@@ -255,7 +255,9 @@ struct Worker::Impl : public DestinationHost {
   // --- DestinationHost -------------------------------------------------------------------------
 
   int64_t now_ms() const override { return now_ms_; }
-  bool stopping() const override { return w.stop_.load(std::memory_order_relaxed); }
+  bool stopping() const override {
+    return w.drain_.load(std::memory_order_relaxed) || w.stop_.load(std::memory_order_relaxed);
+  }
 
   void Complete(DeliveryJob* job) override {
     if (!w.done_->Push(job)) {
@@ -435,9 +437,13 @@ struct Worker::Impl : public DestinationHost {
   }
 
   void OnTick() {
+    if (wheel.size() > w.stats_.wheel_entries_peak.load(std::memory_order_relaxed)) {
+      w.stats_.wheel_entries_peak.store(wheel.size(), std::memory_order_relaxed);
+    }
     wheel.Advance(now_ms_, [this](uint32_t s, uint32_t g, int64_t deadline) {
       if (Connection* c = slab.Find(s, g)) c->OnDeadline(deadline);  // else re-used or gone
     });
+    w.stats_.wheel_entries.store(wheel.size(), std::memory_order_relaxed);
     QuitIdleForHeldConnects();
     if (const ShapingTable* t = w.new_shaping_.exchange(nullptr, std::memory_order_acquire)) {
       AdoptShaping(t);
@@ -540,16 +546,28 @@ struct Worker::Impl : public DestinationHost {
     return true;
   }
 
+  // Draining: connections that never became ready carry no job (jobs go only to ready
+  // sessions); they close now rather than after their peer's greeting or handshake timeout
+  // (RFC 5321 §4.5.3.2: 5 minutes).
+  void CloseUnready() {
+    for (uint32_t s = 0; s < slab.capacity(); ++s) slab.At(s).CloseIfNotReady();
+  }
+
   void Loop() {
     bool aborted = false;
+    int64_t next_unready_sweep_ms = 0;
     now_ms_ = NowMs();
     wheel.Start(now_ms_);
     PostWake();
     PostTick();
     while (true) {
       DrainInbound();
-      if (w.stop_.load(std::memory_order_acquire)) {
+      if (stopping()) {
         for (auto& [name, d] : dests) d->Shutdown();
+        if (now_ms_ >= next_unready_sweep_ms) {  // again each tick: a fallback may open one
+          next_unready_sweep_ms = now_ms_ + kTickMs;
+          CloseUnready();
+        }
         if (!aborted && w.abort_.load(std::memory_order_acquire)) {
           aborted = true;
           for (uint32_t s = 0; s < slab.capacity(); ++s) {
@@ -625,6 +643,11 @@ void Worker::Wake() {
   uint64_t one = 1;
   ssize_t n = write(wake_fd_, &one, sizeof(one));
   (void)n;
+}
+
+void Worker::RequestDrain() {
+  drain_.store(true, std::memory_order_release);
+  Wake();
 }
 
 void Worker::RequestStop() {

@@ -77,6 +77,10 @@ struct WorkerStats {
   std::atomic<uint64_t> local_waits{0};
   std::atomic<uint64_t> port_budget_waits{0};
   std::atomic<uint64_t> connect_pacing_waits{0};  // kMaxUnready sessions not greeted yet
+  // Entries in the timer wheel (engine/timer_wheel.h) after the last tick, and the most seen
+  // before a tick's expiry: O(connections), not O(replies) (WheelDeadline).
+  std::atomic<uint64_t> wheel_entries{0};
+  std::atomic<uint64_t> wheel_entries_peak{0};
 };
 
 struct WorkerChannel;
@@ -95,6 +99,12 @@ class Worker {
   // Scanner thread. False when the inbound queue is full.
   [[nodiscard]] bool Enqueue(DeliveryJob* job) { return inbound_.TryPush(job); }
   void Wake();
+  // Scanner thread, at SIGTERM: stop taking work now — queued, held and rate-waiting jobs are
+  // deferred ("engine shutting down"), connections not ready yet close, idle ones QUIT; only
+  // transactions under way go on (RequestAbort bounds them). The loop keeps running (jobs the
+  // scanner still hands over are deferred at once) until RequestStop().
+  void RequestDrain();
+  // Drains (as RequestDrain) and ends the loop once nothing is left.
   void RequestStop();
   // Scanner thread: the shutdown bound passed. Stops the worker (queued jobs are deferred) and
   // aborts every connection, deferring what it carried ("shutdown").
@@ -139,6 +149,7 @@ class Worker {
   BannerPinStore* banner_pins_ = nullptr;
   MpscQueue<DeliveryJob*> inbound_;
   int wake_fd_ = -1;
+  std::atomic<bool> drain_{false};
   std::atomic<bool> stop_{false};
   std::atomic<bool> abort_{false};
   std::thread thread_;

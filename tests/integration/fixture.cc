@@ -268,6 +268,37 @@ void FaultServer::Serve() {
             usleep(100000);
           }
           break;
+        case Mode::kStallAfterData: {
+          // One command per line (no PIPELINING offered); after "354" the rest is read and
+          // ignored until the peer goes away (bounded: 60 s).
+          auto say = [c](const char* s) { return send(c, s, strlen(s), MSG_NOSIGNAL) > 0; };
+          std::string in;
+          bool data = false;
+          say("220 stall.example ESMTP\r\n");
+          for (int i = 0; i < 600 && !stop_; ++i) {
+            char buf[4096];
+            ssize_t n = recv(c, buf, sizeof(buf), MSG_DONTWAIT);
+            if (n == 0) break;
+            if (n < 0) {
+              usleep(100000);
+              continue;
+            }
+            if (data) continue;
+            in.append(buf, static_cast<size_t>(n));
+            for (size_t eol; !data && (eol = in.find("\r\n")) != std::string::npos;) {
+              const std::string cmd = in.substr(0, 4);
+              in.erase(0, eol + 2);
+              if (cmd == "DATA") {
+                data = true;
+                ++stalled_;
+                say("354 go ahead\r\n");
+              } else {
+                say("250 ok\r\n");
+              }
+            }
+          }
+          break;
+        }
         case Mode::kDrip: {
           const char kGreeting[] = "220 drip.example ESMTP\r\n";
           for (int i = 0; i < 1200 && !stop_; ++i) {

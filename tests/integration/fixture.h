@@ -176,15 +176,17 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
 
 // FAULT INJECTION listener on 127.0.0.1:port for peers that misbehave in ways mxburst-sink will
 // not: kDrip sends an SMTP greeting one byte every 50 ms (bounded to 60 s), kReset accepts and
-// resets the connection (SO_LINGER 0), kSilent accepts and never writes. Counts accepts, so a
-// test can prove a host was (not) tried again.
+// resets the connection (SO_LINGER 0), kSilent accepts and never writes, kStallAfterData
+// answers greeting, EHLO, MAIL, RCPT and DATA (354) and then never replies to the message.
+// Counts accepts (and transactions stalled), so a test can prove a host was (not) tried again.
 class FaultServer {
  public:
-  enum class Mode { kDrip, kReset, kSilent };
+  enum class Mode { kDrip, kReset, kSilent, kStallAfterData };
   FaultServer(int port, Mode mode);
   ~FaultServer();
   bool ok() const { return ok_; }
   int accepts() const { return accepts_.load(); }
+  int stalled() const { return stalled_.load(); }  // kStallAfterData: sessions past the 354
 
  private:
   void Serve();
@@ -193,6 +195,7 @@ class FaultServer {
   bool ok_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<int> accepts_{0};
+  std::atomic<int> stalled_{0};
   std::thread thread_;
   std::vector<std::thread> clients_;
 };
