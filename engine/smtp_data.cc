@@ -1,7 +1,12 @@
 #include "engine/smtp_data.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace mxb {
 namespace {
@@ -175,12 +180,91 @@ void Normalize(absl::string_view body, std::string* out, std::vector<uint32_t>* 
   }
 }
 
+// Four 16-octet lanes -> one 64-bit mask per octet class (bit i = octet i of the block).
+struct BlockMasks {
+  uint64_t lf, cr, nul, dot;
+};
+
+inline BlockMasks Classify64(const char* p) {
+  BlockMasks m{};
+#if defined(__SSE2__)
+  const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+  const __m128i nul = _mm_setzero_si128(), dot = _mm_set1_epi8('.');
+  for (int k = 0; k < 4; ++k) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+    const int shift = 16 * k;
+    m.lf |= static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf))))
+            << shift;
+    m.cr |= static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr))))
+            << shift;
+    m.nul |= static_cast<uint64_t>(
+                 static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, nul))))
+             << shift;
+    m.dot |= static_cast<uint64_t>(
+                 static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot))))
+             << shift;
+  }
+#else
+  for (int i = 0; i < 64; ++i) {
+    const uint64_t bit = uint64_t{1} << i;
+    m.lf |= p[i] == '\n' ? bit : 0;
+    m.cr |= p[i] == '\r' ? bit : 0;
+    m.nul |= p[i] == '\0' ? bit : 0;
+    m.dot |= p[i] == '.' ? bit : 0;
+  }
+#endif
+  return m;
+}
+
 }  // namespace
+
+bool IsDataWireForm(absl::string_view body) {
+  const size_t n = body.size();
+  if (n < 2 || body[n - 2] != '\r' || body[n - 1] != '\n') return false;
+  uint64_t cr_carry = 0;     // the previous block's last octet was a CR
+  uint64_t start_carry = 1;  // the next block's first octet starts a line (the body's does)
+  int64_t last_lf = -1;      // a virtual LF just before the body
+  char pad[64];
+  for (size_t base = 0; base < n; base += 64) {
+    const char* p = body.data() + base;
+    const size_t len = n - base;
+    if (len < 64) {
+      // The tail, padded with an octet of no class (no CR, LF, NUL or dot).
+      std::memset(pad, 'x', sizeof pad);
+      std::memcpy(pad, p, len);
+      p = pad;
+    }
+    const BlockMasks m = Classify64(p);
+    // Every LF right after a CR and every CR right before an LF: the CR mask moved one octet on
+    // is the LF mask (a CR as the block's last octet carries into the next block).
+    const uint64_t cr_next = (m.cr << 1) | cr_carry;
+    const uint64_t starts = (m.lf << 1) | start_carry;
+    if (m.nul != 0 || cr_next != m.lf || (starts & m.dot) != 0) return false;
+    cr_carry = m.cr >> 63;
+    start_carry = m.lf >> 63;
+    if (m.lf != 0) {
+      // RFC 5321 §4.5.3.1.6: at most 1,000 octets from one LF to the next (998 + CRLF). Lines
+      // within a block are shorter than that; only the first LF of a block can end a long one.
+      const int64_t first = static_cast<int64_t>(base) + __builtin_ctzll(m.lf);
+      if (first - last_lf > static_cast<int64_t>(kMaxLineOctets) + 2) return false;
+      last_lf = static_cast<int64_t>(base) + 63 - __builtin_clzll(m.lf);
+    }
+  }
+  return true;
+}
 
 void AppendDataWire(absl::string_view body, std::string* out,
                     std::vector<uint32_t>* stuffed_dots) {
   // LF-only input grows by one octet per line and a few lines gain a dot; 1/32 covers text
   // with lines of 32+ octets without a second allocation.
+  if (IsDataWireForm(body)) {
+    // The common case (a producer that writes CRLF lines and stuffs nothing): one copy, no
+    // per-line scans (issue 17: the per-line memchr calls cost ~6 us per 20 KB message).
+    out->reserve(out->size() + body.size() + 3);
+    out->append(body.data(), body.size());
+    out->append(".\r\n", 3);
+    return;
+  }
   out->reserve(out->size() + body.size() + body.size() / 32 + 8);
   Normalize<true>(body, out, stuffed_dots);
   out->append(".\r\n", 3);

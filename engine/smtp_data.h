@@ -39,6 +39,13 @@ namespace mxb {
 void AppendDataWire(absl::string_view body, std::string* out,
                     std::vector<uint32_t>* stuffed_dots = nullptr);
 
+// True when `body` is already its own wire form, so AppendDataWire only copies it and adds
+// "." CRLF: it is not empty, every line ends in CRLF (no bare CR or LF, the last line too), there
+// is no NUL, no line starts with '.', and no line is longer than 998 octets before its CRLF.
+// One vectorised pass over the body (SSE2; a byte loop elsewhere), stopping at the first octet
+// that needs work.
+bool IsDataWireForm(absl::string_view body);
+
 // Inverse for receivers (the sink, tests): un-dot-stuffs a DATA payload that ends with
 // CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF. Only a
 // line that is exactly ".\r\n" terminates; without one the whole input is decoded.

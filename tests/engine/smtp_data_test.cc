@@ -218,5 +218,97 @@ TEST(SmtpData, ExhaustiveShortBodies) {
   }
 }
 
+// The fast path's precondition, said the slow way: the normaliser leaves the body as it is and
+// no line starts with '.' (so dot-stuffing adds nothing either).
+bool WireFormByDefinition(absl::string_view body) {
+  if (NormalizeLineEndings(body) != body) return false;
+  if (absl::StartsWith(body, ".")) return false;
+  return !absl::StrContains(body, "\n.");
+}
+
+TEST(SmtpData, IsDataWireFormTable) {
+  const std::string long_line(998, 'a');
+  struct Row {
+    const char* name;
+    std::string body;
+    bool wire_form;
+  };
+  const Row rows[] = {
+      {"crlf lines", "a\r\nb\r\n", true},
+      {"empty lines", "a\r\n\r\nb\r\n", true},
+      {"one empty line", "\r\n", true},
+      {"empty body", "", false},
+      {"no final line end", "a\r\nb", false},
+      {"final bare LF", "a\r\nb\n", false},
+      {"bare LF inside", "a\nb\r\n", false},
+      {"bare CR inside", "a\rb\r\n", false},
+      {"CR CR LF", "a\r\r\n", false},
+      {"NUL", "a\0b\r\n"s, false},
+      {"leading dot", ".a\r\n", false},
+      {"dot line", "a\r\n.\r\nb\r\n", false},
+      {"dot inside a line", "a.b\r\n", true},
+      {"998 octets", long_line + "\r\n", true},
+      {"999 octets", long_line + "a\r\n", false},
+      {"998 then 999", long_line + "\r\n" + long_line + "a\r\n", false},
+      // Block edges: a CRLF split at octet 63/64, a dot line starting at octet 64.
+      {"CRLF across a block", std::string(62, 'a') + "\r\n" + "b\r\n", true},
+      {"CR ends a block, no LF", std::string(63, 'a') + "\rb\r\n", false},
+      {"dot at a block start", std::string(62, 'a') + "\r\n.b\r\n", false},
+      {"NUL in the tail", std::string(64, 'a') + "\r\nb\0\r\n"s, false},
+  };
+  for (const Row& r : rows) {
+    SCOPED_TRACE(r.name);
+    EXPECT_EQ(IsDataWireForm(r.body), r.wire_form);
+    EXPECT_EQ(WireFormByDefinition(r.body) && !r.body.empty(), r.wire_form);
+    if (r.wire_form) {
+      EXPECT_EQ(Wire(r.body), r.body + ".\r\n");
+    }
+  }
+}
+
+// Wire-form bodies (CRLF lines of 0-1,000 octets) with at most one defect put anywhere — so
+// defects land on every position within and across the 64-octet blocks: the fast check agrees
+// with the definition, and the wire form is the same whichever path made it.
+TEST(SmtpData, IsDataWireFormRandomised) {
+  std::mt19937 rng(20261202);
+  const std::string defects[] = {"\r", "\n", "\0"s, ".", "\r\n.", "\n.", "\r\r\n"};
+  size_t fast = 0;
+  for (int iter = 0; iter < 4000; ++iter) {
+    std::string body;
+    const int lines = 1 + static_cast<int>(rng() % 12);
+    for (int i = 0; i < lines; ++i) {
+      const size_t len = rng() % 8 == 0 ? 990 + rng() % 11 : rng() % 90;
+      body.append(len, 'a');
+      body.append("\r\n");
+    }
+    switch (rng() % 4) {
+      case 0:
+        break;  // clean, unless a long line made it too long
+      case 1:
+        body.insert(rng() % (body.size() + 1), defects[rng() % std::size(defects)]);
+        break;
+      case 2:
+        body.resize(body.size() - 1 - rng() % 2);  // no final CRLF
+        break;
+      case 3:
+        body.insert(rng() % (body.size() + 1), std::string(rng() % 1000, 'b'));
+        break;
+    }
+    SCOPED_TRACE(absl::StrCat("iter ", iter, " size ", body.size()));
+    const bool want = !body.empty() && WireFormByDefinition(body);
+    ASSERT_EQ(IsDataWireForm(body), want);
+    std::vector<uint32_t> dots;
+    std::string wire;
+    AppendDataWire(body, &wire, &dots);
+    ExpectWireInvariants(body, wire);
+    if (want) {
+      ++fast;
+      EXPECT_EQ(wire, body + ".\r\n");
+      EXPECT_TRUE(dots.empty());
+    }
+  }
+  EXPECT_GT(fast, 500u);  // the clean case was exercised, not just the defects
+}
+
 }  // namespace
 }  // namespace mxb
