@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
@@ -180,77 +182,120 @@ void Normalize(absl::string_view body, std::string* out, std::vector<uint32_t>* 
   }
 }
 
-// Four 16-octet lanes -> one 64-bit mask per octet class (bit i = octet i of the block).
+// One 64-bit mask per octet class of a 64-octet block (bit i = octet i).
 struct BlockMasks {
   uint64_t lf, cr, nul, dot;
 };
 
-inline BlockMasks Classify64(const char* p) {
-  BlockMasks m{};
+// Classifiers: the masks of `blocks` whole blocks from p. Called per run of blocks (not per
+// block), so the one chosen at run time costs one indirect call per kilobyte or so.
+using ClassifyBlocks = void (*)(const char* p, size_t blocks, BlockMasks* out);
+
+void ClassifyPortable(const char* p, size_t blocks, BlockMasks* out) {
+  for (size_t b = 0; b < blocks; ++b, p += 64) {
+    BlockMasks m{};
 #if defined(__SSE2__)
-  const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
-  const __m128i nul = _mm_setzero_si128(), dot = _mm_set1_epi8('.');
-  for (int k = 0; k < 4; ++k) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
-    const int shift = 16 * k;
-    m.lf |= static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf))))
-            << shift;
-    m.cr |= static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr))))
-            << shift;
-    m.nul |= static_cast<uint64_t>(
-                 static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, nul))))
-             << shift;
-    m.dot |= static_cast<uint64_t>(
-                 static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot))))
-             << shift;
-  }
+    const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+    const __m128i nul = _mm_setzero_si128(), dot = _mm_set1_epi8('.');
+    auto bits = [](__m128i eq, int k) {
+      return static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(eq))) << (16 * k);
+    };
+    for (int k = 0; k < 4; ++k) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+      m.lf |= bits(_mm_cmpeq_epi8(v, lf), k);
+      m.cr |= bits(_mm_cmpeq_epi8(v, cr), k);
+      m.nul |= bits(_mm_cmpeq_epi8(v, nul), k);
+      m.dot |= bits(_mm_cmpeq_epi8(v, dot), k);
+    }
 #else
-  for (int i = 0; i < 64; ++i) {
-    const uint64_t bit = uint64_t{1} << i;
-    m.lf |= p[i] == '\n' ? bit : 0;
-    m.cr |= p[i] == '\r' ? bit : 0;
-    m.nul |= p[i] == '\0' ? bit : 0;
-    m.dot |= p[i] == '.' ? bit : 0;
-  }
+    for (int i = 0; i < 64; ++i) {
+      const uint64_t bit = uint64_t{1} << i;
+      m.lf |= p[i] == '\n' ? bit : 0;
+      m.cr |= p[i] == '\r' ? bit : 0;
+      m.nul |= p[i] == '\0' ? bit : 0;
+      m.dot |= p[i] == '.' ? bit : 0;
+    }
 #endif
-  return m;
+    out[b] = m;
+  }
+}
+
+#if defined(__x86_64__)
+// AVX-512BW compares 64 octets into a mask register at once: a quarter of SSE2's work.
+__attribute__((target("avx512bw"))) void ClassifyAvx512(const char* p, size_t blocks,
+                                                         BlockMasks* out) {
+  const __m512i lf = _mm512_set1_epi8('\n'), cr = _mm512_set1_epi8('\r');
+  const __m512i nul = _mm512_setzero_si512(), dot = _mm512_set1_epi8('.');
+  for (size_t b = 0; b < blocks; ++b, p += 64) {
+    const __m512i v = _mm512_loadu_si512(p);
+    out[b] = {_mm512_cmpeq_epi8_mask(v, lf), _mm512_cmpeq_epi8_mask(v, cr),
+              _mm512_cmpeq_epi8_mask(v, nul), _mm512_cmpeq_epi8_mask(v, dot)};
+  }
+}
+#endif
+
+ClassifyBlocks ChooseClassifier() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512bw")) return ClassifyAvx512;
+#endif
+  return ClassifyPortable;
 }
 
 }  // namespace
 
-bool IsDataWireForm(absl::string_view body) {
+namespace {
+
+bool IsDataWireFormWith(absl::string_view body, ClassifyBlocks classify) {
   const size_t n = body.size();
   if (n < 2 || body[n - 2] != '\r' || body[n - 1] != '\n') return false;
   uint64_t cr_carry = 0;     // the previous block's last octet was a CR
   uint64_t start_carry = 1;  // the next block's first octet starts a line (the body's does)
   int64_t last_lf = -1;      // a virtual LF just before the body
+  constexpr size_t kRun = 16;  // blocks classified per call
+  BlockMasks masks[kRun];
   char pad[64];
-  for (size_t base = 0; base < n; base += 64) {
-    const char* p = body.data() + base;
-    const size_t len = n - base;
-    if (len < 64) {
+  for (size_t base = 0; base < n;) {
+    const size_t whole = (n - base) / 64;
+    size_t blocks = std::min(whole, kRun);
+    if (blocks > 0) {
+      classify(body.data() + base, blocks, masks);
+    } else {
       // The tail, padded with an octet of no class (no CR, LF, NUL or dot).
       std::memset(pad, 'x', sizeof pad);
-      std::memcpy(pad, p, len);
-      p = pad;
+      std::memcpy(pad, body.data() + base, n - base);
+      classify(pad, 1, masks);
+      blocks = 1;
     }
-    const BlockMasks m = Classify64(p);
-    // Every LF right after a CR and every CR right before an LF: the CR mask moved one octet on
-    // is the LF mask (a CR as the block's last octet carries into the next block).
-    const uint64_t cr_next = (m.cr << 1) | cr_carry;
-    const uint64_t starts = (m.lf << 1) | start_carry;
-    if (m.nul != 0 || cr_next != m.lf || (starts & m.dot) != 0) return false;
-    cr_carry = m.cr >> 63;
-    start_carry = m.lf >> 63;
-    if (m.lf != 0) {
-      // RFC 5321 §4.5.3.1.6: at most 1,000 octets from one LF to the next (998 + CRLF). Lines
-      // within a block are shorter than that; only the first LF of a block can end a long one.
-      const int64_t first = static_cast<int64_t>(base) + __builtin_ctzll(m.lf);
-      if (first - last_lf > static_cast<int64_t>(kMaxLineOctets) + 2) return false;
-      last_lf = static_cast<int64_t>(base) + 63 - __builtin_clzll(m.lf);
+    for (size_t b = 0; b < blocks; ++b, base += 64) {
+      const BlockMasks& m = masks[b];
+      // Every LF right after a CR and every CR right before an LF: the CR mask moved one octet
+      // on is the LF mask (a CR as the block's last octet carries into the next block).
+      const uint64_t cr_next = (m.cr << 1) | cr_carry;
+      const uint64_t starts = (m.lf << 1) | start_carry;
+      if (m.nul != 0 || cr_next != m.lf || (starts & m.dot) != 0) return false;
+      cr_carry = m.cr >> 63;
+      start_carry = m.lf >> 63;
+      if (m.lf != 0) {
+        // RFC 5321 §4.5.3.1.6: at most 1,000 octets from one LF to the next (998 + CRLF).
+        // Lines within a block are shorter; only a block's first LF can end a long one.
+        const int64_t first = static_cast<int64_t>(base) + __builtin_ctzll(m.lf);
+        if (first - last_lf > static_cast<int64_t>(kMaxLineOctets) + 2) return false;
+        last_lf = static_cast<int64_t>(base) + 63 - __builtin_clzll(m.lf);
+      }
     }
   }
   return true;
+}
+
+}  // namespace
+
+bool IsDataWireForm(absl::string_view body) {
+  static const ClassifyBlocks classify = ChooseClassifier();
+  return IsDataWireFormWith(body, classify);
+}
+
+bool IsDataWireFormPortable(absl::string_view body) {
+  return IsDataWireFormWith(body, ClassifyPortable);
 }
 
 void AppendDataWire(absl::string_view body, std::string* out,

@@ -42,9 +42,11 @@ void AppendDataWire(absl::string_view body, std::string* out,
 // True when `body` is already its own wire form, so AppendDataWire only copies it and adds
 // "." CRLF: it is not empty, every line ends in CRLF (no bare CR or LF, the last line too), there
 // is no NUL, no line starts with '.', and no line is longer than 998 octets before its CRLF.
-// One vectorised pass over the body (SSE2; a byte loop elsewhere), stopping at the first octet
-// that needs work.
+// One vectorised pass over the body (AVX-512BW where the CPU has it, else SSE2, else a byte
+// loop), stopping at the first block that needs work.
 bool IsDataWireForm(absl::string_view body);
+// The same without AVX-512 (for tests: both classifiers must agree).
+bool IsDataWireFormPortable(absl::string_view body);
 
 // Inverse for receivers (the sink, tests): un-dot-stuffs a DATA payload that ends with
 // CRLF.CRLF (the terminator is not included in the result). Lines keep their CRLF. Only a

@@ -226,6 +226,12 @@ bool WireFormByDefinition(absl::string_view body) {
   return !absl::StrContains(body, "\n.");
 }
 
+std::string Repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
 TEST(SmtpData, IsDataWireFormTable) {
   const std::string long_line(998, 'a');
   struct Row {
@@ -255,10 +261,18 @@ TEST(SmtpData, IsDataWireFormTable) {
       {"CR ends a block, no LF", std::string(63, 'a') + "\rb\r\n", false},
       {"dot at a block start", std::string(62, 'a') + "\r\n.b\r\n", false},
       {"NUL in the tail", std::string(64, 'a') + "\r\nb\0\r\n"s, false},
+      // Runs of 16 blocks (1,024 octets) are classified per call: the same at their edges.
+      {"clean over several runs", Repeat(std::string(62, 'a') + "\r\n", 40), true},
+      {"dot at a run start", Repeat(std::string(62, 'a') + "\r\n", 16) + ".b\r\n", false},
+      {"CRLF across runs", Repeat(std::string(62, 'a') + "\r\n", 15) + std::string(63, 'a') +
+                               "\r\nb\r\n", true},
+      {"bare CR ends a run", Repeat(std::string(62, 'a') + "\r\n", 15) + std::string(63, 'a') +
+                                 "\rb\r\n", false},
   };
   for (const Row& r : rows) {
     SCOPED_TRACE(r.name);
     EXPECT_EQ(IsDataWireForm(r.body), r.wire_form);
+    EXPECT_EQ(IsDataWireFormPortable(r.body), r.wire_form);
     EXPECT_EQ(WireFormByDefinition(r.body) && !r.body.empty(), r.wire_form);
     if (r.wire_form) {
       EXPECT_EQ(Wire(r.body), r.body + ".\r\n");
@@ -297,6 +311,7 @@ TEST(SmtpData, IsDataWireFormRandomised) {
     SCOPED_TRACE(absl::StrCat("iter ", iter, " size ", body.size()));
     const bool want = !body.empty() && WireFormByDefinition(body);
     ASSERT_EQ(IsDataWireForm(body), want);
+    ASSERT_EQ(IsDataWireFormPortable(body), want);
     std::vector<uint32_t> dots;
     std::string wire;
     AppendDataWire(body, &wire, &dots);
