@@ -406,5 +406,31 @@ TEST_F(DurabilityTest, ShutdownIsBoundedWhenThePeerNeverGreets) {
   EXPECT_EQ(deferred, 5);
 }
 
+// What happens after the journal commit when a finished message's file cannot be unlinked
+// (here it was replaced by a directory while its delivery waited for a slow sink): the error
+// names the path, the message still counts as finished, the --drain run ends, and every other
+// delivered file has left active/ (issue 17: the unlink path measured and kept as syscalls).
+TEST_F(DurabilityTest, AnUnlinkThatFailsIsReportedAndTheRunEnds) {
+  StartSink("127.0.0.1", {"--reply-delay-ms", "300"});
+  Inject({"--count", "6", "--no-fsync"});
+  const std::string err = dir_ + "/engine.err";
+  testing::Subprocess engine(EngineArgs({"--drain"}), dir_ + "/engine.out", err);
+  ASSERT_TRUE(engine.started());
+  const std::string active = spool_ + "/active/";
+  ASSERT_TRUE(WaitFor([&] { return Count("active") == 6; }, absl::Seconds(60)))
+      << ReadFileOrDie(err);
+  // Claimed and read: replace one file by a directory of its name (unlink cannot remove it).
+  const std::string victim = ListDir(active).front();
+  ASSERT_EQ(rename((active + victim).c_str(), (dir_ + "/" + victim).c_str()), 0);
+  ASSERT_EQ(mkdir((active + victim).c_str(), 0750), 0);
+  ASSERT_EQ(engine.Wait(absl::Minutes(2)), 0) << ReadFileOrDie(err);
+  EXPECT_EQ(ListDir(active), std::vector<std::string>{victim});  // only the directory is left
+  const std::string text = ReadFileOrDie(err);
+  EXPECT_TRUE(absl::StrContains(text, absl::StrCat("active/", victim, ": unlink: "))) << text;
+  nlohmann::json stats = StopSink();
+  EXPECT_EQ(stats["messages"], 6);
+  EXPECT_EQ(testing::StatusCounts(ReadJsonLines(log_))["delivered"], 6);
+}
+
 }  // namespace
 }  // namespace mxb
