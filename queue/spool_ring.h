@@ -4,7 +4,9 @@
 // inline: it runs on the ring's io-wq worker, a kernel thread of this process, so its CPU
 // (~8 us per claim rename on ext4, bench/README.md "Scanner") leaves the scanner thread while
 // the process total stays honest (io-wq threads count in its rusage). The unlinks of finished
-// messages (~3 us each) are still plain syscalls on the scanner thread: the next step. One
+// messages stay plain syscalls: on this ring they took ~3 us per message off the scanner thread
+// but added ~7% to the process's total CPU (io-wq cost what they cost inline, plus the
+// submission and completions; bench/README.md "Scanner: DATA encoding ..."). One
 // bounded io-wq worker (IORING_REGISTER_IOWQ_MAX_WORKERS): cross-directory renames serialise on
 // the file system's rename lock anyway, more workers would only contend for it.
 //
