@@ -304,7 +304,8 @@ void AppendDataWire(absl::string_view body, std::string* out,
   // with lines of 32+ octets without a second allocation.
   if (IsDataWireForm(body)) {
     // The common case (a producer that writes CRLF lines and stuffs nothing): one copy, no
-    // per-line scans (issue 17: the per-line memchr calls cost ~6 us per 20 KB message).
+    // per-line scans (issue 17: 4.8-5.3 us of the scanner thread per 20 KB message before, 1.3-1.5
+    // after, bench/README.md).
     out->reserve(out->size() + body.size() + 3);
     out->append(body.data(), body.size());
     out->append(".\r\n", 3);
