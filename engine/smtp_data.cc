@@ -300,8 +300,6 @@ bool IsDataWireFormPortable(absl::string_view body) {
 
 void AppendDataWire(absl::string_view body, std::string* out,
                     std::vector<uint32_t>* stuffed_dots) {
-  // LF-only input grows by one octet per line and a few lines gain a dot; 1/32 covers text
-  // with lines of 32+ octets without a second allocation.
   if (IsDataWireForm(body)) {
     // The common case (a producer that writes CRLF lines and stuffs nothing): one copy, no
     // per-line scans (issue 17: 4.8-5.3 us of the scanner thread per 20 KB message before, 1.3-1.5
@@ -311,6 +309,8 @@ void AppendDataWire(absl::string_view body, std::string* out,
     out->append(".\r\n", 3);
     return;
   }
+  // LF-only input grows by one octet per line and a few lines gain a dot; 1/32 covers text
+  // with lines of 32+ octets without a second allocation.
   out->reserve(out->size() + body.size() + body.size() / 32 + 8);
   Normalize<true>(body, out, stuffed_dots);
   out->append(".\r\n", 3);
