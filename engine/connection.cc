@@ -36,11 +36,6 @@ std::string KeywordsOf(const EhloCapabilities& caps) {
   return out;
 }
 
-// Empties a drained send buffer and frees it: over TLS each flight arrives as a fresh string
-// (TlsSession::TakeCiphertext), so a kept capacity is never reused and only pins memory in every
-// session that waits for a reply (issue 17: 100k sessions).
-void FreeBuffer(std::string& buf) { std::string().swap(buf); }
-
 // Binds a new socket to the source address chosen for its connection, before connect().
 // IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), so many sources x destinations do
 // not exhaust ephemeral ports at bind(). Returns 0 or an errno.
@@ -74,11 +69,30 @@ absl::StatusOr<int> OpenSocket(const ConnectSpec& spec) {
 // ---------------------------------------------------------------------------------------------
 // SendQueue
 
+void SendQueue::Recycle(std::string& buf) {
+  if (pool != nullptr) {
+    pool->Give(std::move(buf));
+    buf.clear();  // moved-from is valid but unspecified
+  } else {
+    std::string().swap(buf);
+  }
+}
+
+void SendQueue::Append(absl::string_view bytes) {
+  if (bytes.empty()) return;
+  if (pending.empty() && pending.capacity() < bytes.size() && pool != nullptr) {
+    pending = pool->Take();
+  }
+  pending.append(bytes.data(), bytes.size());
+}
+
 void SendQueue::Append(std::string&& bytes) {
   if (pending.empty()) {
-    pending = std::move(bytes);
+    pending.swap(bytes);
+    Recycle(bytes);  // the drained buffer `pending` was
   } else {
     pending.append(bytes);
+    Recycle(bytes);
   }
 }
 
@@ -86,7 +100,7 @@ absl::string_view SendQueue::Next() {
   if (off >= wire.size()) {
     if (pending.empty()) return {};
     wire.swap(pending);
-    FreeBuffer(pending);
+    Recycle(pending);  // the drained wire buffer
     off = 0;
   }
   return absl::string_view(wire).substr(off);
@@ -95,14 +109,14 @@ absl::string_view SendQueue::Next() {
 void SendQueue::Sent(size_t n) {
   off += n;
   if (off >= wire.size()) {
-    FreeBuffer(wire);
+    Recycle(wire);
     off = 0;
   }
 }
 
 void SendQueue::Free() {
-  std::string().swap(wire);
-  std::string().swap(pending);
+  Recycle(wire);
+  Recycle(pending);
   off = 0;
   inflight = false;
 }
@@ -150,7 +164,8 @@ void Connection::Acquire() {
   send_.off = 0;
   send_.pending.clear();
   send_.inflight = false;
-  recv_inflight_ = close_posted_ = false;
+  send_.pool = env_->send_buffers;
+  recv_inflight_ = close_posted_ = hold_flush_ = false;
   ops_ = 0;
   deadline_ = WheelDeadline();  // the last occupant's entries no longer match (generation)
   job_ = nullptr;
@@ -202,7 +217,12 @@ void Connection::Connect(int fd, ConnectionOwner* owner, ConnectSpec spec) {
   Tag(sqe, UringOp::kLinkTimeout);
 }
 
-AttemptInfo Connection::Attempt() const {
+const AttemptInfo& Connection::Attempt() {
+  if (!ready_seen_) attempt_ = ComputeAttempt();
+  return attempt_;
+}
+
+AttemptInfo Connection::ComputeAttempt() const {
   AttemptInfo a;
   a.mx = spec_.mx;
   a.ip = SockaddrIp(spec_.addr);
@@ -276,7 +296,7 @@ void Connection::OnConnect(int res) {
     env_->stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
     env_->stats->CountConnectFailure(-res);
     ConnectionOwner* owner = owner_;
-    AttemptInfo attempt = Attempt();
+    const AttemptInfo attempt = Attempt();
     std::string reason =
         res == -ECANCELED
             ? absl::StrCat("connect to ", attempt.mx, " [", SockaddrToString(spec_.addr),
@@ -333,6 +353,16 @@ void Connection::OnRecv(const io_uring_cqe* cqe) {
     }
   } give_back{bufs, ProvidedBufferRing::BufferId(cqe)};
   if (phase_ == Phase::kClosing) return;
+  // What this read makes us say goes out in one send when it returns (destroyed before
+  // give_back): the TLS Finished with the EHLO after it, a reply's follow-up commands.
+  struct FlushOnReturn {
+    Connection* c;
+    ~FlushOnReturn() {
+      c->hold_flush_ = false;
+      c->FlushSend();
+    }
+  } flush_on_return{this};
+  hold_flush_ = true;
   if (res == -ENOBUFS && bufs != nullptr) {
     // Every buffer was in a CQE of this batch; they are back before the next submit.
     PostRecv();
@@ -465,7 +495,7 @@ void Connection::PostRecv() {
 }
 
 void Connection::FlushSend() {
-  if (send_.inflight || phase_ == Phase::kClosing) return;
+  if (hold_flush_ || send_.inflight || phase_ == Phase::kClosing) return;
   absl::string_view next = send_.Next();
   if (next.empty()) return;
   io_uring_sqe* sqe = env_->ring->Sqe();
@@ -479,6 +509,9 @@ void Connection::FlushSend() {
 // when TLS is up, as-is otherwise.
 bool Connection::Output(const Action& a) {
   if (tls_ != nullptr) {
+    if (env_->send_buffers != nullptr && !tls_->has_ciphertext_out()) {
+      tls_->ProvideOutputBuffer(env_->send_buffers->Take());  // the ciphertext goes in there
+    }
     // Each Write() ends a TLS record: short pieces (commands, "BDAT n LAST", the text between two
     // stuffed dots) are gathered and go out with the ones after them, not one record each.
     constexpr size_t kGather = 2048;
@@ -560,6 +593,7 @@ void Connection::Handle(Action a) {
           // log-only: deliver, but say what enforcement would have refused.
           violation_ = "starttls-not-offered";
         }
+        attempt_ = ComputeAttempt();  // Attempt() from now on
         ready_seen_ = true;
         if (env_->gate != nullptr) env_->gate->Ready(spec_);
         LearnBannerPin();
@@ -603,6 +637,10 @@ void Connection::Handle(Action a) {
 
 void Connection::StartClose() {
   if (phase_ == Phase::kClosing) return;
+  if (hold_flush_) {
+    hold_flush_ = false;  // what was queued (a TLS alert, ...) goes out before the cancel
+    FlushSend();
+  }
   const bool was_connecting = phase_ == Phase::kConnecting;
   phase_ = Phase::kClosing;
   deadline_.Disarm();

@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "engine/delivery.h"
 #include "engine/ring.h"
+#include "engine/send_buffer_pool.h"
 #include "engine/smtp_reply.h"
 #include "engine/smtp_session.h"
 #include "engine/timer_wheel.h"
@@ -72,6 +73,9 @@ struct ConnectionEnv {
   TlsRptRecorder* tlsrpt = nullptr;  // engine/tlsrpt_reporter.h; nullptr = TLS-RPT off
   // Banner strict-tls pins (tls/banner_pin.h) learned from verified greetings; nullptr = off.
   BannerPinStore* banner_pins = nullptr;
+  // Drained send buffers kept for the next flight (engine/send_buffer_pool.h); nullptr = each
+  // buffer is freed once sent.
+  SendBufferPool* send_buffers = nullptr;
 };
 
 // The upward interface: what a connection tells whoever opened it (a Destination). `slot`
@@ -133,20 +137,24 @@ struct ConnectSpec {
 absl::StatusOr<int> OpenSocket(const ConnectSpec& spec);
 
 // Bytes for the peer. `wire` is held by the kernel while `inflight`; later bytes wait in
-// `pending`. A drained buffer is freed, so a session waiting for a reply or parked idle keeps
-// no send bytes.
+// `pending`. A drained buffer goes back to `pool` (or is freed without one), so a session
+// waiting for a reply or parked idle keeps no send bytes.
 struct SendQueue {
   std::string wire;
   size_t off = 0;
   std::string pending;
   bool inflight = false;
+  SendBufferPool* pool = nullptr;
 
-  void Append(absl::string_view bytes) { pending.append(bytes.data(), bytes.size()); }
+  void Append(absl::string_view bytes);
   void Append(std::string&& bytes);
   // The bytes to send next (pending moves to wire once wire is drained); empty = nothing.
   absl::string_view Next();
   void Sent(size_t n);
   void Free();  // release both buffers
+
+ private:
+  void Recycle(std::string& buf);  // `buf` is drained: to the pool, left empty
 };
 
 class Connection {
@@ -194,8 +202,9 @@ class Connection {
   bool parked() const { return parked_; }
   void Unpark() { parked_ = false; }
 
-  // Where and how this connection delivers: copied into every outcome.
-  AttemptInfo Attempt() const;
+  // Where and how this connection delivers: copied into every outcome. Worked out once when the
+  // session first becomes ready (nothing in it changes afterwards), before that on each call.
+  const AttemptInfo& Attempt();
   const ConnectSpec& spec() const { return spec_; }
   // The TCP connect completed (so its local port goes to TIME_WAIT when we close).
   bool established() const { return established_; }
@@ -238,6 +247,7 @@ class Connection {
   void LearnBannerPin();
   void StartClose();
   void MaybeFinishClose();
+  AttemptInfo ComputeAttempt() const;
 
   const ConnectionEnv* const env_;
   const uint32_t slot_;
@@ -254,6 +264,7 @@ class Connection {
   std::string violation_;       // log-only mode: what the prefix policy would have refused
   std::optional<BannerPinAnnouncement> announced_pin_;  // from the greeting (learn mode)
   uint64_t pins_checked_gen_ = ~uint64_t{0};  // BannerPinStore generation MeetsBannerPins passed
+  AttemptInfo attempt_;          // Attempt(): fixed once ready_seen_, scratch before
 
   std::optional<SmtpSession> session_;
   std::unique_ptr<TlsSession> tls_;
@@ -262,6 +273,7 @@ class Connection {
   SendQueue send_;
   bool recv_inflight_ = false;
   bool close_posted_ = false;
+  bool hold_flush_ = false;  // inside OnRecv: FlushSend() once at its end (one send per flight)
   int ops_ = 0;  // SQEs whose final CQE has not arrived
 
   WheelDeadline deadline_;  // the reply or idle deadline: at most one live wheel entry

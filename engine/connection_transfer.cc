@@ -30,7 +30,7 @@ bool Connection::Transfer(DeliveryJob* job) {
       // RFC 8689 §4.2.1: not over this hop. Deferred with 4.7.30; when the retries run out
       // the engine bounces it as 5.7.30 (§5) with a DSN.
       job_ = nullptr;
-      AttemptInfo attempt = Attempt();
+      const AttemptInfo& attempt = Attempt();
       for (RecipientOutcome& o : job->outcomes) {
         o.klass = DeliveryClass::kDeferred;
         o.code = 0;
@@ -89,7 +89,7 @@ void Connection::CollectResults() {
   if (!session_) return;
   std::vector<RecipientResult> results = session_->TakeResults();
   if (results.empty()) return;
-  AttemptInfo attempt = Attempt();
+  const AttemptInfo& attempt = Attempt();
   for (RecipientResult& r : results) {
     DeliveryJob* job = reinterpret_cast<DeliveryJob*>(r.txn_id);
     if (job == nullptr || r.rcpt_index >= job->outcomes.size()) continue;
@@ -108,7 +108,7 @@ void Connection::CollectResults() {
 void Connection::FinishJob(absl::string_view why) {
   DeliveryJob* job = job_;
   job_ = nullptr;
-  AttemptInfo attempt = Attempt();
+  const AttemptInfo& attempt = Attempt();
   for (RecipientOutcome& o : job->outcomes) {
     if (o.code < 0) {
       o.klass = DeliveryClass::kDeferred;

@@ -139,6 +139,7 @@ struct Worker::Impl : public DestinationHost {
   PolicyCache policy_cache{100000};
   TlsPolicyRules tls_rules;
   int64_t last_policy_dump_ms = 0;
+  SendBufferPool send_buffers;  // before the slab: connections give their buffers back to it
   ConnectionEnv env;
   ConnectionSlab slab{&env};
   ConnectGate gate;  // local back-pressure: shortages and the ephemeral port budget
@@ -182,6 +183,7 @@ struct Worker::Impl : public DestinationHost {
     env.gate = &gate;
     env.tlsrpt = w.tlsrpt_;
     env.banner_pins = w.banner_pins_;
+    env.send_buffers = &send_buffers;
     tls_rules = RulesOf(w.config_);
     dctx.config = &w.config_;
     dctx.shaping = shaping;

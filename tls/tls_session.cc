@@ -600,6 +600,12 @@ void TlsSession::ConsumeCiphertext(size_t n) {
   out_.erase(0, n);
 }
 
+void TlsSession::ProvideOutputBuffer(std::string&& buf) {
+  if (!out_.empty() || buf.capacity() <= out_.capacity()) return;
+  buf.clear();
+  out_.swap(buf);
+}
+
 std::string TlsSession::TakeCiphertext() {
   std::string taken = std::move(out_);
   out_.clear();  // moved-from is valid but unspecified

@@ -243,6 +243,10 @@ class TlsSession {
   void ConsumeCiphertext(size_t n);
   std::string TakeCiphertext();
   bool has_ciphertext_out() const { return !out_.empty(); }
+  // An empty buffer for the next ciphertext to be written into, when its capacity is larger
+  // than ciphertext_out()'s: a sender that keeps its drained buffers (engine/send_buffer_pool.h)
+  // saves an allocation per flight. Ignored while ciphertext_out() holds bytes.
+  void ProvideOutputBuffer(std::string&& buf);
 
   // Drives the handshake (client connect or server accept). After kWantIo: send
   // ciphertext_out(), feed what the peer answers, call again. Errors are sticky: after kError

@@ -425,6 +425,35 @@ TEST_F(TlsSessionTest, ReadPlaintextDrivesTheHandshake) {
   EXPECT_EQ(got, "EHLO early.test\r\n");
 }
 
+// A sender that keeps its drained buffers hands one in: the next records are written into it
+// (no allocation), and they decrypt like any others; while ciphertext is pending the offer is
+// ignored (the pending bytes must stay where they are).
+TEST_F(TlsSessionTest, ProvidedOutputBufferReceivesTheNextRecords) {
+  auto server_ctx = ServerCtx(*cert_);
+  auto client_ctx = ClientCtx();
+  auto client = client_ctx->NewSession("sink.test");
+  auto server = server_ctx->NewSession();
+  ASSERT_EQ(PumpHandshake(client.get(), server.get()).client, TlsStatus::kOk);
+  std::string leftover = client->TakeCiphertext();  // whatever the pump left, if anything
+  std::string kept;
+  kept.reserve(64 * 1024);
+  const char* kept_data = kept.data();
+  client->ProvideOutputBuffer(std::move(kept));
+  const std::string body(20000, 'x');
+  ASSERT_EQ(client->Write(body), TlsStatus::kOk);
+  std::string wire = client->TakeCiphertext();
+  EXPECT_EQ(wire.data(), kept_data);  // written in place, not reallocated
+  std::string spare;
+  spare.reserve(128 * 1024);
+  ASSERT_EQ(client->Write("QUIT\r\n"), TlsStatus::kOk);
+  client->ProvideOutputBuffer(std::move(spare));  // bytes pending: ignored
+  wire += client->TakeCiphertext();
+  server->FeedCiphertext(leftover + wire);
+  std::string got;
+  EXPECT_EQ(server->ReadPlaintext(&got), TlsStatus::kWantIo) << server->last_error();
+  EXPECT_EQ(got, body + "QUIT\r\n");
+}
+
 // Handshake with `params` (server: `server_params`), then one reply from the server: a TLS 1.3
 // NewSessionTicket, if the server sends one, arrives with it (as the engine's first reply does).
 struct Pair {
