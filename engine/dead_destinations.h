@@ -50,8 +50,9 @@ class ShapingTable;
 // never starved by a steady stream of healthy mail, nor the reverse); every turn once
 // max_messages_in_flight files are postponed (each holds its envelope in memory).
 inline constexpr size_t kPostponedShare = 16;
-// The envelope is read from at most this much of the file; a longer envelope takes the normal
-// path.
+// The envelope is read from the first kEnvelopeFirstBytes of the file, else (a longer envelope:
+// many recipients) from at most kEnvelopeHeadBytes; a longer one still takes the normal path.
+inline constexpr size_t kEnvelopeFirstBytes = 4 << 10;
 inline constexpr size_t kEnvelopeHeadBytes = 64 << 10;
 
 // A message postponed because every recipient's destination is dead.

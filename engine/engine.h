@@ -68,6 +68,8 @@ struct EngineSummary {
   // Messages for dead destinations deferred by the scanner without a claim or a worker
   // (engine/dead_destinations.h).
   uint64_t not_tried_by_scanner = 0;
+  // Envelope reads of files that might be for a dead destination (Engine::Postpone).
+  uint64_t envelope_reads = 0;
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   // Issue 17: CPU of the scanner thread (commits, logs, spool removal; claims when inline) and
@@ -193,6 +195,7 @@ class Engine : private ClaimGate {
     RetryMark mark;
   };
   std::vector<PostponedMove> moves_;
+  std::string head_scratch_;  // Postpone's envelope reads (no allocation per file)
 
   absl::Time last_shortage_log_ = absl::InfinitePast();  // claiming hit EMFILE/ENOMEM
   std::vector<Finish> held_;     // finished, waiting for a durable commit or spool write

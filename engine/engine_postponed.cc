@@ -14,24 +14,31 @@ bool Engine::Postpone(const std::string& name, bool incoming) {
   // Without extended attributes every deferral is a rewrite: nothing to save, the normal path.
   if (!xattr_ok_ || !dead_.any()) return false;
   const absl::Time now = absl::Now();
-  absl::StatusOr<std::string> head = incoming
-                                         ? spool_->ReadIncoming(name, kEnvelopeHeadBytes)
-                                         : spool_->ReadDeferred(name, kEnvelopeHeadBytes);
-  if (!head.ok()) return false;  // the claim reports (or quarantines) it
-  absl::StatusOr<Envelope> env = ParseEnvelope(*head);
-  if (!env.ok()) return false;
-  // A cut-off head: the first message line must be whole there, else the envelope may go on.
-  if (head->size() >= kEnvelopeHeadBytes &&
-      head->find('\n', env->body_offset) == std::string::npos) {
-    return false;
+  // A few KiB hold the envelope of nearly every file (a 20 KB message's head is one page, not
+  // the whole file); a longer envelope is read again, up to kEnvelopeHeadBytes.
+  absl::StatusOr<Envelope> env;
+  std::optional<RetryMark> mark;
+  for (const size_t want : {kEnvelopeFirstBytes, kEnvelopeHeadBytes}) {
+    absl::StatusOr<SpoolRead> head =
+        spool_->ReadHead(incoming ? "incoming" : "deferred", name, want, &head_scratch_);
+    if (!head.ok()) return false;  // the claim reports (or quarantines) it
+    ++summary_.envelope_reads;
+    env = ParseEnvelope(head->contents);
+    // A cut-off head: the first message line must be whole there, else the envelope may go on.
+    const bool cut = head->contents.size() >= want;
+    if (!cut && !env.ok()) return false;  // the whole file: the claim quarantines it
+    if (env.ok() && (!cut || head->contents.find('\n', env->body_offset) != absl::string_view::npos)) {
+      mark = head->mark;
+      break;
+    }
+    env = absl::CancelledError("cut off");
   }
+  if (!env.ok()) return false;  // longer than kEnvelopeHeadBytes: the normal path
   std::optional<std::string> text = dead_.NotTried(*env, now);
   if (!text.has_value()) return false;
   // The schedule counts passes as the normal path does (Dispatch + PlanFinish): the retry mark
   // when it is ahead of the envelope's generation.
-  if (std::optional<RetryMark> mark =
-          spool_->ReadRetryMark(incoming ? "incoming" : "deferred", name);
-      mark.has_value()) {
+  if (mark.has_value()) {
     env->attempts = std::max(env->attempts, mark->attempts);
     if (env->first_attempt == 0) env->first_attempt = mark->first_attempt;
   }

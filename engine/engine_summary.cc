@@ -113,7 +113,8 @@ std::string FormatSummary(const EngineSummary& s) {
   if (s.wheel_peak > 0) absl::StrAppend(&out, "; timer wheel peak ", s.wheel_peak, " entries");
   if (s.not_tried_by_scanner > 0) {
     absl::StrAppend(&out, "; ", s.not_tried_by_scanner,
-                    " message(s) for dead destinations deferred by the scanner");
+                    " message(s) for dead destinations deferred by the scanner (",
+                    s.envelope_reads, " envelope read(s))");
   }
   if (s.durable_pauses > 0) {
     absl::StrAppend(&out, "; claiming paused ", s.durable_pauses,

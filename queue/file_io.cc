@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,20 @@ absl::Status NotRegular(const std::string& path, unsigned mode) {
       absl::StrCat(path, ": not a regular file (", FileTypeName(mode), ")"));
 }
 
+// O_NOATIME needs the file's owner or CAP_FOWNER: once an open was refused with EPERM, every
+// later one goes without (an engine that runs as `user` reads producers' files).
+std::atomic<bool> noatime_refused{false};
+
+int OpenForRead(const std::string& path) {
+  constexpr int kFlags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+  if (!noatime_refused.load(std::memory_order_relaxed)) {
+    const int fd = open(path.c_str(), kFlags | O_NOATIME);
+    if (fd >= 0 || errno != EPERM) return fd;
+    noatime_refused.store(true, std::memory_order_relaxed);
+  }
+  return open(path.c_str(), kFlags);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
@@ -70,7 +85,7 @@ absl::StatusOr<absl::string_view> ReadFileInto(const std::string& path, std::str
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);
   if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  const int fd = OpenForRead(path);
   if (fd < 0) {
     // ELOOP: the name became a symbolic link after the lstat.
     if (errno == ELOOP) return NotRegular(path, S_IFLNK);

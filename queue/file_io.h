@@ -23,6 +23,9 @@ absl::Status FsyncDir(const std::string& dir);
 // first (so a FIFO or device is never even opened: opening one may block or have side effects),
 // then open with O_NOFOLLOW | O_NONBLOCK and check fstat again (the name may have been swapped in
 // between). Anything else is FailedPrecondition "<path>: not a regular file (symbolic link)".
+// Reading leaves the file's access time alone (O_NOATIME: on a relatime mount the first read of
+// a freshly written spool file was an inode update, a journal transaction, per message), unless
+// the kernel refuses it (EPERM: neither owner nor CAP_FOWNER; from then on without).
 absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes = SIZE_MAX);
 
 // ReadFile into a buffer the caller reuses from file to file (the scanner's claims: no

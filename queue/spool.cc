@@ -250,10 +250,11 @@ std::optional<RetryMark> ParseRetryMark(absl::string_view value) {
   return m;
 }
 
-absl::StatusOr<SpoolRead> ReadWithMark(const std::string& path, std::string* scratch) {
+absl::StatusOr<SpoolRead> ReadWithMark(const std::string& path, std::string* scratch,
+                                       size_t max_bytes = SIZE_MAX) {
   std::string mark;
   absl::StatusOr<absl::string_view> bytes =
-      file_io::ReadFileInto(path, scratch, SIZE_MAX, kRetryAttr, &mark);
+      file_io::ReadFileInto(path, scratch, max_bytes, kRetryAttr, &mark);
   if (!bytes.ok()) return bytes.status();
   SpoolRead out;
   out.contents = *bytes;
@@ -319,10 +320,10 @@ absl::StatusOr<std::string> Spool::ReadDeferred(const std::string& name,
   return ReadFile(PathIn(root_, kDeferred, name), max_bytes);
 }
 
-absl::StatusOr<std::string> Spool::ReadIncoming(const std::string& name,
-                                                size_t max_bytes) const {
+absl::StatusOr<SpoolRead> Spool::ReadHead(absl::string_view subdir, const std::string& name,
+                                          size_t max_bytes, std::string* scratch) const {
   if (absl::Status s = CheckName(name); !s.ok()) return s;
-  return ReadFile(PathIn(root_, kIncoming, name), max_bytes);
+  return ReadWithMark(PathIn(root_, subdir, name), scratch, max_bytes);
 }
 
 absl::Status Spool::RewriteActive(const std::string& name, absl::string_view contents) {

@@ -81,10 +81,12 @@ class Spool {
   // Reads deferred/name, at most `max_bytes` of it (the retry loader needs only the envelope).
   [[nodiscard]] absl::StatusOr<std::string> ReadDeferred(const std::string& name,
                                                          size_t max_bytes = SIZE_MAX) const;
-  // Reads incoming/name without claiming it, at most `max_bytes` (the scanner's look at the
-  // envelope of a message for a dead destination, engine/dead_destinations.h).
-  [[nodiscard]] absl::StatusOr<std::string> ReadIncoming(const std::string& name,
-                                                         size_t max_bytes) const;
+  // The first `max_bytes` of `subdir`/name ("incoming" or "deferred") into `scratch`, with its
+  // retry mark read on the same descriptor: the scanner's look at the envelope of a file it may
+  // postpone (engine/dead_destinations.h) — one open, one read, no allocation per file.
+  [[nodiscard]] absl::StatusOr<SpoolRead> ReadHead(absl::string_view subdir,
+                                                   const std::string& name, size_t max_bytes,
+                                                   std::string* scratch) const;
   // Moves deferred/name back into incoming/ (retry; mxburstctl flush).
   [[nodiscard]] absl::Status Requeue(const std::string& name);
   // Claims a due retry straight from deferred/ (deferred/name -> active/name) and returns its

@@ -181,6 +181,16 @@ int DeferredByScanner(const std::string& summary) {
   return std::stoi(summary.substr(begin, end - begin));
 }
 
+// "(N envelope read(s))" after the dead-destination count in the summary line, or -1.
+int EnvelopeReads(const std::string& summary) {
+  const std::string tail = " envelope read(s))";
+  const size_t end = summary.find(tail);
+  if (end == std::string::npos) return -1;
+  size_t begin = end;
+  while (begin > 0 && std::isdigit(static_cast<unsigned char>(summary[begin - 1]))) --begin;
+  return std::stoi(summary.substr(begin, end - begin));
+}
+
 // Issue 10 item 4: a dead destination's backlog (every connection refused) next to healthy
 // mail used to go through the whole pipeline — claimed into active/, read, encoded, handed to
 // its worker, deferred "not tried" and renamed back — costing the scanner as much as healthy
@@ -204,6 +214,9 @@ TEST_F(DurabilityTest, DeadBacklogIsDeferredByTheScannerWithoutAClaim) {
   const std::string summary = ReadFileOrDie(dir_ + "/engine.out");
   // The first few go to the worker while its first connection is refused.
   EXPECT_GE(DeferredByScanner(summary), 750) << summary;
+  // Each file's envelope is read once at most (a 2 KB file in one read), never once per scan.
+  EXPECT_GE(EnvelopeReads(summary), DeferredByScanner(summary)) << summary;
+  EXPECT_LE(EnvelopeReads(summary), 1800) << summary;
   EXPECT_EQ(Count("incoming") + Count("active"), 0u);
   ASSERT_EQ(Count("deferred"), 1500u);
   Spool spool = *Spool::Open(spool_);
@@ -229,6 +242,45 @@ TEST_F(DurabilityTest, DeadBacklogIsDeferredByTheScannerWithoutAClaim) {
   EXPECT_EQ(delivered, 300);
   EXPECT_EQ(deferred.size(), 1500u);
   for (const auto& [id, n] : deferred) EXPECT_EQ(n, 1) << id;
+}
+
+// An envelope longer than the first read (kEnvelopeFirstBytes, 4 KiB: here 150 recipients,
+// ~5 KB) is read again, longer, and deferred by the scanner all the same (here the retry passes
+// after the first, which met the destination dead); never from a cut-off recipient list.
+TEST_F(DurabilityTest, DeadRetriesWithLongEnvelopesAreDeferredByTheScannerToo) {
+  port_ = testing::FreePort("127.0.0.1");  // nothing listens: refused
+  Inject({"--count", "50", "--size", "2000", "--domain-list", "dead.example",
+          "--rcpt-local-prefix", "x", "--recipients-per-message", "150", "--no-fsync"});
+  const auto dead = DeadFiles(spool_);
+  ASSERT_EQ(dead.size(), 50u);
+  ASSERT_GT(dead.begin()->second.first.find("\nFrom:"), 4096u);  // the envelope is longer
+  const std::string err = dir_ + "/engine.err";
+  {
+    testing::Subprocess engine(EngineArgs({"--retry", "1/1/3600"}), dir_ + "/engine.out", err);
+    ASSERT_TRUE(WaitFor([&] { return Occurrences(log_, "\"deferred\"") >= 3 * 50 * 150; }))
+        << ReadFileOrDie(err);
+    engine.Signal(SIGTERM);
+    ASSERT_EQ(engine.Wait(absl::Seconds(60)), 0) << ReadFileOrDie(err);
+  }
+  const std::string summary = ReadFileOrDie(dir_ + "/engine.out");
+  const int by_scanner = DeferredByScanner(summary);
+  EXPECT_GE(by_scanner, 50) << summary;
+  EXPECT_GE(EnvelopeReads(summary), 2 * by_scanner) << summary;  // the first read was cut off
+  EXPECT_EQ(Count("incoming") + Count("active"), 0u);
+  ASSERT_EQ(Count("deferred"), 50u);
+  for (const auto& [n, file] : dead) {
+    EXPECT_EQ(ReadFileOrDie(spool_ + "/deferred/" + n), file.first) << n;
+  }
+  // Every pass defers every recipient, in order: attempt k has 150 records per message.
+  std::map<std::string, std::map<int, int>> records;
+  for (const nlohmann::json& r : ReadJsonLines(log_)) {
+    ASSERT_EQ(r["status"], "deferred") << r.dump();
+    ++records[r["msgid"].get<std::string>()][r["attempt"].get<int>()];
+  }
+  ASSERT_EQ(records.size(), 50u);
+  for (const auto& [id, passes] : records) {
+    for (const auto& [attempt, n] : passes) EXPECT_EQ(n, 150) << id << " attempt " << attempt;
+  }
 }
 
 // The same for due retries: while the destination stays dead (dead_destination_time, 60 s by

@@ -1,6 +1,7 @@
 // Spool: claim/complete/defer/quarantine/requeue/inject on a temporary spool directory.
 #include "queue/spool.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -209,6 +210,53 @@ TEST_F(SpoolTest, ReadDeferredHeadRewriteActiveSyncDirsAndBounces) {
   ASSERT_TRUE(ReplaceSpoolFile(root_, "bounces", "d.dsn", "one").ok());
   ASSERT_TRUE(ReplaceSpoolFile(root_, "bounces", "d.dsn", "two").ok());
   EXPECT_EQ(ReadAll(Path("bounces", "d.dsn")), "two");
+}
+
+// An access time well in the past, so that a read on a relatime mount would update it.
+void AgeAtime(const std::string& path) {
+  const timespec times[2] = {{946684800, 0}, {0, UTIME_OMIT}};  // 2000-01-01, mtime kept
+  ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
+}
+
+time_t Atime(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_atime;
+}
+
+// The scanner's look at a file it may postpone (engine/dead_destinations.h) reads only the
+// head, with the retry mark from the same descriptor; no read of a spool file touches its access
+// time (O_NOATIME: on relatime the first read of a fresh file was an inode update per message).
+TEST_F(SpoolTest, ReadHeadReadsTheHeadAndTheMarkAndNoReadTouchesAtime) {
+  const std::string name = Inject();
+  AgeAtime(Path("incoming", name));
+  std::string scratch;
+  absl::StatusOr<SpoolRead> head = spool_->ReadHead("incoming", name, 10, &scratch);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->contents, kMessage.substr(0, 10));
+  EXPECT_FALSE(head->mark.has_value());
+  head = spool_->ReadHead("incoming", name, 4096, &scratch);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->contents, kMessage);  // shorter than asked: the whole file
+  EXPECT_EQ(Atime(Path("incoming", name)), 946684800);
+
+  ASSERT_TRUE(spool_->DeferUnchanged(name, {3, 1000, 2000}, "incoming").ok());
+  head = spool_->ReadHead("deferred", name, 10, &scratch);
+  ASSERT_TRUE(head.ok()) << head.status();
+  ASSERT_TRUE(head->mark.has_value());
+  EXPECT_EQ(head->mark->attempts, 3u);
+  EXPECT_EQ(head->mark->next_attempt, 2000);
+  EXPECT_EQ(spool_->ReadHead("deferred", "nope.eml", 10, &scratch).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool_->ReadHead("deferred", "../x", 10, &scratch).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // The claim's full read too.
+  AgeAtime(Path("deferred", name));
+  absl::StatusOr<SpoolRead> all = spool_->ClaimDeferred(name, &scratch);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->contents, kMessage);
+  EXPECT_EQ(Atime(Path("active", name)), 946684800);
 }
 
 TEST_F(SpoolTest, DeferWithoutActiveFileReportsIt) {
