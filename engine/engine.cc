@@ -244,6 +244,10 @@ void Engine::ClaimBatch() {
     return claims < config_.max_messages_in_flight &&
            (claims == 0 || in_flight_bytes_ < config_.max_bytes_in_flight);
   };
+  // Nothing out: an idle loop turns every 20 ms anyway, and a file written into incoming/ by
+  // the outcomes just committed (a DSN with [queue] dsn = "spool") must be seen before --drain
+  // takes an old empty listing for the end of the work.
+  if (in_flight_ == 0 && scanner_->outstanding() == 0) scanner_->ListAgain();
   scanner_->Claim(may_claim, [this](ClaimedFile f) { Adopt(std::move(f)); });
 }
 

@@ -131,6 +131,12 @@ class Scanner {
   int threads() const { return static_cast<int>(threads_.size()); }
   // CPU time of the claim threads so far (CLOCK_THREAD_CPUTIME_ID, sampled after each file).
   uint64_t claim_cpu_ns() const;
+  // Listings of incoming/ so far (one readdir pass each).
+  uint64_t listings() const { return listings_; }
+  // The next Claim() lists incoming/ even if the last listing found nothing new a moment ago
+  // (after such a listing the next one waits up to 20 ms while messages are out) — unless
+  // postponed files are what it found (then the next listing waits its 50 ms).
+  void ListAgain();
 
  private:
   enum class Source { kIncoming, kActive, kDeferred };  // kActive: recovered
@@ -170,7 +176,8 @@ class Scanner {
   bool incoming_empty_ = false;
   ClaimGate* gate_ = nullptr;
   size_t postponed_turn_ = 0;
-  absl::Time next_listing_ = absl::InfinitePast();  // while only postponed files are listed
+  absl::Time next_listing_ = absl::InfinitePast();  // after a listing that found nothing new
+  uint64_t listings_ = 0;
   size_t outstanding_ = 0;
   bool shortage_ = false;  // set by Finish: stop choosing for this call
   absl::flat_hash_set<std::string> in_claim_;  // names handed to claim threads
