@@ -598,10 +598,20 @@ def report(a, peers, modes, results, objs):
         "mode | peer | msgs/s | CPU ms/msg | connections | sink CPU ms/msg | others core-s | runs",
         "--- | --- | --- | --- | --- | --- | --- | ---",
     ]
+    # A run in which the sink did not receive every message (a peer that deferred most of them)
+    # says nothing about CPU per delivered message: it is left out of every figure, and said so.
+    complete = {k: [r for r in rs if r["received"] >= a.messages] for k, rs in results.items()}
     for mode in modes:
         for x in peers:
-            rs = results.get((mode, x))
+            every = results.get((mode, x))
+            if not every:
+                continue
+            rs = complete[(mode, x)]
+            left_out = [r["received"] for r in every if r["received"] < a.messages]
+            note = (f"; {len(left_out)} incomplete run(s) left out (received "
+                    f"{', '.join(str(n) for n in left_out)} of {a.messages})" if left_out else "")
             if not rs:
+                lines.append(f"{mode} | {x} | no complete run | | | | | {note.lstrip('; ')}")
                 continue
             rate = [r["received"] / r["wall"] for r in rs]
             cpk = [r["cpu"] / max(1, r["received"]) * 1e3 for r in rs]
@@ -613,13 +623,13 @@ def report(a, peers, modes, results, objs):
                 f"{med(cpk):.3f} ({min(cpk):.3f}-{max(cpk):.3f}) | {med(conns):.0f} "
                 f"({min(conns)}-{max(conns)}) | {med(sck):.3f} | "
                 f"{med([r['others'] for r in rs]):.0f} | "
-                f"{', '.join(str(r['received']) for r in rs)} received")
-        base = results.get((mode, "mxburst"))
+                f"{', '.join(str(r['received']) for r in rs)} received{note}")
+        base = complete.get((mode, "mxburst"))
         if base:
             mx = med([r["cpu"] / max(1, r["received"]) for r in base])
             for x in peers:
-                if x != "mxburst" and results.get((mode, x)):
-                    o = med([r["cpu"] / max(1, r["received"]) for r in results[(mode, x)]])
+                if x != "mxburst" and complete.get((mode, x)):
+                    o = med([r["cpu"] / max(1, r["received"]) for r in complete[(mode, x)]])
                     lines.append(f"# {mode}: {x} uses {o / mx:.1f}x mxburst's CPU per message")
     print("\n".join(lines))
     if a.out:
