@@ -141,9 +141,10 @@ struct EngineCounters {
   enum Outcome { kDelivered, kDeferred, kBounced, kExpired, kOutcomes };
   static constexpr const char* kOutcomeNames[kOutcomes] = {"delivered", "deferred", "bounced",
                                                            "expired"};
-  // tls/policy.h ToString(PolicySource), and "other" for anything else.
+  // tls/policy.h ToString(PolicySource), "none" for outcomes without a hop tried
+  // (AttemptInfo), and "other" for anything else.
   static constexpr const char* kSourceNames[] = {"opportunistic", "prefix", "config", "dane",
-                                                 "mta-sts", "banner-pin", "other"};
+                                                 "mta-sts", "banner-pin", "none", "other"};
   static constexpr size_t kSources = sizeof(kSourceNames) / sizeof(kSourceNames[0]);
 
   std::atomic<uint64_t> claimed{0};

@@ -30,8 +30,10 @@ struct AttemptInfo {
   std::string tls_version;  // "" = plaintext
   std::string tls_cipher;
   bool tls_resumed = false;
-  std::string policy = "opportunistic";       // TlsPolicy::name
-  std::string policy_source = "opportunistic";  // ToString(PolicySource)
+  // TlsPolicy::name and ToString(PolicySource) of the hop tried; "none" when no hop was (not
+  // tried: dead, paused, shutting down; no MX): no TLS policy was decided for that outcome.
+  std::string policy = "none";
+  std::string policy_source = "none";
   bool dnssec = false;      // the MX answer was DNSSEC-validated
   std::string violation;    // log-only mode: what enforcement would have refused
   // DANE (RFC 7672): the TLSA record that matched ("3 1 1") or why none did ("tlsa-mismatch",

@@ -249,6 +249,10 @@ TEST_F(DestinationTest, AfterAFailureOneProbeAtATimeThenDeadForAWhile) {
   ASSERT_EQ(host_.completed.size(), 4u);
   EXPECT_TRUE(absl::StrContains(host_.completed[3]->outcomes[0].text,
                                 "all next hops failed recently"));
+  // No hop was tried for it: no TLS policy applied (the log said "opportunistic" before, whatever
+  // the domain's policy was).
+  EXPECT_EQ(host_.completed[3]->outcomes[0].attempt.policy, "none");
+  EXPECT_EQ(host_.completed[3]->outcomes[0].attempt.policy_source, "none");
 }
 
 TEST_F(DestinationTest, ReadySessionClearsFailures) {

@@ -237,6 +237,9 @@ TEST_F(DurabilityTest, DeadBacklogIsDeferredByTheScannerWithoutAClaim) {
     if (r["status"] != "deferred") continue;
     EXPECT_EQ(r["domain"], "dead.example") << r.dump();
     EXPECT_EQ(r["attempt"], 1) << r.dump();
+    // A record without a hop tried names no TLS policy ("opportunistic" before, whatever the
+    // domain's policy): the ones the worker tried name theirs.
+    EXPECT_EQ(r["policy_source"] == "none", r["mx"] == "") << r.dump();
     ++deferred[r["msgid"].get<std::string>()];
   }
   EXPECT_EQ(delivered, 300);
