@@ -85,10 +85,14 @@ void Consume(Spool* spool, size_t workers, ClaimedFile f, Seen* seen) {
   }
 }
 
-// Claims until `done()` and the scanner is drained; at most `in_flight` outstanding.
+// Claims until `done()` and the scanner is drained; at most `in_flight` outstanding. Like
+// Engine::ClaimBatch, asks for a fresh listing whenever nothing is out: after a listing that found
+// nothing new the next one waits up to 20 ms, and drained() must not rest on that old listing
+// (the producer may have written more since).
 template <typename Done>
 void RunScanner(Scanner* scanner, Spool* spool, size_t workers, Seen* seen, Done done) {
   for (int round = 0; round < 20000; ++round) {
+    if (scanner->outstanding() == 0) scanner->ListAgain();
     scanner->Claim([&] { return scanner->outstanding() < 64; },
                    [&](ClaimedFile f) { Consume(spool, workers, std::move(f), seen); });
     if (done() && scanner->drained()) return;
