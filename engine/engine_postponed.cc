@@ -24,16 +24,17 @@ bool Engine::Postpone(const std::string& name, bool incoming) {
     if (!head.ok()) return false;  // the claim reports (or quarantines) it
     ++summary_.envelope_reads;
     env = ParseEnvelope(head->contents);
-    // A cut-off head: the first message line must be whole there, else the envelope may go on.
-    const bool cut = head->contents.size() >= want;
-    if (!cut && !env.ok()) return false;  // the whole file: the claim quarantines it
-    if (env.ok() && (!cut || head->contents.find('\n', env->body_offset) != absl::string_view::npos)) {
+    // The whole file (a bad envelope there: the claim quarantines it), or a head whose first
+    // message line is whole; else the envelope may go on past it.
+    const bool whole = head->contents.size() < want;
+    if (whole ||
+        (env.ok() && head->contents.find('\n', env->body_offset) != absl::string_view::npos)) {
       mark = head->mark;
       break;
     }
-    env = absl::CancelledError("cut off");
+    env = absl::OutOfRangeError("envelope longer than the head read");
   }
-  if (!env.ok()) return false;  // longer than kEnvelopeHeadBytes: the normal path
+  if (!env.ok()) return false;  // bad, or longer than kEnvelopeHeadBytes: the normal path
   std::optional<std::string> text = dead_.NotTried(*env, now);
   if (!text.has_value()) return false;
   // The schedule counts passes as the normal path does (Dispatch + PlanFinish): the retry mark

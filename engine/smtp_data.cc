@@ -241,10 +241,6 @@ ClassifyBlocks ChooseClassifier() {
   return ClassifyPortable;
 }
 
-}  // namespace
-
-namespace {
-
 bool IsDataWireFormWith(absl::string_view body, ClassifyBlocks classify) {
   const size_t n = body.size();
   if (n < 2 || body[n - 2] != '\r' || body[n - 1] != '\n') return false;
