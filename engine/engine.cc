@@ -503,11 +503,17 @@ absl::Status Engine::Run() {
     }
     // Sleep only when nothing was claimed: wake on a completion, a claim thread's result or
     // the next incoming scan.
+    // Postponed files are deferred whenever nothing else is chosen — but not while the claim
+    // waits for the look-ahead thread (engine/envelope_looker.h): that wait sleeps on its fd.
     bool busy = (in_flight_ > before && in_flight_ < config_.max_messages_in_flight &&
                  in_flight_bytes_ < config_.max_bytes_in_flight) ||
-                dead_.has_postponed() || !moves_.empty();
-    pollfd pfd[2] = {{completions_->event_fd(), POLLIN, 0}, {scanner_->event_fd(), POLLIN, 0}};
-    poll(pfd, scanner_->event_fd() >= 0 ? 2 : 1, busy ? 0 : 20);
+                (dead_.has_postponed() && !scanner_->waiting_for_look()) || !moves_.empty();
+    pollfd pfd[3] = {{completions_->event_fd(), POLLIN, 0}};
+    nfds_t nfds = 1;
+    for (const int fd : {scanner_->event_fd(), scanner_->look_fd()}) {
+      if (fd >= 0) pfd[nfds++] = {fd, POLLIN, 0};
+    }
+    poll(pfd, nfds, busy ? 0 : 20);
   }
   for (auto& w : workers_) w->RequestStop();
   for (auto& w : workers_) w->Join();

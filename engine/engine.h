@@ -70,6 +70,10 @@ struct EngineSummary {
   uint64_t not_tried_by_scanner = 0;
   // Envelope reads of files that might be for a dead destination (Engine::Postpone).
   uint64_t envelope_reads = 0;
+  // Of those, read ahead of the claim by the look-ahead thread (engine/envelope_looker.h), and
+  // that thread's CPU.
+  uint64_t looked_ahead = 0;
+  absl::Duration look_cpu;
   uint64_t durable_pauses = 0;   // times claiming paused because a spool write failed (disk full)
   absl::Duration elapsed;        // first claim to last finished message
   // Issue 17: CPU of the scanner thread (commits, logs, spool removal; claims when inline) and
@@ -119,6 +123,8 @@ class Engine : private ClaimGate {
   // engine_postponed.cc): a file whose every recipient's destination is dead is postponed
   // (it stays unclaimed) ...
   bool Postpone(const std::string& name, bool from_incoming) override;
+  bool PostponeLooked(const std::string& name, bool from_incoming, EnvelopeLook look) override;
+  bool wants_looks() const override { return xattr_ok_ && dead_.any(); }
   bool Holds(absl::string_view name) const override { return dead_.Holds(name); }
   bool holds_any() const override { return dead_.holds_any(); }
   bool has_postponed() const override { return dead_.has_postponed(); }

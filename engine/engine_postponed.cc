@@ -12,29 +12,21 @@ namespace mxb {
 
 bool Engine::Postpone(const std::string& name, bool incoming) {
   // Without extended attributes every deferral is a rewrite: nothing to save, the normal path.
-  if (!xattr_ok_ || !dead_.any()) return false;
+  if (!wants_looks()) return false;
+  EnvelopeLook look =
+      LookAtEnvelope(*spool_, incoming ? "incoming" : "deferred", name, &head_scratch_);
+  summary_.envelope_reads += look.reads;
+  return PostponeLooked(name, incoming, std::move(look));
+}
+
+bool Engine::PostponeLooked(const std::string& name, bool incoming, EnvelopeLook look) {
+  // The destination may have come back to life since the look (then the claim takes it).
+  if (!wants_looks()) return false;
+  // Unreadable, bad, or longer than kEnvelopeHeadBytes: the normal path (the claim reports it).
+  if (!look.envelope.ok()) return false;
   const absl::Time now = absl::Now();
-  // A few KiB hold the envelope of nearly every file (a 20 KB message's head is one page, not
-  // the whole file); a longer envelope is read again, up to kEnvelopeHeadBytes.
-  absl::StatusOr<Envelope> env;
-  std::optional<RetryMark> mark;
-  for (const size_t want : {kEnvelopeFirstBytes, kEnvelopeHeadBytes}) {
-    absl::StatusOr<SpoolRead> head =
-        spool_->ReadHead(incoming ? "incoming" : "deferred", name, want, &head_scratch_);
-    if (!head.ok()) return false;  // the claim reports (or quarantines) it
-    ++summary_.envelope_reads;
-    env = ParseEnvelope(head->contents);
-    // The whole file (a bad envelope there: the claim quarantines it), or a head whose first
-    // message line is whole; else the envelope may go on past it.
-    const bool whole = head->contents.size() < want;
-    if (whole ||
-        (env.ok() && head->contents.find('\n', env->body_offset) != absl::string_view::npos)) {
-      mark = head->mark;
-      break;
-    }
-    env = absl::OutOfRangeError("envelope longer than the head read");
-  }
-  if (!env.ok()) return false;  // bad, or longer than kEnvelopeHeadBytes: the normal path
+  absl::StatusOr<Envelope>& env = look.envelope;
+  std::optional<RetryMark>& mark = look.mark;
   std::optional<std::string> text = dead_.NotTried(*env, now);
   if (!text.has_value()) return false;
   // The schedule counts passes as the normal path does (Dispatch + PlanFinish): the retry mark

@@ -33,6 +33,7 @@ void Engine::PublishCpu(bool final) {
   summary_.scanner_cpu = absl::Nanoseconds(ThreadCpuNs());  // Run() is the scanner thread
   summary_.claim_cpu = absl::Nanoseconds(scanner_->claim_cpu_ns());
   summary_.claim_threads = scanner_->threads();
+  summary_.look_cpu = absl::Nanoseconds(scanner_->look_cpu_ns());
   if (control_) {
     control_->counters().scanner_cpu_ns.store(
         static_cast<uint64_t>(absl::ToInt64Nanoseconds(summary_.scanner_cpu)),
@@ -43,6 +44,8 @@ void Engine::PublishCpu(bool final) {
 
 EngineSummary Engine::summary() const {
   EngineSummary s = summary_;
+  s.looked_ahead = scanner_ != nullptr ? scanner_->look_reads() : 0;
+  s.envelope_reads += s.looked_ahead;
   for (const auto& w : workers_) {
     s.connections += w->stats().connections.load();
     s.tls_sessions += w->stats().tls_sessions.load();
@@ -115,6 +118,11 @@ std::string FormatSummary(const EngineSummary& s) {
     absl::StrAppend(&out, "; ", s.not_tried_by_scanner,
                     " message(s) for dead destinations deferred by the scanner (",
                     s.envelope_reads, " envelope read(s))");
+  }
+  if (s.looked_ahead > 0) {
+    absl::StrAppendFormat(&out, "; look-ahead thread: %u envelope read(s) in %.1f ms of CPU",
+                          static_cast<unsigned>(s.looked_ahead),
+                          absl::ToDoubleMilliseconds(s.look_cpu));
   }
   if (s.durable_pauses > 0) {
     absl::StrAppend(&out, "; claiming paused ", s.durable_pauses,

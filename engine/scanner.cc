@@ -85,6 +85,10 @@ int Scanner::DefaultThreads(const EngineConfig& config) {
 
 Scanner::Scanner(const EngineConfig& config, Spool* spool, size_t workers, int threads)
     : config_(config), spool_(spool), workers_(std::max<size_t>(1, workers)) {
+  if (const char* env = std::getenv("MXB_ENVELOPE_LOOKER");
+      env != nullptr && std::string_view(env) == "0") {
+    looker_allowed_ = false;
+  }
   if (threads < 0) threads = DefaultThreads(config);
   if (threads == 0) {
     const char* env = std::getenv("MXB_SPOOL_URING");
@@ -163,33 +167,76 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
     incoming_empty_ = pending_.empty();
     if (incoming_empty_) next_listing_ = now + (held ? kHeldListingPause : kEmptyListingPause);
   }
+  const bool looking = LookAhead();
+  // Fresh mail ready to choose: files recovered from active/ (at the front of pending_, never
+  // looked at, they go first), then files whose look is done, then — while nothing is looked
+  // at ahead — the listing's order.
+  const bool active_front = !pending_.empty() && pending_.front().source == Source::kActive;
+  const bool fresh_ready = active_front || !looked_.empty() || (!looking && !pending_.empty());
+  const bool fresh_waiting = !fresh_ready && looker_ != nullptr && looker_->outstanding() > 0;
   // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
   // incoming and deferred queues: a backlog of retries never starves new mail, nor the
-  // reverse. Files recovered from active/ sit at the front of pending_ and go first.
-  const bool retry_turn =
-      !due_.empty() &&
-      (pending_.empty() || (retry_turn_ && pending_.front().source != Source::kActive));
+  // reverse.
+  const bool retry_turn = !due_.empty() && (!fresh_ready || (retry_turn_ && !active_front));
   // Mail postponed for dead destinations goes last (engine/dead_destinations.h).
   if (gate_ != nullptr && gate_->has_postponed() &&
-      ((!retry_turn && pending_.empty()) || gate_->crowded() ||
+      ((!retry_turn && !fresh_ready && !fresh_waiting) || gate_->crowded() ||
        ++postponed_turn_ % kPostponedShare == 0)) {
     gate_->DeferOnePostponed();
     return Pick::kGated;
   }
-  if (!retry_turn && pending_.empty()) return Pick::kNone;
+  if (!retry_turn && !fresh_ready) {
+    waiting_for_look_ = fresh_waiting;
+    return fresh_waiting ? Pick::kWait : Pick::kNone;
+  }
+  retry_turn_ = !retry_turn;
   if (retry_turn) {
     *out = {std::move(due_.front()), Source::kDeferred};
     due_.pop_front();
-  } else {
+  } else if (active_front || looked_.empty()) {
     *out = std::move(pending_.front());
     pending_.pop_front();
+  } else {
+    LookedFile& f = looked_.front();
+    *out = {std::move(f.name), Source::kIncoming};
+    EnvelopeLook look = std::move(f.look);
+    looked_.pop_front();
+    in_claim_.erase(out->name);  // the claim below (or the postponement) takes it from here
+    return gate_ != nullptr && gate_->PostponeLooked(out->name, /*from_incoming=*/true,
+                                                     std::move(look))
+               ? Pick::kGated
+               : Pick::kTask;
   }
-  retry_turn_ = !retry_turn;
   if (gate_ != nullptr && out->source != Source::kActive &&
       gate_->Postpone(out->name, out->source == Source::kIncoming)) {
     return Pick::kGated;
   }
   return Pick::kTask;
+}
+
+bool Scanner::LookAhead() {
+  const bool want = looker_allowed_ && gate_ != nullptr && gate_->wants_looks();
+  if (want && looker_ == nullptr) looker_ = std::make_unique<EnvelopeLooker>(spool_);
+  if (looker_ == nullptr) return false;
+  // Taken in batches (the looker publishes several at once), and only when the next is needed.
+  if (looked_.empty() && looker_->has_ready()) {
+    for (LookedFile& f : looker_->TakeReady()) looked_.push_back(std::move(f));
+  }
+  if (!want) return false;  // looks still out come back and are used; no new ones
+  // Topped up from below half to kLookAhead: one hand-off per ~128 names, never a wait for the
+  // scanner thread while the looker keeps up. Recovered files at the front are never looked at.
+  const size_t ahead = looker_->outstanding() + looked_.size();
+  if (ahead < kLookAhead / 2 && !pending_.empty() && pending_.front().source == Source::kIncoming) {
+    std::vector<std::string> names;
+    while (names.size() + ahead < kLookAhead && !pending_.empty() &&
+           pending_.front().source == Source::kIncoming) {
+      in_claim_.insert(pending_.front().name);  // listed again until chosen: skipped
+      names.push_back(std::move(pending_.front().name));
+      pending_.pop_front();
+    }
+    looker_->Want(std::move(names), /*from_incoming=*/true);
+  }
+  return true;
 }
 
 void Scanner::ListAgain() {
@@ -397,7 +444,7 @@ void Scanner::ClaimOnRing(absl::FunctionRef<bool()> may_claim,
          may_claim()) {
     if (chosen % 8 == 7 && absl::Now() - start > kClaimSlice) break;
     const Pick pick = NextTask(&listed, &task);
-    if (pick == Pick::kNone) break;
+    if (pick == Pick::kNone || pick == Pick::kWait) break;
     ++chosen;
     if (pick == Pick::kGated) continue;
     if (task.source == Source::kActive) {  // recovered: already in active/, nothing to rename
@@ -444,6 +491,7 @@ void Scanner::Collect(absl::FunctionRef<void(ClaimedFile)> done) {
 void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
                     absl::FunctionRef<void(ClaimedFile)> done) {
   shortage_ = false;
+  waiting_for_look_ = false;
   bool listed = false;
   size_t chosen = 0;
   Task task;
@@ -460,7 +508,7 @@ void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
     while (chosen < kClaimBatch && !shortage_ && may_claim()) {
       if (chosen % 8 == 7 && absl::Now() - start > kClaimSlice) break;
       const Pick pick = NextTask(&listed, &task);
-      if (pick == Pick::kNone) break;
+      if (pick == Pick::kNone || pick == Pick::kWait) break;
       ++chosen;
       if (pick == Pick::kTask) Finish(Process(task), done);
     }
@@ -471,7 +519,7 @@ void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
   std::vector<Task> batch;
   while (chosen < kClaimBatch && !shortage_ && outstanding_ < ahead && may_claim()) {
     const Pick pick = NextTask(&listed, &task);
-    if (pick == Pick::kNone) break;
+    if (pick == Pick::kNone || pick == Pick::kWait) break;
     ++chosen;
     if (pick == Pick::kGated) continue;
     ++outstanding_;

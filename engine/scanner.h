@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "engine/config.h"
 #include "engine/delivery.h"
+#include "engine/envelope_looker.h"
 #include "queue/spool.h"
 #include "queue/spool_ring.h"
 
@@ -55,6 +56,10 @@ class ClaimGate {
   virtual ~ClaimGate() = default;
   // `name` in incoming/ (else deferred/): true when the gate took it instead of the claim.
   virtual bool Postpone(const std::string& name, bool from_incoming) = 0;
+  // The same, with its envelope looked at ahead of the claim (engine/envelope_looker.h) ...
+  virtual bool PostponeLooked(const std::string& name, bool from_incoming, EnvelopeLook look) = 0;
+  // ... which is worth it only while the gate may postpone anything at all.
+  virtual bool wants_looks() const = 0;
   // Postponed names not moved yet: listings of incoming/ skip them.
   virtual bool Holds(absl::string_view name) const = 0;
   virtual bool holds_any() const = 0;
@@ -121,7 +126,10 @@ class Scanner {
   // Handed to claim threads and not yet passed to `done`.
   size_t outstanding() const { return outstanding_; }
   // incoming/ was empty at the last scan and nothing is waiting or outstanding (--drain).
-  bool drained() const { return incoming_empty_ && pending_.empty() && outstanding_ == 0; }
+  bool drained() const {
+    return incoming_empty_ && pending_.empty() && outstanding_ == 0 && looked_.empty() &&
+           (looker_ == nullptr || looker_->outstanding() == 0);
+  }
   // Readable when claim threads (or the claim renames on the ring) have finished files; -1
   // when neither is in use.
   int event_fd() const { return event_fd_; }
@@ -133,6 +141,16 @@ class Scanner {
   uint64_t claim_cpu_ns() const;
   // Listings of incoming/ so far (one readdir pass each).
   uint64_t listings() const { return listings_; }
+  // While the gate wants looks, a thread reads the envelopes of listed incoming/ files ahead of
+  // the claim (engine/envelope_looker.h; MXB_ENVELOPE_LOOKER=0 in the environment: inline, for
+  // side-by-side measurements). Readable when looks are ready; -1 before the first.
+  int look_fd() const { return looker_ != nullptr ? looker_->event_fd() : -1; }
+  // The last Claim() stopped because the next fresh file's look was not ready: the caller may
+  // sleep on look_fd() (nothing else it could choose was left).
+  bool waiting_for_look() const { return waiting_for_look_; }
+  // Head reads done by the look-ahead thread.
+  uint64_t look_reads() const { return looker_ != nullptr ? looker_->reads() : 0; }
+  uint64_t look_cpu_ns() const { return looker_ != nullptr ? looker_->cpu_ns() : 0; }
   // The next Claim() lists incoming/ even if the last listing found nothing new a moment ago
   // (after such a listing the next one waits up to 20 ms while messages are out) — unless
   // postponed files are what it found (then the next listing waits its 50 ms).
@@ -150,9 +168,13 @@ class Scanner {
   };
 
   // Next file to claim, fresh and retries in turn; kGated: the gate took a turn instead (a
-  // postponed deferral, or `out` was postponed); kNone: nothing to choose.
-  enum class Pick { kNone, kTask, kGated };
+  // postponed deferral, or `out` was postponed); kNone: nothing to choose; kWait: nothing until
+  // the look-ahead thread finishes the next look.
+  enum class Pick { kNone, kTask, kGated, kWait };
   Pick NextTask(bool* listed, Task* out);
+  // While the gate wants looks: hands listed incoming/ names to the looker (at most kLookAhead
+  // ahead) and takes the finished looks into looked_. True while looks are wanted.
+  bool LookAhead();
   // The claim itself and everything up to the jobs: any thread.
   ClaimedFile Process(const Task& task) const;
   ClaimedFile Prepare(const std::string& name, absl::string_view contents,
@@ -180,7 +202,13 @@ class Scanner {
   uint64_t listings_ = 0;
   size_t outstanding_ = 0;
   bool shortage_ = false;  // set by Finish: stop choosing for this call
-  absl::flat_hash_set<std::string> in_claim_;  // names handed to claim threads
+  // Look-ahead (created at the first look wanted); finished looks, in listing order.
+  std::unique_ptr<EnvelopeLooker> looker_;
+  std::deque<LookedFile> looked_;
+  bool looker_allowed_ = true;  // MXB_ENVELOPE_LOOKER=0: looks stay inline
+  bool waiting_for_look_ = false;
+  // Names handed to claim threads, or to the looker and not chosen yet: still listed.
+  absl::flat_hash_set<std::string> in_claim_;
 
   // Inline claim renames in flight on the ring, by cookie.
   std::unique_ptr<SpoolRing> ring_;

@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -257,6 +259,116 @@ TEST(Scanner, ClaimThreadsPrepareWhatTheInlinePathPrepares) {
   }
   EXPECT_EQ(wire[0].size(), 50u);
   EXPECT_EQ(wire[0], wire[1]);
+}
+
+// The engine's gate, minus the engine: every recipient at d0.example is dead. Postponed names
+// are held (listings skip them) until DeferOnePostponed takes them, as engine_postponed.cc does.
+class DeadD0Gate : public ClaimGate {
+ public:
+  explicit DeadD0Gate(Spool* spool) : spool_(spool) {}
+  bool Postpone(const std::string& name, bool from_incoming) override {
+    ++inline_looks;
+    return PostponeLooked(name, from_incoming,
+                          LookAtEnvelope(*spool_, from_incoming ? "incoming" : "deferred", name,
+                                         &scratch_));
+  }
+  bool PostponeLooked(const std::string& name, bool, EnvelopeLook look) override {
+    ++decisions;
+    if (!look.envelope.ok()) return false;
+    for (const std::string& r : look.envelope->recipients) {
+      if (DomainOf(r) != "d0.example") return false;
+    }
+    EXPECT_TRUE(held_.insert(name).second) << name << " postponed twice";
+    postponed_.push_back(name);
+    return true;
+  }
+  bool wants_looks() const override { return true; }
+  bool Holds(absl::string_view name) const override { return held_.contains(name); }
+  bool holds_any() const override { return !held_.empty(); }
+  bool has_postponed() const override { return !postponed_.empty(); }
+  bool crowded() const override { return false; }
+  void DeferOnePostponed() override {
+    deferred.push_back(postponed_.front());
+    held_.erase(postponed_.front());
+    EXPECT_TRUE(spool_->DeferUnchanged(postponed_.front(), RetryMark{1, 1, 2}, "incoming").ok());
+    postponed_.pop_front();
+  }
+
+  int inline_looks = 0;
+  int decisions = 0;
+  std::vector<std::string> deferred;
+
+ private:
+  Spool* spool_;
+  std::string scratch_;
+  absl::flat_hash_set<std::string> held_;
+  std::deque<std::string> postponed_;
+};
+
+// Issue 10 item 4: while a destination is dead, each incoming/ file's envelope is read before
+// its claim; a thread does that ahead of the claim (engine/envelope_looker.h) so the scanner
+// thread only decides. Every healthy file is claimed once, every dead one postponed once and
+// never claimed, in both claim modes — and with the looker off (MXB_ENVELOPE_LOOKER=0) the
+// same outcome comes from inline looks.
+TEST(Scanner, DeadDestinationsFilesAreLookedAtAheadOfTheClaimAndPostponed) {
+  for (const bool looker : {true, false}) {
+    for (int threads : {0, 1}) {
+      SCOPED_TRACE(absl::StrCat("looker ", looker, ", threads ", threads));
+      const std::string root = TempSpool();
+      absl::StatusOr<Spool> spool = Spool::Open(root);
+      ASSERT_TRUE(spool.ok());
+      EngineConfig config;
+      config.spool_dir = root;
+      std::set<std::string> healthy, dead;
+      for (int i = 0; i < 1000; ++i) {
+        const std::string name = absl::StrCat("m", i);
+        const std::string domain = absl::StrCat("d", i % 5, ".example");
+        ASSERT_TRUE(InjectFile(root, name,
+                               absl::StrCat("x-sender: <b@esp.example>\nx-receiver: <u@", domain,
+                                            ">\n\nline one\n.dot line\nend\n"),
+                               false)
+                        .ok());
+        (i % 5 == 0 ? dead : healthy).insert(name);
+      }
+      if (!looker) setenv("MXB_ENVELOPE_LOOKER", "0", 1);
+      Scanner scanner(config, &*spool, 2, threads);
+      unsetenv("MXB_ENVELOPE_LOOKER");
+      DeadD0Gate gate(&*spool);
+      scanner.set_gate(&gate);
+      Seen seen;
+      int round = 0;
+      for (; round < 20000; ++round) {
+        if (scanner.outstanding() == 0) scanner.ListAgain();
+        scanner.Claim([&] { return scanner.outstanding() < 64; },
+                      [&](ClaimedFile f) { Consume(&*spool, 2, std::move(f), &seen); });
+        if (scanner.drained() && !gate.has_postponed() && !gate.holds_any()) break;
+        std::vector<pollfd> fds;
+        for (int fd : {scanner.event_fd(), scanner.look_fd()}) {
+          if (fd >= 0) fds.push_back({fd, POLLIN, 0});
+        }
+        if (scanner.waiting_for_look()) {
+          ASSERT_GE(scanner.look_fd(), 0);
+        }
+        poll(fds.data(), fds.size(), gate.has_postponed() ? 0 : 10);
+      }
+      ASSERT_LT(round, 20000) << "scanner did not drain";
+      EXPECT_EQ(seen.messages.size(), healthy.size());
+      for (const std::string& name : healthy) EXPECT_EQ(seen.messages[name], 1) << name;
+      EXPECT_EQ(std::set<std::string>(gate.deferred.begin(), gate.deferred.end()), dead);
+      EXPECT_EQ(gate.deferred.size(), dead.size());
+      EXPECT_EQ(seen.gone + seen.other, 0);
+      EXPECT_EQ(gate.decisions, 1000);  // each file looked at once
+      if (looker) {
+        EXPECT_EQ(gate.inline_looks, 0);
+        EXPECT_EQ(scanner.look_reads(), 1000u);
+      } else {
+        EXPECT_EQ(gate.inline_looks, 1000);
+        EXPECT_EQ(scanner.look_fd(), -1);
+      }
+      EXPECT_TRUE(spool->ListIncoming(10).empty());
+      EXPECT_EQ(spool->ListDeferred().size(), dead.size());
+    }
+  }
 }
 
 }  // namespace
