@@ -16,8 +16,20 @@ std::string DeadDestinations::KeyOf(absl::string_view domain, const Envelope& en
 
 void DeadDestinations::Learn(const DeliveryJob& job) {
   if (job.dead_until == absl::InfinitePast() || job.message == nullptr) return;
-  Dead& d = dead_[KeyOf(job.domain, job.message->envelope)];
+  auto [it, added] = dead_.try_emplace(KeyOf(job.domain, job.message->envelope));
+  if (added) ++version_;
+  Dead& d = it->second;
   if (job.dead_until >= d.until) d = {job.dead_until, job.dead_reason};
+}
+
+std::vector<std::string> DeadDestinations::Domains() const {
+  std::vector<std::string> out;
+  out.reserve(dead_.size());
+  for (const auto& [key, d] : dead_) {
+    const size_t space = key.find(' ');  // "domain POOL"
+    out.push_back(space == std::string::npos ? key : key.substr(0, space));
+  }
+  return out;
 }
 
 std::optional<std::string> DeadDestinations::NotTried(const Envelope& env, absl::Time now) {
@@ -31,6 +43,7 @@ std::optional<std::string> DeadDestinations::NotTried(const Envelope& env, absl:
     if (it == dead_.end()) return std::nullopt;
     if (it->second.until <= now) {
       dead_.erase(it);  // lapsed: the worker tries the hosts again
+      ++version_;
       return std::nullopt;
     }
     if (first == nullptr) first = &it->second;

@@ -33,6 +33,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -76,7 +77,14 @@ class DeadDestinations {
   bool any() const { return !dead_.empty(); }
   // Retry now (engine/retry_now.cc): the workers forgot their dead destinations, so must we, or
   // the flushed messages would be deferred again without a try.
-  void Forget() { dead_.clear(); }
+  void Forget() {
+    dead_.clear();
+    ++version_;
+  }
+  // The recipient domains of the dead destinations (any source pool), and a number that changes
+  // whenever that set may have: the look-ahead thread's hint (engine/envelope_looker.h).
+  std::vector<std::string> Domains() const;
+  uint64_t version() const { return version_; }
 
   void Postpone(PostponedFile f);
   bool has_postponed() const { return !postponed_.empty(); }
@@ -97,6 +105,7 @@ class DeadDestinations {
 
   const ShapingTable* const shaping_;  // source pools; nullptr = none
   absl::flat_hash_map<std::string, Dead> dead_;
+  uint64_t version_ = 0;
   std::deque<PostponedFile> postponed_;
   absl::flat_hash_set<std::string> held_;
 };

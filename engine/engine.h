@@ -125,6 +125,8 @@ class Engine : private ClaimGate {
   bool Postpone(const std::string& name, bool from_incoming) override;
   bool PostponeLooked(const std::string& name, bool from_incoming, EnvelopeLook look) override;
   bool wants_looks() const override { return xattr_ok_ && dead_.any(); }
+  uint64_t dead_version() const override { return dead_.version(); }
+  std::vector<std::string> dead_domains() const override { return dead_.Domains(); }
   bool Holds(absl::string_view name) const override { return dead_.Holds(name); }
   bool holds_any() const override { return dead_.holds_any(); }
   bool has_postponed() const override { return dead_.has_postponed(); }

@@ -94,6 +94,12 @@ std::vector<LookedFile> EnvelopeLooker::TakeReady() {
   return got;
 }
 
+void EnvelopeLooker::SetDeadDomains(const std::vector<std::string>& domains) {
+  std::lock_guard<std::mutex> lock(mu_);
+  dead_domains_ = absl::flat_hash_set<std::string>(domains.begin(), domains.end());
+  ++dead_version_;
+}
+
 uint64_t EnvelopeLooker::reads() const {
   std::lock_guard<std::mutex> lock(mu_);
   return reads_;
@@ -103,8 +109,14 @@ void EnvelopeLooker::ThreadMain() {
   std::string scratch;
   std::vector<LookedFile> done;
   uint64_t reads = 0;
+  absl::flat_hash_set<std::string> dead;  // this thread's copy of dead_domains_
+  uint64_t dead_version = 0;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
+    if (dead_version != dead_version_) {
+      dead = dead_domains_;
+      dead_version = dead_version_;
+    }
     if (tasks_.empty() || stop_ || done.size() >= kPublishEvery) {
       // Publish what is finished before waiting (or every kPublishEvery files): the scanner
       // thread drains results_ after reading the eventfd, so a batch pushed after that drain
@@ -131,6 +143,15 @@ void EnvelopeLooker::ThreadMain() {
     lock.unlock();
     f.look = LookAtEnvelope(*spool_, f.from_incoming ? "incoming" : "deferred", f.name, &scratch);
     reads += f.look.reads;
+    if (f.look.envelope.ok() && !dead.empty()) {
+      f.dead_hint = !f.look.envelope->recipients.empty();
+      for (const std::string& rcpt : f.look.envelope->recipients) {
+        if (!dead.contains(DomainOf(rcpt))) {
+          f.dead_hint = false;
+          break;
+        }
+      }
+    }
     if (scratch.size() > kKeepScratch) std::string().swap(scratch);
     done.push_back(std::move(f));
     lock.lock();

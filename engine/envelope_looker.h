@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "queue/envelope.h"
@@ -41,7 +42,7 @@ namespace mxb {
 // Names handed to the looker and not taken back yet: enough that the scanner thread never waits
 // for a look while the looker keeps up, few enough that a destination coming back to life (the
 // looks are then wasted) costs little.
-inline constexpr size_t kLookAhead = 256;
+inline constexpr size_t kLookAhead = 4096;
 
 // What the head of a spool file says.
 struct EnvelopeLook {
@@ -62,6 +63,9 @@ struct LookedFile {
   std::string name;
   bool from_incoming = true;  // else deferred/
   EnvelopeLook look;
+  // Every recipient's domain was among the dead domains (SetDeadDomains) when it was looked at:
+  // a hint for the order only — the scanner thread decides (the source pool counts too).
+  bool dead_hint = false;
 };
 
 class EnvelopeLooker {
@@ -71,6 +75,8 @@ class EnvelopeLooker {
   EnvelopeLooker(const EnvelopeLooker&) = delete;
   EnvelopeLooker& operator=(const EnvelopeLooker&) = delete;
 
+  // The recipient domains of the dead destinations, for LookedFile::dead_hint of later looks.
+  void SetDeadDomains(const std::vector<std::string>& domains);
   // Queues looks at `names` (in incoming/, else deferred/); results come back in this order.
   void Want(std::vector<std::string> names, bool from_incoming);
   // Finished looks wait to be taken (no system call: an atomic flag).
@@ -99,6 +105,8 @@ class EnvelopeLooker {
   std::vector<LookedFile> results_;  // guarded by mu_
   std::atomic<bool> ready_{false};   // !results_.empty(), written under mu_
   uint64_t reads_ = 0;               // guarded by mu_
+  absl::flat_hash_set<std::string> dead_domains_;  // guarded by mu_
+  uint64_t dead_version_ = 0;                      // guarded by mu_
   bool stop_ = false;                // guarded by mu_
   std::atomic<uint64_t> cpu_ns_{0};
 };

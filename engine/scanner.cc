@@ -25,6 +25,8 @@ namespace mxb {
 namespace {
 
 constexpr size_t kClaimBatch = 256;
+// Looks hinted dead that wait to be decided (a few hundred bytes each).
+constexpr size_t kLookedDeadBound = 16384;
 // Inline: the longest one call claims before the scanner journals the outcomes that arrived
 // meanwhile; that wait is the crash window in which a delivered message is sent again (issue
 // 10). With claim threads the scanner thread only hands out names, so the window is its own.
@@ -156,10 +158,15 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
   if (pending_.empty() && !*listed && now >= next_listing_) {
     *listed = true;  // one directory scan per call at most
     ++listings_;
+    // Names out for a look or a claim are skipped, not counted against the batch: thousands
+    // of looks hinted dead may wait (LookAhead), and a batch of only those would stall.
     std::vector<std::string> names =
-        held ? spool_->ListIncoming(kListBatch,
-                                    [this](absl::string_view n) { return gate_->Holds(n); })
-             : spool_->ListIncoming(kListBatch);
+        held || !in_claim_.empty()
+            ? spool_->ListIncoming(kListBatch,
+                                   [this, held](absl::string_view n) {
+                                     return in_claim_.contains(n) || (held && gate_->Holds(n));
+                                   })
+            : spool_->ListIncoming(kListBatch);
     for (std::string& name : names) {
       // A name a claim thread has not renamed yet is still listed: claimed once.
       if (!in_claim_.contains(name)) pending_.push_back({std::move(name), Source::kIncoming});
@@ -174,14 +181,28 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
   const bool active_front = !pending_.empty() && pending_.front().source == Source::kActive;
   const bool fresh_ready = active_front || !looked_.empty() || (!looking && !pending_.empty());
   const bool fresh_waiting = !fresh_ready && looker_ != nullptr && looker_->outstanding() > 0;
+  // Looks hinted dead are decided when nothing else fresh is ready, also while the looker
+  // works on: the scanner thread spends its time on healthy mail first.
+  if (!fresh_ready && !looked_dead_.empty()) {
+    LookedFile f = std::move(looked_dead_.front());
+    looked_dead_.pop_front();
+    in_claim_.erase(f.name);
+    *out = {std::move(f.name), Source::kIncoming};
+    return gate_ != nullptr && gate_->PostponeLooked(out->name, f.from_incoming,
+                                                     std::move(f.look))
+               ? Pick::kGated
+               : Pick::kTask;
+  }
   // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
   // incoming and deferred queues: a backlog of retries never starves new mail, nor the
   // reverse.
   const bool retry_turn = !due_.empty() && (!fresh_ready || (retry_turn_ && !active_front));
   // Mail postponed for dead destinations goes last (engine/dead_destinations.h).
+  // One turn in kPostponedShare claims (postponements and deferrals are not claims).
   if (gate_ != nullptr && gate_->has_postponed() &&
       ((!retry_turn && !fresh_ready && !fresh_waiting) || gate_->crowded() ||
-       ++postponed_turn_ % kPostponedShare == 0)) {
+       postponed_turn_ >= kPostponedShare)) {
+    postponed_turn_ = 0;
     gate_->DeferOnePostponed();
     return Pick::kGated;
   }
@@ -202,27 +223,43 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
     EnvelopeLook look = std::move(f.look);
     looked_.pop_front();
     in_claim_.erase(out->name);  // the claim below (or the postponement) takes it from here
-    return gate_ != nullptr && gate_->PostponeLooked(out->name, /*from_incoming=*/true,
-                                                     std::move(look))
-               ? Pick::kGated
-               : Pick::kTask;
+    if (gate_ != nullptr && gate_->PostponeLooked(out->name, /*from_incoming=*/true,
+                                                  std::move(look))) {
+      return Pick::kGated;
+    }
+    ++postponed_turn_;
+    return Pick::kTask;
   }
   if (gate_ != nullptr && out->source != Source::kActive &&
       gate_->Postpone(out->name, out->source == Source::kIncoming)) {
     return Pick::kGated;
   }
+  ++postponed_turn_;
   return Pick::kTask;
+}
+
+void Scanner::TakeLooks() {
+  // In batches (the looker publishes several at once); each take clears the eventfd, so a
+  // caller that cannot claim now (in-flight bounds) still sleeps in its poll.
+  if (looker_ == nullptr || !looker_->has_ready()) return;
+  for (LookedFile& f : looker_->TakeReady()) {
+    (f.dead_hint ? looked_dead_ : looked_).push_back(std::move(f));
+  }
 }
 
 bool Scanner::LookAhead() {
   const bool want = looker_allowed_ && gate_ != nullptr && gate_->wants_looks();
   if (want && looker_ == nullptr) looker_ = std::make_unique<EnvelopeLooker>(spool_);
   if (looker_ == nullptr) return false;
-  // Taken in batches (the looker publishes several at once), and only when the next is needed.
-  if (looked_.empty() && looker_->has_ready()) {
-    for (LookedFile& f : looker_->TakeReady()) looked_.push_back(std::move(f));
-  }
+  TakeLooks();
   if (!want) return false;  // looks still out come back and are used; no new ones
+  if (const uint64_t v = gate_->dead_version(); v != dead_version_) {
+    dead_version_ = v;
+    looker_->SetDeadDomains(gate_->dead_domains());
+  }
+  // Looks hinted dead wait (each holds its envelope) up to a bound; past it nothing new is
+  // looked at, so they are decided (NextTask) before more are read.
+  if (looked_dead_.size() >= kLookedDeadBound) return true;
   // Topped up from below half to kLookAhead: one hand-off per ~128 names, never a wait for the
   // scanner thread while the looker keeps up. Recovered files at the front are never looked at.
   const size_t ahead = looker_->outstanding() + looked_.size();
@@ -468,6 +505,7 @@ void Scanner::ClaimOnRing(absl::FunctionRef<bool()> may_claim,
 }
 
 void Scanner::Collect(absl::FunctionRef<void(ClaimedFile)> done) {
+  TakeLooks();  // nothing new is chosen; the eventfd must not keep the caller's poll awake
   if (ring_ != nullptr) {
     shortage_ = false;
     ReapRing(done);
@@ -492,6 +530,7 @@ void Scanner::Claim(absl::FunctionRef<bool()> may_claim,
                     absl::FunctionRef<void(ClaimedFile)> done) {
   shortage_ = false;
   waiting_for_look_ = false;
+  TakeLooks();
   bool listed = false;
   size_t chosen = 0;
   Task task;

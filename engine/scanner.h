@@ -58,8 +58,13 @@ class ClaimGate {
   virtual bool Postpone(const std::string& name, bool from_incoming) = 0;
   // The same, with its envelope looked at ahead of the claim (engine/envelope_looker.h) ...
   virtual bool PostponeLooked(const std::string& name, bool from_incoming, EnvelopeLook look) = 0;
-  // ... which is worth it only while the gate may postpone anything at all.
+  // ... which is worth it only while the gate may postpone anything at all. The look-ahead
+  // thread sorts its looks by a hint, the recipient domains of the dead destinations (a
+  // version that changes with them): files for live ones are claimed first, the others decided
+  // when none of those is ready (engine/envelope_looker.h).
   virtual bool wants_looks() const = 0;
+  virtual uint64_t dead_version() const { return 0; }
+  virtual std::vector<std::string> dead_domains() const { return {}; }
   // Postponed names not moved yet: listings of incoming/ skip them.
   virtual bool Holds(absl::string_view name) const = 0;
   virtual bool holds_any() const = 0;
@@ -128,7 +133,7 @@ class Scanner {
   // incoming/ was empty at the last scan and nothing is waiting or outstanding (--drain).
   bool drained() const {
     return incoming_empty_ && pending_.empty() && outstanding_ == 0 && looked_.empty() &&
-           (looker_ == nullptr || looker_->outstanding() == 0);
+           looked_dead_.empty() && (looker_ == nullptr || looker_->outstanding() == 0);
   }
   // Readable when claim threads (or the claim renames on the ring) have finished files; -1
   // when neither is in use.
@@ -175,6 +180,8 @@ class Scanner {
   // While the gate wants looks: hands listed incoming/ names to the looker (at most kLookAhead
   // ahead) and takes the finished looks into looked_. True while looks are wanted.
   bool LookAhead();
+  // Finished looks into looked_ / looked_dead_ (by the looker's hint).
+  void TakeLooks();
   // The claim itself and everything up to the jobs: any thread.
   ClaimedFile Process(const Task& task) const;
   ClaimedFile Prepare(const std::string& name, absl::string_view contents,
@@ -204,7 +211,9 @@ class Scanner {
   bool shortage_ = false;  // set by Finish: stop choosing for this call
   // Look-ahead (created at the first look wanted); finished looks, in listing order.
   std::unique_ptr<EnvelopeLooker> looker_;
-  std::deque<LookedFile> looked_;
+  std::deque<LookedFile> looked_;       // the looker's hint: for live destinations
+  std::deque<LookedFile> looked_dead_;  // and for dead ones: decided when no other is ready
+  uint64_t dead_version_ = 0;           // the dead domains the looker was last given
   bool looker_allowed_ = true;  // MXB_ENVELOPE_LOOKER=0: looks stay inline
   bool waiting_for_look_ = false;
   // Names handed to claim threads, or to the looker and not chosen yet: still listed.
