@@ -36,8 +36,9 @@ EnvelopeLook LookAtEnvelope(const Spool& spool, absl::string_view subdir, const 
     // The whole file (a bad envelope there: the claim quarantines it), or a head whose first
     // message line is whole; else the envelope may go on past it.
     const bool whole = head->contents.size() < want;
-    if (whole || (look.envelope.ok() &&
-                  head->contents.find('\n', look.envelope->body_offset) != absl::string_view::npos)) {
+    if (whole ||
+        (look.envelope.ok() &&
+         head->contents.find('\n', look.envelope->body_offset) != absl::string_view::npos)) {
       look.mark = head->mark;
       return look;
     }
@@ -113,10 +114,6 @@ void EnvelopeLooker::ThreadMain() {
   uint64_t dead_version = 0;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    if (dead_version != dead_version_) {
-      dead = dead_domains_;
-      dead_version = dead_version_;
-    }
     if (tasks_.empty() || stop_ || done.size() >= kPublishEvery) {
       // Publish what is finished before waiting (or every kPublishEvery files): the scanner
       // thread drains results_ after reading the eventfd, so a batch pushed after that drain
@@ -137,6 +134,10 @@ void EnvelopeLooker::ThreadMain() {
       if (stop_) break;
       if (tasks_.empty()) work_cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
       if (stop_) break;
+    }
+    if (dead_version != dead_version_) {  // the set as of this task's Want, or newer
+      dead = dead_domains_;
+      dead_version = dead_version_;
     }
     LookedFile f = std::move(tasks_.front());
     tasks_.pop_front();

@@ -53,6 +53,36 @@ TEST(DeadDestinations, JobsThatMetNoDeadDestinationTeachNothing) {
   EXPECT_FALSE(dead.any());
 }
 
+// The look-ahead thread's hint (engine/envelope_looker.h): the dead domains, and a version that
+// changes whenever the set may have — a new destination, a lapse, Forget — and not when a known
+// one is learned again.
+TEST(DeadDestinations, TheDomainsAndTheirVersionFollowTheTable) {
+  const absl::Time now = absl::FromUnixSeconds(1000000);
+  DeadDestinations dead(nullptr);
+  MessageRecord msg;
+  msg.envelope = EnvelopeTo({"a@dead.example"});
+  const uint64_t v0 = dead.version();
+  EXPECT_TRUE(dead.Domains().empty());
+  dead.Learn(DeadJob(&msg, "dead.example", now + absl::Seconds(60)));
+  const uint64_t v1 = dead.version();
+  EXPECT_NE(v1, v0);
+  EXPECT_EQ(dead.Domains(), std::vector<std::string>{"dead.example"});
+  dead.Learn(DeadJob(&msg, "dead.example", now + absl::Seconds(90)));  // known: same set
+  EXPECT_EQ(dead.version(), v1);
+  dead.Learn(DeadJob(&msg, "other.example", now + absl::Seconds(10)));
+  const uint64_t v2 = dead.version();
+  EXPECT_NE(v2, v1);
+  EXPECT_EQ(dead.Domains().size(), 2u);
+  // other.example lapses at the next look-up that meets it.
+  EXPECT_FALSE(dead.NotTried(EnvelopeTo({"b@other.example"}), now + absl::Seconds(30)));
+  EXPECT_NE(dead.version(), v2);
+  EXPECT_EQ(dead.Domains(), std::vector<std::string>{"dead.example"});
+  const uint64_t v3 = dead.version();
+  dead.Forget();
+  EXPECT_NE(dead.version(), v3);
+  EXPECT_TRUE(dead.Domains().empty());
+}
+
 TEST(DeadDestinations, PostponedNamesAreHeldUntilReleased) {
   DeadDestinations dead(nullptr);
   PostponedFile f;

@@ -26,12 +26,13 @@ class EnvelopeLookerTest : public ::testing::Test {
     std::string tmpl = ::testing::TempDir() + "/looker_testXXXXXX";
     char* dir = mkdtemp(tmpl.data());
     ASSERT_NE(dir, nullptr);
-    root_ = std::string(dir) + "/spool";
+    dir_ = dir;
+    root_ = dir_ + "/spool";
     absl::StatusOr<Spool> spool = Spool::Open(root_);
     ASSERT_TRUE(spool.ok()) << spool.status();
     spool_.emplace(*std::move(spool));
   }
-  void TearDown() override { (void)!std::system(("rm -rf '" + root_ + "/..'").c_str()); }
+  void TearDown() override { (void)!std::system(("rm -rf '" + dir_ + "'").c_str()); }
 
   void Put(const std::string& name, const std::string& contents) {
     ASSERT_TRUE(InjectFile(root_, name, contents, /*fsync_file=*/false).ok()) << name;
@@ -50,6 +51,7 @@ class EnvelopeLookerTest : public ::testing::Test {
     return out;
   }
 
+  std::string dir_;
   std::string root_;
   std::optional<Spool> spool_;
 };
@@ -150,6 +152,38 @@ TEST_F(EnvelopeLookerTest, WhatIsNotARegularFileComesBackAsAnErrorAndIsNeverOpen
   }
   EXPECT_TRUE(absl::IsNotFound(got[3].look.envelope.status())) << got[3].look.envelope.status();
   EXPECT_TRUE(got[4].look.envelope.ok());
+}
+
+// The hint sorts the scanner's work (live destinations' mail first); it holds only when every
+// recipient's domain is dead, and follows the latest set.
+TEST_F(EnvelopeLookerTest, TheDeadHintMarksFilesWhoseEveryRecipientIsDead) {
+  const std::string from = "x-sender: <b@esp.example>\n";
+  Put("dead", from + "x-receiver: <a@d0.example>\nx-receiver: <b@D0.example>\n\nbody\n");
+  Put("mixed", from + "x-receiver: <a@d0.example>\nx-receiver: <b@d1.example>\n\nbody\n");
+  Put("live", from + "x-receiver: <a@d1.example>\n\nbody\n");
+  EnvelopeLooker looker(&*spool_);
+  looker.Want({"dead", "mixed", "live"}, true);
+  std::vector<LookedFile> got = TakeAll(&looker);  // no dead domains yet: no hint
+  ASSERT_EQ(got.size(), 3u);
+  for (const LookedFile& f : got) EXPECT_FALSE(f.dead_hint) << f.name;
+  looker.SetDeadDomains({"d0.example"});
+  looker.Want({"dead", "mixed", "live"}, true);
+  got = TakeAll(&looker);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0].dead_hint);
+  EXPECT_FALSE(got[1].dead_hint);
+  EXPECT_FALSE(got[2].dead_hint);
+  looker.SetDeadDomains({"d0.example", "d1.example"});
+  looker.Want({"mixed", "live"}, true);
+  got = TakeAll(&looker);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0].dead_hint);
+  EXPECT_TRUE(got[1].dead_hint);
+  looker.SetDeadDomains({});
+  looker.Want({"dead"}, true);
+  got = TakeAll(&looker);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE(got[0].dead_hint);
 }
 
 TEST_F(EnvelopeLookerTest, StoppingWithLooksOutstandingDropsThem) {

@@ -283,6 +283,8 @@ class DeadD0Gate : public ClaimGate {
     return true;
   }
   bool wants_looks() const override { return true; }
+  uint64_t dead_version() const override { return 1; }
+  std::vector<std::string> dead_domains() const override { return {"d0.example"}; }
   bool Holds(absl::string_view name) const override { return held_.contains(name); }
   bool holds_any() const override { return !held_.empty(); }
   bool has_postponed() const override { return !postponed_.empty(); }
