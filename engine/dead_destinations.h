@@ -10,12 +10,15 @@
 //  - the scanner learns dead destinations from the jobs that come back (DeliveryJob::dead_until,
 //    set by the worker; the entry lapses with it, and the next message goes to the worker, which
 //    tries the hosts again);
-//  - while one is known, it reads only the envelope of each file before claiming it; a file
-//    whose every recipient goes to a dead destination is postponed (it stays where it is,
-//    unclaimed; listings skip it);
-//  - postponed files are deferred last, at low priority (Engine::ClaimBatch: one in every
-//    kPostponedShare claims while other mail waits, all of them once none does or too many
-//    wait), with the worker's log text, straight from incoming/ to deferred/ (one rename, the
+//  - while one is known, it reads only the envelope of each file before claiming it — on the
+//    look-ahead thread (engine/envelope_looker.h), up to kLookAhead listed files ahead of the
+//    claim, which hints the files whose every recipient's domain is dead: those are decided
+//    only when no other fresh file is ready, so the scanner thread reaches the healthy mail in
+//    a dead backlog first; a file whose every recipient goes to a dead destination is
+//    postponed (it stays where it is, unclaimed; listings skip it);
+//  - postponed files are deferred last, at low priority (Scanner::NextTask: one after every
+//    kPostponedShare claims while other mail waits — postponements are not claims —, all of
+//    them once none does or too many wait), with the worker's log text, straight from incoming/ to deferred/ (one rename, the
 //    schedule in the file's retry mark, queue/spool.h) or, for a due retry, by moving only its
 //    mark. Nothing is encoded, nothing is fsynced per message, no worker sees them.
 // Like Postfix's qmgr, which defers a dead site's recipients without a delivery agent.
