@@ -1,5 +1,6 @@
 #include "engine/envelope_looker.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -21,12 +22,14 @@ constexpr size_t kKeepScratch = kEnvelopeHeadBytes;
 }  // namespace
 
 EnvelopeLook LookAtEnvelope(const Spool& spool, absl::string_view subdir, const std::string& name,
-                            std::string* scratch) {
+                            std::string* scratch, int dir_fd) {
   EnvelopeLook look;
   // A few KiB hold the envelope of nearly every file (a 20 KB message's head is one page, not
   // the whole file); a longer envelope is read again, up to kEnvelopeHeadBytes.
   for (const size_t want : {kEnvelopeFirstBytes, kEnvelopeHeadBytes}) {
-    absl::StatusOr<SpoolRead> head = spool.ReadHead(subdir, name, want, scratch);
+    absl::StatusOr<SpoolRead> head = dir_fd >= 0
+                                         ? spool.ReadHeadAt(dir_fd, subdir, name, want, scratch)
+                                         : spool.ReadHead(subdir, name, want, scratch);
     if (!head.ok()) {
       look.envelope = head.status();  // the claim reports (or quarantines) it
       return look;
@@ -48,6 +51,9 @@ EnvelopeLook LookAtEnvelope(const Spool& spool, absl::string_view subdir, const 
 }
 
 EnvelopeLooker::EnvelopeLooker(const Spool* spool) : spool_(spool) {
+  // Thousands of looks in two directories: relative to their descriptors, not by path.
+  incoming_fd_ = open((spool->root() + "/incoming").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  deferred_fd_ = open((spool->root() + "/deferred").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "mxb-look");  // for top -H and perf
@@ -62,7 +68,9 @@ EnvelopeLooker::~EnvelopeLooker() {
   }
   work_cv_.notify_one();
   thread_.join();
-  if (event_fd_ >= 0) close(event_fd_);
+  for (const int fd : {event_fd_, incoming_fd_, deferred_fd_}) {
+    if (fd >= 0) close(fd);
+  }
 }
 
 void EnvelopeLooker::Want(std::vector<std::string> names, bool from_incoming) {
@@ -142,7 +150,8 @@ void EnvelopeLooker::ThreadMain() {
     LookedFile f = std::move(tasks_.front());
     tasks_.pop_front();
     lock.unlock();
-    f.look = LookAtEnvelope(*spool_, f.from_incoming ? "incoming" : "deferred", f.name, &scratch);
+    f.look = LookAtEnvelope(*spool_, f.from_incoming ? "incoming" : "deferred", f.name, &scratch,
+                            f.from_incoming ? incoming_fd_ : deferred_fd_);
     reads += f.look.reads;
     if (f.look.envelope.ok() && !dead.empty()) {
       f.dead_hint = !f.look.envelope->recipients.empty();

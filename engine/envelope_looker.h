@@ -55,8 +55,9 @@ struct EnvelopeLook {
 
 // Reads `subdir`/`name`'s envelope from its first kEnvelopeFirstBytes, else (a longer envelope:
 // many recipients) from at most kEnvelopeHeadBytes. Any thread; `scratch` is the caller's.
+// With `dir_fd` (the caller's descriptor of `subdir`), relative to it.
 EnvelopeLook LookAtEnvelope(const Spool& spool, absl::string_view subdir, const std::string& name,
-                            std::string* scratch);
+                            std::string* scratch, int dir_fd = -1);
 
 // A look done by the looker thread.
 struct LookedFile {
@@ -96,6 +97,9 @@ class EnvelopeLooker {
   void ThreadMain();
 
   const Spool* const spool_;
+  // The looker thread's descriptors of incoming/ and deferred/ (-1: by path, as the inline look).
+  int incoming_fd_ = -1;
+  int deferred_fd_ = -1;
   size_t outstanding_ = 0;  // the caller's thread only
   int event_fd_ = -1;
   std::thread thread_;

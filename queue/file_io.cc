@@ -58,14 +58,14 @@ absl::Status NotRegular(const std::string& path, unsigned mode) {
 // later one goes without (an engine that runs as `user` reads producers' files).
 std::atomic<bool> noatime_refused{false};
 
-int OpenForRead(const std::string& path) {
+int OpenForRead(int dir_fd, const std::string& name) {
   constexpr int kFlags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
   if (!noatime_refused.load(std::memory_order_relaxed)) {
-    const int fd = open(path.c_str(), kFlags | O_NOATIME);
+    const int fd = openat(dir_fd, name.c_str(), kFlags | O_NOATIME);
     if (fd >= 0 || errno != EPERM) return fd;
     noatime_refused.store(true, std::memory_order_relaxed);
   }
-  return open(path.c_str(), kFlags);
+  return openat(dir_fd, name.c_str(), kFlags);
 }
 
 }  // namespace
@@ -81,11 +81,20 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
 absl::StatusOr<absl::string_view> ReadFileInto(const std::string& path, std::string* scratch,
                                                size_t max_bytes, const char* xattr,
                                                std::string* xattr_value) {
+  return ReadFileIntoAt(AT_FDCWD, path, path, scratch, max_bytes, xattr, xattr_value);
+}
+
+absl::StatusOr<absl::string_view> ReadFileIntoAt(int dir_fd, const std::string& name,
+                                                 const std::string& path, std::string* scratch,
+                                                 size_t max_bytes, const char* xattr,
+                                                 std::string* xattr_value) {
   if (xattr_value != nullptr) xattr_value->clear();
   struct stat st;
-  if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, "lstat", path);
+  if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return ErrnoError(errno, "lstat", path);
+  }
   if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
-  const int fd = OpenForRead(path);
+  const int fd = OpenForRead(dir_fd, name);
   if (fd < 0) {
     // ELOOP: the name became a symbolic link after the lstat.
     if (errno == ELOOP) return NotRegular(path, S_IFLNK);

@@ -40,6 +40,15 @@ absl::StatusOr<absl::string_view> ReadFileInto(const std::string& path, std::str
                                                const char* xattr = nullptr,
                                                std::string* xattr_value = nullptr);
 
+// ReadFileInto for `name` in the directory open as `dir_fd` (the lstat and open are fstatat and
+// openat relative to it: no walk of the spool's path per file; AT_FDCWD with a path is
+// ReadFileInto). `path` names the file in errors.
+absl::StatusOr<absl::string_view> ReadFileIntoAt(int dir_fd, const std::string& name,
+                                                 const std::string& path, std::string* scratch,
+                                                 size_t max_bytes = SIZE_MAX,
+                                                 const char* xattr = nullptr,
+                                                 std::string* xattr_value = nullptr);
+
 // "symbolic link", "directory", "FIFO", "socket", "character device", "block device" or
 // "regular file" for a st_mode.
 absl::string_view FileTypeName(unsigned mode);

@@ -251,10 +251,11 @@ std::optional<RetryMark> ParseRetryMark(absl::string_view value) {
 }
 
 absl::StatusOr<SpoolRead> ReadWithMark(const std::string& path, std::string* scratch,
-                                       size_t max_bytes = SIZE_MAX) {
+                                       size_t max_bytes = SIZE_MAX, int dir_fd = AT_FDCWD,
+                                       const std::string* name = nullptr) {
   std::string mark;
-  absl::StatusOr<absl::string_view> bytes =
-      file_io::ReadFileInto(path, scratch, max_bytes, kRetryAttr, &mark);
+  absl::StatusOr<absl::string_view> bytes = file_io::ReadFileIntoAt(
+      dir_fd, name != nullptr ? *name : path, path, scratch, max_bytes, kRetryAttr, &mark);
   if (!bytes.ok()) return bytes.status();
   SpoolRead out;
   out.contents = *bytes;
@@ -324,6 +325,13 @@ absl::StatusOr<SpoolRead> Spool::ReadHead(absl::string_view subdir, const std::s
                                           size_t max_bytes, std::string* scratch) const {
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   return ReadWithMark(PathIn(root_, subdir, name), scratch, max_bytes);
+}
+
+absl::StatusOr<SpoolRead> Spool::ReadHeadAt(int dir_fd, absl::string_view subdir,
+                                            const std::string& name, size_t max_bytes,
+                                            std::string* scratch) const {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  return ReadWithMark(PathIn(root_, subdir, name), scratch, max_bytes, dir_fd, &name);
 }
 
 absl::Status Spool::RewriteActive(const std::string& name, absl::string_view contents) {

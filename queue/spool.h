@@ -87,6 +87,11 @@ class Spool {
   [[nodiscard]] absl::StatusOr<SpoolRead> ReadHead(absl::string_view subdir,
                                                    const std::string& name, size_t max_bytes,
                                                    std::string* scratch) const;
+  // The same relative to `dir_fd`, the caller's descriptor of `subdir` (engine/envelope_looker.h:
+  // thousands of looks in one directory; no path walk from the root per file).
+  [[nodiscard]] absl::StatusOr<SpoolRead> ReadHeadAt(int dir_fd, absl::string_view subdir,
+                                                     const std::string& name, size_t max_bytes,
+                                                     std::string* scratch) const;
   // Moves deferred/name back into incoming/ (retry; mxburstctl flush).
   [[nodiscard]] absl::Status Requeue(const std::string& name);
   // Claims a due retry straight from deferred/ (deferred/name -> active/name) and returns its
