@@ -522,7 +522,14 @@ absl::Status Engine::Run() {
   // Never write log records the journal has not committed (they would be logged again after
   // the restart delivers those messages once more).
   if (!durable_blocked_) {
-    if (absl::Status s = log_->Flush(); !s.ok() && result.ok()) result = s;
+    absl::Status s = log_->Flush();
+    if (!s.ok() && result.ok()) result = s;
+    // Everything logged is durable: say so in the journal, so the next start repairs nothing
+    // (else a log emptied between runs got the last batch back when it began at offset 0).
+    if (s.ok() && log_->inode() != 0 && journal_->buffered_bytes() == 0) {
+      journal_->MarkLogEnd(log_->end_offset(), log_->inode());
+      if (absl::Status c = journal_->Commit(); !c.ok() && result.ok()) result = c;
+    }
   } else if (journal_->buffered_bytes() > 0) {
     log_->Discard();
   }

@@ -352,6 +352,15 @@ void Journal::AppendRecord(uint8_t type, FinalClass c, absl::string_view name,
 void Journal::SetLogTail(uint64_t offset, uint64_t inode, absl::string_view bytes) {
   tail_.clear();
   if (bytes.empty()) return;
+  PutTail(offset, inode, bytes);
+}
+
+void Journal::MarkLogEnd(uint64_t offset, uint64_t inode) {
+  tail_.clear();
+  PutTail(offset, inode, "");
+}
+
+void Journal::PutTail(uint64_t offset, uint64_t inode, absl::string_view bytes) {
   ABSL_HARDENING_ASSERT(bytes.size() <= kMaxTail);
   tail_.append(4, '\0');  // crc, filled below
   PutU32(&tail_, static_cast<uint32_t>(kFixedBody + kTailFixed + bytes.size()));

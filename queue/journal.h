@@ -159,6 +159,12 @@ class Journal {
   // as the batch's first record by the next Commit (so a batch torn by a crash never keeps a
   // final record without its log bytes). Replaces an earlier call in the same batch.
   void SetLogTail(uint64_t offset, uint64_t inode, absl::string_view bytes);
+  // At a clean stop, after the log's last bytes are durable: a tail with no bytes at `offset`,
+  // the log's end, written by the next Commit. The next start then has nothing to repair, also
+  // when the log was emptied in between (the last batch's tail, at offset 0 of a log that was
+  // empty before it, would otherwise look like a log the crash left short: it was appended
+  // again).
+  void MarkLogEnd(uint64_t offset, uint64_t inode);
 
   // One write() + one fdatasync() for everything buffered; then rotation and deletion of fully
   // retired sealed segments. No-op when nothing is buffered. Errors name the segment path and
@@ -181,6 +187,7 @@ class Journal {
   [[nodiscard]] absl::Status DeleteDeadSegments();
   void AppendRecord(uint8_t type, FinalClass c, absl::string_view name, uint32_t generation,
                     uint32_t recipient);
+  void PutTail(uint64_t offset, uint64_t inode, absl::string_view bytes);
 
   std::string dir_;
   JournalOptions options_;

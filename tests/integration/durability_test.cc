@@ -105,6 +105,22 @@ TEST_F(DurabilityTest, NonRegularFilesInIncomingAreQuarantinedNeverFollowed) {
   EXPECT_TRUE(absl::StrContains(err, "(symbolic link)")) << err;
 }
 
+// A log emptied between two runs (`: > acct.jsonl`) stays empty. The journal keeps the last
+// batch's log bytes to repair a log a crash left short; after a clean stop whose last batch
+// began at offset 0, the emptied log looked exactly like that, and the next start appended the
+// previous run's records again (seen as a flake of StsDeliveryTest, which empties its log).
+TEST_F(DurabilityTest, ALogEmptiedBetweenRunsIsNotRefilledByTheNextStart) {
+  port_ = testing::FreePort("127.0.0.1");  // nothing listens: connection refused
+  Inject({"--count", "1", "--domains", "1", "--no-fsync"});
+  ASSERT_EQ(RunCommand(EngineArgs({"--drain", "--quiet"}), dir_ + "/engine.out"), 0)
+      << ReadFileOrDie(dir_ + "/engine.out.err");
+  ASSERT_EQ(ReadJsonLines(log_).size(), 1u) << ReadFileOrDie(log_);  // one batch, at offset 0
+  testing::WriteFileOrDie(log_, "");
+  ASSERT_EQ(RunCommand(EngineArgs({"--drain", "--quiet"}), dir_ + "/engine2.out"), 0)
+      << ReadFileOrDie(dir_ + "/engine2.out.err");
+  EXPECT_EQ(ReadFileOrDie(log_), "");
+}
+
 // Issue 10 item 4: deferring a message whose recipients did not change (here: nothing listens,
 // so the destination is dead and the rest is "not tried") used to rewrite and fsync the whole
 // file per message, which made a dead destination's backlog fsync-bound for everybody. Now the

@@ -200,6 +200,27 @@ TEST_F(JournalTest, TornTailAtEveryOffsetKeepsEarlierBatches) {
   }
 }
 
+// A clean stop marks the log's end (Journal::MarkLogEnd): the newest tail then has no bytes, so
+// the next start appends nothing, whatever became of the log in between.
+TEST_F(JournalTest, MarkLogEndLeavesATailWithNothingToRepair) {
+  const std::string line = "{\"status\":\"delivered\",\"msgid\":\"a.eml\"}\n";
+  {
+    auto j = OpenOrDie();
+    j->AppendFinal({"a.eml", 0, 0, FinalClass::kDelivered});
+    j->SetLogTail(0, 77, line);
+    ASSERT_TRUE(j->Commit().ok());
+    j->MarkLogEnd(line.size(), 77);
+    EXPECT_GT(j->buffered_bytes(), 0u);
+    ASSERT_TRUE(j->Commit().ok());
+  }
+  RecoveredJournal r = RecoverOrDie();
+  ASSERT_TRUE(r.log_tail.has_value());
+  EXPECT_EQ(r.log_tail->offset, line.size());
+  EXPECT_EQ(r.log_tail->inode, 77u);
+  EXPECT_TRUE(r.log_tail->bytes.empty());
+  EXPECT_EQ(r.messages.count("a.eml"), 1u);
+}
+
 // Issue 10 item 3: a batch carries its accounting-log bytes as its first record, so a batch torn
 // by a crash can keep a final record only together with those bytes; recovery reports the newest
 // batch's tail for AccountingLog::Repair.
