@@ -373,8 +373,8 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
   const std::string spool = fs + "/spool", log = fs + "/acct.jsonl", filler = fs + "/filler";
   ASSERT_TRUE(Spool::Open(spool).ok());
   StartSink("127.0.0.1");
-  auto inject = [&](int count, int seed) {
-    ASSERT_EQ(RunCommand({Bin("tools/mxburst-inject"), "--spool", spool, "--count",
+  auto inject = [&](int count, int seed, const std::string& into) {
+    ASSERT_EQ(RunCommand({Bin("tools/mxburst-inject"), "--spool", into, "--count",
                           std::to_string(count), "--size", "1500", "--domains", "4", "--seed",
                           std::to_string(seed), "--no-fsync"},
                          dir_ + "/inject.out"),
@@ -384,13 +384,13 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
   // so finishing messages cannot free the space the journal and the log need.
   const std::string keep = fs + "/keep";
   ASSERT_EQ(mkdir(keep.c_str(), 0750), 0);
-  auto pin = [&] {
-    for (const std::string& n : ListDir(spool + "/incoming")) {
-      link((spool + "/incoming/" + n).c_str(), (keep + "/" + n).c_str());
+  auto pin = [&](const std::string& from) {
+    for (const std::string& n : ListDir(from + "/incoming")) {
+      link((from + "/incoming/" + n).c_str(), (keep + "/" + n).c_str());
     }
   };
-  inject(300, 1);
-  pin();
+  inject(300, 1, spool);
+  pin(spool);
   {
     // Leave ~48 KiB: the engine starts, delivers a little, then every durable write fails.
     FillUp(filler);
@@ -417,10 +417,19 @@ TEST_F(DurabilityTest, DiskFullPausesClaimingResumesAndHonoursSigterm) {
     })) << ReadFileOrDie(err);
     EXPECT_EQ(Occurrences(err, "claiming resumed"), 1) << ReadFileOrDie(err);
 
-    // Full again, more mail, then SIGTERM while the writes still fail: it must exit.
-    inject(60, 2);
-    pin();
+    // Full again, more mail, then SIGTERM while the writes still fail: it must exit. The mail
+    // is written next to the spool and renamed in only once the file system is full: injected
+    // straight into incoming/, a loaded box let the engine deliver all of it before FillUp
+    // ended, and no write ever failed (a CI flake).
+    const std::string stage = fs + "/stage";
+    ASSERT_TRUE(Spool::Open(stage).ok());
+    inject(60, 2, stage);
+    pin(stage);
     FillUp(filler);
+    for (const std::string& n : ListDir(stage + "/incoming")) {
+      ASSERT_EQ(rename((stage + "/incoming/" + n).c_str(), (spool + "/incoming/" + n).c_str()), 0)
+          << n << ": " << std::strerror(errno);
+    }
     ASSERT_TRUE(WaitFor([&] { return Occurrences(err, "claiming paused") > 1; }))
         << ReadFileOrDie(err);
     engine.Signal(SIGTERM);
