@@ -184,14 +184,7 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
   // Looks hinted dead are decided when nothing else fresh is ready, also while the looker
   // works on: the scanner thread spends its time on healthy mail first.
   if (!fresh_ready && !looked_dead_.empty()) {
-    LookedFile f = std::move(looked_dead_.front());
-    looked_dead_.pop_front();
-    in_claim_.erase(f.name);
-    *out = {std::move(f.name), Source::kIncoming};
-    return gate_ != nullptr && gate_->PostponeLooked(out->name, f.from_incoming,
-                                                     std::move(f.look))
-               ? Pick::kGated
-               : Pick::kTask;
+    return DecideLooked(&looked_dead_, out) ? Pick::kGated : Pick::kTask;
   }
   // Fresh mail and due retries take turns, like Postfix's qmgr alternating between its
   // incoming and deferred queues: a backlog of retries never starves new mail, nor the
@@ -218,15 +211,7 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
     *out = std::move(pending_.front());
     pending_.pop_front();
   } else {
-    LookedFile& f = looked_.front();
-    *out = {std::move(f.name), Source::kIncoming};
-    EnvelopeLook look = std::move(f.look);
-    looked_.pop_front();
-    in_claim_.erase(out->name);  // the claim below (or the postponement) takes it from here
-    if (gate_ != nullptr && gate_->PostponeLooked(out->name, /*from_incoming=*/true,
-                                                  std::move(look))) {
-      return Pick::kGated;
-    }
+    if (DecideLooked(&looked_, out)) return Pick::kGated;
     ++postponed_turn_;
     return Pick::kTask;
   }
@@ -236,6 +221,14 @@ Scanner::Pick Scanner::NextTask(bool* listed, Task* out) {
   }
   ++postponed_turn_;
   return Pick::kTask;
+}
+
+bool Scanner::DecideLooked(std::deque<LookedFile>* from, Task* out) {
+  LookedFile f = std::move(from->front());
+  from->pop_front();
+  in_claim_.erase(f.name);  // the claim (or the postponement) takes it from here
+  *out = {std::move(f.name), f.from_incoming ? Source::kIncoming : Source::kDeferred};
+  return gate_ != nullptr && gate_->PostponeLooked(out->name, f.from_incoming, std::move(f.look));
 }
 
 void Scanner::TakeLooks() {

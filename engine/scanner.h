@@ -182,6 +182,8 @@ class Scanner {
   bool LookAhead();
   // Finished looks into looked_ / looked_dead_ (by the looker's hint).
   void TakeLooks();
+  // The oldest look of `from` becomes `out`; true when the gate postponed it (else claim it).
+  bool DecideLooked(std::deque<LookedFile>* from, Task* out);
   // The claim itself and everything up to the jobs: any thread.
   ClaimedFile Process(const Task& task) const;
   ClaimedFile Prepare(const std::string& name, absl::string_view contents,
